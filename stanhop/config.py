@@ -1,0 +1,168 @@
+"""One configuration object for a run: data, model, training and memory settings.
+
+The YAML files in ``configs/`` are these dataclasses written out; ``--set key=value``
+overrides reach any field (``model.d_model=128``). This module imports no torch, so the
+CLI can read and check a config before loading anything heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stanhop.errors import UserError
+
+SEPARATIONS = ("entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped")
+MEMORY_KINDS = (None, "plug", "tune")
+MEMORY_STRATEGIES = ("random", "all", "extremes", "csv")
+
+
+@dataclass
+class DataConfig:
+    name: str = "ETTh1"  # a registered data set (ETTh1) or a path to a CSV file
+    date_column: str = "date"  # the column holding timestamps
+    columns: list[str] | None = None  # channels to use; None = every numeric column
+    target: str | None = None  # the column plots show first; None = data set's (OT) or last
+    fill: str | None = None  # None rejects missing cells; "ffill" or "interpolate" fills them
+    split: str = "14/5/5"  # months of 30 days (14/5/5, 12/4/4) or fractions (0.7/0.1/0.2)
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class ModelConfig:
+    in_len: int = 168  # input window length (time steps)
+    out_len: int = 24  # forecast horizon (time steps)
+    seg_len: int = 6  # patch length; inputs not a multiple are padded at the front
+    win_size: int = 4  # patches merged by each coarse-graining step
+    d_model: int = 256  # pattern width
+    d_ff: int = 512  # hidden width of the MLPs
+    n_heads: int = 4  # retrieval heads
+    e_layers: int = 2  # encoder blocks (the decoder has e_layers + 1 layers)
+    factor: int = 10  # learned state patterns of each GSHPooling
+    dropout: float = 0.3
+    separation: str = "entmax"  # entmax (GSH) | softmax1 (OutEffHop) | softmax | sparsemax | entmax15 | clipped
+    gate: bool = False  # Gated Attention on every retrieval
+    n_series: int = 7  # number of channels; set from the data at training time
+
+
+@dataclass
+class MemoryConfig:
+    kind: str | None = None  # None, "plug" (Plug-and-Play) or "tune" (Tune-and-Play)
+    size: int = 64  # K memory windows
+    strategy: str = "extremes"  # random | all | extremes | csv
+    csv: str | None = None  # memory windows from this CSV when strategy is csv
+    tune_epochs: int = 3  # Tune-and-Play fine-tuning epochs
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    batch_size: int = 128
+    max_epochs: int = 100
+    patience: int = 5  # early stopping on validation MSE
+    lr_halving_epochs: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10])
+    grad_clip: float = 5.0
+    seed: int = 0
+    deterministic: bool = False
+    limit_train_batches: float = 1.0  # fraction (<= 1.0) or number (> 1) of batches per epoch
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: int = 1
+    strategy: str = "auto"  # auto | ddp
+    num_nodes: int = 1
+    precision: str = "32"  # 32 | bf16-mixed
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        if not isinstance(raw, dict):
+            raise UserError("config must be a YAML mapping with sections data, model, train, memory")
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise UserError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(sections)}")
+        parts = {}
+        for f in dataclasses.fields(cls):
+            section_cls = type(f.default_factory())
+            values = raw.get(f.name) or {}
+            known = {g.name for g in dataclasses.fields(section_cls)}
+            bad = set(values) - known
+            if bad:
+                raise UserError(f"unknown key(s) {sorted(bad)} in config section '{f.name}'; known: {sorted(known)}")
+            parts[f.name] = section_cls(**values)
+        cfg = cls(**parts)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise UserError on values no run could use."""
+        m, t, mem = self.model, self.train, self.memory
+        for name in ("in_len", "out_len", "seg_len", "win_size", "d_model", "d_ff", "n_heads", "e_layers", "factor", "n_series"):
+            value = getattr(m, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"model.{name} must be a positive whole number, got {value!r}")
+        if m.d_model % m.n_heads:
+            raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+        if not 0.0 <= m.dropout < 1.0:
+            raise UserError(f"model.dropout must be in [0, 1), got {m.dropout!r}")
+        if m.separation not in SEPARATIONS:
+            raise UserError(f"unknown separation '{m.separation}'; choose one of {', '.join(SEPARATIONS)}")
+        if not (isinstance(t.lr, (int, float)) and t.lr > 0):
+            raise UserError(f"train.lr must be a positive number, got {t.lr!r}")
+        for name in ("batch_size", "max_epochs", "devices", "num_nodes"):
+            value = getattr(t, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"train.{name} must be a positive whole number, got {value!r}")
+        if t.precision not in ("32", "bf16-mixed", "16-mixed", "64"):
+            raise UserError(f"train.precision must be 32 or bf16-mixed, got {t.precision!r}")
+        if mem.kind not in MEMORY_KINDS:
+            raise UserError(f"memory.kind must be plug, tune or empty, got {mem.kind!r}")
+        if mem.strategy not in MEMORY_STRATEGIES:
+            raise UserError(f"memory.strategy must be one of {', '.join(MEMORY_STRATEGIES)}, got {mem.strategy!r}")
+        if self.data.fill not in (None, "ffill", "interpolate"):
+            raise UserError(f"data.fill must be ffill or interpolate, got {self.data.fill!r}")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML config; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; see configs/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return Config.from_dict(raw)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Return a new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise UserError(f"--set expects section.key=value (e.g. model.d_model=128), got '{item}'")
+        if section not in raw or name not in raw[section]:
+            raise UserError(f"--set: unknown config key '{key}'")
+        raw[section][name] = yaml.safe_load(value) if value.strip() else None
+    return Config.from_dict(raw)
