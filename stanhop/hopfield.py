@@ -1,0 +1,165 @@
+"""Hopfield retrieval layers: state patterns retrieve from stored patterns.
+
+Vocabulary (Ramsauer et al. 2021; STanHop, Wu et al. ICLR 2024): state patterns ξ
+(queries), stored patterns Y (keys), pattern projections V (values). One retrieval is
+
+    Z = sep(β · Q Kᵀ) V,   Q = ξ W_Q,  K = Y W_K,  V = Y W_V,  β = 1/√d_head,
+
+per head, heads concatenated, then an output projection; ``sep`` is a separation map
+(stanhop.separation), chosen by name. Three levels, as in hopfield-layers:
+
+- ``Hopfield``: given state and stored patterns (self-retrieval when stored is None);
+- ``HopfieldPooling``: learned state patterns retrieve from the input (GSHPooling);
+- ``HopfieldLayer``: the input retrieves from learned stored patterns.
+
+Axes: b batch, q state patterns, k stored patterns, h heads, e head width, d model width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from stanhop.errors import UserError
+from stanhop.separation import make_separation
+
+__all__ = ["retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
+
+
+def association(state: Tensor, stored: Tensor, separation: nn.Module, *, scale: float | None = None,
+                mask: Tensor | None = None) -> Tensor:
+    """Association weights sep(β · ξ Yᵀ): (..., q, e), (..., k, e) -> (..., q, k).
+
+    mask (bool, broadcast to (..., q, k)): True = may attend; False scores become -inf.
+    """
+    scale = 1.0 / math.sqrt(state.shape[-1]) if scale is None else scale
+    scores = torch.matmul(state * scale, stored.transpose(-2, -1))  # (..., q, k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return separation(scores, dim=-1)
+
+
+def retrieve(state: Tensor, stored: Tensor, values: Tensor, separation: nn.Module, *,
+             scale: float | None = None, mask: Tensor | None = None, dropout: float = 0.0,
+             training: bool = False, fused: bool = True) -> Tensor:
+    """One parameter-free retrieval: dropout(sep(β · ξ Yᵀ)) V.
+
+    (..., q, e), (..., k, e), (..., k, e_v) -> (..., q, e_v); β = ``scale`` (1/√e if None).
+    Softmax and Softmax₁ go through ``scaled_dot_product_attention`` (fused, the weights are
+    never stored) unless ``fused=False``; Softmax₁ there is softmax over the stored patterns
+    plus one extra stored pattern of score 0 whose projection is zero (OutEffHop).
+    Dropout (rate ``dropout``) acts on the weights, only when ``training``.
+    """
+    kind = getattr(separation, "sdpa", None) if fused else None
+    p = dropout if training else 0.0
+    if kind is not None:
+        if kind == "softmax1":
+            stored = F.pad(stored, (0, 0, 0, 1))  # one zero stored pattern: score exactly 0
+            values = F.pad(values, (0, 0, 0, 1))  # whose projection is zero
+            if mask is not None:
+                mask = F.pad(mask, (0, 1), value=True)
+        return F.scaled_dot_product_attention(state, stored, values, attn_mask=mask, dropout_p=p, scale=scale)
+    weights = association(state, stored, separation, scale=scale, mask=mask)
+    if p > 0:
+        weights = F.dropout(weights, p, training=True)
+    return torch.matmul(weights, values)
+
+
+class Hopfield(nn.Module):
+    """Multi-head Hopfield retrieval: state (b, q, d) retrieves from stored (b, k, d_stored).
+
+    Z = W_O concat_h[ g_h ⊙ sep(β Q_h K_hᵀ) V_h ],  β = 1/√(d/n_heads).
+
+    - Projections: q = Linear(d, d) of the state patterns, one Linear(d_stored, 2d) for the
+      keys and values of the stored patterns (V = Y W_V directly, not W_V(W_K Y)).
+    - ``gate`` (Gated Attention, Bondarenko et al. 2023): g_h = sigmoid(w_hᵀ ξ_h + b_h), one
+      Linear(d_head -> 1) per head on that head's slice of the state pattern input; bias
+      starts at logit(0.25). Without a gate, g_h = 1.
+    - ``update_steps`` = T > 0: T Hopfield updates in the associative space before the final
+      retrieval, Q ← sep(β Q Kᵀ) K (the retrieved stored pattern becomes the new state
+      pattern), then Z from the updated Q. T = 0 is the usual one-step retrieval.
+    - ``separation``: a name from stanhop.separation.SEPARATIONS (its α, if learnable, is
+      one scalar for this layer).
+
+    A batch of 1 in either state or stored broadcasts against the other (learned patterns
+    are projected once, not once per sample).
+    """
+
+    def __init__(self, d_model: int, *, n_heads: int = 4, separation: str = "entmax", dropout: float = 0.0,
+                 gate: bool = False, update_steps: int = 0, d_stored: int | None = None):
+        super().__init__()
+        if d_model % n_heads:
+            raise UserError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if update_steps < 0:
+            raise UserError(f"update_steps must be 0 or more, got {update_steps}")
+        self.n_heads, self.dropout, self.update_steps = n_heads, dropout, update_steps
+        self.fused = True  # softmax / softmax1 through scaled_dot_product_attention
+        d_head = d_model // n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_stored or d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.separation = make_separation(separation)
+        self.gate = nn.ModuleList(nn.Linear(d_head, 1) for _ in range(n_heads)) if gate else None
+        if self.gate is not None:
+            for lin in self.gate:
+                nn.init.constant_(lin.bias, math.log(0.25 / 0.75))
+
+    def forward(self, state: Tensor, stored: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        # state (b, q, d), stored (b, k, d_stored) or None, mask (q, k) | (b, q, k) -> (b, q, d)
+        q = rearrange(self.q(state), "b q (h e) -> b h q e", h=self.n_heads)
+        kv = self.kv(state if stored is None else stored)
+        k, v = rearrange(kv, "b k (two h e) -> two b h k e", two=2, h=self.n_heads)
+        b = max(q.shape[0], k.shape[0])
+        q, k, v = q.expand(b, -1, -1, -1), k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        if mask is not None and mask.dim() == 3:
+            mask = rearrange(mask, "b q k -> b 1 q k")
+        for _ in range(self.update_steps):
+            q = retrieve(q, k, k, self.separation, mask=mask, fused=self.fused)
+        z = retrieve(q, k, v, self.separation, mask=mask, dropout=self.dropout, training=self.training,
+                     fused=self.fused)  # (b, h, q, e)
+        if self.gate is not None:
+            z = z * self._gates(state)
+        return self.out(rearrange(z, "b h q e -> b q (h e)"))
+
+    def _gates(self, state: Tensor) -> Tensor:
+        # state (b, q, d) -> (b, h, q, 1)
+        slices = rearrange(state, "b q (h e) -> h b q e", h=self.n_heads)
+        return torch.sigmoid(torch.stack([lin(s) for lin, s in zip(self.gate, slices)], dim=1))
+
+
+class HopfieldPooling(nn.Module):
+    """Learned state patterns R (n_patterns, d) retrieve from the input: (b, n, d) -> (b, n_patterns, d).
+
+    The pooling of STanHop (GSHPooling) and hopfield-layers; R starts as N(0, 0.02²).
+    """
+
+    def __init__(self, d_model: int, *, n_patterns: int, n_heads: int = 4, separation: str = "entmax",
+                 dropout: float = 0.0, gate: bool = False):
+        super().__init__()
+        self.patterns = nn.Parameter(torch.randn(n_patterns, d_model) * 0.02)
+        self.hopfield = Hopfield(d_model, n_heads=n_heads, separation=separation, dropout=dropout, gate=gate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x (b, n, d) -> (b, n_patterns, d)
+        return self.hopfield(self.patterns[None], x)
+
+
+class HopfieldLayer(nn.Module):
+    """The input retrieves from learned stored patterns M (n_memories, d): (b, n, d) -> (b, n, d).
+
+    M starts as N(0, 0.02²); its keys and values are projected once per call, not per sample.
+    """
+
+    def __init__(self, d_model: int, *, n_memories: int, n_heads: int = 4, separation: str = "entmax",
+                 dropout: float = 0.0, gate: bool = False):
+        super().__init__()
+        self.memories = nn.Parameter(torch.randn(n_memories, d_model) * 0.02)
+        self.hopfield = Hopfield(d_model, n_heads=n_heads, separation=separation, dropout=dropout, gate=gate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x (b, n, d) -> (b, n, d)
+        return self.hopfield(x, self.memories[None])

@@ -1,0 +1,351 @@
+"""Separation maps: scores -> association weights of a Hopfield retrieval.
+
+A retrieval computes weights = sep(β · ξ Yᵀ) over the stored patterns Y for each state
+pattern ξ. The map ``sep`` decides how sharply the stored patterns are separated:
+
+- ``softmax``: the dense modern Hopfield model (Ramsauer et al. 2021).
+- ``softmax1``: Softmax₁ of OutEffHop (Hu et al., ICML 2024), exp(xᵢ) / (1 + Σⱼ exp(xⱼ)); the
+  weights may sum to less than 1, so a retrieval can return ≈ 0 ("no association").
+- ``entmax``: the generalized sparse Hopfield (GSH) map of STanHop (Wu et al., ICLR 2024),
+  α-entmax with a learnable α ∈ (1, 2).
+- ``sparsemax`` (α = 2) and ``entmax15`` (α = 1.5): exact, sort-based.
+- ``clipped``: Clipped Softmax (Bondarenko et al. 2023), clip((ζ − γ)·softmax(x) + γ, 0, 1).
+
+α-entmax (Peters et al. 2019) solves  p = argmax_{p ∈ Δ} pᵀx + H^T_α(p), Tsallis entropy
+H^T_α(p) = Σⱼ (pⱼ − pⱼ^α) / (α(α − 1)); its solution is
+    pᵢ = [(α − 1)xᵢ − τ]₊^{1/(α−1)},  τ such that Σᵢ pᵢ = 1.
+On the support S (pᵢ > 0), with g = p^{2−α}:
+    ∂p/∂x = diag(g) − g gᵀ / Σg,
+    ∂pᵢ/∂α = (pᵢ − ĝᵢ)/(α−1)² − (pᵢ log pᵢ − ĝᵢ Σⱼ pⱼ log pⱼ)/(α−1),  ĝ = g / Σg.
+(Differentiate log pᵢ = log((α−1)xᵢ − τ)/(α−1) in α and use Σ ∂pᵢ/∂α = 0 to eliminate ∂τ/∂α.)
+
+Every map treats -inf scores as "may not attend" (weight 0); a row of only -inf scores has
+no defined weights (NaN), except Softmax₁, which gives all zeros.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stanhop.errors import UserError
+
+__all__ = [
+    "softmax1",
+    "sparsemax",
+    "entmax15",
+    "entmax",
+    "clipped_softmax",
+    "Separation",
+    "Softmax",
+    "Softmax1",
+    "Entmax",
+    "Sparsemax",
+    "Entmax15",
+    "ClippedSoftmax",
+    "SEPARATIONS",
+    "make_separation",
+]
+
+
+# ---------------------------------------------------------------- helpers (last axis)
+
+
+def _shift(scores: Tensor) -> Tensor:
+    """x − max x along the last axis (the maps are invariant to it; no gradient needed)."""
+    return scores - scores.amax(-1, keepdim=True)
+
+
+def _entmax_backward(p: Tensor, grad_p: Tensor, g: Tensor) -> Tensor:
+    """dx = g⊙dp − g (Σ g⊙dp)/Σ g: the vector-Jacobian product of any α-entmax (last axis)."""
+    gdp = g * grad_p
+    return gdp - g * (gdp.sum(-1, keepdim=True) / g.sum(-1, keepdim=True))
+
+
+def _sparsemax_forward(scores: Tensor) -> Tensor:
+    """Exact sparsemax: p = [x − τ]₊, τ from the sorted scores (Martins & Astudillo 2016)."""
+    # Shifted so max x = 0, hence τ ≥ −1: anything below −1 is outside the support, and
+    # clamping it there (which also removes -inf) leaves the solution unchanged.
+    x = _shift(scores).clamp_min(-2.0)
+    xs = x.sort(-1, descending=True).values
+    k = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    csum = xs.cumsum(-1) - 1.0
+    support = (k * xs > csum).sum(-1, keepdim=True)  # |S| = max{k : 1 + k x₍ₖ₎ > Σ_{i≤k} x₍ᵢ₎}
+    tau = csum.gather(-1, support - 1) / support.to(x.dtype)
+    return (x - tau).clamp_min(0.0)
+
+
+def _entmax15_forward(scores: Tensor) -> Tensor:
+    """Exact 1.5-entmax: p = [x/2 − τ]₊², τ from the sorted scores (Peters et al. 2019)."""
+    # With max x/2 = 0, τ ≥ −1; values below −1 are outside the support (clamping is exact).
+    x = (_shift(scores) / 2).clamp_min(-2.0)
+    xs = x.sort(-1, descending=True).values
+    k = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    mean = xs.cumsum(-1) / k
+    mean_sq = (xs * xs).cumsum(-1) / k
+    ss = k * (mean_sq - mean * mean)
+    delta = (1.0 - ss) / k
+    tau_k = mean - delta.clamp_min(0.0).sqrt()  # τ if the support were the top k
+    support = (tau_k <= xs).sum(-1, keepdim=True)
+    tau = tau_k.gather(-1, support - 1)
+    return (x - tau).clamp_min(0.0).square()
+
+
+def _entmax_threshold(x: Tensor, power: Tensor, *, min_iter: int = 4, max_iter: int = 60) -> Tensor:
+    """τ with Σᵢ [xᵢ − τ]₊^power = 1 (max x = 0, power = 1/(α−1) ≥ 1), by Newton's method.
+
+    Newton runs on h(τ) = ‖[x − τ]₊‖_power − 1, which is convex and decreasing in τ and
+    nearly linear (exactly linear while one pattern is in the support). From the safe start
+    τ₀ = −1 (h ≥ 0 there, since the largest term is 1) every Newton step stays left of the
+    root and approaches it monotonically; it stops once |h| ≤ 1e-6 (float32) or max_iter.
+    """
+    tau = torch.full_like(x[..., :1], -1.0)
+    tol = 1e-6 if x.dtype != torch.float64 else 1e-13
+    for it in range(max_iter):
+        y = (x - tau).clamp_min(0.0)
+        y_pm1 = torch.where(y > 0, y.pow(power - 1.0), 0.0)  # y^(p−1), 0 off the support
+        s0 = y_pm1.sum(-1, keepdim=True)  # Σ y^(p−1)
+        s1 = (y_pm1 * y).sum(-1, keepdim=True)  # Σ y^p
+        norm = s1.pow(1.0 / power)
+        # h / h' with h' = −Σ y^(p−1) · (Σ y^p)^(1/p − 1)
+        tau = tau + (norm - 1.0) * s1 / (s0 * norm)
+        if it + 1 >= min_iter and bool(((norm - 1.0).abs() <= tol).all()):
+            break
+    return tau
+
+
+def _entmax_forward(scores: Tensor, alpha: Tensor) -> Tensor:
+    """α-entmax along the last axis; alpha broadcasts against scores with size 1 last."""
+    am1 = alpha - 1.0
+    x = _shift(scores) * am1
+    power = 1.0 / am1
+    tau = _entmax_threshold(x, power)
+    p = (x - tau).clamp_min(0.0).pow(power)
+    return p / p.sum(-1, keepdim=True)
+
+
+# ------------------------------------------------------------- autograd functions
+
+
+class _SparsemaxFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores: Tensor) -> Tensor:
+        p = _sparsemax_forward(scores)
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx, grad_p: Tensor) -> Tensor:
+        (p,) = ctx.saved_tensors
+        return _entmax_backward(p, grad_p, (p > 0).to(p.dtype))
+
+
+class _Entmax15Function(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores: Tensor) -> Tensor:
+        p = _entmax15_forward(scores)
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx, grad_p: Tensor) -> Tensor:
+        (p,) = ctx.saved_tensors
+        return _entmax_backward(p, grad_p, p.sqrt())
+
+
+class _EntmaxFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores: Tensor, alpha: Tensor) -> Tensor:
+        alpha_b = alpha.to(scores.dtype).expand(*scores.shape[:-1], 1)
+        p = _entmax_forward(scores, alpha_b)
+        ctx.save_for_backward(p, alpha_b)
+        ctx.alpha_shape = alpha.shape
+        return p
+
+    @staticmethod
+    def backward(ctx, grad_p: Tensor):
+        p, alpha = ctx.saved_tensors
+        on = p > 0
+        g = torch.where(on, p.pow(2.0 - alpha), 0.0)
+        grad_scores = _entmax_backward(p, grad_p, g) if ctx.needs_input_grad[0] else None
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            am1 = alpha - 1.0
+            g_hat = g / g.sum(-1, keepdim=True)
+            plogp = torch.where(on, p * torch.log(torch.where(on, p, 1.0)), 0.0)
+            ent = plogp.sum(-1, keepdim=True)
+            dp_dalpha = (p - g_hat) / am1.square() - (plogp - g_hat * ent) / am1
+            grad_alpha = (grad_p * dp_dalpha).sum(-1, keepdim=True)
+            grad_alpha = grad_alpha.sum_to_size(ctx.alpha_shape) if ctx.alpha_shape else grad_alpha.sum()
+        return grad_scores, grad_alpha
+
+
+# ------------------------------------------------------------------ public functions
+
+
+def _along(fn, scores: Tensor, dim: int, *args) -> Tensor:
+    """Apply a last-axis map along ``dim``."""
+    if dim in (-1, scores.dim() - 1):
+        return fn(scores, *args)
+    return fn(scores.movedim(dim, -1), *args).movedim(-1, dim)
+
+
+def softmax1(scores: Tensor, dim: int = -1) -> Tensor:
+    """Softmax₁ (OutEffHop): pᵢ = exp(xᵢ) / (1 + Σⱼ exp(xⱼ)); Σ p < 1, → 0 when all xⱼ ≪ 0.
+
+    Computed as exp(xᵢ − lse) with lse = m + log(exp(−m) + Σⱼ exp(xⱼ − m)),
+    m = max(0, maxⱼ xⱼ): no overflow for large scores, exact zeros underflow gracefully.
+    Not invariant to adding a constant c: weights scale by (1 + Σe^x)/(e^{-c} + Σe^x).
+    """
+    m = scores.detach().amax(dim, keepdim=True).clamp_min(0.0)
+    lse = m + torch.log(torch.exp(-m) + torch.exp(scores - m).sum(dim, keepdim=True))
+    return torch.exp(scores - lse)
+
+
+def sparsemax(scores: Tensor, dim: int = -1) -> Tensor:
+    """Sparsemax (α = 2): p = argmin_{p ∈ Δ} ‖p − x‖² = [x − τ]₊; exact, sort-based."""
+    return _along(_SparsemaxFunction.apply, scores, dim)
+
+
+def entmax15(scores: Tensor, dim: int = -1) -> Tensor:
+    """1.5-entmax: p = [x/2 − τ]₊², Σ p = 1; exact, sort-based (Peters et al. 2019)."""
+    return _along(_Entmax15Function.apply, scores, dim)
+
+
+def entmax(scores: Tensor, alpha: Tensor | float, dim: int = -1) -> Tensor:
+    """α-entmax: pᵢ = [(α−1)xᵢ − τ]₊^{1/(α−1)}, Σ p = 1, for α ∈ (1, 2] (α → 1: softmax).
+
+    ``alpha`` is a float or a tensor that broadcasts against ``scores`` with size 1 along
+    ``dim`` (e.g. a 0-d learnable α). Differentiable in ``scores`` and in ``alpha`` (closed
+    form backward, see the module docstring). τ is found by Newton's method from a safe
+    start (see ``_entmax_threshold``); float α = 1.5 and 2 use the exact sort-based maps.
+    """
+    if not isinstance(alpha, Tensor):
+        alpha = float(alpha)
+        if not 1.0 <= alpha <= 2.0:
+            raise UserError(f"entmax alpha must be in [1, 2], got {alpha}")
+        if alpha == 1.0:
+            return torch.softmax(scores, dim)
+        if alpha == 1.5:
+            return entmax15(scores, dim)
+        if alpha == 2.0:
+            return sparsemax(scores, dim)
+        alpha = torch.tensor(alpha, dtype=scores.dtype, device=scores.device)
+    if alpha.dim() > 0 and dim not in (-1, scores.dim() - 1):
+        alpha = alpha.movedim(dim, -1)
+    return _along(_EntmaxFunction.apply, scores, dim, alpha)
+
+
+def clipped_softmax(scores: Tensor, gamma: float = -0.1, zeta: float = 1.1, dim: int = -1) -> Tensor:
+    """Clipped Softmax (Bondarenko et al. 2023): clip((ζ − γ)·softmax(x) + γ, 0, 1).
+
+    With γ < 0 a weight can be exactly 0 without infinite scores; weights need not sum to 1.
+    Defaults γ = −0.1, ζ = 1.1 are those of OutEffHop's STanHop code.
+    """
+    return ((zeta - gamma) * torch.softmax(scores, dim) + gamma).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class Separation(nn.Module):
+    """A separation map as a module: ``forward(scores, dim=-1)`` -> association weights.
+
+    ``sdpa`` names the fused kernel path a retrieval may take instead of forming the
+    weights ("softmax", "softmax1"), or is None when the weights must be formed.
+    """
+
+    sdpa: str | None = None
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Softmax(Separation):
+    """softmax(x): the dense modern Hopfield model."""
+
+    sdpa = "softmax"
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return torch.softmax(scores, dim)
+
+
+class Softmax1(Separation):
+    """Softmax₁ (OutEffHop): exp(xᵢ) / (1 + Σⱼ exp(xⱼ))."""
+
+    sdpa = "softmax1"
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return softmax1(scores, dim)
+
+
+class Sparsemax(Separation):
+    """Sparsemax (α = 2), exact."""
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return sparsemax(scores, dim)
+
+
+class Entmax15(Separation):
+    """1.5-entmax, exact."""
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return entmax15(scores, dim)
+
+
+class Entmax(Separation):
+    """GSH map of STanHop: α-entmax with one learnable scalar α per layer (per module).
+
+    α = 1 + sigmoid(a) keeps α in (1, 2) smoothly; a = logit(alpha − 1) at construction
+    (default alpha = 1.5, i.e. a = 0). Gradients reach both the scores and a.
+    """
+
+    def __init__(self, alpha: float = 1.5):
+        super().__init__()
+        if not 1.0 < alpha < 2.0:
+            raise UserError(f"initial entmax alpha must be strictly between 1 and 2, got {alpha}")
+        self.a = nn.Parameter(torch.tensor(math.log((alpha - 1.0) / (2.0 - alpha))))
+
+    @property
+    def alpha(self) -> Tensor:
+        return 1.0 + torch.sigmoid(self.a)
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return entmax(scores, self.alpha, dim)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha.item():.4f}"
+
+
+class ClippedSoftmax(Separation):
+    """Clipped Softmax: clip((ζ − γ)·softmax(x) + γ, 0, 1)."""
+
+    def __init__(self, gamma: float = -0.1, zeta: float = 1.1):
+        super().__init__()
+        self.gamma, self.zeta = float(gamma), float(zeta)
+
+    def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
+        return clipped_softmax(scores, self.gamma, self.zeta, dim)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, zeta={self.zeta}"
+
+
+SEPARATIONS: dict[str, type[Separation]] = {
+    "softmax": Softmax,
+    "softmax1": Softmax1,
+    "entmax": Entmax,
+    "sparsemax": Sparsemax,
+    "entmax15": Entmax15,
+    "clipped": ClippedSoftmax,
+}
+
+
+def make_separation(name: str, **kwargs) -> nn.Module:
+    """The separation module called ``name`` (one of SEPARATIONS), built with ``kwargs``."""
+    if name not in SEPARATIONS:
+        raise UserError(f"unknown separation '{name}'; choose one of {', '.join(SEPARATIONS)}")
+    return SEPARATIONS[name](**kwargs)
