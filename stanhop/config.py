@@ -1,5 +1,7 @@
 """One configuration object for a run: data, model, training and memory settings.
 
+The defaults are configs/etth1.yaml: the OutEffHop paper's ETTh1 setting (see that file).
+
 The YAML files in ``configs/`` are these dataclasses written out; ``--set key=value``
 overrides reach any field (``model.d_model=128``). This module imports no torch, so the
 CLI can read and check a config before loading anything heavy.
@@ -34,12 +36,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    in_len: int = 168  # input window length (time steps)
+    in_len: int = 384  # input window length (time steps)
     out_len: int = 24  # forecast horizon (time steps)
-    seg_len: int = 6  # patch length; inputs not a multiple are padded at the front
+    seg_len: int = 32  # patch length; inputs not a multiple are padded at the front
     win_size: int = 4  # patches merged by each coarse-graining step
-    d_model: int = 256  # pattern width
-    d_ff: int = 512  # hidden width of the MLPs
+    d_model: int = 512  # pattern width
+    d_ff: int = 1024  # hidden width of the MLPs
     n_heads: int = 4  # retrieval heads
     e_layers: int = 2  # encoder blocks (the decoder has e_layers + 1 layers)
     factor: int = 10  # learned state patterns of each GSHPooling
@@ -61,7 +63,7 @@ class MemoryConfig:
 @dataclass
 class TrainConfig:
     lr: float = 1e-4
-    batch_size: int = 128
+    batch_size: int = 512
     max_epochs: int = 100
     patience: int = 5  # early stopping on validation MSE
     lr_halving_epochs: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10])

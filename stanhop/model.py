@@ -1,0 +1,196 @@
+"""STanHop-Net (Wu et al., ICLR 2024): sparse tandem Hopfield networks for forecasting.
+
+Axes used in shape comments and einops patterns:
+    b batch   c series (channels)   s segments (patches)   d model width
+    l seg_len (steps per patch)     w win_size (patches merged by coarse-graining)   t time steps
+
+Data flow: (b, t_in, c) -> patch embedding (b, c, s, d) -> encoder of STanHop blocks at
+coarser and coarser resolutions -> decoder layers, one per encoder scale, each predicting
+the whole horizon; the forecast is their sum -> (b, t_out, c).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from stanhop.config import ModelConfig
+from stanhop.hopfield import Hopfield, HopfieldPooling
+
+
+def n_segments(length: int, seg_len: int) -> int:
+    return math.ceil(length / seg_len)
+
+
+class MLP(nn.Sequential):
+    """d -> d_ff -> d with GELU, the position-wise feed-forward of every block."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+class PatchEmbedding(nn.Module):
+    """Cut each series into patches of seg_len steps, embed each linearly, add a learned
+    position embedding per (series, patch), then LayerNorm.
+
+    An input whose length is not a multiple of seg_len is padded at the front by repeating
+    its first step (as the STanHop code does).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.seg_len = cfg.seg_len
+        self.pad = n_segments(cfg.in_len, cfg.seg_len) * cfg.seg_len - cfg.in_len
+        self.proj = nn.Linear(cfg.seg_len, cfg.d_model)
+        self.position = nn.Parameter(torch.randn(1, cfg.n_series, n_segments(cfg.in_len, cfg.seg_len), cfg.d_model))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:  # (b, t, c) -> (b, c, s, d)
+        if self.pad:
+            x = torch.cat([x[:, :1].expand(-1, self.pad, -1), x], dim=1)
+        patches = rearrange(x, "b (s l) c -> b c s l", l=self.seg_len)
+        return self.norm(self.proj(patches) + self.position)
+
+
+class STanHopBlock(nn.Module):
+    """The STanHop block: temporal then cross-series Hopfield retrieval, in tandem.
+
+    1. Temporal: every series retrieves over its own patches,
+       z = LN(x + drop(GSH(x, x))); z = LN(z + drop(MLP(z))).
+    2. Cross-series: at every patch position, GSHPooling condenses the c series into
+       `factor` patterns h (learned state patterns retrieve from the series); each series
+       then retrieves from h: u = LN(z + drop(GSH(z, h))); u = LN(u + drop(MLP(u))).
+       Pooling first keeps the cost linear in the number of series (c·factor, not c²).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, kw = cfg.d_model, dict(n_heads=cfg.n_heads, separation=cfg.separation, dropout=cfg.dropout, gate=cfg.gate)
+        self.temporal = Hopfield(d, **kw)
+        self.pooling = HopfieldPooling(d, n_patterns=cfg.factor, **kw)
+        self.cross_series = Hopfield(d, **kw)
+        self.mlp_temporal, self.mlp_cross = MLP(d, cfg.d_ff, cfg.dropout), MLP(d, cfg.d_ff, cfg.dropout)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(4))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:  # (b, c, s, d) -> (b, c, s, d)
+        b, c = x.shape[:2]
+        z = rearrange(x, "b c s d -> (b c) s d")
+        z = self.norms[0](z + self.drop(self.temporal(z)))
+        z = self.norms[1](z + self.drop(self.mlp_temporal(z)))
+
+        z = rearrange(z, "(b c) s d -> (b s) c d", b=b)
+        pooled = self.pooling(z)  # (b s) factor d
+        u = self.norms[2](z + self.drop(self.cross_series(z, pooled)))
+        u = self.norms[3](u + self.drop(self.mlp_cross(u)))
+        return rearrange(u, "(b s) c d -> b c s d", b=b)
+
+
+class CoarseGrain(nn.Module):
+    """Merge win_size neighbouring patches into one: concat -> LayerNorm -> Linear(w·d -> d).
+
+    A segment count that is not a multiple of win_size is padded at the end by repeating
+    the last patch.
+    """
+
+    def __init__(self, d_model: int, win_size: int):
+        super().__init__()
+        self.win_size = win_size
+        self.norm = nn.LayerNorm(win_size * d_model)
+        self.proj = nn.Linear(win_size * d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:  # (b, c, s, d) -> (b, c, ceil(s / w), d)
+        pad = -x.shape[2] % self.win_size
+        if pad:
+            x = torch.cat([x, x[:, :, -1:].expand(-1, -1, pad, -1)], dim=2)
+        merged = rearrange(x, "b c (s w) d -> b c s (w d)", w=self.win_size)
+        return self.proj(self.norm(merged))
+
+
+class Encoder(nn.Module):
+    """e_layers STanHop blocks; every block after the first coarse-grains its input first.
+
+    Returns the embedding and every block's output: e_layers + 1 scales, finest first.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.merges = nn.ModuleList(
+            nn.Identity() if i == 0 or cfg.win_size == 1 else CoarseGrain(cfg.d_model, cfg.win_size)
+            for i in range(cfg.e_layers)
+        )
+        self.blocks = nn.ModuleList(STanHopBlock(cfg) for _ in range(cfg.e_layers))
+
+    def forward(self, x: Tensor) -> list[Tensor]:  # (b, c, s, d) -> [(b, c, s_i, d)] * (e_layers + 1)
+        scales = [x]
+        for merge, block in zip(self.merges, self.blocks):
+            x = block(merge(x))
+            scales.append(x)
+        return scales
+
+
+class DecoderLayer(nn.Module):
+    """A STanHop block over the decoder state, then retrieval from the encoder output of the
+    same scale, then a linear read-out of seg_len steps per output patch."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.block = STanHopBlock(cfg)
+        self.cross = Hopfield(d, n_heads=cfg.n_heads, separation=cfg.separation, dropout=cfg.dropout, gate=cfg.gate)
+        self.mlp = MLP(d, cfg.d_ff, cfg.dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.readout = nn.Linear(d, cfg.seg_len)
+
+    def forward(self, x: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        # x (b, c, s_out, d), memory (b, c, s_i, d) -> state (b, c, s_out, d), prediction (b, c, s_out, l)
+        b = x.shape[0]
+        x = rearrange(self.block(x), "b c s d -> (b c) s d")
+        memory = rearrange(memory, "b c s d -> (b c) s d")
+        x = self.norm1(x + self.drop(self.cross(x, memory)))
+        x = self.norm2(x + self.drop(self.mlp(x)))
+        x = rearrange(x, "(b c) s d -> b c s d", b=b)
+        return x, self.readout(x)
+
+
+class Decoder(nn.Module):
+    """e_layers + 1 decoder layers over a learned query per (series, output patch); the
+    forecast is the sum of every layer's prediction."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, cfg.n_series, n_segments(cfg.out_len, cfg.seg_len), cfg.d_model))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.e_layers + 1))
+
+    def forward(self, scales: list[Tensor]) -> Tensor:  # [(b, c, s_i, d)] -> (b, c, s_out, l)
+        x = repeat(self.query, "1 c s d -> b c s d", b=scales[0].shape[0])
+        prediction = 0
+        for layer, memory in zip(self.layers, scales):
+            x, layer_prediction = layer(x, memory)
+            prediction = prediction + layer_prediction
+        return prediction
+
+
+class STanHopNet(nn.Module):
+    """STanHop-Net: input window (b, in_len, c) -> forecast (b, out_len, c).
+
+    `cfg.separation` chooses the Hopfield separation map of every retrieval: entmax (GSH,
+    learnable α), softmax1 (OutEffHop), softmax, sparsemax, entmax15, clipped; `cfg.gate`
+    adds Gated Attention to every retrieval.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = PatchEmbedding(cfg)
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def forward(self, x: Tensor) -> Tensor:  # (b, in_len, c) -> (b, out_len, c)
+        scales = self.encoder(self.embedding(x))
+        prediction = self.decoder(scales)  # b c s l
+        return rearrange(prediction, "b c s l -> b (s l) c")[:, : self.cfg.out_len]

@@ -1,0 +1,180 @@
+"""The run directory: everything a finished training leaves, loadable without unpickling.
+
+    RUN/
+      stanhop.json      marker: tool name, stanhop version, run format
+      config.yaml       the Config (dataclasses written out)
+      scaler.json       columns, frequency, date column, and the scaler's mean and scale
+      model.safetensors weights of the best checkpoint (by validation MSE)
+      metrics.json      test/val metrics, outlier statistics, run facts
+      logs/metrics.csv  train/val loss per epoch (Lightning's CSV logger)
+      checkpoints/      Lightning checkpoints (best.ckpt, last.ckpt) for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stanhop import __version__
+from stanhop.config import Config, load_config, save_config
+from stanhop.errors import UserError
+
+RUN_FORMAT = 1
+MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+
+
+def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
+    """Create a fresh run directory; an existing non-empty one is refused unless ``force``.
+
+    With ``force`` the previous run's files are removed first (the user asked for it).
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not force:
+            raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it")
+        if path.is_dir() and not (path / MARKER).is_file():
+            raise UserError(f"{path} is not a stanhop run directory; refusing to replace it even with --force")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})
+    return path
+
+
+def check_run_dir(path: str | Path) -> Path:
+    """Raise UserError unless ``path`` is a stanhop run this version can read."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run directory {path} does not exist; train one with 'stanhop train --out {path}'")
+    if not (path / MARKER).is_file():
+        raise UserError(f"{path} is not a stanhop run directory (no {MARKER}); point to the --out folder of 'stanhop train'")
+    marker = read_json(path / MARKER)
+    if not isinstance(marker, dict) or marker.get("tool") != "stanhop":
+        raise UserError(f"{path} belongs to another tool ({MARKER} does not name stanhop)")
+    if marker.get("format") != RUN_FORMAT:
+        raise UserError(
+            f"{path} was written by stanhop {marker.get('version')} in run format {marker.get('format')}; "
+            f"this stanhop {__version__} reads format {RUN_FORMAT}: retrain or use that version"
+        )
+    return path
+
+
+@dataclass
+class DataInfo:
+    """What a run knows about its data: enough to scale a new CSV the same way."""
+
+    columns: list[str]
+    freq: str
+    date_column: str
+    mean: list[float]
+    scale: list[float]
+    target: str | None = None
+    borders: dict[str, list[int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DataInfo:
+        try:
+            return cls(**raw)
+        except TypeError as err:
+            raise UserError(f"{SCALER} is not valid: {err}") from None
+
+
+def save_weights(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={"stanhop_version": __version__})
+    os.replace(tmp, path)
+
+
+def load_weights(model, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"cannot read weights {path}: {err}") from None
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise UserError(f"weights {path} do not match this model (missing {len(missing)}, unexpected {len(unexpected)} tensors): was it written by another model or config?")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"weights {path} do not fit the model of {CONFIG}: {str(err).splitlines()[-1].strip()}") from None
+
+
+@dataclass
+class Run:
+    """A finished run: its directory, config, data facts and model (eval mode, on CPU)."""
+
+    path: Path
+    config: Config
+    data: DataInfo
+    model: Any
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
+
+    def forecast(self, frame):
+        """Forecast past the end of ``frame``; see :func:`stanhop.forecast.forecast`."""
+        from stanhop.forecast import forecast
+
+        return forecast(self, frame)
+
+    def backtest(self, frame, **kwargs):
+        """Forecast every window of ``frame`` beside the truth; see :func:`stanhop.forecast.backtest`."""
+        from stanhop.forecast import backtest
+
+        return backtest(self, frame, **kwargs)
+
+
+def build_model(config: Config):
+    from stanhop.model import STanHopNet
+
+    return STanHopNet(config.model)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run directory: config and scaler from YAML/JSON, weights from safetensors."""
+    path = check_run_dir(path)
+    for name in (CONFIG, SCALER, WEIGHTS):
+        if not (path / name).is_file():
+            raise UserError(f"run {path} is incomplete: {name} is missing (did its training finish?)")
+    config = load_config(path / CONFIG)
+    data = DataInfo.from_dict(read_json(path / SCALER))
+    model = build_model(config)
+    load_weights(model, path / WEIGHTS)
+    model.eval()
+    return Run(path=path, config=config, data=data, model=model)
+
+
+def save_run_files(path: Path, config: Config, data: DataInfo) -> None:
+    save_config(config, path / CONFIG)
+    write_json(path / SCALER, data.to_dict())
