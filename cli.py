@@ -73,7 +73,7 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fill, as_json) -> None:
     """Rows, columns, frequency, date range, missing values and split of a data set."""
-    from stanhop.data import describe
+    from stanhop.splits import describe  # pandas only: no torch or lightning to import
 
     info = describe(
         name_or_csv, split=split, in_len=in_len, out_len=out_len, date_column=date_column,
@@ -87,7 +87,8 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     click.echo(f"columns   {', '.join(info['columns'])}")
     click.echo(f"freq      {info['freq']}")
     click.echo(f"dates     {info['start']} .. {info['end']}")
-    click.echo(f"missing   {info['missing']}")
+    by_column = ", ".join(f"{k} {v}" for k, v in info["missing_by_column"].items() if v)
+    click.echo(f"missing   {info['missing']}" + (f" ({by_column}; before --fill)" if by_column else ""))
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
     for part, s in info["split"].items():
         click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {s['rows']} rows  {s['windows']} windows")

@@ -1,0 +1,253 @@
+"""Read a time-series CSV into a checked pandas DataFrame.
+
+The file holds one date column (``date`` unless told otherwise) and channels: every other
+numeric column, or the ``columns`` asked for. A column with no number in it (a label, a
+station name) is not a channel. Every problem is a UserError of one line that names the
+column and the file line (line 1 is the header), so the user can fix the file:
+
+- missing, empty or over-sized file (cap: ``STANHOP_MAX_CSV_BYTES``, default 2 GiB),
+  header only, not text, wrong delimiter, no date column, unknown ``columns``;
+- an empty or unparsable date, dates out of order, a repeated date, irregular spacing;
+- a non-numeric or infinite cell in a channel;
+- empty cells, unless ``fill`` is ``"ffill"`` (carry the last value forward) or
+  ``"interpolate"`` (linear in time); both give leading gaps the first value.
+
+Lines are counted as the file has them: blank lines inside the file are kept as empty rows
+(and so reported), blank lines at its end are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from stanhop import datasets
+from stanhop.errors import UserError
+
+FILLS = ("ffill", "interpolate")
+DEFAULT_MAX_CSV_BYTES = 2 * 1024**3
+_HEADER_LINES = 2  # row i of the frame is line i + 2 of the file
+
+
+def load_series(
+    name_or_path: str | os.PathLike,
+    date_column: str = "date",
+    columns: list[str] | None = None,
+    fill: str | None = None,
+) -> pd.DataFrame:
+    """A registered data set or a CSV file as a DataFrame: DatetimeIndex, float64 channels.
+
+    The index is named by the date column, regular, strictly increasing; no cell is empty.
+    """
+    return fill_missing(read_series(name_or_path, date_column, columns), fill)
+
+
+def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None) -> pd.DataFrame:
+    """Like :func:`load_series` but empty cells are left as NaN."""
+    path = datasets.resolve(name_or_path)
+    _check_size(path)
+    _check_text(path)
+    columns = [columns] if isinstance(columns, str) else columns
+    header = _read(path, nrows=0).columns
+    _check_header(path, header, date_column, columns)
+    raw = _read(path, usecols=None if columns is None else [date_column, *columns], dtype={date_column: "str"})
+    raw = _drop_trailing_blank_rows(raw)
+    if raw.empty:
+        raise UserError(f"{path} has a header but no data rows")
+    index = _parse_dates(raw[date_column], path)
+    names = [c for c in raw.columns if c != date_column] if columns is None else columns
+    channels = {}
+    for name in names:
+        values = _to_float(raw[name], name, path, required=columns is not None)
+        if values is not None:
+            channels[name] = values
+    if not channels:
+        raise UserError(f"{path} has no numeric column besides '{date_column}'")
+    frame = pd.DataFrame(channels)
+    frame.index = index
+    return frame
+
+
+def fill_missing(frame: pd.DataFrame, fill: str | None) -> pd.DataFrame:
+    """Reject empty cells naming their lines, or fill them by ``"ffill"`` / ``"interpolate"``."""
+    if fill not in (None, *FILLS):
+        raise UserError(f"fill must be ffill or interpolate, got {fill!r}")
+    if not frame.isna().any().any():
+        return frame
+    if fill is None:
+        raise UserError(f"{_describe_missing(frame)}; fill them with fill='ffill' or 'interpolate' (CLI: --fill) or fix the file")
+    empty = [name for name in frame.columns if frame[name].isna().all()]
+    if empty:
+        raise UserError(f"column(s) {', '.join(empty)} have no values at all; leave them out with columns=[...] (CLI: --columns)")
+    if fill == "ffill":
+        return frame.ffill().bfill()
+    return frame.interpolate(method="linear", limit_direction="both")
+
+
+def count_missing(frame: pd.DataFrame) -> dict[str, int]:
+    """Empty cells per channel."""
+    return {name: int(n) for name, n in frame.isna().sum().items()}
+
+
+def infer_freq(index: pd.DatetimeIndex) -> str:
+    """The pandas offset alias of a regular index (``"h"``, ``"15min"``, ``"D"``, ``"MS"`` ...).
+
+    Raises UserError naming the first line whose step differs from the usual one.
+    """
+    if len(index) < 2:
+        raise UserError(f"need at least 2 rows to tell the time step, got {len(index)}")
+    if len(index) >= 3:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas 3 announces infer_freq will return an offset
+            found = pd.infer_freq(index)
+        if found is not None:
+            return to_offset(found).freqstr
+    steps = pd.Series(index[1:] - index[:-1])
+    usual = steps.mode().iloc[0]
+    if (steps == usual).all():
+        return to_offset(usual).freqstr
+    first = int(np.argmax((steps != usual).to_numpy()))
+    raise UserError(
+        f"irregular time steps: line {first + 1 + _HEADER_LINES} ({index[first + 1]}) comes {steps[first]} after "
+        f"the line before, but the usual step is {usual}; fill in the missing timestamps or resample the file"
+    )
+
+
+def _read(path: Path, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **kwargs)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty; it needs a header line and data rows") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file") from None
+    except (ValueError, OverflowError) as err:  # pandas' ParserError is a ValueError
+        raise UserError(f"{path} is not a readable CSV file ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+
+
+def _check_size(path: Path) -> None:
+    raw = os.environ.get("STANHOP_MAX_CSV_BYTES", str(DEFAULT_MAX_CSV_BYTES))
+    try:
+        cap = int(raw)
+    except ValueError:
+        raise UserError(f"STANHOP_MAX_CSV_BYTES must be a whole number of bytes, got {raw!r}") from None
+    size = path.stat().st_size
+    if size > cap:
+        raise UserError(
+            f"{path} is {size / 1024**3:.2f} GiB, over the {cap / 1024**3:.2f} GiB limit; "
+            f"use a smaller file or raise STANHOP_MAX_CSV_BYTES (bytes) if memory allows"
+        )
+
+
+def _check_text(path: Path) -> None:
+    """Refuse binary files early, with a message that shows none of their bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not just a character cut at the end of the sample
+            raise UserError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file") from None
+    if b"\x00" in head:
+        raise UserError(f"{path} looks binary (it holds NUL bytes), not like a CSV text file")
+
+
+def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[str] | None) -> None:
+    names = [str(c) for c in header]
+    if date_column not in names:
+        hint = ""
+        if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
+            hint = "; the file seems not to be comma-separated: save it with ',' between values"
+        elif len(names) > 1:
+            hint = f"; name it with date_column=... (CLI: --date-column)"
+        shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]
+        raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}){hint}")
+    if columns is not None:
+        if not columns:
+            raise UserError("columns is empty; name at least one channel or leave it out for all numeric columns")
+        unknown = [c for c in columns if c not in names or c == date_column]
+        if unknown:
+            raise UserError(f"unknown column(s) {', '.join(unknown)} in {path}; channels there: {', '.join(n for n in names if n != date_column)}")
+        if len(set(columns)) != len(columns):
+            raise UserError(f"columns lists a column twice: {', '.join(columns)}")
+
+
+def _drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    filled = raw.notna().any(axis=1).to_numpy()
+    last = len(filled) - int(np.argmax(filled[::-1])) if filled.any() else 0
+    return raw.iloc[:last]
+
+
+def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
+    name = text.name
+    empty = text.isna().to_numpy()
+    if empty.any():
+        line = int(np.argmax(empty)) + _HEADER_LINES
+        raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "could not infer format": unparsable cells become NaT below
+            dates = pd.to_datetime(text, errors="coerce")
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
+        raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise UserError(
+            f"{path}: line {row + _HEADER_LINES} has a date that cannot be read: {text.iloc[row]!r} in column '{name}' "
+            f"(expected e.g. 2016-07-01 00:00:00, one format for the whole column)"
+        )
+    index = pd.DatetimeIndex(dates, name=name)
+    _check_order(index, path)
+    infer_freq(index)
+    return index
+
+
+def _check_order(index: pd.DatetimeIndex, path: Path) -> None:
+    steps = (index[1:] - index[:-1]).to_numpy()
+    wrong = steps <= np.timedelta64(0)
+    if not wrong.any():
+        return
+    row = int(np.argmax(wrong)) + 1
+    line = row + _HEADER_LINES
+    if steps[row - 1] == np.timedelta64(0):
+        raise UserError(f"{path}: line {line} repeats the date {index[row]} of the line before; each timestamp must appear once")
+    raise UserError(f"{path}: dates are not in increasing order: line {line} ({index[row]}) comes after {index[row - 1]}; sort the file by date")
+
+
+def _to_float(column: pd.Series, name: str, path: Path, required: bool) -> pd.Series | None:
+    """The column as float64; None for a text column that was not asked for."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.astype("float64")
+    else:
+        text = column.astype("str").str.strip().where(column.notna())
+        text = text.where(text != "")
+        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        bad = (values.isna() & text.notna()).to_numpy()
+        if values.notna().sum() == 0 and text.notna().any() and not required:
+            return None
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise UserError(f"{path}: column '{name}' has a non-numeric value {text.iloc[row]!r} at line {row + _HEADER_LINES}")
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        row = int(np.argmax(infinite))
+        raise UserError(f"{path}: column '{name}' has an infinite value at line {row + _HEADER_LINES}")
+    return values.reset_index(drop=True)
+
+
+def _describe_missing(frame: pd.DataFrame) -> str:
+    empty = frame.isna().to_numpy()
+    rows = np.flatnonzero(empty.any(axis=1))
+    first_col = frame.columns[int(np.argmax(empty[rows[0]]))]
+    lines = ", ".join(str(r + _HEADER_LINES) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return f"{int(empty.sum())} empty cell(s), first in column '{first_col}', at line(s) {lines}"

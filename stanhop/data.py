@@ -1,0 +1,184 @@
+"""The data side of training: a checked series, its split, a scaler and windowed datasets.
+
+    CSV ──► load_series (csvio) ──► split_borders (splits) ──► Scaler fit on train rows
+        ──► one scaled float32 tensor ──► WindowDataset per part ──► DataLoaders
+
+Reading and checking the CSV lives in :mod:`stanhop.csvio`, the split arithmetic and
+``describe`` in :mod:`stanhop.splits`, the registry of known data sets in
+:mod:`stanhop.datasets`; this module re-exports what the rest of the code needs.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from sklearn.preprocessing import StandardScaler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from stanhop import datasets
+from stanhop.config import DataConfig
+from stanhop.csvio import infer_freq, load_series
+from stanhop.errors import UserError
+from stanhop.splits import PARTS, describe, split_borders, window_range
+
+__all__ = [
+    "ForecastDataModule", "Scaler", "WindowDataset", "describe", "infer_freq", "load_series", "split_borders",
+]
+
+
+@dataclass
+class Scaler:
+    """Per-channel standardisation z = (x - mean) / scale, fit on the training rows only.
+
+    ``scale`` is the population standard deviation (1 for a constant channel), as
+    scikit-learn's StandardScaler computes it. Works on numpy arrays and torch tensors whose
+    last axis is the channels; stored as JSON through ``to_dict``/``from_dict``.
+    """
+
+    mean: list[float]
+    scale: list[float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Scaler:
+        """Fit on ``values`` of shape (rows, channels)."""
+        fitted = StandardScaler().fit(np.asarray(values, dtype=np.float64))
+        return cls(mean=[float(v) for v in fitted.mean_], scale=[float(v) for v in fitted.scale_])
+
+    def transform(self, x: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        mean, scale = self._params(x)
+        return (x - mean) / scale
+
+    def inverse_transform(self, z: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        mean, scale = self._params(z)
+        return z * scale + mean
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Scaler:
+        if not isinstance(raw, dict) or not isinstance(raw.get("mean"), list) or not isinstance(raw.get("scale"), list):
+            raise UserError("a scaler must be a mapping with lists 'mean' and 'scale'; the run's scaler file is damaged")
+        mean, scale = raw["mean"], raw["scale"]
+        numbers_ok = all(isinstance(v, numbers.Real) and np.isfinite(v) for v in [*mean, *scale])
+        if not numbers_ok or len(mean) != len(scale) or not mean or any(s <= 0 for s in scale):
+            raise UserError("a scaler needs equally long lists of finite 'mean' and positive 'scale'; the run's scaler file is damaged")
+        return cls(mean=[float(v) for v in mean], scale=[float(v) for v in scale])
+
+    def _params(self, x: np.ndarray | Tensor) -> tuple:
+        if x.shape[-1] != len(self.mean):
+            raise UserError(f"the scaler was fit on {len(self.mean)} channels but the data has {x.shape[-1]}")
+        if isinstance(x, Tensor):
+            dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+            return (torch.tensor(self.mean, dtype=dtype, device=x.device), torch.tensor(self.scale, dtype=dtype, device=x.device))
+        dtype = x.dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float64
+        return np.asarray(self.mean, dtype=dtype), np.asarray(self.scale, dtype=dtype)
+
+
+class WindowDataset(Dataset):
+    """Windows sliced from one series tensor (no copies): item i is (x, y) with t = first + i,
+
+    x = series[t : t + in_len]  (in_len, c),   y = series[t + in_len : t + in_len + out_len]  (out_len, c).
+    """
+
+    def __init__(self, series: Tensor, first: int, count: int, in_len: int, out_len: int):
+        if first < 0 or first + count - 1 + in_len + out_len > len(series):
+            raise ValueError(f"windows [{first}, {first + count}) do not fit a series of {len(series)} rows")
+        self.series, self.first, self.count, self.in_len, self.out_len = series, first, count, in_len, out_len
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not -self.count <= i < self.count:
+            raise IndexError(f"window {i} out of range ({self.count} windows)")
+        t = self.first + i % self.count
+        return self.series[t : t + self.in_len], self.series[t + self.in_len : t + self.in_len + self.out_len]
+
+    def target_start(self, i: int) -> int:
+        """The series row of window i's first target (the row right after its input)."""
+        return self.first + i + self.in_len
+
+
+class ForecastDataModule(LightningDataModule):
+    """Train/val/test windows of one data set, scaled by a Scaler fit on the train rows.
+
+    After ``setup()``: ``frame`` (validated, original units), ``columns``, ``n_series``,
+    ``freq``, ``target``, ``borders`` ({part: (start, end)} rows, end exclusive), ``scaler``,
+    ``series`` (the scaled float32 tensor, rows x channels) and ``dataset(part)``.
+    A given ``scaler`` (a trained run's) is used instead of fitting one.
+    """
+
+    def __init__(self, data_cfg: DataConfig, in_len: int, out_len: int, batch_size: int, *, scaler: Scaler | None = None):
+        super().__init__()
+        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise UserError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        if not isinstance(data_cfg.num_workers, numbers.Integral) or data_cfg.num_workers < 0:
+            raise UserError(f"data.num_workers must be a whole number >= 0, got {data_cfg.num_workers!r}")
+        self.cfg, self.in_len, self.out_len, self.batch_size = data_cfg, in_len, out_len, batch_size
+        self.frame = self.columns = self.freq = self.target = self.borders = self.series = None
+        self.scaler = scaler
+        self._datasets: dict[str, WindowDataset] = {}
+
+    @property
+    def n_series(self) -> int:
+        return len(self.columns)
+
+    def prepare_data(self) -> None:
+        """Download a registered data set once (Lightning runs this on one process)."""
+        datasets.resolve(self.cfg.name)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, check, split and scale; later calls do nothing."""
+        if self.series is not None:
+            return
+        cfg = self.cfg
+        frame = load_series(cfg.name, cfg.date_column, cfg.columns, cfg.fill)
+        freq = infer_freq(frame.index)
+        borders = split_borders(len(frame), cfg.split, freq, self.in_len, self.out_len)
+        values = frame.to_numpy(dtype=np.float64)
+        train_start, train_end = borders["train"]
+        scaler = self.scaler or Scaler.fit(values[train_start:train_end])
+        self.series = torch.from_numpy(scaler.transform(values).astype(np.float32))  # (rows, c)
+        self.frame, self.columns, self.freq, self.borders, self.scaler = frame, list(frame.columns), freq, borders, scaler
+        self.target = self._target()
+        for part in PARTS:
+            first, count = window_range(part, borders, self.in_len, self.out_len)
+            self._datasets[part] = WindowDataset(self.series, first, count, self.in_len, self.out_len)
+
+    def dataset(self, part: str) -> WindowDataset:
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+        self.setup()
+        return self._datasets[part]
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            self.dataset(part), batch_size=self.batch_size, shuffle=shuffle, drop_last=False,
+            num_workers=workers, persistent_workers=workers > 0,
+        )
+
+    def _target(self) -> str:
+        """The configured target, else the registered data set's, else the last channel."""
+        if self.cfg.target is not None:
+            if self.cfg.target not in self.columns:
+                raise UserError(f"data.target '{self.cfg.target}' is not a channel; channels: {', '.join(self.columns)}")
+            return self.cfg.target
+        info = None if datasets.looks_like_path(str(self.cfg.name)) else datasets.lookup(str(self.cfg.name))
+        return info.target if info and info.target in self.columns else self.columns[-1]

@@ -1,0 +1,161 @@
+"""Known data sets and where their files come from.
+
+A name resolves to a CSV file in this order:
+
+1. a path to a CSV file given by the user (``my/data.csv``);
+2. ``$STANHOP_DATA_DIR/<name>.csv``;
+3. the cache, ``$XDG_CACHE_HOME/stanhop/<name>.csv`` (default ``~/.cache/stanhop/``);
+4. a download from the data set's canonical address into the cache. The bytes go to a
+   temporary file in the cache folder, their sha256 is checked, and only then is the file
+   moved in place with ``os.replace`` (atomic), so no partial or wrong file is ever left.
+
+Offline, or on a wrong checksum, the UserError says where to download the file by hand and
+where to put it. This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from stanhop.errors import UserError
+
+DOWNLOAD_TIMEOUT_S = 60.0
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered data set: where it lives, how to check it, and what it holds."""
+
+    name: str
+    url: str
+    sha256: str
+    freq: str  # pandas offset alias of the time step
+    columns: tuple[str, ...]  # the file's header, date column first
+    target: str  # the channel forecasts are usually reported on
+    licence: str
+
+
+REGISTRY: dict[str, DatasetInfo] = {
+    "ETTh1": DatasetInfo(
+        name="ETTh1",
+        url="https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/ETTh1.csv",
+        sha256="f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
+        freq="h",
+        columns=("date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"),
+        target="OT",
+        licence="CC BY-ND 4.0",
+    ),
+}
+
+
+def known_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def lookup(name: str) -> DatasetInfo | None:
+    """The registered data set called ``name`` (case-insensitive), or None."""
+    for key, info in REGISTRY.items():
+        if key.lower() == name.lower():
+            return info
+    return None
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/stanhop``, else ``~/.cache/stanhop``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stanhop"
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get("STANHOP_DATA_DIR")
+    return Path(value) if value else None
+
+
+def looks_like_path(text: str) -> bool:
+    """True for anything the user meant as a file rather than a registered name."""
+    return Path(text).exists() or text.lower().endswith(".csv") or "/" in text or os.sep in text
+
+
+def resolve(name_or_path: str | os.PathLike, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """The local CSV file for a path or a registered name, downloading it if need be."""
+    text = os.fspath(name_or_path)
+    if looks_like_path(text):
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise UserError(f"file {path} not found")
+        if not path.is_file():
+            raise UserError(f"{path} is not a file; give the path of a CSV file")
+        return path
+    info = lookup(text)
+    if info is None:
+        raise UserError(f"unknown data set '{text}'; known: {', '.join(known_names())} (or give the path of a CSV file)")
+    folder = data_dir()
+    if folder is not None and (folder / f"{info.name}.csv").is_file():
+        return folder / f"{info.name}.csv"
+    cached = cache_dir() / f"{info.name}.csv"
+    if cached.is_file():
+        return cached
+    return download(info, cached, timeout=timeout)
+
+
+def how_to_provide(info: DatasetInfo) -> str:
+    """The sentence that tells a user how to put the file in place by hand."""
+    file = f"{info.name}.csv"
+    folder = data_dir()
+    if folder is not None:
+        return f"download {info.url} and put it at $STANHOP_DATA_DIR/{file} ({folder / file})"
+    return f"download {info.url} and put it at {cache_dir() / file} (or in a folder named by $STANHOP_DATA_DIR)"
+
+
+def download(info: DatasetInfo, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Fetch ``info.url`` to ``dest``, checking its sha256; atomic, no partial file on failure."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as err:
+        raise UserError(f"cannot write to the cache folder {dest.parent} ({err.strerror}); {how_to_provide(info)}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest = _fetch(info.url, out, timeout)
+        if digest != info.sha256:
+            raise UserError(
+                f"downloaded {info.name} has sha256 {digest}, expected {info.sha256}; {how_to_provide(info)}"
+            )
+        os.replace(tmp, dest)
+    except (OSError, ValueError, http.client.HTTPException) as err:  # URLError is an OSError
+        reason = err.reason if type(err) is urllib.error.URLError else err
+        raise UserError(f"could not download {info.name} ({reason}); {how_to_provide(info)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _fetch(url: str, out, timeout: float) -> str:
+    """Stream ``url`` into the open binary file ``out``; return the sha256 hex digest."""
+    digest, size = hashlib.sha256(), 0
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        expected = response.headers.get("Content-Length", "")
+        while chunk := response.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    if expected.isdigit() and size != int(expected):  # http.client does not raise on a short body
+        raise OSError(f"the download stopped after {size} of {expected} bytes")
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,474 @@
+"""Loading and checking CSVs, splits, the scaler, windows and the data module."""
+
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import lightning
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cli import cli
+from stanhop.config import DataConfig
+from stanhop.data import ForecastDataModule, Scaler, WindowDataset, describe, infer_freq, load_series, split_borders
+from stanhop.errors import UserError
+from stanhop.splits import parse_split, window_range
+
+PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def csv_lines(n: int = 40, freq: str = "h", columns: tuple[str, ...] = ("a", "b")) -> list[str]:
+    """Header plus n rows of a regular series: column j of row i holds i + 100 j (+ a wiggle)."""
+    dates = pd.date_range("2020-01-01", periods=n, freq=freq)
+    rows = [",".join([str(d), *(f"{i + 100 * j + math.sin(i):.6f}" for j in range(len(columns)))]) for i, d in enumerate(dates)]
+    return [",".join(["date", *columns]), *rows]
+
+
+def write(folder: Path, lines: list[str] | bytes, name: str = "series.csv") -> Path:
+    path = folder / name
+    if isinstance(lines, bytes):
+        path.write_bytes(lines)
+    else:
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def edit(lines: list[str], line: int, column: int, value: str) -> list[str]:
+    """Set the cell of file line ``line`` (1 = header) and column index ``column``."""
+    lines = list(lines)
+    cells = lines[line - 1].split(",")
+    cells[column] = value
+    lines[line - 1] = ",".join(cells)
+    return lines
+
+
+def swapped(lines: list[str], line: int) -> list[str]:
+    lines = list(lines)
+    lines[line - 1], lines[line - 2] = lines[line - 2], lines[line - 1]
+    return lines
+
+
+BASE = csv_lines()
+SMALL = ["--in-len", "2", "--out-len", "1", "--split", "0.6/0.2/0.2"]
+# (id, file content or None for no file, CLI arguments after the file, environment, message pattern)
+BAD_INPUTS = [
+    ("missing file", None, SMALL, {}, r"not found"),
+    ("empty file", b"", SMALL, {}, r"is empty"),
+    ("header only", ["date,a,b"], SMALL, {}, r"has a header but no data rows"),
+    ("no date column", [line.replace("date", "time", 1) for line in BASE], SMALL, {}, r"no date column 'date' \(columns: time, a, b\)"),
+    ("semicolons", [line.replace(",", ";") for line in BASE], SMALL, {}, r"not to be comma-separated"),
+    ("binary garbage", bytes(range(256)) * 8, SMALL, {}, r"not UTF-8 text"),
+    ("unparsable date", edit(BASE, 5, 0, "2020-13-45 00:00:00"), SMALL, {}, r"line 5 has a date that cannot be read: '2020-13-45 00:00:00'"),
+    ("empty date", edit(BASE, 4, 0, ""), SMALL, {}, r"line 4 has no date"),
+    ("non-numeric cell", edit(BASE, 6, 2, "abc"), SMALL, {}, r"column 'b' has a non-numeric value 'abc' at line 6"),
+    ("infinite cell", edit(BASE, 7, 1, "inf"), SMALL, {}, r"column 'a' has an infinite value at line 7"),
+    ("empty cells", edit(edit(BASE, 3, 1, ""), 9, 2, ""), SMALL, {}, r"2 empty cell\(s\), first in column 'a', at line\(s\) 3, 9; fill them"),
+    ("unsorted dates", swapped(BASE, 5), SMALL, {}, r"not in increasing order: line 5"),
+    ("duplicate date", edit(BASE, 5, 0, BASE[3].split(",")[0]), SMALL, {}, r"line 5 repeats the date 2020-01-01 02:00:00"),
+    ("irregular spacing", BASE[:10] + BASE[11:], SMALL, {}, r"irregular time steps: line 11 \(2020-01-01 10:00:00\) comes 0 days 02:00:00 after"),
+    ("too few rows for a window", BASE, ["--split", "0.6/0.2/0.2"], {}, r"leaves the train part 24 rows of 40, too short for one window \(needs 192"),
+    ("months beyond the data", BASE, ["--in-len", "2", "--out-len", "1"], {}, r"the split 14/5/5 needs 17280 rows .* but the data has 40"),
+    ("bad split", BASE, ["--split", "0.7/5"], {}, r"needs three positive numbers"),
+    ("mixed split", BASE, ["--split", "0.7/5/1"], {}, r"mixes months and fractions"),
+    ("unknown column", BASE, [*SMALL, "--columns", "a,zz"], {}, r"unknown column\(s\) zz"),
+    ("over the size cap", BASE, SMALL, {"STANHOP_MAX_CSV_BYTES": "100"}, r"over the 0.00 GiB limit; .*STANHOP_MAX_CSV_BYTES"),
+    ("bad size cap", BASE, SMALL, {"STANHOP_MAX_CSV_BYTES": "lots"}, r"STANHOP_MAX_CSV_BYTES must be a whole number"),
+]
+
+
+def _bad_path(tmp_path, content) -> str:
+    return str(tmp_path / "absent.csv") if content is None else str(write(tmp_path, content, "bad.csv"))
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_a_user_error(case, tmp_path, monkeypatch):
+    _, content, args, env, pattern = case
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    options = dict(zip(args[::2], args[1::2]))
+    kwargs = {
+        "split": options.get("--split", "14/5/5"), "in_len": int(options.get("--in-len", 168)),
+        "out_len": int(options.get("--out-len", 24)),
+        "columns": options["--columns"].split(",") if "--columns" in options else None,
+    }
+    with pytest.raises(UserError, match=pattern):
+        describe(_bad_path(tmp_path, content), **kwargs)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_through_the_cli(case, tmp_path):
+    _, content, args, env, pattern = case
+    result = CliRunner().invoke(cli, ["data", "describe", _bad_path(tmp_path, content), *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
+    assert re.search(pattern, lines[0])
+
+
+def test_unknown_data_set_through_the_cli():
+    result = CliRunner().invoke(cli, ["data", "describe", "ETTh9"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: unknown data set 'ETTh9'; known: ETTh1 (or give the path of a CSV file)"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_etth1_loads(etth1_path):
+    frame = load_series("ETTh1")
+    assert frame.shape == (17420, 7) and list(frame.columns) == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+    assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.name == "date"
+    assert all(dtype == np.float64 for dtype in frame.dtypes)
+    first = etth1_path.read_text().splitlines()[1].split(",")
+    assert str(frame.index[0]) == first[0] and frame.iloc[0].tolist() == [float(v) for v in first[1:]]
+    assert str(frame.index[-1]) == "2018-06-26 19:00:00"
+    assert infer_freq(frame.index) == "h"
+    assert load_series(etth1_path).equals(frame)
+
+
+def test_text_columns_are_not_channels_and_columns_choose(tmp_path):
+    lines = [line + (",note" if i else ",label") for i, line in enumerate(csv_lines(6, columns=("a", "b", "c")))]
+    path = write(tmp_path, lines)
+    assert list(load_series(path).columns) == ["a", "b", "c"]
+    chosen = load_series(path, columns=["c", "a"])
+    assert list(chosen.columns) == ["c", "a"] and chosen["a"].iloc[2] == pytest.approx(2 + math.sin(2), abs=1e-6)
+    with pytest.raises(UserError, match="column 'label' has a non-numeric value 'note' at line 2"):
+        load_series(path, columns=["a", "label"])
+
+
+def test_date_column_option_bom_and_trailing_blank_lines(tmp_path):
+    lines = [line.replace("date", "when", 1) for line in csv_lines(5)]
+    path = tmp_path / "s.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n\n\n").encode())
+    frame = load_series(path, date_column="when")
+    assert frame.index.name == "when" and len(frame) == 5
+
+
+def test_blank_line_inside_the_file_is_reported(tmp_path):
+    lines = csv_lines(8)
+    path = write(tmp_path, lines[:4] + [""] + lines[4:])
+    with pytest.raises(UserError, match="line 5 has no date"):
+        load_series(path)
+
+
+@pytest.mark.parametrize("freq, expected", [("15min", "15min"), ("h", "h"), ("D", "D"), ("MS", "MS"), ("W-SUN", "W-SUN")])
+def test_infer_freq(tmp_path, freq, expected):
+    assert infer_freq(load_series(write(tmp_path, csv_lines(6, freq=freq))).index) == expected
+
+
+def test_infer_freq_of_two_rows_and_of_one():
+    assert infer_freq(pd.DatetimeIndex(["2020-01-01 00:00", "2020-01-01 00:10"])) == "10min"
+    with pytest.raises(UserError, match="at least 2 rows"):
+        infer_freq(pd.DatetimeIndex(["2020-01-01"]))
+
+
+def test_mixed_time_zones_are_a_user_error(tmp_path):
+    lines = ["date,a", "2020-01-01 00:00:00+01:00,1", "2020-01-01 01:00:00+02:00,2", "2020-01-01 02:00:00+01:00,3"]
+    with pytest.raises(UserError, match="cannot read the dates in column 'date'"):
+        load_series(write(tmp_path, lines))
+
+
+# ---------------------------------------------------------------- missing values
+
+
+def test_fill_ffill_and_interpolate(tmp_path):
+    lines = edit(edit(edit(csv_lines(8), 2, 1, ""), 5, 1, ""), 6, 1, "")  # a: rows 0, 3, 4 empty
+    path = write(tmp_path, lines)
+    exact = load_series(write(tmp_path, csv_lines(8), "full.csv"))["a"].to_numpy()
+    ffill = load_series(path, fill="ffill")["a"].to_numpy()
+    assert ffill[0] == exact[1] and ffill[3] == ffill[4] == exact[2]  # leading gap takes the first value
+    linear = load_series(path, fill="interpolate")["a"].to_numpy()
+    assert linear[3] == pytest.approx(exact[2] + (exact[5] - exact[2]) / 3) and linear[0] == exact[1]
+    assert not np.isnan(linear).any() and np.array_equal(linear[[1, 2, 5, 6, 7]], exact[[1, 2, 5, 6, 7]])
+    with pytest.raises(UserError, match="fill must be ffill or interpolate"):
+        load_series(path, fill="mean")
+
+
+def test_describe_counts_missing_before_filling(tmp_path):
+    path = write(tmp_path, edit(edit(csv_lines(40), 3, 2, ""), 4, 2, ""))
+    info = describe(path, split="0.6/0.2/0.2", in_len=4, out_len=2, fill="ffill")
+    assert info["missing"] == 2 and info["missing_by_column"] == {"a": 0, "b": 2}
+    result = CliRunner().invoke(cli, ["data", "describe", str(path), "--fill", "ffill", *SMALL])
+    assert result.exit_code == 0 and "missing   2 (b 2; before --fill)" in result.stdout
+
+
+def test_column_without_any_value_cannot_be_filled(tmp_path):
+    lines = [line + ("," if i else ",empty") for i, line in enumerate(csv_lines(6))]
+    with pytest.raises(UserError, match="'empty'|empty have no values at all"):
+        load_series(write(tmp_path, lines), fill="ffill")
+
+
+# ---------------------------------------------------------------- splits
+
+
+@pytest.mark.parametrize(
+    "split, borders, windows",
+    [
+        ("14/5/5", {"train": (0, 10080), "val": (10080, 13680), "test": (13680, 17280)}, (9889, 3577, 3577)),
+        ("12/4/4", {"train": (0, 8640), "val": (8640, 11520), "test": (11520, 14400)}, (8449, 2857, 2857)),
+    ],
+)
+def test_etth1_borders_and_windows(etth1_path, split, borders, windows):
+    info = describe("ETTh1", split=split, in_len=168, out_len=24)
+    assert {part: (s["start"], s["end"]) for part, s in info["split"].items()} == borders
+    assert tuple(s["windows"] for s in info["split"].values()) == windows
+    assert info["rows"] == 17420 and info["freq"] == "h" and info["name"] == "ETTh1"
+    dm = ForecastDataModule(DataConfig(split=split), in_len=168, out_len=24, batch_size=256)
+    dm.setup()
+    assert dm.borders == borders and tuple(len(dm.dataset(p)) for p in ("train", "val", "test")) == windows
+    test = dm.dataset("test")
+    assert test.target_start(0) == borders["test"][0] and test.target_start(len(test) - 1) + 24 == borders["test"][1]
+
+
+def test_describe_cli_json_and_text(etth1_path):
+    result = CliRunner().invoke(cli, ["data", "describe", "ETTh1", "--split", "12/4/4", "--json"])
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    assert info["split"]["val"] == {"start": 8640, "end": 11520, "rows": 2880, "windows": 2857}
+    assert info["start"] == "2016-07-01 00:00:00" and info["missing"] == 0 and info["split_spec"] == "12/4/4"
+    text = CliRunner().invoke(cli, ["data", "describe", "ETTh1"]).stdout
+    assert "rows      17420" in text and "test   rows [13680, 17280)  3600 rows  3577 windows" in text
+
+
+def test_fraction_rounding():
+    assert split_borders(1001, "0.7/0.1/0.2", "h", 2, 1) == {"train": (0, 700), "val": (700, 800), "test": (800, 1001)}
+    assert split_borders(1000, "0.5/0.25/0.125", "h", 2, 1)["test"] == (750, 875)  # the rest is unused
+
+
+def test_months_need_a_fixed_step():
+    assert split_borders(200, "1/1/1", "D", 5, 2) == {"train": (0, 30), "val": (30, 60), "test": (60, 90)}
+    with pytest.raises(UserError, match="fixed time step, but the data's is 'MS'"):
+        split_borders(200, "1/1/1", "MS", 5, 2)
+
+
+@st.composite
+def split_cases(draw):
+    """A row count, a split text, its expected part ends, a step and window lengths."""
+    n = draw(st.integers(1, 3000))
+    if draw(st.booleans()):
+        freq, per_month = draw(st.sampled_from([("h", 720), ("D", 30), ("15min", 2880), ("30min", 1440)]))
+        months = draw(st.lists(st.integers(1, 6), min_size=3, max_size=3))
+        text, ends = "/".join(map(str, months)), [per_month * sum(months[: i + 1]) for i in range(3)]
+    else:
+        freq = "h"
+        permille = draw(st.lists(st.integers(1, 998), min_size=3, max_size=3).filter(lambda p: sum(p) <= 1000))
+        text, ends = "/".join(f"0.{p:03d}" for p in permille), [n * sum(permille[: i + 1]) // 1000 for i in range(3)]
+    return n, text, ends, freq, draw(st.integers(1, 60)), draw(st.integers(1, 30))
+
+
+@PROPERTY
+@given(split_cases())
+def test_split_and_windows_agree_with_brute_force(case):
+    n, text, ends, freq, in_len, out_len = case
+    starts = [0, ends[0], ends[1]]
+    # every window by definition: input [t, t+L), target [t+L, t+L+H), inside the data
+    expected = {}
+    for part, start, end in zip(("train", "val", "test"), starts, ends):
+        lowest = start if part == "train" else start - in_len  # train inputs stay in train rows
+        expected[part] = [t for t in range(max(0, lowest), n) if t + in_len >= start and t + in_len + out_len <= end]
+    fits = ends[-1] <= n and all(expected.values())
+    if not fits:
+        with pytest.raises(UserError):
+            split_borders(n, text, freq, in_len, out_len)
+        return
+    borders = split_borders(n, text, freq, in_len, out_len)
+    assert borders == dict(zip(("train", "val", "test"), zip(starts, ends)))
+    series = torch.arange(n, dtype=torch.float32)[:, None]  # (rows, 1): each value is its row number
+    for part, ts in expected.items():
+        first, count = window_range(part, borders, in_len, out_len)
+        ds = WindowDataset(series, first, count, in_len, out_len)
+        assert [int(ds[i][0][0, 0]) for i in range(len(ds))] == ts
+        x, y = ds[len(ds) - 1]
+        assert x.shape == (in_len, 1) and y.shape == (out_len, 1) and int(y[0, 0]) == int(x[-1, 0]) + 1
+        if part != "train":
+            assert int(ds[0][1][0, 0]) == borders[part][0] and int(y[-1, 0]) == borders[part][1] - 1
+
+
+@pytest.mark.parametrize("text", ["", "14/5", "1/2/3/4", "a/b/c", "0/5/5", "-1/2/2", "0.5/0.4/0.3", "1.5/2/2"])
+def test_bad_split_text(text):
+    with pytest.raises(UserError, match="split"):
+        parse_split(text)
+
+
+# ---------------------------------------------------------------- scaler
+
+
+def test_scaler_fits_train_rows_and_round_trips():
+    rng = np.random.default_rng(0)
+    values = rng.normal(3.0, 2.0, size=(50, 3))
+    values[:, 2] = 7.0  # a constant channel gets scale 1
+    scaler = Scaler.fit(values)
+    assert np.allclose(scaler.mean, values.mean(axis=0)) and np.allclose(scaler.scale[:2], values[:, :2].std(axis=0))
+    assert scaler.scale[2] == 1.0
+    restored = Scaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
+    assert restored == scaler and all(type(v) is float for v in restored.mean + restored.scale)
+    z = scaler.transform(values)
+    assert np.allclose(z[:, :2].mean(axis=0), 0) and np.allclose(z[:, :2].std(axis=0), 1)
+    assert np.allclose(scaler.inverse_transform(z), values)
+    tensor = torch.tensor(values, dtype=torch.float32).reshape(5, 10, 3)  # (b, t, c): last axis channels
+    zt = scaler.transform(tensor)
+    assert zt.dtype == torch.float32 and torch.allclose(zt.reshape(50, 3), torch.tensor(z, dtype=torch.float32), atol=1e-5)
+    assert torch.allclose(scaler.inverse_transform(zt), tensor, atol=1e-5)
+    assert scaler.transform(values.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "raw", [None, {"mean": [1.0]}, {"mean": [1.0], "scale": [0.0]}, {"mean": [1.0, 2.0], "scale": [1.0]}, {"mean": ["x"], "scale": [1.0]}, {"mean": [], "scale": []}],
+)
+def test_damaged_scaler_dict(raw):
+    with pytest.raises(UserError, match="scaler"):
+        Scaler.from_dict(raw)
+
+
+def test_scaler_rejects_the_wrong_channel_count():
+    with pytest.raises(UserError, match="fit on 2 channels but the data has 3"):
+        Scaler([0.0, 0.0], [1.0, 1.0]).transform(np.zeros((4, 3)))
+
+
+# ---------------------------------------------------------------- data module
+
+
+def module(path: Path, split: str = "0.6/0.2/0.2", in_len: int = 6, out_len: int = 3, batch_size: int = 8, **cfg) -> ForecastDataModule:
+    dm = ForecastDataModule(DataConfig(name=str(path), split=split, **cfg), in_len=in_len, out_len=out_len, batch_size=batch_size)
+    dm.setup()
+    return dm
+
+
+def test_scaler_sees_only_training_rows(tmp_path):
+    lines = csv_lines(100)
+    dm = module(write(tmp_path, lines))
+    train_end = dm.borders["train"][1]
+    assert dm.scaler == Scaler.fit(dm.frame.to_numpy()[:train_end])
+    changed = lines
+    for row in range(train_end, 100):  # every val/test cell of column a becomes huge
+        changed = edit(changed, row + 2, 1, "1e6")
+    assert module(write(tmp_path, changed, "later.csv")).scaler == dm.scaler
+    assert module(write(tmp_path, edit(lines, train_end + 1, 1, "1e6"), "train.csv")).scaler != dm.scaler  # last train row
+
+
+def test_windows_are_aligned_views_of_one_scaled_tensor(tmp_path):
+    dm = module(write(tmp_path, csv_lines(100)))
+    scaled = dm.scaler.transform(dm.frame.to_numpy())
+    assert dm.series.dtype == torch.float32 and np.allclose(dm.series.numpy(), scaled, atol=1e-5)
+    assert dm.columns == ["a", "b"] and dm.n_series == 2 and dm.freq == "h" and dm.target == "b"
+    for part in ("train", "val", "test"):
+        ds = dm.dataset(part)
+        for i in (0, len(ds) // 2, len(ds) - 1):
+            x, y = ds[i]
+            row = ds.target_start(i)
+            assert torch.equal(x, dm.series[row - 6 : row]) and torch.equal(y, dm.series[row : row + 3])
+            assert x.untyped_storage().data_ptr() == dm.series.untyped_storage().data_ptr()
+        start, end = dm.borders[part]
+        low = start + 6 if part == "train" else start  # val/test inputs reach back before their border
+        assert ds.target_start(0) == low and ds.target_start(len(ds) - 1) + 3 == end
+    with pytest.raises(IndexError):
+        dm.dataset("test")[len(dm.dataset("test"))]
+
+
+def test_loaders(tmp_path):
+    dm = module(write(tmp_path, csv_lines(100)), batch_size=8)
+    batches = list(dm.test_dataloader())
+    assert sum(len(x) for x, _ in batches) == len(dm.dataset("test")) == 18 and len(batches[-1][0]) == 2  # partial batch kept
+    x, y = batches[0]
+    assert x.shape == (8, 6, 2) and y.shape == (8, 3, 2) and x.dtype == y.dtype == torch.float32
+    lightning.seed_everything(5, verbose=False)
+    first = next(iter(dm.train_dataloader()))[0]
+    lightning.seed_everything(5, verbose=False)
+    again = next(iter(dm.train_dataloader()))[0]
+    in_order = torch.stack([dm.dataset("train")[i][0] for i in range(8)])
+    assert torch.equal(first, again) and not torch.equal(first, in_order)
+    assert torch.equal(next(iter(dm.val_dataloader()))[0], torch.stack([dm.dataset("val")[i][0] for i in range(8)]))
+    workers = ForecastDataModule(DataConfig(name=dm.cfg.name, split="0.6/0.2/0.2", num_workers=2), 6, 3, 8)
+    assert workers.train_dataloader().num_workers == 2
+
+
+def test_setup_is_idempotent_and_a_given_scaler_is_used(tmp_path):
+    path = write(tmp_path, csv_lines(100))
+    dm = module(path)
+    series = dm.series
+    dm.setup("fit")
+    assert dm.series is series
+    given_scaler = Scaler([1.0, 2.0], [3.0, 4.0])
+    other = ForecastDataModule(DataConfig(name=str(path), split="0.6/0.2/0.2"), 6, 3, 8, scaler=given_scaler)
+    other.setup()
+    assert other.scaler is given_scaler and torch.allclose(other.series[0], torch.tensor((dm.frame.iloc[0].to_numpy() - [1, 2]) / [3, 4], dtype=torch.float32))
+
+
+def test_target_and_module_errors(tmp_path):
+    path = write(tmp_path, csv_lines(100))
+    assert module(path, target="a").target == "a"
+    with pytest.raises(UserError, match="data.target 'z' is not a channel"):
+        module(path, target="z")
+    with pytest.raises(UserError, match="batch_size"):
+        ForecastDataModule(DataConfig(name=str(path)), 6, 3, 0)
+    with pytest.raises(UserError, match="too short for one window"):
+        module(path, in_len=80)
+
+
+def test_etth1_module_target_is_ot(etth1_path):
+    dm = module(Path("ETTh1"), split="12/4/4", in_len=168, out_len=24)
+    assert dm.target == "OT" and dm.n_series == 7
+
+
+# ---------------------------------------------------------------- property tests of the reader
+
+numbers = st.one_of(st.floats(-1e6, 1e6).map(repr), st.integers(-(10**20), 10**20).map(str), st.just(""))
+cells = st.one_of(
+    numbers,
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", " ", "nan", "NA", "1e400", "-0", "1,5", '"2"', "x"]),
+    st.text(max_size=4),
+)
+
+
+@st.composite
+def small_csvs(draw):
+    """Text of a small CSV: a date column and 1-3 channels; half of them clean, half broken anywhere."""
+    clean = draw(st.booleans())
+    n = draw(st.integers(0, 7))
+    names = draw(st.lists(st.sampled_from(["a", "b", "c", "date", "x y", ""]), min_size=1, max_size=3))
+    start, k, dates = pd.Timestamp("2021-03-01"), 0, []
+    for _ in range(n):
+        k += 1 if clean else draw(st.integers(-1, 3))  # 1 is regular; others break order or spacing
+        dates.append(str(start + pd.Timedelta(hours=k)) if clean or draw(st.integers(0, 9)) else draw(st.sampled_from(["", "soon", "2021-02-30"])))
+    rows = [",".join([d, *(draw(numbers if clean else cells) for _ in names)]) for d in dates]
+    return "\n".join([",".join(["date", *names]), *rows]) + draw(st.sampled_from(["", "\n", "\n\n"]))
+
+
+def _check_loaded_or_user_error(path: Path, **kwargs) -> None:
+    try:
+        frame = load_series(path, **kwargs)
+    except UserError as err:
+        assert "\n" not in str(err)
+        return
+    assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.is_monotonic_increasing and frame.index.is_unique
+    assert len(frame) >= 2 and frame.shape[1] >= 1 and all(dtype == np.float64 for dtype in frame.dtypes)
+    assert np.isfinite(frame.to_numpy()).all()
+    assert len(frame) <= path.read_text(errors="replace").count("\n") + 1
+    infer_freq(frame.index)
+
+
+@PROPERTY
+@given(small_csvs(), st.sampled_from([None, "ffill", "interpolate"]))
+def test_small_csvs_load_consistently_or_fail_with_user_error(text, fill):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.csv"
+        path.write_text(text)
+        _check_loaded_or_user_error(path, fill=fill)
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_load_or_fail_with_user_error(blob):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.csv"
+        path.write_bytes(b"date,a\n" + blob if blob[:1] == b"\x00" else blob)
+        _check_loaded_or_user_error(path)
