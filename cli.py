@@ -94,6 +94,115 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
         click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {s['rows']} rows  {s['windows']} windows")
 
 
+# ---------------------------------------------------------------- train / evaluate
+
+
+def _build_config(config_path, overrides: list[str]):
+    from stanhop.config import apply_overrides, load_config
+
+    return apply_overrides(load_config(config_path), overrides)
+
+
+def _option_overrides(pairs: dict[str, object]) -> list[str]:
+    """CLI options given by the user -> `section.key=value` overrides (None = not given)."""
+    return [f"{key}={json.dumps(value)}" for key, value in pairs.items() if value is not None]
+
+
+def _print_metrics(metrics: dict) -> None:
+    test, val, out = metrics["test"], metrics["val"], metrics["outliers"]
+    rows = [
+        ("test MSE", test["mse"]), ("test MAE", test["mae"]),
+        ("test MSE (original units)", test["mse_original_units"]), ("test MAE (original units)", test["mae_original_units"]),
+        ("val MSE", val["mse"]), ("val MAE", val["mae"]),
+        ("kurtosis (avg)", out["kurtosis_avg"]), ("inf-norm (max)", out["inf_norm_max"]),
+    ]
+    for name, q in metrics.get("quantized", {}).items():
+        rows += [(f"{name} test MSE", q["mse"]), (f"{name} MSE increase", q["mse_increase"])]
+    if "memory" in metrics:
+        for key, value in metrics["memory"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append((f"memory {key}", value))
+    width = max(len(name) for name, _ in rows)
+    click.echo(f"{'metric':<{width}}  value")
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value:.4f}")
+    facts = [f"{k} {metrics[k]}" for k in ("separation", "split", "params", "epochs", "train_seconds") if k in metrics]
+    click.echo(", ".join(facts))
+
+
+@cli.command(context_settings=CONTEXT, epilog="Example: stanhop train --config configs/etth1-h24.yaml --separation softmax1 --out runs/h24-softmax1")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config (default: configs/etth1.yaml's settings built in).")
+@click.option("--data", default=None, help="ETTh1 or a CSV path. [default: from config]")
+@click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: date]")
+@click.option("--columns", default=None, help="Comma-separated channels. [default: all numeric]")
+@click.option("--split", default=None, help="14/5/5, 12/4/4 or fractions 0.7/0.1/0.2. [default: from config]")
+@click.option("--in-len", type=int, default=None, help="Input length. [default: from config]")
+@click.option("--out-len", type=int, default=None, help="Horizon. [default: from config]")
+@click.option("--separation", type=click.Choice(["entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped"]), default=None, help="Hopfield separation map. [default: entmax]")
+@click.option("--gate", is_flag=True, default=None, help="Gated Attention on every retrieval.")
+@click.option("--max-epochs", type=int, default=None, help="Most epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=int, default=None, help="Batch size.")
+@click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--deterministic", is_flag=True, default=None, help="Deterministic algorithms (slower).")
+@click.option("--memory", type=click.Choice(["plug", "tune"]), default=None, help="External memory plugin.")
+@click.option("--memory-size", type=int, default=None, help="K memory windows.")
+@click.option("--memory-strategy", default=None, help="random | all | extremes | csv:FILE")
+@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="Device kind. [default: auto]")
+@click.option("--devices", type=int, default=None, help="Devices (processes with --strategy ddp). [default: 1]")
+@click.option("--strategy", type=click.Choice(["auto", "ddp"]), default=None, help="Distribution strategy (Lightning's). [default: auto]")
+@click.option("--num-nodes", type=int, default=None, help="Machines for DDP. [default: 1]")
+@click.option("--precision", type=click.Choice(["32", "bf16-mixed"]), default=None, help="Numeric precision. [default: 32]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set model.d_model=128 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. [default: runs/<data>-<separation>-<timestamp>]")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+def train(config_path, data, date_column, columns, split, in_len, out_len, separation, gate, max_epochs, batch_size, seed,
+          deterministic, memory, memory_size, memory_strategy, accelerator, devices, strategy, num_nodes, precision,
+          overrides, out, force, resume, fill) -> None:
+    """Train STanHop-Net on ETTh1 or a CSV; print test MSE/MAE and outlier statistics.
+
+    The run directory receives the config, weights (safetensors), the scaler (JSON), the
+    CSV log, checkpoints and metrics.json.
+    """
+    from stanhop.workflow import train as train_run
+
+    if resume is not None:
+        from stanhop.config import load_config
+        from stanhop.runs import CONFIG, check_run_dir
+
+        config = load_config(check_run_dir(resume) / CONFIG)
+    else:
+        strategy_csv = None
+        if memory_strategy and memory_strategy.startswith("csv:"):
+            memory_strategy, strategy_csv = "csv", memory_strategy[4:]
+        chosen = _option_overrides({
+            "data.name": data, "data.date_column": date_column, "data.columns": _split_list(columns), "data.split": split,
+            "data.fill": fill, "model.in_len": in_len, "model.out_len": out_len, "model.separation": separation,
+            "model.gate": gate, "train.max_epochs": max_epochs, "train.batch_size": batch_size, "train.seed": seed,
+            "train.deterministic": deterministic, "memory.kind": memory, "memory.size": memory_size,
+            "memory.strategy": memory_strategy, "memory.csv": strategy_csv, "train.accelerator": accelerator,
+            "train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes, "train.precision": precision,
+        })
+        config = _build_config(config_path, chosen + list(overrides))
+    metrics = train_run(config, out, force=force, resume=resume)
+    if metrics:
+        _print_metrics(metrics)
+
+
+@cli.command(context_settings=CONTEXT, epilog="Example: stanhop evaluate runs/h24 --quantize w8a8 --range percentile:99.99")
+@click.argument("run", type=click.Path())
+@click.option("--data", default=None, help="Evaluate on another CSV with the same columns. [default: the run's data]")
+@click.option("--split", default=None, help="Another split. [default: the run's]")
+@click.option("--quantize", type=click.Choice(["w8a8"]), default=None, help="Also report simulated W8A8 post-quantization MSE.")
+@click.option("--range", "act_range", default="minmax", help="Activation range estimator: minmax or percentile:P.")
+def evaluate(run, data, split, quantize, act_range) -> None:
+    """Recompute test/val MSE, MAE and outlier statistics of a finished run."""
+    from stanhop.workflow import evaluate as evaluate_run
+
+    _print_metrics(evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range))
+
+
 def _split_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
