@@ -1,0 +1,102 @@
+"""`stanhop train` / `stanhop evaluate` end to end on the smoke config, through the real CLI."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from stanhop.runs import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    result = invoke("train", "--config", SMOKE, "--out", str(out), "--set", "model.d_model=12", "--set", "model.n_heads=3")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_complete_run_directory(smoke_run: Path):
+    for name in ("stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json",
+                 "logs/metrics.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (smoke_run / name).is_file(), name
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    for key in ("mse", "mae", "mse_original_units", "mae_original_units"):
+        assert math.isfinite(metrics["test"][key]) and metrics["test"][key] > 0
+    assert math.isfinite(metrics["val"]["mse"]) and math.isfinite(metrics["val"]["mae"])
+    assert metrics["outliers"]["kurtosis_avg"] > 0 and metrics["outliers"]["inf_norm_max"] > 0
+    assert metrics["outliers"]["per_module"]
+    assert metrics["epochs"] == 2 and metrics["separation"] == "entmax" and metrics["split"] == "0.06/0.03/0.03"
+    assert metrics["params"] == sum(p.numel() for p in load_run(smoke_run).model.parameters())
+    assert not (Path.cwd() / "lightning_logs").exists()
+
+
+def test_set_overrides_reach_the_model(smoke_run: Path):
+    run = load_run(smoke_run)
+    assert run.config.model.d_model == 12 and run.config.model.n_heads == 3
+    assert run.model.embedding.proj.out_features == 12
+
+
+def test_the_best_checkpoint_is_the_one_evaluated(smoke_run: Path):
+    with open(smoke_run / "logs" / "metrics.csv") as f:
+        val = [float(row["val_mse"]) for row in csv.DictReader(f) if row.get("val_mse")]
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert len(val) == 2
+    assert metrics["val"]["mse"] == pytest.approx(min(val), rel=1e-4)
+
+
+def test_evaluate_recomputes_the_same_metrics(smoke_run: Path):
+    before = json.loads((smoke_run / "metrics.json").read_text())
+    result = invoke("evaluate", str(smoke_run))
+    assert result.exit_code == 0, result.output
+    after = json.loads((smoke_run / "metrics.json").read_text())
+    assert after["test"]["mse"] == pytest.approx(before["test"]["mse"], rel=1e-6)
+    assert after["outliers"]["kurtosis_avg"] == pytest.approx(before["outliers"]["kurtosis_avg"], rel=1e-6)
+    assert "test MSE" in result.output
+
+
+def test_a_second_run_into_an_existing_directory_is_refused_without_force(smoke_run: Path):
+    before = (smoke_run / "model.safetensors").read_bytes()
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(smoke_run)])
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--force" in result.output
+    assert "Traceback" not in result.output
+    assert (smoke_run / "model.safetensors").read_bytes() == before
+
+
+def test_force_refuses_to_replace_a_folder_of_another_tool(tmp_path: Path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(tmp_path), "--force"])
+    assert result.exit_code == 2 and "not a stanhop run directory" in result.output
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_invalid_config_value_is_a_one_line_error():
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--set", "model.in_len=-5"])
+    assert result.exit_code == 2 and "model.in_len must be a positive whole number" in result.output
+
+
+ALL_COMMANDS = [[]] + [[name] for name in sorted(cli.cli.commands)] + [["data", "describe"]]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: " ".join(c) or "stanhop")
+def test_help_imports_no_torch_or_lightning(command):
+    code = "import sys, cli; sys.argv = ['stanhop', *sys.argv[1:], '--help']; cli.main()"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *command], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Example:" in done.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "lightning", "pandas", "matplotlib"}
