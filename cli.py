@@ -57,7 +57,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 # ---------------------------------------------------------------- data
 
 
-@cli.group(cls=StanhopGroup, context_settings=CONTEXT)
+@cli.group(cls=StanhopGroup, context_settings=CONTEXT, epilog="Example: stanhop data describe ETTh1 --split 12/4/4")
 def data() -> None:
     """Inspect data sets (ETTh1 or any CSV)."""
 
