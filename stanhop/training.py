@@ -84,6 +84,18 @@ class EpochTimer(Callback):
         self.seconds = float(state.get("seconds", 0.0))
 
 
+def quiet_lightning() -> None:
+    """Keep the terminal for the progress bar and our results: no tips, device banners or
+    deprecation chatter from Lightning's own loggers (warnings about the user's setup stay)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
     """A Trainer writing checkpoints and the CSV log inside ``run_dir`` (no lightning_logs/)."""
     t = config.train
@@ -94,6 +106,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
     ]
     if progress:
         callbacks.append(TQDMProgressBar(leave=True))
+    quiet_lightning()
     limit = t.limit_train_batches
     return L.Trainer(
         default_root_dir=run_dir,
@@ -105,7 +118,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         precision=t.precision,
         gradient_clip_val=t.grad_clip,
         deterministic=t.deterministic,
-        limit_train_batches=int(limit) if limit > 1 else float(limit),
+        limit_train_batches=None if limit == 1.0 else int(limit) if limit > 1 else float(limit),
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
         callbacks=callbacks,
         enable_progress_bar=progress,
