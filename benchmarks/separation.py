@@ -8,7 +8,8 @@ backward is the closed form, including ∂/∂α), with one α per head expanded
 as its EntmaxAlpha does. Both run in the same process, on the same scores.
 
 Scores are 2·N(0, 1) (fixed seed); the upstream gradient is N(0, 1). ``ms`` is the median
-over ``--repeats`` timed runs after two warm-up runs. ``max_abs_err`` compares the float32
+over ``--repeats`` timed rounds after two warm-up rounds; in each round every map runs once,
+so that load from other processes falls on all maps alike. ``max_abs_err`` compares the float32
 weights with a float64 reference solution of the same map: closed forms for the softmax
 family, and 200-halving float64 bisection for every α-entmax (sparsemax α = 2, entmax15
 α = 1.5, entmax/bisect50 at α = 1.5) — an algorithm independent of ours.
@@ -100,17 +101,20 @@ def reference(name: str, scores: Tensor) -> Tensor:
 # ------------------------------------------------------------------ timing
 
 
-def time_ms(fn: Callable[[Tensor], Tensor], scores: Tensor, grad: Tensor, repeats: int) -> float:
-    """Median ms of forward + backward of fn at scores."""
+def time_all(fns: dict[str, Callable[[Tensor], Tensor]], scores: Tensor, grad: Tensor,
+             repeats: int) -> dict[str, float]:
+    """Median ms of forward + backward of each fn at scores, the maps taking turns in every
+    round so that load from other processes falls on all of them alike."""
     x = scores.clone().requires_grad_()
-    runs = []
+    runs: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeats + 2):
-        start = time.perf_counter()
-        fn(x).backward(grad)
-        if i >= 2:
-            runs.append((time.perf_counter() - start) * 1e3)
-        x.grad = None
-    return statistics.median(runs)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(x).backward(grad)
+            if i >= 2:
+                runs[name].append((time.perf_counter() - start) * 1e3)
+            x.grad = None
+    return {name: statistics.median(r) for name, r in runs.items()}
 
 
 def maps() -> dict[str, Callable[[Tensor], Tensor]]:
@@ -125,7 +129,7 @@ def bench_shape(shape: tuple[int, ...], repeats: int, with_errors: bool) -> dict
     scores = 2 * torch.randn(shape, generator=gen)
     grad = torch.randn(shape, generator=gen)
     fns = maps()
-    ms = {name: time_ms(fn, scores, grad, repeats) for name, fn in fns.items()}
+    ms = time_all(fns, scores, grad, repeats)
     out = {}
     for name, fn in fns.items():
         err = None

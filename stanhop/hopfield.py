@@ -75,7 +75,9 @@ class Hopfield(nn.Module):
     Z = W_O concat_h[ g_h ⊙ sep(β Q_h K_hᵀ) V_h ],  β = 1/√(d/n_heads).
 
     - Projections: q = Linear(d, d) of the state patterns, one Linear(d_stored, 2d) for the
-      keys and values of the stored patterns (V = Y W_V directly, not W_V(W_K Y)).
+      keys and values of the stored patterns (V = Y W_V directly, not W_V(W_K Y)). The same
+      two modules serve self-retrieval (stored = state), so one layer does both without
+      unused parameters; a fused Linear(d, 3d) would do the same FLOPs.
     - ``gate`` (Gated Attention, Bondarenko et al. 2023): g_h = sigmoid(w_hᵀ ξ_h + b_h), one
       Linear(d_head -> 1) per head on that head's slice of the state pattern input; bias
       starts at logit(0.25). Without a gate, g_h = 1.
@@ -115,8 +117,11 @@ class Hopfield(nn.Module):
         k, v = rearrange(kv, "b k (two h e) -> two b h k e", two=2, h=self.n_heads)
         b = max(q.shape[0], k.shape[0])
         q, k, v = q.expand(b, -1, -1, -1), k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
-        if mask is not None and mask.dim() == 3:
-            mask = rearrange(mask, "b q k -> b 1 q k")
+        if mask is not None:
+            if mask.dtype != torch.bool:
+                raise ValueError(f"mask must be bool (True = may attend), got {mask.dtype}")
+            if mask.dim() == 3:
+                mask = rearrange(mask, "b q k -> b 1 q k")
         for _ in range(self.update_steps):
             q = retrieve(q, k, k, self.separation, mask=mask, fused=self.fused)
         z = retrieve(q, k, v, self.separation, mask=mask, dropout=self.dropout, training=self.training,
