@@ -209,7 +209,9 @@ class _EntmaxFunction(torch.autograd.Function):
 
 
 def _along(fn, scores: Tensor, dim: int, *args) -> Tensor:
-    """Apply a last-axis map along ``dim``."""
+    """Apply a last-axis map along ``dim``; half precision is computed in float32."""
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        return _along(fn, scores.float(), dim, *args).to(scores.dtype)
     if dim in (-1, scores.dim() - 1):
         return fn(scores, *args)
     return fn(scores.movedim(dim, -1), *args).movedim(-1, dim)

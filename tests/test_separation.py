@@ -101,6 +101,17 @@ def test_float32_accuracy_for_large_scores(name):
     torch.testing.assert_close(p32.double(), p64, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_half_precision_inputs(name):
+    sep = make_separation(name)
+    x = scores(20, 14).to(torch.bfloat16).requires_grad_()
+    p = sep(x)
+    assert p.dtype == torch.bfloat16 and torch.isfinite(p).all()
+    torch.testing.assert_close(p.float(), sep(x.detach().float()), atol=1e-2, rtol=0)
+    p.float().square().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
+
+
 # ------------------------------------------------------------------ α-entmax
 
 
