@@ -122,9 +122,10 @@ def _entmax_newton(x: Tensor, alpha: Tensor, *, max_iter: int = 50) -> tuple[Ten
     am1 = alpha - 1.0
     z = (x - x.amax(0, keepdim=True)) * am1
     q = 1.0 / am1
-    at_two = bool((alpha >= 2.0).any())  # q = 1: y^0 would be 1 off the support
+    on_cpu = x.device.type == "cpu"  # elsewhere every bool() below is a host sync: avoid them
+    at_two = not on_cpu or bool((alpha >= 2.0).any())  # q = 1: y^0 would be 1 off the support
     tol = 1e-13 if x.dtype == torch.float64 else 1e-6
-    first_check = 1 if x.device.type == "cpu" else 5  # each check is a host sync on accelerators
+    first_check = 1 if on_cpu else 5
     tau = torch.full_like(z[:1], -1.0)
     for it in range(1, max_iter + 1):
         y = (z - tau).clamp_min_(0.0)
