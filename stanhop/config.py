@@ -10,6 +10,7 @@ CLI can read and check a config before loading anything heavy.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ class Config:
             value = getattr(t, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"train.{name} must be a positive whole number, got {value!r}")
+        t.precision = str(t.precision)  # YAML reads `precision: 32` as a number
         if t.precision not in ("32", "bf16-mixed", "16-mixed", "64"):
             raise UserError(f"train.precision must be 32 or bf16-mixed, got {t.precision!r}")
         if mem.kind not in MEMORY_KINDS:
@@ -138,6 +140,21 @@ class Config:
             raise UserError(f"data.fill must be ffill or interpolate, got {self.data.fill!r}")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, also reading 1e-4 as a number (YAML 1.1 wants 1.0e-4)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read a YAML config; None gives the defaults."""
     if path is None:
@@ -146,7 +163,7 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise UserError(f"config file {path} not found; see configs/ for examples")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     return Config.from_dict(raw)
@@ -166,5 +183,5 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             raise UserError(f"--set expects section.key=value (e.g. model.d_model=128), got '{item}'")
         if section not in raw or name not in raw[section]:
             raise UserError(f"--set: unknown config key '{key}'")
-        raw[section][name] = yaml.safe_load(value) if value.strip() else None
+        raw[section][name] = parse_yaml(value) if value.strip() else None
     return Config.from_dict(raw)

@@ -7,6 +7,7 @@ them the same way.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,14 @@ def data_info(dm, config: Config) -> DataInfo:
     )
 
 
-def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
+          progress: bool = True, callbacks: list | None = None) -> dict[str, Any]:
     """Train STanHop-Net into a run directory and return its metrics (also in metrics.json).
 
     ``resume``: continue the run in that directory from its last checkpoint (epoch,
-    optimiser, schedule and early-stopping state).
+    optimiser, schedule and early-stopping state). ``callbacks``: extra Lightning callbacks.
+    The checkpoint is loaded with ``weights_only=True``: tensors and plain containers only,
+    never arbitrary pickled objects.
     """
     import lightning as L
     import torch
@@ -78,13 +82,19 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
 
     module = Forecaster(config)
     timer = EpochTimer()
-    trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer])
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
+    earlier_log = read_log(run_dir) if resume is not None else []
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
     if not trainer.is_global_zero:
         return {}
+    if earlier_log:
+        merge_log(run_dir, earlier_log)
 
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # tensors only, no pickled code
     model = module.model.cpu()
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     save_weights(model, run_dir / "model.safetensors")
@@ -98,6 +108,32 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     return evaluate(run_dir, facts=facts, progress=progress)
 
 
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    """Rows of the run's CSV log (logs/metrics.csv), or [] when there is none."""
+    import csv
+
+    path = run_dir / "logs" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_log(run_dir: Path, earlier: list[dict[str, str]]) -> None:
+    """Put back the epochs logged before a resume (Lightning's CSV logger starts a new file):
+    earlier rows of the epochs before the first resumed one, then the new rows."""
+    import csv
+
+    later = read_log(run_dir)
+    first_resumed = min((int(row["epoch"]) for row in later if row.get("epoch")), default=0)
+    rows = [row for row in earlier if row.get("epoch") and int(row["epoch"]) < first_resumed] + later
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(run_dir / "logs" / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,
              act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Test and validation MSE/MAE, outlier statistics and (optionally) W8A8 MSE of a run.
@@ -108,6 +144,8 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     from stanhop.evaluation import forecast_errors
     from stanhop.outliers import outlier_stats
 
+    if quantize is not None:
+        _check_quantize(quantize, act_range)  # before any work, not after the FP32 evaluation
     run = load_run(run_path)
     config = run.config
     if data is not None:
@@ -138,20 +176,65 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         "out_len": config.model.out_len,
     }
     if quantize is not None:
-        metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, test["mse"], act_range)
+        metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, test["mse"], act_range, quantize)
     write_json(run.path / METRICS, metrics)
     return metrics
 
 
-def quantized_errors(run, dm, fp32_mse: float, act_range: str) -> dict[str, float]:
-    """W8A8 fake-quantized test MSE/MAE, calibrated on a few training batches."""
+QUANTIZATION_BITS = {"w8a8": (8, 8)}  # scheme -> (weight bits, activation bits)
+CALIBRATION_BATCHES = 8
+
+
+def _check_quantize(quantize: str, act_range: str) -> None:
+    from stanhop.quantize import parse_range
+
+    if quantize not in QUANTIZATION_BITS:
+        raise UserError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_BITS)}")
+    parse_range(act_range)
+
+
+def quantized_errors(run, dm, fp32_mse: float, act_range: str, quantize: str = "w8a8") -> dict[str, float]:
+    """Fake-quantized test MSE/MAE, ranges calibrated on CALIBRATION_BATCHES training batches.
+
+    The calibration batches are a random draw of the training windows that is the same at
+    every call (seed 0, the global random state is left as it was), so repeated evaluations
+    of a run give the same numbers. mse_increase = MSE_quantized / MSE_fp32 − 1.
+    """
     from itertools import islice
+
+    import torch
 
     from stanhop.evaluation import forecast_errors
     from stanhop.quantize import quantize_model
 
-    calibration = [x for x, _ in islice(iter(dm.train_dataloader()), 8)]
-    quantized = quantize_model(run.model, calibration, weight_bits=8, act_bits=8, act_range=act_range)
+    weight_bits, act_bits = QUANTIZATION_BITS[quantize]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the shuffling train loader draws its order from the global generator
+        calibration = [x for x, _ in islice(iter(dm.train_dataloader()), CALIBRATION_BATCHES)]
+    quantized = quantize_model(run.model, calibration, weight_bits=weight_bits, act_bits=act_bits, act_range=act_range)
     errors = forecast_errors(quantized, dm.test_dataloader(), run.data.mean, run.data.scale)
     return {"mse": errors["mse"], "mae": errors["mae"], "range": act_range,
             "mse_increase": errors["mse"] / fp32_mse - 1.0}
+
+
+def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str = "minmax") -> dict[str, Any]:
+    """Add only ``quantized.<quantize>`` to an evaluated run's metrics.json and return the metrics.
+
+    Cheaper than ``evaluate(run, quantize=...)`` when the FP32 test results are already there
+    (it does not recompute them, the validation errors or the outlier statistics).
+    """
+    from stanhop.data import Scaler
+
+    _check_quantize(quantize, act_range)
+    run = load_run(run_path)
+    metrics = run.metrics
+    if "test" not in metrics:
+        raise UserError(f"run {run.path} has no test results in {METRICS}; run 'stanhop evaluate {run.path}' first")
+    config = run.config
+    config.data.name = metrics.get("data", config.data.name)  # where the FP32 results were measured
+    config.data.split = metrics.get("split", config.data.split)
+    config.data.columns = list(run.data.columns)
+    dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
+    metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, metrics["test"]["mse"], act_range, quantize)
+    write_json(run.path / METRICS, metrics)
+    return metrics

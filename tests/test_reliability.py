@@ -1,0 +1,138 @@
+"""Long work survives interruption, checkpoints load safely, errors are one line, DDP works."""
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+STANHOP = str(Path(sys.executable).with_name("stanhop"))
+
+
+def val_epochs(run: Path) -> list[int]:
+    with open(run / "logs" / "metrics.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f) if row.get("val_mse")]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import lightning as L
+    from stanhop.config import apply_overrides, load_config
+    from stanhop.workflow import train
+
+    class KillMidEpoch(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, like a machine going away
+
+    config = apply_overrides(load_config(sys.argv[1]), ["train.max_epochs=3"])
+    train(config, sys.argv[2], progress=False, callbacks=[KillMidEpoch()])
+    """
+)
+
+
+def test_resume_after_a_kill_mid_epoch_finishes_all_epochs(tmp_path: Path):
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, SMOKE, str(run)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    assert val_epochs(run) == [0]
+
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3  # as many as an uninterrupted run of max_epochs=3
+    assert val_epochs(run) == [0, 1, 2]
+
+
+def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+class PlantFile:
+    """Unpickling this creates a file: what a malicious checkpoint would do."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_a_malicious_pickle_is_never_executed(tmp_path: Path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(run), "--set", "train.max_epochs=1"])
+    assert result.exit_code == 0, result.output
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"state_dict": PlantFile(marker)})
+    # as a resumable checkpoint, as the weights file, and as the best checkpoint
+    (run / "checkpoints" / "last.ckpt").write_bytes(payload)
+    resumed = CliRunner().invoke(cli.cli, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 2 and "unsafe to unpickle" in resumed.output
+    (run / "model.safetensors").write_bytes(payload)
+    for command in (["evaluate", str(run)], ["forecast", str(run), "--input", os.environ["STANHOP_DATA_DIR"] + "/ETTh1.csv"]):
+        loaded = CliRunner().invoke(cli.cli, command)
+        assert loaded.exit_code == 2, loaded.output
+        assert "Traceback" not in loaded.output
+    assert not marker.exists()
+
+
+def test_nan_loss_stops_training_with_a_message_naming_epoch_and_step(tmp_path: Path):
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--set", "train.lr=1e30", "--set", "train.grad_clip=0"])
+    assert result.exit_code == 2, result.output
+    assert "loss became" in result.output and "epoch 0 step" in result.output
+
+
+def test_internal_errors_are_short_unless_debug(monkeypatch):
+    import stanhop.workflow
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(stanhop.workflow, "train", broken)
+    short = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE])
+    assert short.exit_code == 1 and "internal error: RuntimeError: something inside broke" in short.output
+    assert "Traceback" not in short.output
+    loud = CliRunner().invoke(cli.cli, ["--debug", "train", "--config", SMOKE])
+    assert loud.exit_code == 1 and "Traceback" in loud.output
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["forecast"], ["plot"], ["train", "--resume"]])
+def test_run_directories_that_do_not_exist_or_belong_to_another_tool(tmp_path: Path, command):
+    missing = CliRunner().invoke(cli.cli, [*command, str(tmp_path / "missing"), *(["--input", "x.csv"] if command == ["forecast"] else [])])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.ckpt").write_bytes(b"\x00")
+    foreign = CliRunner().invoke(cli.cli, [*command, str(other), *(["--input", "x.csv"] if command == ["forecast"] else [])])
+    assert foreign.exit_code == 2 and "not a stanhop run directory" in foreign.output
+
+
+def test_ddp_on_two_cpu_processes_matches_a_single_process_run(tmp_path: Path):
+    common = ["train", "--config", SMOKE, "--accelerator", "cpu", "--set", "train.max_epochs=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # half the batch on each of two processes: the same global batch and number of steps
+    ddp = subprocess.run([STANHOP, *common, "--devices", "2", "--strategy", "ddp", "--batch-size", "32", "--out", str(tmp_path / "ddp")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("kurtosis (avg)") == 1  # rank 0 alone reports and writes
+    single = subprocess.run([STANHOP, *common, "--out", str(tmp_path / "single")], capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    m_ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    m_single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert m_ddp["epochs"] == m_single["epochs"] == 2
+    assert m_ddp["test"]["mse"] == pytest.approx(m_single["test"]["mse"], rel=0.25)
+    assert val_epochs(tmp_path / "ddp") == [0, 1]
