@@ -12,6 +12,7 @@ the whole horizon; the forecast is their sum -> (b, t_out, c).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from einops import rearrange, repeat
@@ -123,11 +124,18 @@ class Encoder(nn.Module):
             for i in range(cfg.e_layers)
         )
         self.blocks = nn.ModuleList(STanHopBlock(cfg) for _ in range(cfg.e_layers))
+        # Hook point of the external memory plugins (stanhop.memory): when set, block i's input
+        # (after coarse-graining) x_i is replaced by block_hook(i, x_i). A plain function, not a
+        # module, so it never enters the state dict; None (the default) is the plain model.
+        self.block_hook: Callable[[int, Tensor], Tensor] | None = None
 
     def forward(self, x: Tensor) -> list[Tensor]:  # (b, c, s, d) -> [(b, c, s_i, d)] * (e_layers + 1)
         scales = [x]
-        for merge, block in zip(self.merges, self.blocks):
-            x = block(merge(x))
+        for i, (merge, block) in enumerate(zip(self.merges, self.blocks)):
+            x = merge(x)
+            if self.block_hook is not None:
+                x = self.block_hook(i, x)
+            x = block(x)
             scales.append(x)
         return scales
 
