@@ -203,6 +203,124 @@ def evaluate(run, data, split, quantize, act_range) -> None:
     _print_metrics(evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range))
 
 
+# ---------------------------------------------------------------- forecast / plot
+
+
+@cli.command(context_settings=CONTEXT, epilog="Examples: stanhop forecast runs/h24 --input recent.csv --output pred.csv\n\n"
+             "stanhop forecast runs/h24 --input ETTh1.csv --backtest --stride 1 --output backtest.parquet")
+@click.argument("run", type=click.Path())
+@click.option("--input", "input_path", required=True, help="CSV holding the run's channels (by name) and a date column.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File for the table. [default: CSV on stdout; backtest: metrics only]")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default=None, help="Table format. [default: by --output's extension, else csv]")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+@click.option("--backtest", is_flag=True, help="Forecast every window of the CSV beside the truth and report MSE/MAE.")
+@click.option("--stride", type=click.IntRange(min=1), default=None, help="Rows between backtest windows. [default: the horizon]")
+@click.option("--json", "as_json", is_flag=True, help="Print the backtest metrics as one JSON object.")
+@click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+def forecast(run, input_path, output, fmt, force, backtest, stride, as_json, date_column, fill) -> None:
+    """Forecast the horizon after the end of a CSV with a trained run, or backtest every window.
+
+    The last in_len rows are scaled with the run's scaler, forecast and scaled back: one row
+    per future step, timestamps continuing the CSV's frequency, one column per channel.
+    --backtest writes a long table (window_start, timestamp, step, <channel>_pred,
+    <channel>_true) and prints MSE/MAE per channel and overall; with --output the metrics
+    also go to <output>.metrics.json.
+    """
+    from stanhop.forecast import check_output, metrics_path, output_format
+
+    fmt = output_format(output, fmt)
+    if not backtest and (stride is not None or as_json):
+        raise UserError("--stride and --json are for --backtest; add --backtest or leave them out")
+    if output is None and fmt == "parquet" and not backtest:
+        raise UserError("parquet is not for the terminal; give --output FILE.parquet")
+    if output is not None:
+        check_output(output, force=force)
+        if backtest:
+            check_output(metrics_path(output), force=force)
+    from stanhop.forecast import read_input, write_table
+    from stanhop.runs import load_run
+
+    loaded = load_run(run)
+    frame = read_input(loaded, input_path, date_column=date_column, fill=fill)
+    if backtest:
+        _backtest(loaded, frame, stride, output, fmt, as_json)
+        return
+    table = loaded.forecast(frame)
+    if output is None:
+        click.echo(table.to_csv(), nl=False)
+        return
+    write_table([table], output, fmt, index=True)
+    click.echo(f"wrote {output} ({len(table)} steps from {table.index[0]} to {table.index[-1]})", err=True)
+
+
+def _backtest(run, frame, stride, output, fmt, as_json) -> None:
+    from stanhop.forecast import backtest_stream, metrics_path, write_metrics, write_table
+
+    stream = backtest_stream(run, frame, stride=stride)
+    if output is None:
+        for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
+            pass
+    else:
+        write_table(stream.chunks, output, fmt)
+        write_metrics(stream.metrics(), metrics_path(output))
+        click.echo(f"wrote {output} and {metrics_path(output)}", err=True)
+    metrics = stream.metrics()
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}) "
+               f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
+    rows = [*metrics["per_channel"].items(), ("all", metrics["overall"])]
+    width = max(len(name) for name, _ in rows)
+    click.echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}")
+    for name, m in rows:
+        click.echo(f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  {m['mae_original_units']:>10.4f}")
+
+
+@cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"
+             "stanhop plot runs/h24 --what training --output loss.svg")
+@click.argument("run", type=click.Path())
+@click.option("--input", "input_path", default=None, help="CSV to forecast from. [default: the run's own data, up to its test end]")
+@click.option("--channels", default=None, help="Comma-separated channels to draw. [default: the run's target]")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Figure file, .png, .svg or .pdf. [default: RUN/plots/<what>.png, replaced]")
+@click.option("--what", type=click.Choice(["forecast", "training", "outliers"]), default="forecast",
+              help="forecast: history, forecast and truth; training: loss per epoch; outliers: kurtosis and inf-norm per module.")
+@click.option("--force", is_flag=True, help="Replace an existing --output file.")
+@click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+def plot(run, input_path, channels, output, what, force, date_column, fill) -> None:
+    """Draw a run's forecast against the truth, its training curves, or its outlier statistics.
+
+    The forecast starts out_len rows before the end of the data, so the truth is drawn beside
+    it; a CSV shorter than in_len + out_len rows is forecast past its end.
+    """
+    from pathlib import Path
+
+    from stanhop.plot import figure_format, plot as make_figure, save_figure
+    from stanhop.runs import check_run_dir
+
+    check_run_dir(run)
+    if what != "forecast" and (input_path or channels or date_column or fill):
+        raise UserError(f"--input, --channels, --date-column and --fill are for --what forecast, not {what}")
+    path = Path(output) if output is not None else Path(run) / "plots" / f"{what}.png"
+    figure_format(path)
+    from stanhop.forecast import check_output
+
+    check_output(path, force=force or output is None)
+    if what == "forecast":
+        from stanhop.forecast import read_input
+        from stanhop.runs import load_run
+
+        loaded = load_run(run)
+        frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill)
+        figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels))
+    else:
+        figure = make_figure(run, what)
+    save_figure(figure, path, force=True)
+    click.echo(f"wrote {path}")
+
+
 def _split_list(text: str | None) -> list[str] | None:
     if text is None:
         return None

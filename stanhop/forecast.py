@@ -1,0 +1,384 @@
+"""Forecasting with a trained run: one forecast past the end of a series, or a backtest.
+
+Both take a DataFrame in original units (a DatetimeIndex, or the run's date column) that
+holds every channel the run was trained on; columns are matched by name, so their order
+does not matter, and extra columns are ignored with a notice. The run's own scaler maps
+the input to the model's units and the forecast back:
+
+    z = (x - mean) / scale,   ŷ = model(z[-in_len:]) * scale + mean.
+
+A backtest slides the input window over the whole series (window start t = 0, stride,
+2·stride, …) and compares each forecast with the rows that follow it:
+
+    MSE = mean over windows, steps, channels of (ŷ_z - y_z)²   (scaled; × scale² per channel
+    for original units), MAE likewise with |ŷ_z - y_z|,
+
+the same sums :mod:`stanhop.evaluation` accumulates, so a backtest with stride 1 over a
+split's rows equals ``stanhop evaluate`` on that split. Windows go through the model in
+batches and the long table is produced batch by batch, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from stanhop.errors import UserError
+
+Notify = Callable[[str], None]
+FORMATS = ("csv", "parquet")
+METRIC_KEYS = ("mse", "mae", "mse_original_units", "mae_original_units")
+
+
+def notice_to_stderr(message: str) -> None:
+    print(f"notice: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- input
+
+
+def channels_of(run, names: Iterable[Any], source: str, notify: Notify | None = None) -> None:
+    """Raise UserError naming the run's channels missing from ``names``; tell of extra ones."""
+    names = [str(n) for n in names if str(n) != run.data.date_column]
+    missing = [c for c in run.data.columns if c not in names]
+    if missing:
+        raise UserError(
+            f"{source} lacks the channel(s) {', '.join(missing)} the run was trained on "
+            f"(it needs {', '.join(run.data.columns)}; it has {', '.join(names) or 'none'})"
+        )
+    extra = [n for n in names if n not in run.data.columns]
+    if extra:
+        (notify or notice_to_stderr)(f"ignoring column(s) {', '.join(extra)} of {source}: the run was not trained on them")
+
+
+def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify | None = None) -> pd.DataFrame:
+    """``frame`` as the run's channels in the run's order: float64, DatetimeIndex of the run's frequency.
+
+    Accepts a DatetimeIndex or the run's date column. NaNs are kept (the caller decides
+    which rows must be complete).
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
+    date = run.data.date_column
+    if date in frame.columns:
+        try:
+            index = pd.DatetimeIndex(pd.to_datetime(frame[date]), name=date)
+        except (ValueError, TypeError) as err:
+            raise UserError(f"cannot read the dates in column '{date}' of {source} ({str(err).splitlines()[0]})") from None
+        frame = frame.drop(columns=[date]).set_axis(index, axis=0)
+    elif not isinstance(frame.index, pd.DatetimeIndex):
+        raise UserError(f"{source} needs a DatetimeIndex or a '{date}' column with the timestamps")
+    channels_of(run, frame.columns, source, notify)
+    try:
+        out = frame[list(run.data.columns)].astype("float64")
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{source} has a channel that is not numeric ({str(err).splitlines()[0]})") from None
+    check_dates(run, out.index, source)
+    return out
+
+
+def check_dates(run, index: pd.DatetimeIndex, source: str) -> None:
+    """Increasing, unique, regular timestamps at the run's frequency."""
+    from stanhop.csvio import infer_freq
+
+    if index.hasnans:
+        raise UserError(f"{source} has a row without a timestamp")
+    if not index.is_monotonic_increasing or not index.is_unique:
+        raise UserError(f"the timestamps of {source} must be increasing and unique; sort the rows and drop repeated dates")
+    if len(index) < 2:
+        raise UserError(f"{source} has {len(index)} row(s); a forecast needs at least {run.config.model.in_len}")
+    freq = infer_freq(index)
+    if not same_freq(freq, run.data.freq):
+        raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it to '{run.data.freq}'")
+
+
+def same_freq(a: str, b: str) -> bool:
+    try:
+        return to_offset(a) == to_offset(b)
+    except ValueError:
+        return a == b
+
+
+def check_complete(values: pd.DataFrame, what: str) -> None:
+    """UserError naming the first missing or infinite cell of ``values``."""
+    bad = ~np.isfinite(values.to_numpy())
+    if not bad.any():
+        return
+    row, col = (int(v[0]) for v in np.nonzero(bad))
+    raise UserError(
+        f"{what} have {int(bad.sum())} missing or infinite cell(s), the first in column '{values.columns[col]}' "
+        f"at {values.index[row]}; fill them (CLI: --fill ffill|interpolate) or fix the data"
+    )
+
+
+def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, fill: str | None = None,
+               notify: Notify | None = None) -> pd.DataFrame:
+    """A CSV file as :func:`align` returns it: only the run's channels are read (extra ones noticed)."""
+    from stanhop.csvio import fill_missing, read_series
+    from stanhop.datasets import resolve
+
+    date_column = date_column or run.data.date_column
+    header = _header(resolve(path))
+    if header is not None and date_column in header:
+        channels_of(run, header, str(path), notify)
+        frame = read_series(path, date_column, list(run.data.columns))
+    else:  # let the CSV reader say what is wrong with the file, or read it whole
+        frame = read_series(path, date_column)
+        channels_of(run, frame.columns, str(path), notify)
+    frame = fill_missing(frame, fill) if fill else frame
+    check_dates(run, frame.index, str(path))
+    return frame[list(run.data.columns)]
+
+
+def _header(path: Path) -> list[str] | None:
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
+    except Exception:  # csvio's reader gives the helpful message
+        return None
+
+
+# ---------------------------------------------------------------- forecast
+
+
+def scaler_of(run):
+    from stanhop.data import Scaler
+
+    return Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale})
+
+
+def predict(run, inputs: np.ndarray) -> np.ndarray:
+    """Scaled float32 inputs (b, in_len, c) -> scaled float32 forecasts (b, out_len, c)."""
+    import torch
+
+    with torch.no_grad():
+        return run.model(torch.from_numpy(inputs)).float().numpy()
+
+
+def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeIndex:
+    """The ``steps`` timestamps after ``index[-1]`` at frequency ``freq``."""
+    return pd.date_range(start=index[-1], periods=steps + 1, freq=freq)[1:]
+
+
+def forecast(run, frame: pd.DataFrame, *, notify: Notify | None = None) -> pd.DataFrame:
+    """Forecast the ``out_len`` steps after the last row of ``frame``, in original units.
+
+    Uses the last ``in_len`` rows (they must be complete). Returns one row per future step,
+    indexed by the timestamps that continue the input's frequency, one column per channel.
+    """
+    frame = align(run, frame, notify=notify)
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    if len(frame) < in_len:
+        raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
+    window = frame.iloc[-in_len:]
+    check_complete(window, f"the last {in_len} rows (the forecast's input)")
+    scaler = scaler_of(run)
+    z = scaler.transform(window.to_numpy()).astype(np.float32)[None]  # (1, in_len, c)
+    prediction = scaler.inverse_transform(predict(run, z)[0].astype(np.float64))  # (out_len, c)
+    index = future_index(frame.index, out_len, run.data.freq).rename(frame.index.name or run.data.date_column)
+    return pd.DataFrame(prediction, index=index, columns=list(run.data.columns))
+
+
+# ---------------------------------------------------------------- backtest
+
+
+class BacktestErrors:
+    """Per-channel sums of squared and absolute scaled errors over every forecast element."""
+
+    def __init__(self, columns: list[str], scale: list[float]):
+        self.columns, self.scale = list(columns), np.asarray(scale, dtype=np.float64)
+        self.sq = np.zeros(len(columns))
+        self.ab = np.zeros(len(columns))
+        self.n = 0  # elements per channel
+
+    def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:  # (b, t, c) scaled
+        error = prediction.astype(np.float64) - truth.astype(np.float64)
+        self.sq += np.square(error).sum(axis=(0, 1))
+        self.ab += np.abs(error).sum(axis=(0, 1))
+        self.n += error.shape[0] * error.shape[1]
+
+    def result(self) -> dict[str, Any]:
+        n = max(self.n, 1)
+        mse, mae = self.sq / n, self.ab / n
+        per = {c: _metrics(mse[i], mae[i], mse[i] * self.scale[i] ** 2, mae[i] * self.scale[i]) for i, c in enumerate(self.columns)}
+        overall = _metrics(mse.mean(), mae.mean(), (mse * self.scale**2).mean(), (mae * self.scale).mean())
+        return {"overall": overall, "per_channel": per}
+
+
+def _metrics(*values: float) -> dict[str, float]:
+    return dict(zip(METRIC_KEYS, (float(v) for v in values)))
+
+
+@dataclass
+class Backtest:
+    """A backtest's long table (one row per window and step) and its metrics."""
+
+    table: pd.DataFrame
+    metrics: dict[str, Any]
+
+
+@dataclass
+class BacktestStream:
+    """Tables batch by batch; ``metrics()`` once every batch has been read."""
+
+    chunks: Iterator[pd.DataFrame]
+    errors: BacktestErrors
+    facts: dict[str, Any]
+
+    def metrics(self) -> dict[str, Any]:
+        return {**self.facts, **self.errors.result()}
+
+
+def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, batch_size: int = 256,
+                    notify: Notify | None = None) -> BacktestStream:
+    """Check the input now; forecast its windows lazily, ``batch_size`` at a time."""
+    frame = align(run, frame, notify=notify)
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    stride = out_len if stride is None else stride
+    if not isinstance(stride, numbers.Integral) or isinstance(stride, bool) or stride < 1:
+        raise UserError(f"stride must be a whole number >= 1, got {stride!r}")
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UserError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if len(frame) < in_len + out_len:
+        raise UserError(f"a backtest needs at least in_len + out_len = {in_len + out_len} rows, the input has {len(frame)}")
+    starts = np.arange(0, len(frame) - in_len - out_len + 1, int(stride))
+    last = starts[-1] + in_len + out_len
+    check_complete(frame.iloc[:last], "the backtest's rows")
+    errors = BacktestErrors(list(run.data.columns), run.data.scale)
+    facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len,
+             "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]])}
+    return BacktestStream(_chunks(run, frame, starts, int(batch_size), errors), errors, facts)
+
+
+def _chunks(run, frame: pd.DataFrame, starts: np.ndarray, batch_size: int, errors: BacktestErrors) -> Iterator[pd.DataFrame]:
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    scaler = scaler_of(run)
+    original = frame.to_numpy()  # (n, c)
+    z = scaler.transform(original).astype(np.float32)  # (n, c), as the training data module scales
+    for first in range(0, len(starts), batch_size):
+        batch = starts[first : first + batch_size]  # (b,)
+        x = z[batch[:, None] + np.arange(in_len)]  # (b, in_len, c)
+        rows = batch[:, None] + in_len + np.arange(out_len)  # (b, out_len)
+        prediction = predict(run, x)  # (b, out_len, c)
+        errors.update(prediction, z[rows])
+        yield _long_table(frame, batch, rows, scaler.inverse_transform(prediction.astype(np.float64)), original[rows])
+
+
+def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, prediction: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
+    """One row per (window, step): window_start, timestamp, step, <channel>_pred, <channel>_true."""
+    b, t, c = prediction.shape
+    table = {
+        "window_start": np.repeat(frame.index[starts], t),
+        "timestamp": frame.index[rows.reshape(-1)],
+        "step": np.tile(np.arange(1, t + 1), b),
+    }
+    flat_prediction, flat_truth = prediction.reshape(b * t, c), truth.reshape(b * t, c)
+    for i, name in enumerate(frame.columns):
+        table[f"{name}_pred"] = flat_prediction[:, i]
+        table[f"{name}_true"] = flat_truth[:, i]
+    return pd.DataFrame(table)
+
+
+def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, batch_size: int = 256,
+             notify: Notify | None = None) -> Backtest:
+    """Forecast every window of ``frame`` (stride default: the horizon) beside the truth.
+
+    Returns the long table in original units and the metrics: ``overall`` and
+    ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
+    """
+    stream = backtest_stream(run, frame, stride=stride, batch_size=batch_size, notify=notify)
+    table = pd.concat(list(stream.chunks), ignore_index=True)
+    return Backtest(table=table, metrics=stream.metrics())
+
+
+# ---------------------------------------------------------------- output files
+
+
+def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
+    """``fmt`` if given, else parquet for a .parquet/.pq file name, else csv."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UserError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return fmt
+    return "parquet" if path is not None and Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+def check_output(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Refuse an existing file unless ``force``, and a folder always; create missing parent folders."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name for the output")
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; choose another --output or pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: str, *, index: bool = False) -> Path:
+    """Write tables (one after another) to ``path`` atomically: a temp file, then a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        _write_csv(chunks, tmp, index) if fmt == "csv" else _write_parquet(chunks, tmp, index)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def metrics_path(output: str | os.PathLike) -> Path:
+    """Where a backtest's metrics go beside its table: ``bt.csv`` -> ``bt.metrics.json``."""
+    return Path(output).with_suffix(".metrics.json")
+
+
+def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write metrics as indented JSON, atomically."""
+    import json
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(metrics, f, indent=2)
+        f.write("\n")
+    publish(tmp, path)
+    return path
+
+
+def publish(tmp: str | os.PathLike, path: Path) -> None:
+    """Give a finished temp file the usual permissions (mkstemp makes it private) and rename it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+
+
+def _write_csv(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        for i, chunk in enumerate(chunks):
+            chunk.to_csv(f, header=i == 0, index=index)
+
+
+def _write_parquet(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for chunk in chunks:
+            table = pa.Table.from_pandas(chunk.reset_index() if index else chunk, preserve_index=False)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,279 @@
+"""Figures of a run: its forecast against the truth, its training curves, its outlier statistics.
+
+Each ``plot_*`` function returns a :class:`matplotlib.figure.Figure` built without pyplot
+(no global state, no display needed; saving renders with Agg) and leaves saving to the
+caller, e.g. :func:`save_figure`. matplotlib is imported here only, so the CLI starts
+without it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stanhop.errors import UserError
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
+WHATS = ("forecast", "training", "outliers")
+COLOURS = {"history": "#4d4d4d", "truth": "#1b9e77", "forecast": "#d95f02", "origin": "#9e9e9e"}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _run_dir(run) -> Path:
+    """The directory of a Run or a run path (checked), without loading the model."""
+    from stanhop.runs import check_run_dir
+
+    return Path(run.path) if hasattr(run, "path") else check_run_dir(run)
+
+
+# ---------------------------------------------------------------- forecast
+
+
+def target_of(run) -> str:
+    """The channel a plot shows by default: the run's target, else the data set's, else the last."""
+    from stanhop import datasets
+
+    if run.data.target in run.data.columns:
+        return run.data.target
+    info = datasets.lookup(str(run.config.data.name))
+    return info.target if info is not None and info.target in run.data.columns else run.data.columns[-1]
+
+
+def own_data(run) -> pd.DataFrame:
+    """The run's own series up to the end of its test split, if its file is on this machine.
+
+    Never downloads: a registered data set must already be in $STANHOP_DATA_DIR or the cache.
+    """
+    from stanhop import datasets
+    from stanhop.csvio import load_series
+
+    name = str(run.config.data.name)
+    path = Path(name).expanduser() if datasets.looks_like_path(name) else None
+    info = None if path is not None else datasets.lookup(name)
+    if info is not None:
+        candidates = [d / f"{info.name}.csv" for d in (datasets.data_dir(), datasets.cache_dir()) if d is not None]
+        path = next((p for p in candidates if p.is_file()), None)
+    if path is None or not path.is_file():
+        raise UserError(f"the run's data '{name}' is not on this machine; give a CSV with --input (Python: frame=...)")
+    frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
+    end = run.data.borders.get("test", [0, len(frame)])[1]
+    return frame.iloc[:end]
+
+
+def forecast_with_truth(run, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(history, forecast, truth): forecast from the window ending ``out_len`` rows before the
+    end when the frame has them (truth = those rows), else past the end (truth None)."""
+    from stanhop.forecast import align, forecast
+
+    frame = align(run, frame)
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    if len(frame) >= in_len + out_len:
+        history, truth = frame.iloc[:-out_len], frame.iloc[-out_len:]
+    else:
+        history, truth = frame, None
+    return history, forecast(run, history), truth
+
+
+def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
+                  history: int | None = None):
+    """History, forecast and (where known) truth of each channel, one panel per channel.
+
+    ``run``: a Run or a run directory; ``frame``: the series (default: the run's own data up
+    to its test end); ``channels``: default the run's target; ``history``: rows of history
+    drawn (default min(in_len, max(3·out_len, 48))). Titles give the MSE when truth is known,
+    in original units and scaled (÷ scale²), the latter over all channels as in metrics.json.
+    """
+    from stanhop.runs import load_run
+
+    run = run if hasattr(run, "model") else load_run(run)
+    channels = _channels(run, channels)
+    past, future, truth = forecast_with_truth(run, own_data(run) if frame is None else frame)
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    shown = past.iloc[-(history or min(in_len, max(3 * out_len, 48))):]
+    errors = None if truth is None else _squared_errors(run, future, truth)
+
+    fig = _figure(10, 1.2 + 2.6 * len(channels))
+    axes = fig.subplots(len(channels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, channels):
+        _draw_channel(ax, name, shown, future, truth, past.index[-1])
+        if errors is not None:
+            i = run.data.columns.index(name)
+            ax.set_title(f"{name}: MSE {errors[0][:, i].mean():.3g} (original units), {errors[1][:, i].mean():.3f} (scaled)", fontsize=10)
+        else:
+            ax.set_title(f"{name}: forecast past the end of the data (no truth to compare)", fontsize=10)
+    axes[0].legend(loc="upper left", fontsize=8, frameon=False, ncols=3)
+    _date_axis(axes[-1])
+    summary = f", MSE {errors[1].mean():.3f} (scaled, all {len(run.data.columns)} channels)" if errors is not None else ""
+    fig.suptitle(f"{run.path.name}: {out_len}-step forecast from {past.index[-1]} (input {in_len} steps){summary}", fontsize=11)
+    return fig
+
+
+def _channels(run, channels: list[str] | None) -> list[str]:
+    if not channels:
+        return [target_of(run)]
+    unknown = [c for c in channels if c not in run.data.columns]
+    if unknown:
+        raise UserError(f"unknown channel(s) {', '.join(unknown)}; the run's channels: {', '.join(run.data.columns)}")
+    return list(channels)
+
+
+def _squared_errors(run, future: pd.DataFrame, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Squared errors (out_len, c) in original units and scaled: (ŷ - y)² and ((ŷ - y) / scale)²."""
+    error = future.to_numpy() - truth.to_numpy()
+    return np.square(error), np.square(error / np.asarray(run.data.scale))
+
+
+def _draw_channel(ax, name: str, shown: pd.DataFrame, future: pd.DataFrame, truth: pd.DataFrame | None, origin) -> None:
+    ax.plot(shown.index, shown[name], color=COLOURS["history"], lw=1.3, label="history")
+    if truth is not None:  # joined to the last history point so the line is unbroken
+        ax.plot(shown.index[-1:].append(truth.index), [shown[name].iloc[-1], *truth[name]], color=COLOURS["truth"], lw=1.6, label="truth")
+    ax.plot(shown.index[-1:].append(future.index), [shown[name].iloc[-1], *future[name]], color=COLOURS["forecast"],
+            lw=1.8, marker="o", ms=3, markevery=slice(1, None), label="forecast")
+    ax.axvline(origin, color=COLOURS["origin"], ls="--", lw=1)
+    ax.axvspan(origin, future.index[-1], color=COLOURS["forecast"], alpha=0.06)
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+
+
+def _date_axis(ax) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+# ---------------------------------------------------------------- training
+
+
+def training_log(run) -> pd.DataFrame:
+    """Per epoch: train_loss (epoch mean), val_mse, val_mae, from the run's Lightning CSV log."""
+    path = _run_dir(run) / "logs" / "metrics.csv"
+    if not path.is_file():
+        raise UserError(f"{path} not found: the run has no training log (was it trained by stanhop train?)")
+    try:
+        log = pd.read_csv(path)
+    except (ValueError, OSError) as err:
+        raise UserError(f"cannot read the training log {path}: {str(err).splitlines()[0]}") from None
+    wanted = {"train_loss_epoch": "train_loss", "val_mse": "val_mse", "val_mae": "val_mae"}
+    if "epoch" not in log.columns or not set(wanted) & set(log.columns):
+        raise UserError(f"{path} has none of the columns epoch, train_loss_epoch, val_mse")
+    per_epoch = {new: log.dropna(subset=[old]).groupby("epoch")[old].last() for old, new in wanted.items() if old in log.columns}
+    table = pd.DataFrame(per_epoch)
+    if table.empty:
+        raise UserError(f"{path} holds no finished epoch yet")
+    return table
+
+
+def plot_training(run):
+    """Training loss and validation MSE/MAE per epoch; the best epoch (lowest val MSE) marked."""
+    table = training_log(run)
+    name = _run_dir(run).name
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    styles = {"train_loss": ("train loss (MSE, scaled)", "#1f77b4", "-"), "val_mse": ("val MSE (scaled)", "#d95f02", "-"),
+              "val_mae": ("val MAE (scaled)", "#d95f02", ":")}
+    for column, (label, colour, ls) in styles.items():
+        if column in table:
+            series = table[column].dropna()
+            ax.plot(series.index, series.to_numpy(), color=colour, ls=ls, marker="o", ms=4, lw=1.6, label=label)
+    title = f"{name}: training"
+    if "val_mse" in table and table["val_mse"].notna().any():
+        best = table["val_mse"].idxmin()
+        ax.plot([best], [table.loc[best, "val_mse"]], marker="*", ms=16, color="#e7298a", ls="none", label=f"best epoch {best}")
+        title += f" (best val MSE {table.loc[best, 'val_mse']:.4f} at epoch {best} of {len(table)})"
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title(title, fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------- outliers
+
+
+def outlier_table(run) -> pd.DataFrame:
+    """Per module (model order): kurtosis, inf_norm_max, inf_norm_avg from metrics.json."""
+    from stanhop.runs import METRICS, read_json
+
+    path = _run_dir(run) / METRICS
+    if not path.is_file():
+        raise UserError(f"{path} not found; run 'stanhop evaluate {path.parent}' first")
+    per_module: dict[str, Any] = (read_json(path).get("outliers") or {}).get("per_module") or {}
+    if not per_module:
+        raise UserError(f"{path} has no outliers.per_module statistics; run 'stanhop evaluate {path.parent}' to compute them")
+    return pd.DataFrame.from_dict(per_module, orient="index")[["kurtosis", "inf_norm_max", "inf_norm_avg"]]
+
+
+def plot_outliers(run):
+    """Per-module kurtosis (3 = Gaussian) and ∞-norm (max and mean over samples) of the outputs."""
+    table = outlier_table(run)
+    y = np.arange(len(table))
+    fig = _figure(11, 1.4 + 0.24 * len(table))
+    left, right = fig.subplots(1, 2, sharey=True)
+    left.barh(y, table["kurtosis"], color="#7570b3")
+    left.axvline(3.0, color="black", ls="--", lw=1, label="Gaussian (3)")
+    left.set_xlabel("kurtosis")
+    left.legend(frameon=False, fontsize=8, loc="lower right")
+    right.barh(y - 0.2, table["inf_norm_max"], height=0.4, color="#d95f02", label="max")
+    right.barh(y + 0.2, table["inf_norm_avg"], height=0.4, color="#1b9e77", label="mean over samples")
+    right.set_xlabel("∞-norm")
+    right.legend(frameon=False, fontsize=8, loc="upper right")
+    left.set_yticks(y, table.index, fontsize=8)
+    left.invert_yaxis()
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
+    summary = f"kurtosis mean {table['kurtosis'].mean():.2f}, max ∞-norm {table['inf_norm_max'].max():.2f}"
+    fig.suptitle(f"{_run_dir(run).name}: activation outliers per module ({summary})", fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------- saving
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext not in FIGURE_FORMATS:
+        raise UserError(f"cannot tell the figure format of {path}; end the file name in .png, .svg or .pdf")
+    return ext
+
+
+def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int = 110) -> Path:
+    """Save ``fig`` to ``path`` (format by extension) atomically; refuse an existing file unless ``force``."""
+    from stanhop.forecast import check_output, publish
+
+    fmt = figure_format(path)
+    path = check_output(path, force=force)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=fmt, dpi=dpi)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot(run, what: str = "forecast", **kwargs):
+    """``plot_forecast``, ``plot_training`` or ``plot_outliers`` by name."""
+    if what not in WHATS:
+        raise UserError(f"what must be one of {', '.join(WHATS)}, got {what!r}")
+    return {"forecast": plot_forecast, "training": plot_training, "outliers": plot_outliers}[what](run, **kwargs)

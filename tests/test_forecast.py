@@ -1,0 +1,227 @@
+"""`stanhop forecast` and the library's run.forecast / run.backtest on CSVs cut from ETTh1."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+import stanhop
+from stanhop.csvio import load_series
+from stanhop.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+# smoke.yaml with smaller parts and 4 training batches an epoch: the same kind of run, faster
+FAST = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]
+
+
+def smoke_run_dir(tmp_path_factory) -> Path:
+    """One smoke run per test session, shared with test_plot.py through the session's base temp folder."""
+    from stanhop.config import apply_overrides, load_config
+    from stanhop.workflow import train
+
+    out = tmp_path_factory.getbasetemp() / "smoke-run-forecast-plot"
+    if not (out / "metrics.json").is_file():
+        train(apply_overrides(load_config(SMOKE), FAST), out, force=True, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return smoke_run_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def run(run_dir):
+    return stanhop.load_run(run_dir)
+
+
+@pytest.fixture(scope="session")
+def etth1() -> pd.DataFrame:
+    return load_series("ETTh1")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=True, index_label="date")
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+
+
+def test_forecast_gives_out_len_hourly_rows_starting_one_hour_after_the_input(run, run_dir, etth1, tmp_path):
+    cut = etth1.iloc[1000:1100]
+    out = tmp_path / "pred.csv"
+    result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"), "--output", out)
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(out, index_col="date", parse_dates=["date"])
+    out_len = run.config.model.out_len
+    assert len(pred) == out_len
+    expected = pd.date_range(cut.index[-1] + pd.Timedelta(hours=1), periods=out_len, freq="h")
+    assert list(pred.index) == list(expected)
+    assert list(pred.columns) == run.data.columns
+    assert np.isfinite(pred.to_numpy()).all()
+    np.testing.assert_allclose(pred.to_numpy(), run.forecast(cut).to_numpy(), rtol=1e-12)
+
+
+def test_forecast_is_the_model_on_the_scaled_last_window_scaled_back(run, etth1):
+    """ŷ = model((x[-in_len:] - mean) / scale) * scale + mean, computed here by hand."""
+    cut = etth1.iloc[500:600]
+    mean, scale = torch.tensor(run.data.mean), torch.tensor(run.data.scale)
+    x = torch.tensor(cut.to_numpy()[-run.config.model.in_len:])
+    with torch.no_grad():
+        by_hand = run.model(((x - mean) / scale).float()[None])[0].double() * scale + mean
+    np.testing.assert_allclose(run.forecast(cut).to_numpy(), by_hand.numpy(), rtol=1e-5, atol=1e-6)
+    # only the last in_len rows matter
+    np.testing.assert_allclose(run.forecast(cut.iloc[-run.config.model.in_len:]).to_numpy(), run.forecast(cut).to_numpy())
+
+
+def test_columns_in_another_order_and_extra_columns_give_the_same_forecast(run, run_dir, etth1, tmp_path):
+    cut = etth1.iloc[2000:2050]
+    shuffled = cut[list(reversed(cut.columns))].assign(station=7.0)
+    plain = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "a.csv"))
+    other = invoke("forecast", run_dir, "--input", write_csv(shuffled, tmp_path / "b.csv"))
+    assert plain.exit_code == 0 and other.exit_code == 0, other.output
+    assert "station" in other.stderr and "ignoring" in other.stderr
+    assert plain.stdout == other.stdout and len(plain.stdout.strip().splitlines()) == run.config.model.out_len + 1
+
+
+def test_library_accepts_a_date_column_or_a_datetime_index(run, etth1, capsys):
+    cut = etth1.iloc[300:340]
+    by_index = run.forecast(cut)
+    by_column = run.forecast(cut.reset_index()[["OT", "date", *cut.columns[:-1]]].assign(extra=1))
+    pd.testing.assert_frame_equal(by_index, by_column)
+    assert "extra" in capsys.readouterr().err
+    with pytest.raises(UserError, match="DatetimeIndex"):
+        run.forecast(cut.reset_index(drop=True))
+
+
+def test_missing_channels_are_named(run_dir, etth1, tmp_path):
+    cut = etth1.iloc[:60].drop(columns=["OT", "LULL"])
+    result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and "LULL, OT" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_short_input_is_refused(run, run_dir, etth1, tmp_path):
+    cut = etth1.iloc[: run.config.model.in_len - 1]
+    result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"))
+    assert result.exit_code == 2 and "needs the last" in result.stderr
+    assert invoke("forecast", run_dir, "--input", write_csv(etth1.iloc[: run.config.model.in_len], tmp_path / "ok.csv")).exit_code == 0
+
+
+def test_nan_in_the_used_rows_is_refused_but_not_before_them(run, run_dir, etth1, tmp_path):
+    cut = etth1.iloc[:80].copy()
+    cut.iloc[-3, 2] = np.nan
+    result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "late.csv"))
+    assert result.exit_code == 2 and "MUFL" in result.stderr and str(cut.index[-3]) in result.stderr
+    assert invoke("forecast", run_dir, "--input", tmp_path / "late.csv", "--fill", "ffill").exit_code == 0
+    early = etth1.iloc[:80].copy()
+    early.iloc[5, 2] = np.nan  # outside the last in_len rows
+    assert invoke("forecast", run_dir, "--input", write_csv(early, tmp_path / "early.csv")).exit_code == 0
+    with pytest.raises(UserError, match="missing or infinite"):
+        run.forecast(cut)
+
+
+def test_another_frequency_is_refused(run_dir, etth1, tmp_path):
+    two_hourly = etth1.iloc[:200:2]
+    result = invoke("forecast", run_dir, "--input", write_csv(two_hourly, tmp_path / "in.csv"))
+    assert result.exit_code == 2 and "'2h'" in result.stderr and "'h'" in result.stderr
+
+
+def test_an_existing_output_is_kept_unless_force(run_dir, etth1, tmp_path):
+    source = write_csv(etth1.iloc[:60], tmp_path / "in.csv")
+    out = tmp_path / "pred.csv"
+    out.write_text("precious\n")
+    result = invoke("forecast", run_dir, "--input", source, "--output", out)
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert out.read_text() == "precious\n"
+    assert invoke("forecast", run_dir, "--input", source, "--output", out, "--force").exit_code == 0
+    assert out.read_text().startswith("date,HUFL")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "pred.csv"]  # no temp file left
+
+
+def test_parquet_output_holds_the_same_table(run, run_dir, etth1, tmp_path):
+    cut = etth1.iloc[:60]
+    out = tmp_path / "pred.parquet"
+    assert invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"), "--output", out).exit_code == 0
+    table = pd.read_parquet(out).set_index("date")
+    np.testing.assert_allclose(table.to_numpy(), run.forecast(cut).to_numpy())
+    assert invoke("forecast", run_dir, "--input", tmp_path / "in.csv", "--format", "parquet").exit_code == 2
+
+
+def test_backtest_with_stride_1_on_the_test_rows_equals_evaluate(run, etth1):
+    """Windows over [test_start - in_len, test_end) are exactly the test windows of `stanhop evaluate`."""
+    start, end = run.data.borders["test"]
+    rows = etth1.iloc[start - run.config.model.in_len : end]
+    result = run.backtest(rows, stride=1)
+    test = run.metrics["test"]
+    assert result.metrics["windows"] == end - start - run.config.model.out_len + 1
+    for key in ("mse", "mae", "mse_original_units", "mae_original_units"):
+        assert result.metrics["overall"][key] == pytest.approx(test[key], rel=1e-6), key
+
+
+def test_backtest_table_agrees_with_forecasts_truth_and_metrics(run, etth1):
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    rows = etth1.iloc[700:900]
+    result = run.backtest(rows, stride=7, batch_size=10)
+    table, windows = result.table, (len(rows) - in_len - out_len) // 7 + 1
+    assert result.metrics["windows"] == windows and len(table) == windows * out_len
+    assert list(table["step"][:out_len]) == list(range(1, out_len + 1))
+    third = table[table["window_start"] == rows.index[14]]  # window 2 starts at row 2 * 7
+    np.testing.assert_allclose(third[[f"{c}_pred" for c in rows.columns]].to_numpy(),
+                               run.forecast(rows.iloc[: 14 + in_len]).to_numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(third[[f"{c}_true" for c in rows.columns]].to_numpy(),
+                                  rows.iloc[14 + in_len : 14 + in_len + out_len].to_numpy())
+    assert list(third["timestamp"]) == list(rows.index[14 + in_len : 14 + in_len + out_len])
+    for c in rows.columns:
+        squared = (table[f"{c}_pred"] - table[f"{c}_true"]) ** 2
+        assert result.metrics["per_channel"][c]["mse_original_units"] == pytest.approx(squared.mean(), rel=1e-4)
+    same = run.backtest(rows, stride=7, batch_size=1000)
+    assert same.metrics["overall"]["mse"] == pytest.approx(result.metrics["overall"]["mse"], rel=1e-6)
+
+
+def test_backtest_streams_batches(run, etth1):
+    from stanhop.forecast import backtest_stream
+
+    stream = backtest_stream(run, etth1.iloc[:200], stride=1, batch_size=64)
+    sizes = [len(chunk) // run.config.model.out_len for chunk in stream.chunks]
+    windows = 200 - run.config.model.in_len - run.config.model.out_len + 1
+    assert sum(sizes) == windows and max(sizes) == 64 and len(sizes) == -(-windows // 64)
+    assert stream.metrics()["windows"] == windows
+
+
+def test_backtest_cli_writes_table_and_metrics(run, run_dir, etth1, tmp_path):
+    rows = etth1.iloc[:150]
+    out = tmp_path / "bt.csv"
+    result = invoke("forecast", run_dir, "--input", write_csv(rows, tmp_path / "in.csv"), "--backtest", "--output", out)
+    assert result.exit_code == 0, result.output
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    windows = (150 - in_len - out_len) // out_len + 1  # default stride: the horizon
+    table = pd.read_csv(out)
+    assert len(table) == windows * out_len and {"window_start", "timestamp", "step", "OT_pred", "OT_true"} <= set(table.columns)
+    saved = json.loads((tmp_path / "bt.metrics.json").read_text())
+    assert saved["windows"] == windows and saved["stride"] == out_len and set(saved["per_channel"]) == set(run.data.columns)
+    assert f"{saved['overall']['mse']:.4f}" in result.stdout and "OT" in result.stdout
+    printed = invoke("forecast", run_dir, "--input", tmp_path / "in.csv", "--backtest", "--stride", "3", "--json")
+    assert printed.exit_code == 0 and json.loads(printed.stdout)["windows"] == (150 - in_len - out_len) // 3 + 1
+    short = invoke("forecast", run_dir, "--input", write_csv(rows.iloc[: in_len + out_len - 1], tmp_path / "s.csv"), "--backtest")
+    assert short.exit_code == 2 and "in_len + out_len" in short.stderr
+
+
+def test_help_imports_neither_torch_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; import cli; "
+            "r = CliRunner().invoke(cli.cli, ['forecast', '--help']); assert r.exit_code == 0; "
+            "CliRunner().invoke(cli.cli, ['plot', '--help']); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'lightning', 'pandas'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,172 @@
+"""`stanhop plot` and the library's plot functions: real figures of a smoke run, checked as images."""
+
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import cli
+import stanhop
+from stanhop.csvio import load_series
+from stanhop.errors import UserError
+from stanhop.plot import COLOURS, plot_forecast, plot_outliers, plot_training, save_figure, training_log
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+FAST = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]  # as in test_forecast.py
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """The session's smoke run (the same folder test_forecast.py trains into, so it is trained once)."""
+    from stanhop.config import apply_overrides, load_config
+    from stanhop.workflow import train
+
+    out = tmp_path_factory.getbasetemp() / "smoke-run-forecast-plot"
+    if not (out / "metrics.json").is_file():
+        train(apply_overrides(load_config(SMOKE), FAST), out, force=True, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run(run_dir):
+    return stanhop.load_run(run_dir)
+
+
+@pytest.fixture(scope="session")
+def etth1() -> pd.DataFrame:
+    return load_series("ETTh1")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+
+
+def hex_rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+
+
+def check_png(path: Path, *, colours: tuple[str, ...] = ()) -> np.ndarray:
+    """A valid PNG, far from blank, holding pixels of each given colour; returns its RGB array."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 400
+    flat = pixels.reshape(-1, 3)
+    assert len(np.unique(flat, axis=0)) > 50  # lines, text and anti-aliasing, not a blank canvas
+    assert (flat.min(axis=1) < 128).mean() > 0.005  # some dark ink (text, lines)
+    for colour in colours:
+        near = np.abs(flat.astype(int) - hex_rgb(colour)).max(axis=1) < 30
+        assert near.sum() > 50, f"no {colour} in {path.name}"
+    return pixels
+
+
+def test_forecast_plot_from_a_csv_with_truth(run_dir, run, etth1, tmp_path):
+    cut = etth1.iloc[900:1000]
+    source = tmp_path / "in.csv"
+    cut.to_csv(source, index_label="date")
+    out = tmp_path / "forecast.png"
+    result = invoke("plot", run_dir, "--input", source, "--channels", "OT,HUFL", "--output", out)
+    assert result.exit_code == 0, result.output
+    check_png(out, colours=(COLOURS["history"], COLOURS["truth"], COLOURS["forecast"]))
+
+
+def test_forecast_figure_draws_the_forecast_from_out_len_rows_before_the_end(run, etth1):
+    out_len, in_len = run.config.model.out_len, run.config.model.in_len
+    cut = etth1.iloc[900:1000]
+    fig = plot_forecast(run, cut, channels=["OT", "HUFL"])
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    lines = {line.get_label(): line for line in axes[0].get_lines()}
+    expected = run.forecast(cut.iloc[:-out_len])
+    np.testing.assert_allclose(lines["forecast"].get_ydata()[1:], expected["OT"].to_numpy())
+    np.testing.assert_allclose(lines["truth"].get_ydata()[1:], cut["OT"].iloc[-out_len:].to_numpy())
+    assert len(lines["history"].get_xdata()) == min(in_len, max(3 * out_len, 48))
+    mse = ((expected["OT"] - cut["OT"].iloc[-out_len:]) ** 2).mean()
+    assert f"MSE {mse:.3g}" in axes[0].get_title() and axes[1].get_title().startswith("HUFL")
+    title = fig._suptitle.get_text()
+    assert run.path.name in title and f"{out_len}-step" in title
+
+
+def test_forecast_past_the_end_when_there_is_no_truth(run, etth1):
+    short = etth1.iloc[:run.config.model.in_len + 2]
+    fig = plot_forecast(run, short)
+    (ax,) = fig.get_axes()
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "truth" not in labels and "forecast" in labels and "no truth" in ax.get_title()
+    assert ax.get_ylabel() == "OT"  # the run's target by default
+
+
+def test_forecast_plot_without_input_uses_the_runs_test_end(run_dir, run, tmp_path):
+    out = tmp_path / "own.png"
+    result = invoke("plot", run_dir, "--output", out)
+    assert result.exit_code == 0, result.output
+    check_png(out, colours=(COLOURS["truth"], COLOURS["forecast"]))
+    fig = plot_forecast(run)
+    truth = next(line for line in fig.get_axes()[0].get_lines() if line.get_label() == "truth")
+    test_end = load_series("ETTh1").index[run.data.borders["test"][1] - 1]
+    assert pd.Timestamp(truth.get_xdata()[-1]) == test_end
+
+
+def test_default_output_lives_in_the_run_and_is_replaced(run_dir):
+    for _ in range(2):
+        result = invoke("plot", run_dir, "--what", "training")
+        assert result.exit_code == 0, result.output
+    check_png(run_dir / "plots" / "training.png")
+
+
+def test_training_plot_shows_each_epoch(run_dir, tmp_path):
+    log = training_log(run_dir)
+    assert list(log.index) == [0, 1] and log["val_mse"].notna().all() and log["train_loss"].notna().all()
+    fig = plot_training(run_dir)
+    lines = {line.get_label(): line for line in fig.get_axes()[0].get_lines()}
+    np.testing.assert_allclose(lines["val MSE (scaled)"].get_ydata(), log["val_mse"].to_numpy())
+    best = int(log["val_mse"].idxmin())
+    assert f"best epoch {best}" in lines
+    out = tmp_path / "training.png"
+    assert invoke("plot", run_dir, "--what", "training", "--output", out).exit_code == 0
+    check_png(out, colours=("#1f77b4", "#d95f02"))
+
+
+def test_outlier_plot_as_png_svg_and_pdf(run_dir, run, tmp_path):
+    per_module = run.metrics["outliers"]["per_module"]
+    fig = plot_outliers(run_dir)
+    left, right = fig.get_axes()
+    assert [t.get_text() for t in left.get_yticklabels()] == list(per_module)
+    kurtosis = [bar.get_width() for bar in left.patches]
+    np.testing.assert_allclose(kurtosis, [m["kurtosis"] for m in per_module.values()])
+    png, svg, pdf = (tmp_path / f"outliers.{ext}" for ext in ("png", "svg", "pdf"))
+    for path in (png, svg, pdf):
+        assert invoke("plot", run_dir, "--what", "outliers", "--output", path).exit_code == 0
+    check_png(png, colours=("#7570b3",))
+    assert ElementTree.parse(svg).getroot().tag.endswith("svg")
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_plot_mistakes_are_one_line_errors(run_dir, tmp_path):
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"keep")
+    cases = [
+        ("--output", tmp_path / "fig.jpg"),
+        ("--channels", "OT,NOPE"),
+        ("--output", taken),
+        ("--what", "outliers", "--channels", "OT"),
+    ]
+    for args in cases:
+        result = invoke("plot", run_dir, *args)
+        assert result.exit_code == 2 and result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1, args
+    assert taken.read_bytes() == b"keep"
+    assert invoke("plot", tmp_path / "no-run").exit_code == 2
+
+
+def test_save_figure_keeps_an_existing_file_unless_force(run_dir, tmp_path):
+    fig = plot_training(run_dir)
+    path = save_figure(fig, tmp_path / "a.svg")
+    with pytest.raises(UserError, match="--force"):
+        save_figure(fig, path)
+    save_figure(fig, path, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.svg"]
