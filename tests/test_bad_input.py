@@ -1,0 +1,103 @@
+"""A table of user mistakes, each through the real CLI: one line on stderr, exit 2, no traceback."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+GOOD_ROWS = "".join(f"2020-01-01 {h:02d}:00:00,{h}.5,{2 * h}\n" for h in range(24))
+
+FILES = {
+    "empty": b"",
+    "header_only": b"date,a,b\n",
+    "binary": bytes(range(256)) * 4,
+    "semicolons": ("date;a;b\n" + GOOD_ROWS.replace(",", ";")).encode(),
+    "no_date": ("time,a,b\n" + GOOD_ROWS).encode(),
+    "bad_dates": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "yesterday noon")).encode(),
+    "text_cell": ("date,a,b\n" + GOOD_ROWS.replace(",7.5,", ",seven,")).encode(),
+    "nan_cell": ("date,a,b\n" + GOOD_ROWS.replace(",7.5,", ",,")).encode(),
+    "duplicate": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "2020-01-01 04:00:00")).encode(),
+    "unsorted": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "2020-01-01 03:30:00")).encode(),
+    "irregular": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "2020-01-01 05:30:00")).encode(),
+    "too_few_rows": ("date,a,b\n" + GOOD_ROWS).encode(),
+}
+
+# (case, extra CLI arguments, expected message fragment)
+CASES = [
+    ("empty", [], "is empty"),
+    ("header_only", [], "no data rows"),
+    ("binary", [], "not UTF-8 text"),
+    ("semicolons", [], "no date column 'date'"),
+    ("no_date", [], "no date column 'date'"),
+    ("bad_dates", [], "date that cannot be read"),
+    ("text_cell", [], "non-numeric value 'seven'"),
+    ("nan_cell", [], "--fill"),
+    ("duplicate", [], "repeats the date"),
+    ("unsorted", [], "not in increasing order"),
+    ("irregular", [], "irregular time steps"),
+    ("too_few_rows", ["--split", "0.6/0.2/0.2"], "too short for one window"),
+]
+
+
+def run_cli(*args: str, env: dict | None = None):
+    return CliRunner().invoke(cli.cli, list(args), env=env)
+
+
+def assert_one_line_usage_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case, extra, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_csv_through_train(tmp_path: Path, case, extra, fragment):
+    path = tmp_path / f"{case}.csv"
+    path.write_bytes(FILES[case])
+    out = tmp_path / "run"
+    result = run_cli("train", "--config", SMOKE, "--data", str(path), "--out", str(out), *extra)
+    assert_one_line_usage_error(result, fragment)
+    assert path.read_bytes() == FILES[case]  # the user's file is untouched
+
+
+def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
+    path = tmp_path / "huge.csv"
+    path.write_bytes(b"date,a\n" + b"2020-01-01 00:00:00,1\n" * 2000)
+    result = run_cli("data", "describe", str(path), env={"STANHOP_MAX_CSV_BYTES": "1000"})
+    assert_one_line_usage_error(result, "over the")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--data", "NoSuchSet"], "unknown data set 'NoSuchSet'"),
+        (["train", "--data", "missing.csv"], "not found"),
+        (["train", "--set", "model.separation=hopfieldmax"], "unknown separation 'hopfieldmax'"),
+        (["train", "--set", "model.out_len=-1"], "model.out_len must be a positive whole number"),
+        (["train", "--set", "model.d_model=30", "--set", "model.n_heads=4"], "divisible"),
+        (["train", "--set", "model.nope=1"], "unknown config key"),
+        (["train", "--split", "7/7"], "three positive numbers"),
+        (["train", "--config", "no-such.yaml"], "not found"),
+    ],
+)
+def test_bad_options(args, fragment):
+    if "--config" not in args:
+        args = [*args[:1], "--config", SMOKE, *args[1:]]
+    result = run_cli(*args)
+    assert_one_line_usage_error(result, fragment)
+
+
+def test_unknown_separation_option_is_a_usage_error():
+    result = run_cli("train", "--separation", "hopfieldmax")
+    assert result.exit_code == 2 and "Invalid value for '--separation'" in result.output
+
+
+def test_in_len_not_a_multiple_of_seg_len_is_padded_not_refused(tmp_path: Path):
+    result = run_cli("train", "--config", SMOKE, "--in-len", "22", "--set", "train.max_epochs=1", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
