@@ -45,15 +45,20 @@ def association(state: Tensor, stored: Tensor, separation: nn.Module, *, scale: 
 
 def retrieve(state: Tensor, stored: Tensor, values: Tensor, separation: nn.Module, *,
              scale: float | None = None, mask: Tensor | None = None, dropout: float = 0.0,
-             training: bool = False, fused: bool = True) -> Tensor:
+             training: bool = False, fused: bool | None = None) -> Tensor:
     """One parameter-free retrieval: dropout(sep(β · ξ Yᵀ)) V.
 
     (..., q, e), (..., k, e), (..., k, e_v) -> (..., q, e_v); β = ``scale`` (1/√e if None).
-    Softmax and Softmax₁ go through ``scaled_dot_product_attention`` (fused, the weights are
-    never stored) unless ``fused=False``; Softmax₁ there is softmax over the stored patterns
-    plus one extra stored pattern of score 0 whose projection is zero (OutEffHop).
+    Softmax and Softmax₁ may go through ``scaled_dot_product_attention`` (fused: the weights
+    are never stored); Softmax₁ there is softmax over the stored patterns plus one extra
+    stored pattern of score 0 whose projection is zero (OutEffHop). ``fused=None`` fuses
+    off the CPU only: on CPU, at STanHop's shapes (14 stored patterns, head width 64), the
+    explicit path with the closed-form softmax measured 1.5–2.4× faster forward + backward
+    than SDPA's CPU kernels (Softmax₁ more, as SDPA needs the padded copies).
     Dropout (rate ``dropout``) acts on the weights, only when ``training``.
     """
+    if fused is None:
+        fused = state.device.type != "cpu"
     kind = getattr(separation, "sdpa", None) if fused else None
     p = dropout if training else 0.0
     if kind is not None:
@@ -99,7 +104,7 @@ class Hopfield(nn.Module):
         if update_steps < 0:
             raise UserError(f"update_steps must be 0 or more, got {update_steps}")
         self.n_heads, self.dropout, self.update_steps = n_heads, dropout, update_steps
-        self.fused = True  # softmax / softmax1 through scaled_dot_product_attention
+        self.fused: bool | None = None  # softmax / softmax1 through SDPA: None = off the CPU only
         d_head = d_model // n_heads
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_stored or d_model, 2 * d_model)

@@ -69,7 +69,7 @@ def test_fused_sdpa_path_equals_explicit_weights_path(name, mask_shape):
     if mask_shape is not None:
         mask = torch.rand(mask_shape, generator=torch.Generator().manual_seed(3)) > 0.4
         mask[..., 0] = True  # every state pattern may attend somewhere
-    fused = retrieve(q, k, v, sep, mask=mask, scale=0.7)
+    fused = retrieve(q, k, v, sep, mask=mask, scale=0.7, fused=True)
     explicit = retrieve(q, k, v, sep, mask=mask, scale=0.7, fused=False)
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
     by_hand = association(q, k, sep, scale=0.7, mask=mask) @ v
@@ -122,6 +122,7 @@ def test_module_fused_path_equals_explicit_path(name):
     x, y = randn(3, 5, 16), randn(3, 7, 16, seed=1)
     mask = torch.ones(3, 5, 7, dtype=torch.bool)
     mask[:, :, 4:] = False
+    m.fused = True
     fused = m(x, y, mask)
     m.fused = False
     torch.testing.assert_close(fused, m(x, y, mask), atol=1e-5, rtol=1e-5)
@@ -236,10 +237,11 @@ def test_learned_patterns_broadcast_over_the_batch():
             torch.testing.assert_close(whole[i : i + 1], mod(x[i : i + 1]), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["softmax", "entmax"])
-def test_dropout_only_in_training(name):
+@pytest.mark.parametrize("name,fused", [("softmax", True), ("softmax", False), ("entmax", None)])
+def test_dropout_only_in_training(name, fused):
     torch.manual_seed(0)
     m = Hopfield(16, n_heads=4, separation=name, dropout=0.5)
+    m.fused = fused
     x = randn(2, 8, 16)
     m.eval()
     torch.testing.assert_close(m(x), m(x))

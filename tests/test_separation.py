@@ -12,6 +12,7 @@ from stanhop.separation import (
     entmax,
     entmax15,
     make_separation,
+    softmax,
     softmax1,
     sparsemax,
 )
@@ -55,6 +56,12 @@ def test_invariant_to_adding_a_constant(name):
     x = scores(50, 9, dtype=torch.float64)  # float64: x + c itself is exact enough
     for c in (-7.0, 3.0, 1000.0):
         torch.testing.assert_close(sep(x + c), sep(x), atol=1e-10, rtol=0)
+
+
+def test_softmax_agrees_with_torch():
+    x = scores(40, 8)
+    x[::3, 1] = -float("inf")
+    torch.testing.assert_close(softmax(x), torch.softmax(x, -1), atol=1e-7, rtol=1e-6)
 
 
 def test_softmax1_is_softmax_with_an_extra_zero_score_and_not_shift_invariant():
@@ -219,9 +226,15 @@ def test_gradcheck_with_minus_inf_scores():
     assert (g[:, 1] == 0).all()
 
 
-def test_gradcheck_softmax1_and_clipped():
+def test_gradcheck_softmax_softmax1_and_clipped():
     x = scores(4, 6, dtype=torch.float64).requires_grad_()
+    _gradcheck(softmax, x)
+    _gradcheck(lambda s: softmax(s, dim=0), x)
     _gradcheck(softmax1, x)
+    _gradcheck(lambda s: softmax1(s, dim=0), x)
+    x_inf = x.detach().clone()
+    x_inf[:, 2] = -float("inf")
+    _gradcheck(softmax1, x_inf.requires_grad_())
     _gradcheck(lambda s: clipped_softmax(s, gamma=-0.05, zeta=1.05), x)
 
 
