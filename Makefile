@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# offline machines with the data beside the clone (our CI layout) find it there
+ifneq ($(wildcard ../shared/data/ETTh1.csv),)
+export STANHOP_DATA_DIR ?= $(abspath ../shared/data)
+endif
 
 .PHONY: quickstart test install
 
