@@ -3,6 +3,8 @@
 import entmax as entmax_pkg
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stanhop.errors import UserError
 from stanhop.separation import (
@@ -129,6 +131,14 @@ def test_entmax_agrees_with_the_entmax_package_bisection(alpha, scale):
     ref = entmax_pkg.entmax_bisect(x.double(), alpha=alpha, n_iter=100)
     ours = entmax(x, torch.tensor(alpha))  # tensor α: the Newton path used in training
     torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(alpha=st.floats(1.02, 2.0), n=st.integers(1, 40), scale=st.floats(0.01, 100.0), seed=st.integers(0, 10**6))
+def test_entmax_agrees_with_bisection_for_any_alpha_length_and_scale(alpha, n, scale, seed):
+    x = scores(16, n, scale=scale, seed=seed)
+    ref = entmax_pkg.entmax_bisect(x.double(), alpha=alpha, n_iter=100)
+    torch.testing.assert_close(entmax(x, torch.tensor(alpha)).double(), ref, atol=1e-5, rtol=0)
 
 
 def test_exact_maps_agree_with_the_entmax_package():
