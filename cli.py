@@ -203,6 +203,27 @@ def evaluate(run, data, split, quantize, act_range) -> None:
     _print_metrics(evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range))
 
 
+@cli.command(context_settings=CONTEXT, epilog="Example: stanhop tune runs/h24 --memory-size 64 --memory-strategy extremes --epochs 3")
+@click.argument("run", type=click.Path())
+@click.option("--memory-size", type=int, default=None, help="K memory windows. [default: the run's memory.size]")
+@click.option("--memory-strategy", default=None, help="random | all | extremes | csv:FILE [default: the run's memory.strategy]")
+@click.option("--epochs", type=int, default=None, help="Fine-tuning epochs. [default: the run's memory.tune_epochs]")
+def tune(run, memory_size, memory_strategy, epochs) -> None:
+    """Add a Tune-and-Play memory to a trained run (replacing any memory it has).
+
+    The backbone stays frozen; only the plugin is fine-tuned on the training split. Prints the
+    metrics, with test MSE with and without the plugin on all test windows and on the sudden
+    events (the 10% of test windows with the largest one-step jump from the last input step
+    through the horizon).
+    """
+    from stanhop.workflow import add_memory
+
+    csv = None
+    if memory_strategy is not None and memory_strategy.startswith("csv:"):
+        memory_strategy, csv = "csv", memory_strategy[4:]
+    _print_metrics(add_memory(run, kind="tune", size=memory_size, strategy=memory_strategy, csv=csv, epochs=epochs))
+
+
 # ---------------------------------------------------------------- forecast / plot
 
 

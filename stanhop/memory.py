@@ -350,15 +350,17 @@ def choose_plug(forecaster: MemoryForecaster, batches: Iterable[tuple[Tensor, Te
     forecaster.eval()
     sums = torch.zeros(len(betas), len(lambdas), dtype=torch.float64)
     n = 0
+    device = forecaster.windows.device
     for x, y in batches:
+        x, y = x.to(device), y.to(device)
         forecast, inputs = block_inputs_and_forecast(forecaster.model, x)
         for j, beta in enumerate(betas):
             correction = plug.correction(plug.weights(inputs, forecaster.separations, beta))
             for i, lam in enumerate(lambdas):
-                sums[j, i] += (forecast + lam * correction - y).double().square().sum()
+                sums[j, i] += (forecast + lam * correction - y).double().square().sum().item()
         n += y.numel()
     scores = {(float(lam), float(beta)): sums[j, i].item() / max(n, 1) for j, beta in enumerate(betas) for i, lam in enumerate(lambdas)}
-    plug.lam, plug.beta = min(scores, key=lambda pair: (scores[pair], pair))
+    plug.lam, plug.beta = min(scores, key=lambda pair: (scores[pair], pair))  # (λ, β₀)
     return plug.lam, plug.beta, {f"{lam:g}/{beta:g}": mse for (lam, beta), mse in scores.items()}
 
 
@@ -417,7 +419,7 @@ def memory_report(forecaster: MemoryForecaster, batches: Iterable[tuple[Tensor, 
     forecaster.eval()
     errors, plain_errors, lasts, targets = [], [], [], []
     for x, y in batches:
-        with_plugin, plain = forecaster.both(x)
+        with_plugin, plain = (f.cpu() for f in forecaster.both(x.to(forecaster.windows.device)))
         errors.append((with_plugin - y).double().square().mean((1, 2)))
         plain_errors.append((plain - y).double().square().mean((1, 2)))
         lasts.append(x[:, -1:])

@@ -8,6 +8,8 @@
       metrics.json      test/val metrics, outlier statistics, run facts
       logs/metrics.csv  train/val loss per epoch (Lightning's CSV logger)
       checkpoints/      Lightning checkpoints (best.ckpt, last.ckpt) for --resume
+      memory.json       optional: the external memory plugin's kind and settings (stanhop.memory),
+      memory.safetensors  its memory windows and tensors; load_run reattaches it
 """
 
 from __future__ import annotations
@@ -172,6 +174,9 @@ def load_run(path: str | Path) -> Run:
     model = build_model(config)
     load_weights(model, path / WEIGHTS)
     model.eval()
+    from stanhop.memory import load_memory  # a run with a memory plugin (memory.json) gets it back
+
+    model = load_memory(model, path)
     return Run(path=path, config=config, data=data, model=model)
 
 

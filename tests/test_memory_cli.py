@@ -1,0 +1,93 @@
+"""Memory plugins end to end through the CLI on the smoke config: `train --memory plug`, the
+side-by-side metrics, reattaching on load, `tune` on an existing run (also from a CSV memory),
+and the one-line errors of bad memory options."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import cli
+from stanhop.memory import MemoryForecaster
+from stanhop.runs import load_run
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+REPORT_KEYS = {"test_mse", "test_mse_plain", "sudden_mse", "sudden_mse_plain", "sudden_windows", "val_mse", "val_mse_plain"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def plug_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("memory") / "run"
+    result = invoke("train", "--config", SMOKE, "--memory", "plug", "--memory-size", "16", "--set", "train.max_epochs=1",
+                    "--accelerator", "cpu", "--out", str(run))
+    assert result.exit_code == 0, result.output
+    assert "memory test_mse_plain" in result.output and "memory sudden_mse" in result.output
+    return run
+
+
+def test_train_with_plug_and_play_reports_both_side_by_side_and_reloads(plug_run):
+    metrics = json.loads((plug_run / "metrics.json").read_text())
+    memory = metrics["memory"]
+    assert memory["kind"] == "plug" and memory["size"] == 16 and memory["strategy"] == "extremes"
+    assert REPORT_KEYS <= set(memory) and {"lambda", "beta"} <= set(memory)
+    assert memory["test_mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-6)  # the run's model is the plugged one
+    assert memory["val_mse"] <= memory["val_mse_plain"] + 1e-12  # λ = 0 is on the grid
+    run = load_run(plug_run)
+    assert isinstance(run.model, MemoryForecaster) and run.model.kind == "plug"
+    assert run.model.plugin.lam == memory["lambda"]
+    again = invoke("evaluate", str(plug_run))  # reattached from safetensors: the same figures
+    assert again.exit_code == 0, again.output
+    assert json.loads((plug_run / "metrics.json").read_text())["memory"]["test_mse"] == pytest.approx(memory["test_mse"], rel=1e-6)
+
+
+def test_tune_replaces_the_memory_with_tune_and_play(plug_run):
+    result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "12", "--memory-strategy", "random")
+    assert result.exit_code == 0, result.output
+    assert "memory tune_loss" in result.output
+    memory = json.loads((plug_run / "metrics.json").read_text())["memory"]
+    assert memory["kind"] == "tune" and memory["size"] == 12 and memory["strategy"] == "random" and memory["tune_epochs"] == 1
+    assert REPORT_KEYS <= set(memory) and "lambda" not in memory
+    assert json.loads((plug_run / "memory.json").read_text())["kind"] == "tune"
+    run = load_run(plug_run)
+    assert run.config.memory.kind == "tune" and run.config.memory.size == 12
+    assert isinstance(run.model, MemoryForecaster) and run.model.kind == "tune"
+
+
+def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path):
+    rows = pd.read_csv(etth1_path, nrows=300).iloc[200:]  # any stretch of the same channels
+    path = tmp_path / "events.csv"
+    rows.to_csv(path, index=False)
+    result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "8", "--memory-strategy", f"csv:{path}")
+    assert result.exit_code == 0, result.output
+    run = load_run(plug_run)
+    assert run.config.memory.csv == str(path) and len(run.model.windows) == 8
+    assert (run.model.starts == -1).all()
+    torch.testing.assert_close(run.model.windows[0, 0], (torch.tensor(rows.iloc[0, 1:].to_numpy(dtype="float32"))
+                                                         - torch.tensor(run.data.mean)) / torch.tensor(run.data.scale))
+
+
+def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
+    assert result.exit_code == 2 and "error: memory strategy csv needs a file" in result.output
+    result = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-size", "0"])
+    assert result.exit_code == 2 and "memory.size must be a positive whole number" in result.output
+    result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "tune", "--memory-strategy", "csv:missing.csv",
+                                      "--out", str(out)])
+    assert result.exit_code == 2 and "memory CSV missing.csv not found" in result.output
+    assert not out.exists()  # refused before any work
