@@ -342,6 +342,34 @@ def plot(run, input_path, channels, output, what, force, date_column, fill) -> N
     click.echo(f"wrote {path}")
 
 
+@cli.command(context_settings=CONTEXT, epilog="Example: stanhop compare --config configs/outlier-study-cpu.yaml --gated --seeds 3 --out studies/outliers")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config every run shares (default: configs/etth1.yaml's settings built in).")
+@click.option("--separations", default="softmax,softmax1,clipped,entmax", help="Comma-separated separation maps (name+gate for a gated one).")
+@click.option("--gated", is_flag=True, help="Also the gated variant of each separation (softmax+gate, ...).")
+@click.option("--seeds", type=int, default=3, help="Seeds per variant: train.seed 0 .. N-1.")
+@click.option("--max-epochs", type=int, default=None, help="Most epochs per run (early stopping may end sooner). [default: from config]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set model.d_model=64 (repeatable).")
+@click.option("--range", "act_range", default="minmax", help="W8A8 activation range estimator: minmax or percentile:P.")
+@click.option("--out", type=click.Path(file_okay=False), default="study", help="Study folder: one run per <variant>-seed<k>/, summary.csv, summary.png.")
+@click.option("--progress-bars", is_flag=True, help="Show Lightning's progress bars while training.")
+def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_range, out, progress_bars) -> None:
+    """Outlier-efficiency study: train each separation map (x seeds), compare FP32 and W8A8.
+
+    Prints and writes (OUT/summary.csv, OUT/runs.csv, OUT/summary.png) test MSE/MAE, average
+    kurtosis, max inf-norm, W8A8 MSE and its increase, mean ± std over seeds, and the change
+    against softmax. Finished runs in OUT are reused: rerun the command to continue.
+    """
+    from stanhop.study import format_table, run_study, write_summary
+
+    config = _build_config(config_path, _option_overrides({"train.max_epochs": max_epochs}) + list(overrides))
+    runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
+                     progress_bars=progress_bars)
+    summary, paths = write_summary(runs, out)
+    click.echo("")
+    click.echo(format_table(summary))
+    click.echo(f"\nwrote {paths['summary']}, {paths['runs']} and {paths['plot']}")
+
+
 def _split_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
