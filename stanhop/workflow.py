@@ -272,7 +272,8 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     """Give a trained run an external memory plugin (replacing one it has) and evaluate it.
 
     kind "plug": Plug-and-Play, λ and β₀ chosen by validation MSE; "tune": Tune-and-Play,
-    fine-tuned ``epochs`` epochs on the training split with the backbone frozen. The memory
+    starting from that β₀ and fine-tuned ``epochs`` epochs on the training split with the
+    backbone frozen. The memory
     is K = ``size`` windows of the training split (or of ``csv``) chosen by ``strategy``;
     unset arguments come from the run's config (memory section), which is updated. Writes
     memory.safetensors + memory.json; metrics.json gets ``memory`` with MSE with and without
@@ -310,11 +311,14 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         lam, beta, _ = M.choose_plug(forecaster, dm.val_dataloader())
         details = {"lambda": lam, "beta": beta}
     else:
-        forecaster = M.tune_and_play(model.to(device), memory, seed=config.train.seed).to(device)
+        # start from the β₀ that Plug-and-Play's validation grid prefers (on ETTh1 the default 16
+        # finds no matches and the plugin learns nothing; 1-4 do), the gate from 0 as always
+        _, beta, _ = M.choose_plug(M.plug_and_play(model.to(device), memory).to(device), dm.val_dataloader())
+        forecaster = M.tune_and_play(model, memory, beta=beta, seed=config.train.seed).to(device)
         train_windows = dm.dataset("train")
         losses = M.tune(forecaster, dm.series, train_windows.first, len(train_windows), epochs=mem.tune_epochs,
                         seed=config.train.seed)
-        details = {"tune_epochs": mem.tune_epochs, "tune_loss": losses[-1]}
+        details = {"tune_epochs": mem.tune_epochs, "tune_loss": losses[-1], "beta_start": beta}
     val = M.memory_report(forecaster, dm.val_dataloader())
     forecaster.cpu()
     settings = {"size": len(memory), "strategy": mem.strategy, "csv": mem.csv, "seed": config.train.seed}
