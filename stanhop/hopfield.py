@@ -27,7 +27,29 @@ from torch import Tensor, nn
 from stanhop.errors import UserError
 from stanhop.separation import make_separation
 
-__all__ = ["retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
+__all__ = ["inverted_dropout", "Dropout", "retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
+
+
+def inverted_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Inverted dropout x ⊙ m / (1 − p), mᵢ ~ Bernoulli(1 − p) independently — as F.dropout.
+
+    The mask is mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1) from torch.rand: the same distribution as
+    F.dropout's bernoulli_, which draws its uniforms one at a time and is several times
+    slower on CPU. Autograd keeps only the mask, as bool (one byte per element).
+    """
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return x * 0.0
+    keep = torch.rand_like(x) >= p
+    return (x * keep).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout computed by ``inverted_dropout`` (same distribution, faster on CPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return inverted_dropout(x, self.p, self.training)
 
 
 def association(state: Tensor, stored: Tensor, separation: nn.Module, *, scale: float | None = None,
@@ -69,8 +91,7 @@ def retrieve(state: Tensor, stored: Tensor, values: Tensor, separation: nn.Modul
                 mask = F.pad(mask, (0, 1), value=True)
         return F.scaled_dot_product_attention(state, stored, values, attn_mask=mask, dropout_p=p, scale=scale)
     weights = association(state, stored, separation, scale=scale, mask=mask)
-    if p > 0:
-        weights = F.dropout(weights, p, training=True)
+    weights = inverted_dropout(weights, p)
     return torch.matmul(weights, values)
 
 
@@ -115,25 +136,77 @@ class Hopfield(nn.Module):
             for lin in self.gate:
                 nn.init.constant_(lin.bias, math.log(0.25 / 0.75))
 
-    def forward(self, state: Tensor, stored: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def forward(self, state: Tensor, stored: Tensor | None = None, mask: Tensor | None = None, *,
+                kv: Tensor | None = None) -> Tensor:
         # state (b, q, d), stored (b, k, d_stored) or None, mask (q, k) | (b, q, k) -> (b, q, d)
-        q = rearrange(self.q(state), "b q (h e) -> b h q e", h=self.n_heads)
-        kv = self.kv(state if stored is None else stored)
+        return self.out(self.heads(state, stored, mask, kv=kv))
+
+    def heads(self, state: Tensor, stored: Tensor | None = None, mask: Tensor | None = None, *,
+              kv: Tensor | None = None) -> Tensor:
+        """concat_h[g_h ⊙ sep(β Q_h K_hᵀ) V_h]: every head's retrieval before W_O, (b, q, d).
+
+        ``kv`` (b, k, 2d): the stored patterns' keys and values [K | V] when the caller has
+        them already (``stored`` is then not projected).
+        """
+        q = self.q(state)  # (b, q, d)
+        if kv is None:
+            kv = self.kv(state if stored is None else stored)  # (b, k, 2d)
+        if mask is not None and mask.dim() == 3:
+            mask = rearrange(mask, "b q k -> b 1 q k")
+        p = self.dropout if self.training else 0.0
+        if self.update_steps:
+            z = self._iterated(q, kv, mask)
+        elif self._fuses(q) and (p == 0.0 or q.device.type != "cpu"):
+            z = self._sdpa(q, kv, mask, p)
+        else:
+            z = self._per_head(q, kv, mask, p)
+        if self.gate is not None:  # z (b, q, h, e)
+            z = z * rearrange(self._gates(state), "b h q 1 -> b q h 1")
+        return rearrange(z, "b q h e -> b q (h e)")
+
+    def _fuses(self, q: Tensor) -> bool:
+        fused = q.device.type != "cpu" if self.fused is None else self.fused
+        return bool(fused) and self.separation.sdpa is not None
+
+    def _per_head(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e). Heads are views of the projections (no
+        # copies, forward or backward); a batch of 1 broadcasts (stride 0, no copy either).
+        h = self.n_heads
+        b = max(q.shape[0], kv.shape[0])
+        qs = q.unflatten(-1, (h, -1)).unbind(-2)  # h × (b, q, e)
+        kvs = kv.unflatten(-1, (2 * h, -1)).unbind(-2)  # 2h × (b, k, e): keys, then values
+        scale = 1.0 / math.sqrt(qs[0].shape[-1])
+        scores = torch.stack([torch.bmm(qi.expand(b, -1, -1), ki.expand(b, -1, -1).transpose(1, 2))
+                              for qi, ki in zip(qs, kvs[:h])], dim=1).mul_(scale)  # (b, h, q, k)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = inverted_dropout(self.separation(scores, dim=-1), p)
+        return torch.stack([torch.bmm(wi, vi.expand(b, -1, -1))
+                            for wi, vi in zip(weights.unbind(1), kvs[h:])], dim=2)  # (b, q, h, e)
+
+    def _sdpa(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e) through scaled_dot_product_attention (softmax,
+        # softmax1; on CPU only without dropout: with it SDPA falls back to a slow unfused path)
+        if self.separation.sdpa == "softmax1":  # one zero stored pattern: score 0, projection 0
+            kv = F.pad(kv, (0, 0, 0, 1))
+            if mask is not None:
+                mask = F.pad(mask, (0, 1), value=True)
+        b = max(q.shape[0], kv.shape[0])
+        q = rearrange(q, "b q (h e) -> b h q e", h=self.n_heads).expand(b, -1, -1, -1)
+        k, v = rearrange(kv, "b k (two h e) -> two b h k e", two=2, h=self.n_heads).expand(-1, b, -1, -1, -1)
+        return rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), "b h q e -> b q h e")
+
+    def _iterated(self, q: Tensor, kv: Tensor, mask: Tensor | None) -> Tensor:
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e): update_steps updates, then the retrieval
+        q = rearrange(q, "b q (h e) -> b h q e", h=self.n_heads)
         k, v = rearrange(kv, "b k (two h e) -> two b h k e", two=2, h=self.n_heads)
         b = max(q.shape[0], k.shape[0])
         q, k, v = q.expand(b, -1, -1, -1), k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
-        if mask is not None:
-            if mask.dtype != torch.bool:
-                raise ValueError(f"mask must be bool (True = may attend), got {mask.dtype}")
-            if mask.dim() == 3:
-                mask = rearrange(mask, "b q k -> b 1 q k")
         for _ in range(self.update_steps):
             q = retrieve(q, k, k, self.separation, mask=mask, fused=self.fused)
         z = retrieve(q, k, v, self.separation, mask=mask, dropout=self.dropout, training=self.training,
                      fused=self.fused)  # (b, h, q, e)
-        if self.gate is not None:
-            z = z * self._gates(state)
-        return self.out(rearrange(z, "b h q e -> b q (h e)"))
+        return rearrange(z, "b h q e -> b q h e")
 
     def _gates(self, state: Tensor) -> Tensor:
         # state (b, q, d) -> (b, h, q, 1)
@@ -156,6 +229,10 @@ class HopfieldPooling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # x (b, n, d) -> (b, n_patterns, d)
         return self.hopfield(self.patterns[None], x)
+
+    def heads(self, x: Tensor) -> Tensor:
+        """The pooled patterns before the output projection W_O: (b, n, d) -> (b, n_patterns, d)."""
+        return self.hopfield.heads(self.patterns[None], x)
 
 
 class HopfieldLayer(nn.Module):

@@ -15,11 +15,12 @@ import math
 from collections.abc import Callable
 
 import torch
-from einops import rearrange, repeat
+import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from stanhop.config import ModelConfig
-from stanhop.hopfield import Hopfield, HopfieldPooling
+from stanhop.hopfield import Dropout, Hopfield, HopfieldPooling
 
 
 def n_segments(length: int, seg_len: int) -> int:
@@ -30,7 +31,7 @@ class MLP(nn.Sequential):
     """d -> d_ff -> d with GELU, the position-wise feed-forward of every block."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float):
-        super().__init__(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        super().__init__(nn.Linear(d_model, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d_model))
 
 
 class PatchEmbedding(nn.Module):
@@ -75,7 +76,7 @@ class STanHopBlock(nn.Module):
         self.cross_series = Hopfield(d, **kw)
         self.mlp_temporal, self.mlp_cross = MLP(d, cfg.d_ff, cfg.dropout), MLP(d, cfg.d_ff, cfg.dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(4))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:  # (b, c, s, d) -> (b, c, s, d)
         b, c = x.shape[:2]
@@ -84,10 +85,28 @@ class STanHopBlock(nn.Module):
         z = self.norms[1](z + self.drop(self.mlp_temporal(z)))
 
         z = rearrange(z, "(b c) s d -> (b s) c d", b=b)
-        pooled = self.pooling(z)  # (b s) factor d
-        u = self.norms[2](z + self.drop(self.cross_series(z, pooled)))
+        u = self.norms[2](z + self.drop(self._cross_series(z)))
         u = self.norms[3](u + self.drop(self.mlp_cross(u)))
         return rearrange(u, "(b s) c d -> b c s d", b=b)
+
+    def _cross_series(self, z: Tensor) -> Tensor:  # (b s) c d -> (b s) c d
+        """GSH(z, GSHPooling(z)). The pooled patterns h = W_O r + b_O (r: the pooling's heads)
+        enter only through the keys/values W_kv h + b_kv, so those are computed as one affine
+        map of r, (W_kv W_O) r + (W_kv b_O + b_kv): the same values without the d×d projection
+        of every pooled pattern. Hooks on these modules (quantization, outlier statistics)
+        see the modules called one by one, as written above."""
+        pool, kv = self.pooling, self.cross_series.kv
+        if observed(pool, kv):
+            return self.cross_series(z, pool(z))  # (b s) factor d pooled patterns
+        out = pool.hopfield.out
+        weight, bias = kv.weight @ out.weight, torch.addmv(kv.bias, kv.weight, out.bias)
+        return self.cross_series(z, kv=F.linear(pool.heads(z), weight, bias))
+
+
+def observed(*modules: nn.Module) -> bool:
+    """Whether forward hooks are registered on any of these modules or their submodules
+    (global hooks, as profilers and FlopCounterMode use, do not count)."""
+    return any(m._forward_hooks or m._forward_pre_hooks for top in modules for m in top.modules())
 
 
 class CoarseGrain(nn.Module):
@@ -151,13 +170,15 @@ class DecoderLayer(nn.Module):
         self.cross = Hopfield(d, n_heads=cfg.n_heads, separation=cfg.separation, dropout=cfg.dropout, gate=cfg.gate)
         self.mlp = MLP(d, cfg.d_ff, cfg.dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.readout = nn.Linear(d, cfg.seg_len)
 
     def forward(self, x: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
-        # x (b, c, s_out, d), memory (b, c, s_i, d) -> state (b, c, s_out, d), prediction (b, c, s_out, l)
-        b = x.shape[0]
-        x = rearrange(self.block(x), "b c s d -> (b c) s d")
+        # x (b | 1, c, s_out, d), memory (b, c, s_i, d) -> state (b, c, s_out, d), prediction (b, c, s_out, l)
+        b = memory.shape[0]
+        if self.training and self.drop.p > 0 or observed(self.block):
+            x = x.expand(b, -1, -1, -1)  # dropout (or a hook) makes every sample's block differ
+        x = rearrange(self.block(x).expand(b, -1, -1, -1), "b c s d -> (b c) s d")
         memory = rearrange(memory, "b c s d -> (b c) s d")
         x = self.norm1(x + self.drop(self.cross(x, memory)))
         x = self.norm2(x + self.drop(self.mlp(x)))
@@ -175,8 +196,8 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.e_layers + 1))
 
     def forward(self, scales: list[Tensor]) -> Tensor:  # [(b, c, s_i, d)] -> (b, c, s_out, l)
-        x = repeat(self.query, "1 c s d -> b c s d", b=scales[0].shape[0])
-        prediction = 0
+        x = self.query  # the same for every sample: the first layer's block runs once, not b times,
+        prediction = 0  # where nothing random (dropout) acts in it
         for layer, memory in zip(self.layers, scales):
             x, layer_prediction = layer(x, memory)
             prediction = prediction + layer_prediction

@@ -1,0 +1,212 @@
+"""Speed and memory of one STanHop-Net training step at the ETTh1 benchmark settings.
+
+For each separation map, in a fresh process of its own (so that its peak RSS is its own):
+seconds per training step (forward, MSE loss, backward, gradient clipping at 5, Adam step),
+training and forward-only (eval mode, inference_mode) samples per second, peak RSS
+(ru_maxrss), parameter count, GFLOP of matrix products per training step (torch's
+FlopCounterMode), and ``efficiency`` = achieved GFLOP/s ÷ this machine's float32 matmul rate
+at the model's typical shape ((b·c·s) × d by d × d), measured in the same process between
+the timed steps, so that load from other processes falls on both alike.
+
+Times are medians over ``--steps`` timed steps after ``--warmup`` untimed ones. The batch is
+``--batch`` windows of ETTh1 (standardised with the first 12 months' statistics) when
+$STANHOP_DATA_DIR/ETTh1.csv or /work/shared/data/ETTh1.csv exists, N(0, 1) otherwise.
+
+Configs (the OutEffHop/STanHop ETTh1 settings; widths d_model 256, d_ff 512, 4 heads,
+factor 10, dropout 0.3, 7 series, batch 128):
+    h24:  in 168, out 24,  seg 12, win 4, e_layers 2
+    h720: in 720, out 720, seg 24, win 2, e_layers 3
+
+One line per separation; the last line is one JSON object keyed by separation:
+    {sep: {"s_per_step", "train_samples_per_s", "fwd_samples_per_s", "peak_rss_mib",
+           "params", "gflop_per_step", "efficiency"}, ...}
+
+    python benchmarks/train_step.py [--separations entmax,softmax1,softmax] [--config h24|h720]
+                                    [--steps N] [--warmup N] [--threads N] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stanhop.config import SEPARATIONS, ModelConfig
+from stanhop.model import STanHopNet, n_segments
+
+WIDTHS = dict(d_model=256, d_ff=512, n_heads=4, factor=10, dropout=0.3, n_series=7)
+CONFIGS = {
+    "h24": dict(in_len=168, out_len=24, seg_len=12, win_size=4, e_layers=2),
+    "h720": dict(in_len=720, out_len=720, seg_len=24, win_size=2, e_layers=3),
+}
+BATCH = 128
+TRAIN_ROWS = 12 * 30 * 24  # the 12/4/4 split's training months: the scaler's statistics
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def model_config(config: str, separation: str) -> ModelConfig:
+    return ModelConfig(**WIDTHS, **CONFIGS[config], separation=separation)
+
+
+def etth1_batch(cfg: ModelConfig, batch: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``batch`` random (input, target) windows of standardised ETTh1, or N(0, 1) without it."""
+    gen = torch.Generator().manual_seed(seed)
+    candidates = [Path(os.environ.get("STANHOP_DATA_DIR", "/nonexistent")), Path("/work/shared/data")]
+    path = next((p / "ETTh1.csv" for p in candidates if (p / "ETTh1.csv").exists()), None)
+    if path is None:
+        return torch.randn(batch, cfg.in_len, cfg.n_series, generator=gen), torch.randn(
+            batch, cfg.out_len, cfg.n_series, generator=gen)
+    values = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, 1 + cfg.n_series), dtype=np.float32)
+    train = values[:TRAIN_ROWS]
+    series = torch.from_numpy((values - train.mean(0)) / train.std(0))
+    span = cfg.in_len + cfg.out_len
+    starts = torch.randint(0, TRAIN_ROWS - span + 1, (batch,), generator=gen)
+    windows = torch.stack([series[s : s + span] for s in starts.tolist()])  # (b, in + out, c)
+    return windows[:, : cfg.in_len].contiguous(), windows[:, cfg.in_len :].contiguous()
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def matmul_rate(m: int, d: int, repeats: int = 8) -> float:
+    """GFLOP/s of a float32 (m × d) @ (d × d) product, median of ``repeats``."""
+    gen = torch.Generator().manual_seed(1)
+    a, w = torch.randn(m, d, generator=gen), torch.randn(d, d, generator=gen)
+    out = torch.empty(m, d)
+    torch.mm(a, w, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, w, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * m * d * d / statistics.median(times) / 1e9
+
+
+def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> None:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+
+
+def gflop_per_step(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+    """GFLOP of matrix products in one forward + backward (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.nn.functional.mse_loss(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Every figure for one separation, in this (fresh) process."""
+    torch.manual_seed(0)
+    cfg = model_config(args.config, args.worker)
+    model = STanHopNet(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    x, y = etth1_batch(cfg, args.batch)
+    typical_rows = args.batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)
+    gflop = gflop_per_step(model, x, y)
+    step_model = torch.compile(model) if args.compile else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    model.train()
+    step_s, rates = [], []
+    for i in range(args.warmup + args.steps):
+        rates.append(matmul_rate(typical_rows, cfg.d_model))
+        start = time.perf_counter()
+        training_step(step_model, opt, x, y)
+        if i >= args.warmup:
+            step_s.append(time.perf_counter() - start)
+
+    model.eval()
+    fwd_s = []
+    with torch.inference_mode():
+        for i in range(args.warmup + args.steps):
+            start = time.perf_counter()
+            step_model(x)
+            if i >= args.warmup:
+                fwd_s.append(time.perf_counter() - start)
+
+    s_step, s_fwd, rate = statistics.median(step_s), statistics.median(fwd_s), statistics.median(rates)
+    return {
+        "s_per_step": round(s_step, 3),
+        "train_samples_per_s": round(args.batch / s_step, 1),
+        "fwd_samples_per_s": round(args.batch / s_fwd, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "params": params,
+        "gflop_per_step": round(gflop, 1),
+        "efficiency": round(gflop / s_step / rate, 3),
+        "_matmul_gflop_s": round(rate, 1),
+        "_achieved_gflop_s": round(gflop / s_step, 1),
+    }
+
+
+# ------------------------------------------------------------------ driver
+
+
+def run_worker(args: argparse.Namespace, separation: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", separation, "--config", args.config, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--batch", str(args.batch)]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    cmd += ["--compile"] if args.compile else []
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"worker for {separation} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--separations", default="entmax,softmax1,softmax")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="h24")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compile time excluded)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    separations = args.separations.split(",")
+    unknown = [s for s in separations if s not in SEPARATIONS]
+    if unknown:
+        parser.error(f"unknown separation(s) {unknown}; choose from {', '.join(SEPARATIONS)}")
+    cfg = model_config(args.config, separations[0])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, config {args.config} "
+          f"({CONFIGS[args.config]}, batch {args.batch}), median of {args.steps} steps after {args.warmup}"
+          f"{', torch.compile' if args.compile else ''}; load average {os.getloadavg()[0]:.1f}")
+    results = {}
+    for separation in separations:
+        r = run_worker(args, separation)
+        print(f"{separation:>9}: {r['s_per_step']:.3f} s/step, {r['train_samples_per_s']} train samples/s, "
+              f"{r['fwd_samples_per_s']} fwd samples/s, peak RSS {r['peak_rss_mib']} MiB, "
+              f"{r['params'] / 1e6:.2f}M params, {r['gflop_per_step']} GFLOP/step, "
+              f"{r['_achieved_gflop_s']} GFLOP/s vs matmul {r['_matmul_gflop_s']} GFLOP/s at "
+              f"{args.batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)}x{cfg.d_model}x{cfg.d_model} "
+              f"-> efficiency {r['efficiency']}", flush=True)
+        results[separation] = {k: v for k, v in r.items() if not k.startswith("_")}
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
