@@ -183,7 +183,8 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
         raise UserError(f"--out {out} is a file; give a folder for the study")
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda line: None)
-    jobs = [(v, s, out / run_name(v, s), run_config(config, v, s)) for v in chosen for s in seed_values]
+    # seed-major: an interrupted study has every variant for its first seeds
+    jobs = [(v, s, out / run_name(v, s), run_config(config, v, s)) for s in seed_values for v in chosen]
     states = [run_state(run_dir, cfg, act_range) for _, _, run_dir, cfg in jobs]  # settings checked before any work
     say(f"study {out}: {len(jobs)} runs ({states.count('train')} to train, {states.count('quantize')} to quantize, "
         f"{states.count('finished')} finished)")
