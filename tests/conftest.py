@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests run tiny models, for which one thread is fastest; on a shared machine OpenMP's
+# spinning threads can make two 10x slower. Set before torch loads (subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 _shared = ROOT.parent / "shared" / "data"
 if "STANHOP_DATA_DIR" not in os.environ and _shared.is_dir():
