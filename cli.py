@@ -155,7 +155,7 @@ def _print_metrics(metrics: dict) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set model.d_model=128 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. [default: runs/<data>-<separation>-<timestamp>]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
-@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run from its last checkpoint (--max-epochs may change its limit).")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
 def train(config_path, data, date_column, columns, split, in_len, out_len, separation, gate, max_epochs, batch_size, seed,
           deterministic, memory, memory_size, memory_strategy, accelerator, devices, strategy, num_nodes, precision,
@@ -172,6 +172,8 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
         from stanhop.runs import CONFIG, check_run_dir
 
         config = load_config(check_run_dir(resume) / CONFIG)
+        if max_epochs is not None:  # e.g. extend a finished run, or end an interrupted one sooner
+            config.train.max_epochs = max_epochs
     else:
         strategy_csv = None
         if memory_strategy and memory_strategy.startswith("csv:"):

@@ -78,7 +78,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
-    if not _is_child_process() and resume is None:
+    if not _is_child_process():
         save_run_files(run_dir, config, data_info(dm, config))
 
     module = Forecaster(config)
