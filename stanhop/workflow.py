@@ -160,10 +160,15 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     config.data.columns = list(run.data.columns)
     dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
 
+    from tqdm.auto import tqdm
+
+    def bar(loader, what: str):
+        return tqdm(loader, desc=what, unit="batch", leave=False, disable=not progress)
+
     test_loader, val_loader = dm.test_dataloader(), dm.val_dataloader()
-    test = forecast_errors(run.model, test_loader, run.data.mean, run.data.scale)
-    val = forecast_errors(run.model, val_loader, run.data.mean, run.data.scale)
-    outliers = outlier_stats(run.model, (x for x, _ in test_loader))
+    test = forecast_errors(run.model, bar(test_loader, "test"), run.data.mean, run.data.scale)
+    val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
+    outliers = outlier_stats(run.model, (x for x, _ in bar(test_loader, "outlier statistics")))
     previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
     from stanhop.memory import MemoryForecaster, memory_report
 

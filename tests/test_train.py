@@ -97,6 +97,6 @@ def test_help_imports_no_torch_or_lightning(command):
     code = "import sys, cli; sys.argv = ['stanhop', *sys.argv[1:], '--help']; cli.main()"
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *command], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Example:" in done.stdout
+    assert "Example" in done.stdout  # every help shows a worked example
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert not imported & {"torch", "lightning", "pandas", "matplotlib"}
