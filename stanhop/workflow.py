@@ -84,15 +84,16 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     module = Forecaster(config)
     timer = EpochTimer()
     trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
-    earlier_log = read_log(run_dir) if resume is not None else []
+    earlier_log = protect_log(run_dir) if resume is not None else []
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
     if not trainer.is_global_zero:
         return {}
-    if earlier_log:
-        merge_log(run_dir, earlier_log)
+    if resume is not None:
+        write_log(run_dir, combine_logs(earlier_log, read_log(run_dir)))
+        (run_dir / "logs" / LOG_BACKUP).unlink(missing_ok=True)
 
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # tensors only, no pickled code
@@ -111,30 +112,50 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     return evaluate(run_dir, facts=facts, progress=progress)
 
 
-def read_log(run_dir: Path) -> list[dict[str, str]]:
+LOG_BACKUP = "metrics.before-resume.csv"
+
+
+def read_log(run_dir: Path, name: str = "metrics.csv") -> list[dict[str, str]]:
     """Rows of the run's CSV log (logs/metrics.csv), or [] when there is none."""
     import csv
 
-    path = run_dir / "logs" / "metrics.csv"
+    path = run_dir / "logs" / name
     if not path.is_file():
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def merge_log(run_dir: Path, earlier: list[dict[str, str]]) -> None:
-    """Put back the epochs logged before a resume (Lightning's CSV logger starts a new file):
-    earlier rows of the epochs before the first resumed one, then the new rows."""
+def write_log(run_dir: Path, rows: list[dict[str, str]]) -> None:
     import csv
 
-    later = read_log(run_dir)
-    first_resumed = min((int(row["epoch"]) for row in later if row.get("epoch")), default=0)
-    rows = [row for row in earlier if row.get("epoch") and int(row["epoch"]) < first_resumed] + later
     fields = list(dict.fromkeys(key for row in rows for key in row))
     with open(run_dir / "logs" / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def combine_logs(earlier: list[dict[str, str]], later: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The earlier rows of the epochs before the first one in ``later``, then ``later``."""
+    first_later = min((int(row["epoch"]) for row in later if row.get("epoch")), default=None)
+    if first_later is None:
+        return earlier
+    return [row for row in earlier if row.get("epoch") and int(row["epoch"]) < first_later] + later
+
+
+def protect_log(run_dir: Path) -> list[dict[str, str]]:
+    """Before a resume: Lightning's CSV logger starts its file anew, so keep the history in
+    logs/metrics.before-resume.csv until the resumed training has merged it back (a resume
+    that is itself interrupted leaves the backup, and the next resume uses it)."""
+    import shutil
+
+    history = combine_logs(read_log(run_dir, LOG_BACKUP), read_log(run_dir))
+    if history:
+        backup = run_dir / "logs" / LOG_BACKUP
+        write_log(run_dir, history)
+        shutil.copyfile(run_dir / "logs" / "metrics.csv", backup)
+    return history
 
 
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,

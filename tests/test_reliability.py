@@ -32,23 +32,31 @@ KILL_SCRIPT = textwrap.dedent(
     from stanhop.config import apply_overrides, load_config
     from stanhop.workflow import train
 
+    config_path, run, kill_epoch, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
+
     class KillMidEpoch(L.Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if trainer.current_epoch == 1 and batch_idx == 3:
+            if trainer.current_epoch == kill_epoch and batch_idx == 3:
                 os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, like a machine going away
 
-    config = apply_overrides(load_config(sys.argv[1]), ["train.max_epochs=3"])
-    train(config, sys.argv[2], progress=False, callbacks=[KillMidEpoch()])
+    config = apply_overrides(load_config(config_path), ["train.max_epochs=3"])
+    if resume:
+        train(config, resume=run, progress=False, callbacks=[KillMidEpoch()])
+    else:
+        train(config, run, progress=False, callbacks=[KillMidEpoch()])
     """
 )
 
 
 def test_resume_after_a_kill_mid_epoch_finishes_all_epochs(tmp_path: Path):
     run = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, SMOKE, str(run)], capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, SMOKE, str(run), "1", "new"], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
     assert val_epochs(run) == [0]
+    # the resume is itself killed: the history logged so far must survive it
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, SMOKE, str(run), "2", "resume"], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
