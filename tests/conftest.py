@@ -21,3 +21,32 @@ def etth1_path() -> Path:
     path = Path(os.environ["STANHOP_DATA_DIR"]) / "ETTh1.csv"
     assert path.is_file(), f"ETTh1.csv not found in STANHOP_DATA_DIR={os.environ['STANHOP_DATA_DIR']}"
     return path
+
+
+# smoke.yaml with smaller parts and 4 training batches an epoch: the same kind of run, faster
+FAST_SMOKE = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """One trained smoke run per test session, shared by the forecast and plot tests."""
+    from stanhop.config import apply_overrides, load_config
+    from stanhop.workflow import train
+
+    out = tmp_path_factory.mktemp("smoke-run")
+    train(apply_overrides(load_config(ROOT / "configs" / "smoke.yaml"), FAST_SMOKE), out, force=True, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run(run_dir):
+    import stanhop
+
+    return stanhop.load_run(run_dir)
+
+
+@pytest.fixture(scope="session")
+def etth1():
+    from stanhop.csvio import load_series
+
+    return load_series("ETTh1")

@@ -10,42 +10,9 @@ import torch
 from click.testing import CliRunner
 
 import cli
-import stanhop
-from stanhop.csvio import load_series
 from stanhop.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "configs" / "smoke.yaml"
-# smoke.yaml with smaller parts and 4 training batches an epoch: the same kind of run, faster
-FAST = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]
-
-
-def smoke_run_dir(tmp_path_factory) -> Path:
-    """One smoke run per test session, shared with test_plot.py through the session's base temp folder."""
-    from stanhop.config import apply_overrides, load_config
-    from stanhop.workflow import train
-
-    out = tmp_path_factory.getbasetemp() / "smoke-run-forecast-plot"
-    if not (out / "metrics.json").is_file():
-        train(apply_overrides(load_config(SMOKE), FAST), out, force=True, progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    return smoke_run_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def run(run_dir):
-    return stanhop.load_run(run_dir)
-
-
-@pytest.fixture(scope="session")
-def etth1() -> pd.DataFrame:
-    return load_series("ETTh1")
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_csv(path, index=True, index_label="date")
     return path

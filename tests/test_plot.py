@@ -10,38 +10,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cli
-import stanhop
 from stanhop.csvio import load_series
 from stanhop.errors import UserError
 from stanhop.plot import COLOURS, plot_forecast, plot_outliers, plot_training, save_figure, training_log
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "configs" / "smoke.yaml"
-FAST = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]  # as in test_forecast.py
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    """The session's smoke run (the same folder test_forecast.py trains into, so it is trained once)."""
-    from stanhop.config import apply_overrides, load_config
-    from stanhop.workflow import train
-
-    out = tmp_path_factory.getbasetemp() / "smoke-run-forecast-plot"
-    if not (out / "metrics.json").is_file():
-        train(apply_overrides(load_config(SMOKE), FAST), out, force=True, progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def run(run_dir):
-    return stanhop.load_run(run_dir)
-
-
-@pytest.fixture(scope="session")
-def etth1() -> pd.DataFrame:
-    return load_series("ETTh1")
-
-
 def invoke(*args):
     return CliRunner().invoke(cli.cli, [str(a) for a in args])
 
