@@ -168,7 +168,7 @@ def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[
         if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
             hint = "; the file seems not to be comma-separated: save it with ',' between values"
         elif len(names) > 1:
-            hint = f"; name it with date_column=... (CLI: --date-column)"
+            hint = "; name it with date_column=... (CLI: --date-column)"
         shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}){hint}")
     if columns is not None:
