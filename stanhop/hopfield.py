@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from stanhop.errors import UserError
 from stanhop.separation import make_separation
 
-__all__ = ["inverted_dropout", "Dropout", "retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
+__all__ = ["inverted_dropout", "Dropout", "scaled_mask", "unpacked_mask", "pack_bits", "unpack_bits",
+           "retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
 
 
 def inverted_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -35,14 +36,67 @@ def inverted_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 
     The mask is mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1) from torch.rand: the same distribution as
     F.dropout's bernoulli_, which draws its uniforms one at a time and is several times
-    slower on CPU. Autograd keeps only the mask, as bool (one byte per element).
+    slower on CPU. The backward pass keeps only the mask, 8 entries per byte.
     """
     if not training or p == 0.0:
         return x
     if p >= 1.0:
         return x * 0.0
-    keep = torch.rand_like(x) >= p
-    return (x * keep).mul_(1.0 / (1.0 - p))
+    return _Dropout.apply(x, p)
+
+
+class _Dropout(torch.autograd.Function):
+    """x ⊙ m / (1 − p); the backward pass keeps m packed, 8 entries per byte."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:
+        mask = scaled_mask(x.shape, p, x)
+        ctx.p, ctx.shape = p, mask.shape
+        ctx.save_for_backward(pack_bits(mask != 0) if ctx.needs_input_grad[0] else None)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return unpacked_mask(ctx.saved_tensors[0], ctx.shape, ctx.p, grad).mul_(grad), None
+
+
+def scaled_mask(shape: torch.Size, p: float, like: Tensor) -> Tensor:
+    """m / (1 − p) with mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1), built in place in the uniforms' buffer
+    (float, like ``like``: multiplying by a bool mask would first copy it to float)."""
+    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).mul_(1.0 / (1.0 - p))
+
+
+def unpacked_mask(bits: Tensor, shape: torch.Size, p: float, like: Tensor) -> Tensor:
+    """scaled_mask's values again, from pack_bits(mask != 0)."""
+    return unpack_bits(bits, shape).to(like.dtype).mul_(1.0 / (1.0 - p))
+
+
+_SPREAD, _BIT_OF_BYTE = 0x0101010101010101, 0x8040201008040201 - 2**64  # int64 bit patterns
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """bool (...) -> uint8 (⌈n/8⌉,): entry 8i + j becomes bit j of byte i.
+
+    Each group of 8 bytes (0 or 1), read as one little-endian int64 x, packs to the top byte
+    of x · 0x0102040810204080 (the partial products never overlap, so nothing carries).
+    """
+    flat = mask.reshape(-1).view(torch.uint8)
+    if flat.numel() % 8:
+        flat = F.pad(flat, (0, -flat.numel() % 8))
+    words = flat.view(-1, 8).view(torch.int64).view(-1)
+    return words.mul(0x0102040810204080).bitwise_right_shift_(56).to(torch.uint8)
+
+
+def unpack_bits(bits: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of pack_bits: uint8 (⌈n/8⌉,) -> bool ``shape``.
+
+    Byte b spreads to all 8 bytes of an int64 (b · 0x0101…01), byte j keeps bit j
+    (& 0x8040…01), and adding 0x7F to every byte carries a set bit into bit 7 (no byte
+    overflows), which the shift by 7 and & 0x0101…01 turn into 0 or 1.
+    """
+    x = bits.to(torch.int64).mul_(_SPREAD).bitwise_and_(_BIT_OF_BYTE).add_(0x7F7F7F7F7F7F7F7F)
+    x = x.bitwise_right_shift_(7).bitwise_and_(_SPREAD)
+    return x.view(torch.uint8)[: math.prod(shape)].view(torch.bool).view(shape)
 
 
 class Dropout(nn.Dropout):
@@ -114,7 +168,13 @@ class Hopfield(nn.Module):
       one scalar for this layer).
 
     A batch of 1 in either state or stored broadcasts against the other (learned patterns
-    are projected once, not once per sample).
+    are projected once, not once per sample, and meet the batch in one matrix product).
+
+    Computation (the same mathematics on every path): each head works on views of the
+    projections Q (b, q, d) and [K | V] (b, k, 2d) — no head-split copies forward or
+    backward; softmax and Softmax₁ go through scaled_dot_product_attention where
+    ``_fuses`` says so and no dropout acts on CPU (there SDPA falls back to an unfused
+    path that copies per sample); dropout on the weights uses ``inverted_dropout``.
     """
 
     def __init__(self, d_model: int, *, n_heads: int = 4, separation: str = "entmax", dropout: float = 0.0,
@@ -170,19 +230,19 @@ class Hopfield(nn.Module):
 
     def _per_head(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
         # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e). Heads are views of the projections (no
-        # copies, forward or backward); a batch of 1 broadcasts (stride 0, no copy either).
+        # copies, forward or backward).
         h = self.n_heads
         b = max(q.shape[0], kv.shape[0])
         qs = q.unflatten(-1, (h, -1)).unbind(-2)  # h × (b, q, e)
         kvs = kv.unflatten(-1, (2 * h, -1)).unbind(-2)  # 2h × (b, k, e): keys, then values
         scale = 1.0 / math.sqrt(qs[0].shape[-1])
-        scores = torch.stack([torch.bmm(qi.expand(b, -1, -1), ki.expand(b, -1, -1).transpose(1, 2))
-                              for qi, ki in zip(qs, kvs[:h])], dim=1).mul_(scale)  # (b, h, q, k)
+        scores = torch.stack([_batched_mm(qi, ki.transpose(1, 2), b) for qi, ki in zip(qs, kvs[:h])],
+                             dim=1).mul_(scale)  # (b, h, q, k)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = inverted_dropout(self.separation(scores, dim=-1), p)
-        return torch.stack([torch.bmm(wi, vi.expand(b, -1, -1))
-                            for wi, vi in zip(weights.unbind(1), kvs[h:])], dim=2)  # (b, q, h, e)
+        return torch.stack([_batched_mm(wi, vi, b) for wi, vi in zip(weights.unbind(1), kvs[h:])],
+                           dim=2)  # (b, q, h, e)
 
     def _sdpa(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
         # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e) through scaled_dot_product_attention (softmax,
@@ -212,6 +272,17 @@ class Hopfield(nn.Module):
         # state (b, q, d) -> (b, h, q, 1)
         slices = rearrange(state, "b q (h e) -> h b q e", h=self.n_heads)
         return torch.sigmoid(torch.stack([lin(s) for lin, s in zip(self.gate, slices)], dim=1))
+
+
+def _batched_mm(x: Tensor, y: Tensor, b: int) -> Tensor:
+    """x @ y for (b | 1, n, k) @ (b | 1, k, m) -> (b, n, m). A batch of 1 (learned patterns)
+    is one matrix for the whole batch: one product of the stacked other side with it, not
+    b small ones (or broadcast with stride 0 when both are 1 and b > 1: no copy)."""
+    if x.shape[0] == 1 and y.shape[0] == b > 1:  # (y_bᵀ x_0ᵀ)ᵀ for every b
+        return (y.transpose(1, 2).flatten(0, 1) @ x[0].t()).view(b, y.shape[2], x.shape[1]).transpose(1, 2)
+    if y.shape[0] == 1 and x.shape[0] == b > 1:
+        return (x.flatten(0, 1) @ y[0]).view(b, x.shape[1], y.shape[2])
+    return torch.bmm(x.expand(b, -1, -1), y.expand(b, -1, -1))
 
 
 class HopfieldPooling(nn.Module):

@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from stanhop.config import ModelConfig
-from stanhop.hopfield import Dropout, Hopfield, HopfieldPooling
+from stanhop.hopfield import Dropout, Hopfield, HopfieldPooling, pack_bits, scaled_mask, unpacked_mask
 
 
 def n_segments(length: int, seg_len: int) -> int:
@@ -32,6 +32,69 @@ class MLP(nn.Sequential):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float):
         super().__init__(nn.Linear(d_model, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+def norm_mlp(r: Tensor, norm: nn.LayerNorm, mlp: MLP) -> tuple[Tensor, Tensor]:
+    """z = LN(r) and MLP(z): (..., d) -> (..., d), (..., d).
+
+    While training, one autograd function that keeps only r, LN's statistics, the hidden
+    pre-activation h = W₁z + b₁ and the dropout mask (8 entries per byte), and recomputes
+    z and drop(GELU(h)) in the backward pass (elementwise work only; no product is
+    recomputed): per row, d + d_ff floats fewer kept than with the modules one by one.
+    Hooks on these modules see them called one by one, as do evaluation and autocast
+    (mixed precision).
+    """
+    lin1, _, drop, lin2 = mlp
+    if (not (torch.is_grad_enabled() and (r.requires_grad or norm.weight.requires_grad))
+            or torch.is_autocast_enabled(r.device.type) or observed(norm, mlp)):
+        z = norm(r)
+        return z, mlp(z)
+    p = drop.p if drop.training else 0.0
+    z, m = _NormMLP.apply(r.reshape(-1, r.shape[-1]), norm.weight, norm.bias, lin1.weight, lin1.bias,
+                          lin2.weight, lin2.bias, p, norm.eps)
+    return z.view(r.shape), m.view(r.shape)
+
+
+class _NormMLP(torch.autograd.Function):
+    """(z, m) = (LN(r), W₂ drop(GELU(W₁ LN(r) + b₁)) + b₂) for r (n, d); see norm_mlp.
+
+    Few fresh (n, d_ff) buffers: each costs page faults when the allocator maps it anew."""
+
+    @staticmethod
+    def forward(ctx, r, ln_w, ln_b, w1, b1, w2, b2, p: float, eps: float):
+        z, mean, rstd = torch.native_layer_norm(r, (r.shape[-1],), ln_w, ln_b, eps)
+        h = torch.addmm(b1, z, w1.t())  # (n, d_ff)
+        a, bits = F.gelu(h), None
+        if p > 0:
+            mask = scaled_mask(h.shape, p, h)
+            a.mul_(mask)
+            bits = pack_bits(mask != 0)
+            del mask
+        m = torch.addmm(b2, a, w2.t())
+        ctx.save_for_backward(r, mean, rstd, ln_w, ln_b, w1, w2, h, bits)
+        ctx.p = p
+        return z, m
+
+    @staticmethod
+    def backward(ctx, dz, dm):
+        r, mean, rstd, ln_w, ln_b, w1, w2, h, bits = ctx.saved_tensors
+        mask = None if bits is None else unpacked_mask(bits, h.shape, ctx.p, h)
+        a = F.gelu(h)  # drop(GELU(h)) again
+        if mask is not None:
+            a.mul_(mask)
+        dw2, db2 = dm.t() @ a, dm.sum(0)
+        del a
+        da = dm @ w2  # (n, d_ff)
+        if mask is not None:
+            da.mul_(mask)
+        del mask
+        dh = torch.ops.aten.gelu_backward.grad_input(da, h, grad_input=da)  # in place
+        z = (r - mean).mul_(rstd).mul_(ln_w).add_(ln_b)  # LN(r) again, from its statistics
+        dw1, db1 = dh.t() @ z, dh.sum(0)
+        dz = dh @ w1 if dz is None else torch.addmm(dz, dh, w1)
+        dr, dln_w, dln_b = torch.ops.aten.native_layer_norm_backward(
+            dz, r, (r.shape[-1],), mean, rstd, ln_w, ln_b, [True, True, True])
+        return dr, dln_w, dln_b, dw1, db1, dw2, db2, None, None
 
 
 class PatchEmbedding(nn.Module):
@@ -81,12 +144,12 @@ class STanHopBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (b, c, s, d) -> (b, c, s, d)
         b, c = x.shape[:2]
         z = rearrange(x, "b c s d -> (b c) s d")
-        z = self.norms[0](z + self.drop(self.temporal(z)))
-        z = self.norms[1](z + self.drop(self.mlp_temporal(z)))
+        z, m = norm_mlp(z + self.drop(self.temporal(z)), self.norms[0], self.mlp_temporal)
+        z = self.norms[1](z + self.drop(m))
 
         z = rearrange(z, "(b c) s d -> (b s) c d", b=b)
-        u = self.norms[2](z + self.drop(self._cross_series(z)))
-        u = self.norms[3](u + self.drop(self.mlp_cross(u)))
+        u, m = norm_mlp(z + self.drop(self._cross_series(z)), self.norms[2], self.mlp_cross)
+        u = self.norms[3](u + self.drop(m))
         return rearrange(u, "(b s) c d -> b c s d", b=b)
 
     def _cross_series(self, z: Tensor) -> Tensor:  # (b s) c d -> (b s) c d
@@ -176,12 +239,12 @@ class DecoderLayer(nn.Module):
     def forward(self, x: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         # x (b | 1, c, s_out, d), memory (b, c, s_i, d) -> state (b, c, s_out, d), prediction (b, c, s_out, l)
         b = memory.shape[0]
-        if self.training and self.drop.p > 0 or observed(self.block):
+        if (self.training and self.drop.p > 0) or observed(self.block):
             x = x.expand(b, -1, -1, -1)  # dropout (or a hook) makes every sample's block differ
         x = rearrange(self.block(x).expand(b, -1, -1, -1), "b c s d -> (b c) s d")
         memory = rearrange(memory, "b c s d -> (b c) s d")
-        x = self.norm1(x + self.drop(self.cross(x, memory)))
-        x = self.norm2(x + self.drop(self.mlp(x)))
+        x, m = norm_mlp(x + self.drop(self.cross(x, memory)), self.norm1, self.mlp)
+        x = self.norm2(x + self.drop(m))
         x = rearrange(x, "(b c) s d -> b c s d", b=b)
         return x, self.readout(x)
 
