@@ -34,6 +34,14 @@ class MLP(nn.Sequential):
         super().__init__(nn.Linear(d_model, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d_model))
 
 
+def residual(x: Tensor, drop: nn.Dropout, y: Tensor) -> Tensor:
+    """x + drop(y). While dropout acts, the sum goes into drop's fresh output (one (…, d)
+    buffer fewer; the same values, as addition commutes)."""
+    if drop.training and drop.p > 0:
+        return drop(y).add_(x)
+    return x + drop(y)
+
+
 def norm_mlp(r: Tensor, norm: nn.LayerNorm, mlp: MLP) -> tuple[Tensor, Tensor]:
     """z = LN(r) and MLP(z): (..., d) -> (..., d), (..., d).
 
@@ -58,19 +66,25 @@ def norm_mlp(r: Tensor, norm: nn.LayerNorm, mlp: MLP) -> tuple[Tensor, Tensor]:
 class _NormMLP(torch.autograd.Function):
     """(z, m) = (LN(r), W₂ drop(GELU(W₁ LN(r) + b₁)) + b₂) for r (n, d); see norm_mlp.
 
-    Few fresh (n, d_ff) buffers: each costs page faults when the allocator maps it anew."""
+    Past h = W₁z + b₁ (one product, kept), rows go through in blocks of CHUNK_ROWS: the
+    (rows, d_ff) temporaries stay small and cache-resident, and no further (n, d_ff) buffer
+    is allocated (each fresh one costs page faults when the allocator maps it anew)."""
+
+    CHUNK_ROWS = 4096
 
     @staticmethod
     def forward(ctx, r, ln_w, ln_b, w1, b1, w2, b2, p: float, eps: float):
         z, mean, rstd = torch.native_layer_norm(r, (r.shape[-1],), ln_w, ln_b, eps)
         h = torch.addmm(b1, z, w1.t())  # (n, d_ff)
-        a, bits = F.gelu(h), None
-        if p > 0:
-            mask = scaled_mask(h.shape, p, h)
-            a.mul_(mask)
-            bits = pack_bits(mask != 0)
-            del mask
-        m = torch.addmm(b2, a, w2.t())
+        m = torch.empty_like(r)
+        bits = torch.empty(-(-h.numel() // 8), dtype=torch.uint8, device=h.device) if p > 0 else None
+        for rows, nb in _row_blocks(h):  # nb: the block's bytes of packed mask
+            a = F.gelu(h[rows])
+            if p > 0:
+                mask = scaled_mask(a.shape, p, a)  # uniforms drawn in row order, as for all of h
+                a.mul_(mask)
+                bits[nb] = pack_bits(mask != 0)
+            torch.addmm(b2, a, w2.t(), out=m[rows])
         ctx.save_for_backward(r, mean, rstd, ln_w, ln_b, w1, w2, h, bits)
         ctx.p = p
         return z, m
@@ -78,23 +92,40 @@ class _NormMLP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dz, dm):
         r, mean, rstd, ln_w, ln_b, w1, w2, h, bits = ctx.saved_tensors
-        mask = None if bits is None else unpacked_mask(bits, h.shape, ctx.p, h)
-        a = F.gelu(h)  # drop(GELU(h)) again
-        if mask is not None:
-            a.mul_(mask)
-        dw2, db2 = dm.t() @ a, dm.sum(0)
-        del a
-        da = dm @ w2  # (n, d_ff)
-        if mask is not None:
-            da.mul_(mask)
-        del mask
-        dh = torch.ops.aten.gelu_backward.grad_input(da, h, grad_input=da)  # in place
-        z = (r - mean).mul_(rstd).mul_(ln_w).add_(ln_b)  # LN(r) again, from its statistics
-        dw1, db1 = dh.t() @ z, dh.sum(0)
-        dz = dh @ w1 if dz is None else torch.addmm(dz, dh, w1)
+        dm = dm.contiguous()
+        dw1, dw2, db1 = torch.zeros_like(w1), torch.zeros_like(w2), torch.zeros_like(w1[:, 0])
+        dz_total = torch.empty_like(r)
+        for rows, nb in _row_blocks(h):
+            hb = h[rows]
+            a = F.gelu(hb)  # drop(GELU(h)) again
+            mask = None if bits is None else unpacked_mask(bits[nb], hb.shape, ctx.p, hb)
+            if mask is not None:
+                a.mul_(mask)
+            dw2.addmm_(dm[rows].t(), a)
+            da = dm[rows] @ w2  # (rows, d_ff)
+            if mask is not None:
+                da.mul_(mask)
+            dh = torch.ops.aten.gelu_backward.grad_input(da, hb, grad_input=da)  # in place
+            db1 += dh.sum(0)
+            z = (r[rows] - mean[rows]).mul_(rstd[rows]).mul_(ln_w).add_(ln_b)  # LN(r) again
+            dw1.addmm_(dh.t(), z)
+            if dz is None:
+                torch.mm(dh, w1, out=dz_total[rows])
+            else:
+                torch.addmm(dz[rows], dh, w1, out=dz_total[rows])
         dr, dln_w, dln_b = torch.ops.aten.native_layer_norm_backward(
-            dz, r, (r.shape[-1],), mean, rstd, ln_w, ln_b, [True, True, True])
-        return dr, dln_w, dln_b, dw1, db1, dw2, db2, None, None
+            dz_total, r, (r.shape[-1],), mean, rstd, ln_w, ln_b, [True, True, True])
+        return dr, dln_w, dln_b, dw1, db1, dw2, dm.sum(0), None, None
+
+
+def _row_blocks(h: Tensor):
+    """(row slice, packed-mask byte slice) per block of _NormMLP.CHUNK_ROWS rows of h (n, d_ff);
+    blocks hold a multiple of 8 entries, so each one's mask packs into whole bytes."""
+    n, width = h.shape
+    step = max(8, _NormMLP.CHUNK_ROWS // 8 * 8)  # 8 rows of any width hold a multiple of 8 entries
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        yield slice(start, stop), slice(start * width // 8, -(-stop * width // 8))
 
 
 class PatchEmbedding(nn.Module):
@@ -144,12 +175,12 @@ class STanHopBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (b, c, s, d) -> (b, c, s, d)
         b, c = x.shape[:2]
         z = rearrange(x, "b c s d -> (b c) s d")
-        z, m = norm_mlp(z + self.drop(self.temporal(z)), self.norms[0], self.mlp_temporal)
-        z = self.norms[1](z + self.drop(m))
+        z, m = norm_mlp(residual(z, self.drop, self.temporal(z)), self.norms[0], self.mlp_temporal)
+        z = self.norms[1](residual(z, self.drop, m))
 
         z = rearrange(z, "(b c) s d -> (b s) c d", b=b)
-        u, m = norm_mlp(z + self.drop(self._cross_series(z)), self.norms[2], self.mlp_cross)
-        u = self.norms[3](u + self.drop(m))
+        u, m = norm_mlp(residual(z, self.drop, self._cross_series(z)), self.norms[2], self.mlp_cross)
+        u = self.norms[3](residual(u, self.drop, m))
         return rearrange(u, "(b s) c d -> b c s d", b=b)
 
     def _cross_series(self, z: Tensor) -> Tensor:  # (b s) c d -> (b s) c d
@@ -243,8 +274,8 @@ class DecoderLayer(nn.Module):
             x = x.expand(b, -1, -1, -1)  # dropout (or a hook) makes every sample's block differ
         x = rearrange(self.block(x).expand(b, -1, -1, -1), "b c s d -> (b c) s d")
         memory = rearrange(memory, "b c s d -> (b c) s d")
-        x, m = norm_mlp(x + self.drop(self.cross(x, memory)), self.norm1, self.mlp)
-        x = self.norm2(x + self.drop(m))
+        x, m = norm_mlp(residual(x, self.drop, self.cross(x, memory)), self.norm1, self.mlp)
+        x = self.norm2(residual(x, self.drop, m))
         x = rearrange(x, "(b c) s d -> b c s d", b=b)
         return x, self.readout(x)
 
