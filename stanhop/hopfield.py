@@ -18,6 +18,8 @@ Axes: b batch, q state patterns, k stored patterns, h heads, e head width, d mod
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 from stanhop.errors import UserError
 from stanhop.separation import make_separation
 
-__all__ = ["inverted_dropout", "Dropout", "scaled_mask", "unpacked_mask", "pack_bits", "unpack_bits",
+__all__ = ["inverted_dropout", "Dropout", "scaled_mask", "unpacked_mask", "uniforms", "pack_bits", "unpack_bits",
            "retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
 
 
@@ -63,7 +65,43 @@ class _Dropout(torch.autograd.Function):
 def scaled_mask(shape: torch.Size, p: float, like: Tensor) -> Tensor:
     """m / (1 − p) with mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1), built in place in the uniforms' buffer
     (float, like ``like``: multiplying by a bool mask would first copy it to float)."""
-    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).mul_(1.0 / (1.0 - p))
+    return uniforms(shape, like).ge_(p).mul_(1.0 / (1.0 - p))
+
+
+_PARALLEL_RNG_MIN = 1 << 18
+_rng_pool: ThreadPoolExecutor | None = None
+
+
+def uniforms(shape: torch.Size, like: Tensor) -> Tensor:
+    """U[0, 1) samples of ``shape`` (dtype and device of ``like``), as torch.rand.
+
+    torch.rand fills a CPU tensor in one thread (a tenth of a 2-thread training step); a
+    large one is filled here in torch.get_num_threads() parts at once, each by its own
+    generator seeded from the global one (so torch.manual_seed still reproduces a run).
+    """
+    out = torch.empty(shape, dtype=like.dtype, device=like.device)
+    n = torch.get_num_threads()
+    if out.device.type != "cpu" or n < 2 or out.numel() < _PARALLEL_RNG_MIN:
+        return out.uniform_()
+    global _rng_pool
+    if _rng_pool is None or _rng_pool._max_workers != n:
+        _rng_pool = ThreadPoolExecutor(n, thread_name_prefix="stanhop-rng")
+    parts = out.view(-1).chunk(n)
+    seeds = torch.randint(0, 2**62, (len(parts),)).tolist()
+    list(_rng_pool.map(_fill_uniform, parts, seeds))
+    return out
+
+
+def _fill_uniform(part: Tensor, seed: int) -> None:
+    part.uniform_(generator=torch.Generator().manual_seed(seed))
+
+
+def _forget_rng_pool() -> None:  # a forked child has none of the parent's threads
+    global _rng_pool
+    _rng_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_rng_pool)
 
 
 def unpacked_mask(bits: Tensor, shape: torch.Size, p: float, like: Tensor) -> Tensor:

@@ -101,14 +101,14 @@ class _NormMLP(torch.autograd.Function):
             mask = None if bits is None else unpacked_mask(bits[nb], hb.shape, ctx.p, hb)
             if mask is not None:
                 a.mul_(mask)
-            dw2.addmm_(dm[rows].t(), a)
+            torch.addmm(dw2, dm[rows].t(), a, out=dw2)  # (not addmm_: FlopCounterMode skips it)
             da = dm[rows] @ w2  # (rows, d_ff)
             if mask is not None:
                 da.mul_(mask)
             dh = torch.ops.aten.gelu_backward.grad_input(da, hb, grad_input=da)  # in place
             db1 += dh.sum(0)
             z = (r[rows] - mean[rows]).mul_(rstd[rows]).mul_(ln_w).add_(ln_b)  # LN(r) again
-            dw1.addmm_(dh.t(), z)
+            torch.addmm(dw1, dh.t(), z, out=dw1)
             if dz is None:
                 torch.mm(dh, w1, out=dz_total[rows])
             else:
