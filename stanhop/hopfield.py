@@ -36,9 +36,9 @@ __all__ = ["inverted_dropout", "Dropout", "scaled_mask", "unpacked_mask", "unifo
 def inverted_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Inverted dropout x ⊙ m / (1 − p), mᵢ ~ Bernoulli(1 − p) independently — as F.dropout.
 
-    The mask is mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1) from torch.rand: the same distribution as
-    F.dropout's bernoulli_, which draws its uniforms one at a time and is several times
-    slower on CPU. The backward pass keeps only the mask, 8 entries per byte.
+    The mask is mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1) (``uniforms``): the same distribution as
+    F.dropout's bernoulli_, which draws its uniforms one at a time in one thread and is
+    several times slower on CPU. The backward pass keeps only the mask, 8 entries per byte.
     """
     if not training or p == 0.0:
         return x
@@ -69,7 +69,7 @@ def scaled_mask(shape: torch.Size, p: float, like: Tensor) -> Tensor:
 
 
 _PARALLEL_RNG_MIN = 1 << 18
-_rng_pool: ThreadPoolExecutor | None = None
+_rng_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 
 
 def uniforms(shape: torch.Size, like: Tensor) -> Tensor:
@@ -84,11 +84,13 @@ def uniforms(shape: torch.Size, like: Tensor) -> Tensor:
     if out.device.type != "cpu" or n < 2 or out.numel() < _PARALLEL_RNG_MIN:
         return out.uniform_()
     global _rng_pool
-    if _rng_pool is None or _rng_pool._max_workers != n:
-        _rng_pool = ThreadPoolExecutor(n, thread_name_prefix="stanhop-rng")
+    if _rng_pool is None or _rng_pool[0] != n:
+        if _rng_pool is not None:
+            _rng_pool[1].shutdown(wait=False)
+        _rng_pool = (n, ThreadPoolExecutor(n, thread_name_prefix="stanhop-rng"))
     parts = out.view(-1).chunk(n)
     seeds = torch.randint(0, 2**62, (len(parts),)).tolist()
-    list(_rng_pool.map(_fill_uniform, parts, seeds))
+    list(_rng_pool[1].map(_fill_uniform, parts, seeds))
     return out
 
 
