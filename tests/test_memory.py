@@ -24,13 +24,6 @@ def tiny(**overrides) -> ModelConfig:
     return ModelConfig(**{**base, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is much faster than two fighting over a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_model(seed: int = 0, **overrides) -> STanHopNet:

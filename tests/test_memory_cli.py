@@ -18,12 +18,6 @@ SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
 REPORT_KEYS = {"test_mse", "test_mse_plain", "sudden_mse", "sudden_mse_plain", "sudden_windows", "val_mse", "val_mse_plain"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def invoke(*args: str):

@@ -29,15 +29,6 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 QUICK = ["--max-epochs", "1", "--set", "train.limit_train_batches=3", "--set", "data.split=0.04/0.02/0.02"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two OpenMP threads on a 2-core machine shared with other jobs are 10-50x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- quantized STanHop-Net
 
 
