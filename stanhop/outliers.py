@@ -72,8 +72,17 @@ class _Running:
         self.inf_norm_max = norms.max().clamp(min=self.inf_norm_max)
 
 
+# wrappers whose output is their inner ``hopfield``'s output, unchanged
+_WRAPPERS = ("HopfieldPooling", "HopfieldLayer")
+
+
 def _default_select(modules: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
-    chosen = [(n, m) for n, m in modules if type(m).__name__ in DEFAULT_MODULE_TYPES]
+    """Modules of DEFAULT_MODULE_TYPES, each output counted once: the ``hopfield`` inside a
+    HopfieldPooling or HopfieldLayer returns the wrapper's output, so only the wrapper is kept.
+    Every leaf module when none is of those types."""
+    wrappers = {n for n, m in modules if type(m).__name__ in _WRAPPERS}
+    chosen = [(n, m) for n, m in modules if type(m).__name__ in DEFAULT_MODULE_TYPES
+              and n.rpartition(".")[0] not in wrappers]
     return chosen or [(n, m) for n, m in modules if next(m.children(), None) is None]
 
 

@@ -145,3 +145,21 @@ def test_tuple_outputs_use_first_tensor():
 def test_summary_without_data_raises():
     with pytest.raises(RuntimeError):
         OutlierMonitor(Toy()).summary()
+
+
+def test_stanhop_net_counts_each_output_once():
+    """A pooling's inner Hopfield returns the pooling's output: only the pooling is measured."""
+    from stanhop.config import ModelConfig
+    from stanhop.model import STanHopNet
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(in_len=24, out_len=12, seg_len=6, win_size=2, d_model=16, d_ff=32, n_heads=2,
+                      e_layers=2, factor=3, dropout=0.0, n_series=3)
+    stats = outlier_stats(STanHopNet(cfg), [torch.randn(4, 24, 3)])
+    names = set(stats["per_module"])
+    per_block = {"temporal", "pooling", "cross_series", ""}
+    expected = {f"encoder.blocks.{i}{'.' + p if p else ''}" for i in range(2) for p in per_block}
+    expected |= {f"decoder.layers.{i}{suffix}" for i in range(3)
+                 for suffix in ("", ".cross", *(f".block{'.' + p if p else ''}" for p in per_block))}
+    assert names == expected
+    assert not any(n.endswith(".hopfield") for n in names)
