@@ -218,7 +218,7 @@ def tune(run, memory_size, memory_strategy, epochs) -> None:
     events (the 10% of test windows with the largest one-step jump from the last input step
     through the horizon).
     """
-    from stanhop.workflow import add_memory
+    from stanhop.memory_runs import add_memory
 
     csv = None
     if memory_strategy is not None and memory_strategy.startswith("csv:"):

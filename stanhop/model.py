@@ -20,7 +20,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from stanhop.config import ModelConfig
-from stanhop.hopfield import Dropout, Hopfield, HopfieldPooling, pack_bits, scaled_mask, unpacked_mask
+from stanhop.dropout import Dropout, pack_bits, scaled_mask, unpacked_mask
+from stanhop.hopfield import Hopfield, HopfieldPooling
 
 
 def n_segments(length: int, seg_len: int) -> int:

@@ -1,4 +1,4 @@
-"""The main jobs, end to end: train a run directory, evaluate a finished run, add a memory plugin.
+"""The main jobs, end to end: train a run directory, evaluate a finished run, quantize it.
 
 These functions are what the CLI's `train` and `evaluate` call; a notebook user can call
 them the same way.
@@ -61,6 +61,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     import torch
 
     from stanhop.training import EpochTimer, Forecaster, make_trainer
+
+    from stanhop.memory_runs import add_memory, check_memory_config
 
     check_memory_config(config)  # before any work, not after the training
     if resume is not None:
@@ -272,101 +274,3 @@ def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str
     metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, metrics["test"]["mse"], act_range, quantize)
     write_json(run.path / METRICS, metrics)
     return metrics
-
-
-# ---------------------------------------------------------------- memory plugins
-
-
-def check_memory_config(config: Config) -> None:
-    """Raise UserError on memory settings no run could use (before any training)."""
-    mem = config.memory
-    if mem.kind is None:
-        return
-    if not isinstance(mem.size, int) or isinstance(mem.size, bool) or mem.size < 1:
-        raise UserError(f"memory.size must be a positive whole number, got {mem.size!r}")
-    if not isinstance(mem.tune_epochs, int) or isinstance(mem.tune_epochs, bool) or mem.tune_epochs < 1:
-        raise UserError(f"memory.tune_epochs must be a positive whole number, got {mem.tune_epochs!r}")
-    if mem.strategy == "csv" and not mem.csv:
-        raise UserError("memory strategy csv needs a file: --memory-strategy csv:FILE (or memory.csv in the config)")
-    if mem.strategy == "csv" and not Path(mem.csv).is_file():
-        raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE")
-
-
-def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
-               csv: str | None = None, epochs: int | None = None, facts: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
-    """Give a trained run an external memory plugin (replacing one it has) and evaluate it.
-
-    kind "plug": Plug-and-Play, λ and β₀ chosen by validation MSE; "tune": Tune-and-Play,
-    starting from that β₀ and fine-tuned ``epochs`` epochs on the training split with the
-    backbone frozen. The memory
-    is K = ``size`` windows of the training split (or of ``csv``) chosen by ``strategy``;
-    unset arguments come from the run's config (memory section), which is updated. Writes
-    memory.safetensors + memory.json; metrics.json gets ``memory`` with MSE with and without
-    the plugin on validation, test and test's sudden-event subset (stanhop.memory.memory_report).
-    """
-    import torch
-
-    from stanhop import memory as M
-    from stanhop.config import save_config
-    from stanhop.data import Scaler
-    from stanhop.runs import CONFIG
-
-    started = time.perf_counter()
-    run = load_run(run_path)
-    model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
-    config, mem = run.config, run.config.memory
-    mem.kind = kind
-    for name, value in (("size", size), ("strategy", strategy), ("csv", csv), ("tune_epochs", epochs)):
-        if value is not None:
-            setattr(mem, name, value)
-    if strategy is not None and strategy != "csv":
-        mem.csv = None
-    config.validate()
-    check_memory_config(config)
-    config.data.columns = list(run.data.columns)
-    dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
-    rows, first_row = _memory_rows(config, dm)
-    memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
-                             seed=config.train.seed, first_row=first_row)
-
-    use_gpu = config.train.accelerator != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda" if use_gpu else "cpu")
-    if kind == "plug":
-        forecaster = M.plug_and_play(model.to(device), memory).to(device)
-        lam, beta, _ = M.choose_plug(forecaster, dm.val_dataloader())
-        details = {"lambda": lam, "beta": beta}
-    else:
-        # start from the β₀ that Plug-and-Play's validation grid prefers (on ETTh1 the default 16
-        # finds no matches and the plugin learns nothing; 1-4 do), the gate from 0 as always
-        _, beta, _ = M.choose_plug(M.plug_and_play(model.to(device), memory).to(device), dm.val_dataloader())
-        forecaster = M.tune_and_play(model, memory, beta=beta, seed=config.train.seed).to(device)
-        train_windows = dm.dataset("train")
-        losses = M.tune(forecaster, dm.series, train_windows.first, len(train_windows), epochs=mem.tune_epochs,
-                        seed=config.train.seed)
-        details = {"tune_epochs": mem.tune_epochs, "tune_loss": losses[-1], "beta_start": beta}
-    val = M.memory_report(forecaster, dm.val_dataloader())
-    forecaster.cpu()
-    settings = {"size": len(memory), "strategy": mem.strategy, "csv": mem.csv, "seed": config.train.seed}
-    M.save_memory(forecaster, run.path, settings)
-    save_config(config, run.path / CONFIG)
-    summary = {"kind": kind, "size": len(memory), "strategy": mem.strategy, **details,
-               "val_mse": val["test_mse"], "val_mse_plain": val["test_mse_plain"],
-               "seconds": round(time.perf_counter() - started, 1)}
-    return evaluate(run.path, facts={**(facts or {}), "memory": summary}, progress=progress)
-
-
-def _memory_rows(config: Config, dm):
-    """(scaled rows (rows, c), row of the first) that memory windows are taken from: the
-    training split, or the user's CSV (read with the run's columns and scaler)."""
-    import numpy as np
-    import torch
-
-    mem = config.memory
-    if mem.strategy != "csv":
-        start, end = dm.borders["train"]
-        return dm.series[start:end], start
-    from stanhop.csvio import load_series
-
-    frame = load_series(mem.csv, config.data.date_column, list(dm.columns), config.data.fill)
-    return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1
