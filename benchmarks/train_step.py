@@ -27,6 +27,7 @@ One line per separation; the last line is one JSON object keyed by separation:
 
     python benchmarks/train_step.py [--separations entmax,softmax1,softmax] [--config h24|h720]
                                     [--steps N] [--warmup N] [--rounds R] [--threads N] [--compile]
+                                    [--checkpoint]
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ TRAIN_ROWS = 12 * 30 * 24  # the 12/4/4 split's training months: the scaler's st
 # ------------------------------------------------------------------ inputs
 
 
-def model_config(config: str, separation: str) -> ModelConfig:
-    return ModelConfig(**WIDTHS, **CONFIGS[config], separation=separation)
+def model_config(config: str, separation: str, checkpoint: bool = False) -> ModelConfig:
+    return ModelConfig(**WIDTHS, **CONFIGS[config], separation=separation, checkpoint=checkpoint)
 
 
 def etth1_batch(cfg: ModelConfig, batch: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -120,7 +121,7 @@ def gflop_per_step(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
 def worker(args: argparse.Namespace) -> dict:
     """Every figure for one separation, in this (fresh) process."""
     torch.manual_seed(0)
-    cfg = model_config(args.config, args.worker)
+    cfg = model_config(args.config, args.worker, args.checkpoint)
     model = STanHopNet(cfg)
     params = sum(p.numel() for p in model.parameters())
     x, y = etth1_batch(cfg, args.batch)
@@ -174,6 +175,7 @@ def run_worker(args: argparse.Namespace, separation: str) -> dict:
            "--warmup", str(args.warmup), "--batch", str(args.batch)]
     cmd += ["--threads", str(args.threads)] if args.threads else []
     cmd += ["--compile"] if args.compile else []
+    cmd += ["--checkpoint"] if args.checkpoint else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"worker for {separation} failed:\n{done.stderr}")
@@ -190,6 +192,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compile time excluded)")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="model.checkpoint: recompute blocks in the backward pass (less memory, more time)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -204,7 +208,7 @@ def main() -> None:
     cfg = model_config(args.config, separations[0])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, config {args.config} "
           f"({CONFIGS[args.config]}, batch {args.batch}), median of {args.steps} steps after {args.warmup}"
-          f"{', torch.compile' if args.compile else ''}; load average {os.getloadavg()[0]:.1f}")
+          f"{', torch.compile' if args.compile else ''}{', model.checkpoint' if args.checkpoint else ''}; load average {os.getloadavg()[0]:.1f}")
     shape = f"{args.batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)}x{cfg.d_model}x{cfg.d_model}"
     runs: dict[str, list[dict]] = {s: [] for s in separations}
     for _ in range(args.rounds):

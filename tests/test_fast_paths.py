@@ -186,3 +186,21 @@ def test_batched_mm_broadcasts_a_batch_of_one(x_b, y_b):
     x, y = torch.randn(x_b, 3, 5), torch.randn(y_b, 5, 2)
     b = max(x_b, y_b, 4)
     torch.testing.assert_close(_batched_mm(x, y, b), (x @ y).expand(b, -1, -1))
+
+
+@pytest.mark.parametrize("separation", ["entmax", "softmax1"])
+def test_checkpointed_training_step_equals_the_plain_one_with_dropout(separation):
+    """model.checkpoint recomputes blocks in the backward pass with the same dropout draws."""
+    x, y = torch.randn(4, 24, 3), torch.randn(4, 12, 3)
+    results = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = STanHopNet(_cfg(separation=separation, dropout=0.3, checkpoint=on)).train()
+        torch.manual_seed(1)
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_plain, g_plain), (loss_ckpt, g_ckpt) = results
+    torch.testing.assert_close(loss_ckpt, loss_plain)
+    for name, grad in g_plain.items():
+        torch.testing.assert_close(g_ckpt[name], grad, atol=1e-6, rtol=1e-5, msg=name)
