@@ -50,7 +50,7 @@ class ModelConfig:
     separation: str = "entmax"  # entmax (GSH) | softmax1 (OutEffHop) | softmax | sparsemax | entmax15 | clipped
     gate: bool = False  # Gated Attention on every retrieval
     n_series: int = 7  # number of channels; set from the data at training time
-    checkpoint: bool = False  # training keeps only block inputs, recomputes the rest: ~half the memory, ~25% slower
+    checkpoint: bool = False  # training keeps only block inputs, recomputes the rest: ~half the memory, ~30% slower
 
 
 @dataclass

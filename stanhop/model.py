@@ -318,7 +318,7 @@ class STanHopNet(nn.Module):
     learnable α), softmax1 (OutEffHop), softmax, sparsemax, entmax15, clipped; `cfg.gate`
     adds Gated Attention to every retrieval; `cfg.checkpoint` recomputes every encoder block
     and decoder layer in the backward pass instead of keeping its activations (measured at the
-    horizon-720 setting: peak RSS 8.1 -> 3.9 GB, +25% time per step).
+    horizon-720 setting: peak RSS 7.9 -> 3.8 GB, +30% time per step).
     """
 
     def __init__(self, cfg: ModelConfig):
