@@ -25,16 +25,13 @@ from collections import defaultdict
 
 import torch
 
-from stanhop.data import Scaler
 from stanhop.runs import load_run
-from stanhop.workflow import make_data_module
+from stanhop.workflow import run_data_module
 
 
-def retrieval_weights(run_path: str, batches: int) -> dict[str, dict[str, float]]:
-    run = load_run(run_path)
-    config = run.config
-    config.data.columns = list(run.data.columns)
-    dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
+def retrieval_weights(run, batches: int) -> dict[str, dict[str, float]]:
+    """The figures of a loaded run (stanhop.runs.load_run), per retrieval module."""
+    dm = run_data_module(run)
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0, 0.0])  # max, null, >½, 1/k, rows
 
     def record(name: str):
@@ -72,8 +69,9 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for path in args.runs:
-        results[path] = figures = retrieval_weights(path, args.batches)
-        print(f"{path} ({load_run(path).config.model.separation})")
+        run = load_run(path)
+        results[path] = figures = retrieval_weights(run, args.batches)
+        print(f"{path} ({run.config.model.separation})")
         print(f"  {'module':<42} {'max weight':>10} {'uniform':>8} {'null mass':>9} {'P(null>½)':>9}")
         for name, f in figures.items():
             print(f"  {name:<42} {f['max_weight']:>10.3f} {f['uniform']:>8.3f} {round(f['null_mass'], 3) + 0.0:>9.3f} "

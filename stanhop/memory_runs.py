@@ -13,7 +13,7 @@ from typing import Any
 from stanhop.config import Config
 from stanhop.errors import UserError
 from stanhop.runs import load_run
-from stanhop.workflow import evaluate, make_data_module
+from stanhop.workflow import evaluate, run_data_module
 
 
 def check_memory_config(config: Config) -> None:
@@ -48,7 +48,6 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
 
     from stanhop import memory as M
     from stanhop.config import save_config
-    from stanhop.data import Scaler
     from stanhop.runs import CONFIG
 
     started = time.perf_counter()
@@ -63,8 +62,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         mem.csv = None
     config.validate()
     check_memory_config(config)
-    config.data.columns = list(run.data.columns)
-    dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
+    dm = run_data_module(run)
     rows, first_row = _memory_rows(config, dm)
     memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
                              seed=config.train.seed, first_row=first_row)

@@ -48,8 +48,7 @@ METRICS = (
 )
 RELATIVE_CHANGE = ("test_mse", "test_mae", "kurtosis", "inf_norm", "w8a8_mse")  # the others: difference
 PLOTTED = ("kurtosis", "inf_norm", "w8a8_mse")
-# config keys that may differ between a reused run and the study (where it ran, not what it learned)
-# where and how a run computed, not what: a run that differs only in these is the same run
+# config keys that may differ between a reused run and the study (where and how it ran, not what it learned)
 _IGNORED_KEYS = {("model", "n_series"), ("model", "checkpoint"), ("data", "num_workers"), ("train", "accelerator"),
                  ("train", "devices"), ("train", "strategy"), ("train", "num_nodes")}
 

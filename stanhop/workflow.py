@@ -40,6 +40,15 @@ def make_data_module(config: Config, scaler=None):
     return dm
 
 
+def run_data_module(run):
+    """The data module of a finished run's config (as the caller may have edited it: another
+    data file or split), with the run's columns and its own scaler, never one fit anew."""
+    from stanhop.data import Scaler
+
+    run.config.data.columns = list(run.data.columns)
+    return make_data_module(run.config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
+
+
 def data_info(dm, config: Config) -> DataInfo:
     return DataInfo(
         columns=list(dm.columns), freq=dm.freq, date_column=config.data.date_column,
@@ -178,10 +187,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         config.data.name = data
     if split is not None:
         config.data.split = split
-    from stanhop.data import Scaler
-
-    config.data.columns = list(run.data.columns)
-    dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
+    dm = run_data_module(run)
 
     from tqdm.auto import tqdm
 
@@ -259,8 +265,6 @@ def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str
     Cheaper than ``evaluate(run, quantize=...)`` when the FP32 test results are already there
     (it does not recompute them, the validation errors or the outlier statistics).
     """
-    from stanhop.data import Scaler
-
     _check_quantize(quantize, act_range)
     run = load_run(run_path)
     metrics = run.metrics
@@ -269,8 +273,7 @@ def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str
     config = run.config
     config.data.name = metrics.get("data", config.data.name)  # where the FP32 results were measured
     config.data.split = metrics.get("split", config.data.split)
-    config.data.columns = list(run.data.columns)
-    dm = make_data_module(config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
+    dm = run_data_module(run)
     metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, metrics["test"]["mse"], act_range, quantize)
     write_json(run.path / METRICS, metrics)
     return metrics

@@ -15,8 +15,8 @@ def load_script(name: str):
     return module
 
 
-def test_retrieval_weights_of_a_trained_run(run_dir):
-    figures = load_script("retrieval_weights").retrieval_weights(str(run_dir), batches=2)
+def test_retrieval_weights_of_a_trained_run(run):
+    figures = load_script("retrieval_weights").retrieval_weights(run, batches=2)
     assert any(name.endswith("temporal") for name in figures)
     for name, f in figures.items():
         assert f["uniform"] - 1e-6 <= f["max_weight"] <= 1.0, name  # the largest weight is at least the mean
