@@ -1,8 +1,9 @@
 """Speed and memory of one STanHop-Net training step at the ETTh1 benchmark settings.
 
 For each separation map, in a fresh process of its own (so that its peak RSS is its own):
-seconds per training step (forward, MSE loss, backward, gradient clipping at 5, Adam step),
-training and forward-only (eval mode, inference_mode) samples per second, peak RSS
+seconds per training step (forward, MSE loss, backward, gradient clipping at 5, Adam step;
+with ``--micro-batch N``, forward and backward N windows at a time with the gradient accumulated,
+as ``stanhop train`` does with train.micro_batch_size), training and forward-only (eval mode, inference_mode) samples per second, peak RSS
 (ru_maxrss), parameter count, GFLOP of matrix products per training step (torch's
 FlopCounterMode), and ``efficiency`` = achieved GFLOP/s ÷ this machine's float32 matmul rate
 at the model's typical shape ((b·c·s) × d by d × d), measured in the same process between
@@ -20,19 +21,22 @@ Configs (the OutEffHop/STanHop ETTh1 settings; widths d_model 256, d_ff 512, 4 h
 factor 10, dropout 0.3, 7 series, batch 128):
     h24:  in 168, out 24,  seg 12, win 4, e_layers 2
     h720: in 720, out 720, seg 24, win 2, e_layers 3
+or a YAML config file (configs/*.yaml): its model, batch size and micro-batch size, with
+each separation in turn (ETTh1 windows of its lengths).
 
 One line per separation; the last line is one JSON object keyed by separation:
     {sep: {"s_per_step", "train_samples_per_s", "fwd_samples_per_s", "peak_rss_mib",
            "params", "gflop_per_step", "efficiency"}, ...}
 
-    python benchmarks/train_step.py [--separations entmax,softmax1,softmax] [--config h24|h720]
+    python benchmarks/train_step.py [--separations entmax,softmax1,softmax] [--config h24|h720|FILE]
                                     [--steps N] [--warmup N] [--rounds R] [--threads N] [--compile]
-                                    [--checkpoint]
+                                    [--checkpoint] [--micro-batch N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -46,8 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stanhop.config import SEPARATIONS, ModelConfig
+from stanhop.config import SEPARATIONS, ModelConfig, load_config
 from stanhop.model import STanHopNet, n_segments
+from stanhop.training import accumulate_gradients
 
 WIDTHS = dict(d_model=256, d_ff=512, n_heads=4, factor=10, dropout=0.3, n_series=7)
 CONFIGS = {
@@ -61,8 +66,20 @@ TRAIN_ROWS = 12 * 30 * 24  # the 12/4/4 split's training months: the scaler's st
 # ------------------------------------------------------------------ inputs
 
 
-def model_config(config: str, separation: str, checkpoint: bool = False) -> ModelConfig:
-    return ModelConfig(**WIDTHS, **CONFIGS[config], separation=separation, checkpoint=checkpoint)
+def settings(config: str, separation: str, checkpoint: bool = False) -> tuple[ModelConfig, int, int | None]:
+    """(model config, batch size, micro-batch size) of a named config (h24, h720: the whole batch
+    at once) or of a YAML config file, with this separation."""
+    if config in CONFIGS:
+        return ModelConfig(**WIDTHS, **CONFIGS[config], separation=separation, checkpoint=checkpoint), BATCH, None
+    full = load_config(config)
+    model = dataclasses.replace(full.model, separation=separation, checkpoint=checkpoint or full.model.checkpoint)
+    return model, full.train.batch_size, full.train.micro_batch_size
+
+
+def resolved(args: argparse.Namespace, separation: str) -> tuple[ModelConfig, int, int | None]:
+    """settings() with --batch and --micro-batch (0: the whole batch) applied."""
+    cfg, batch, micro = settings(args.config, separation, args.checkpoint)
+    return cfg, args.batch or batch, micro if args.micro_batch is None else (args.micro_batch or None)
 
 
 def etth1_batch(cfg: ModelConfig, batch: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -99,10 +116,11 @@ def matmul_rate(m: int, d: int, repeats: int = 8) -> float:
     return 2 * m * d * d / statistics.median(times) / 1e9
 
 
-def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> None:
-    loss = torch.nn.functional.mse_loss(model(x), y)
+def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
+                  micro_batch_size: int | None = None) -> None:
+    """One step as ``stanhop train`` takes it (stanhop.training.Forecaster.training_step)."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    accumulate_gradients(model, x, y, micro_batch_size)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     opt.step()
 
@@ -121,11 +139,11 @@ def gflop_per_step(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
 def worker(args: argparse.Namespace) -> dict:
     """Every figure for one separation, in this (fresh) process."""
     torch.manual_seed(0)
-    cfg = model_config(args.config, args.worker, args.checkpoint)
+    cfg, batch, micro = resolved(args, args.worker)
     model = STanHopNet(cfg)
     params = sum(p.numel() for p in model.parameters())
-    x, y = etth1_batch(cfg, args.batch)
-    typical_rows = args.batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)
+    x, y = etth1_batch(cfg, batch)
+    typical_rows = batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)
     step_model = torch.compile(model) if args.compile else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -134,7 +152,7 @@ def worker(args: argparse.Namespace) -> dict:
     for i in range(args.warmup + args.steps):
         rates.append(matmul_rate(typical_rows, cfg.d_model))
         start = time.perf_counter()
-        training_step(step_model, opt, x, y)
+        training_step(step_model, opt, x, y, micro)
         if i >= args.warmup:
             step_s.append(time.perf_counter() - start)
         elif i == 0:
@@ -155,8 +173,8 @@ def worker(args: argparse.Namespace) -> dict:
     s_step, s_fwd, rate = statistics.median(step_s), statistics.median(fwd_s), statistics.median(rates)
     return {
         "s_per_step": round(s_step, 3),
-        "train_samples_per_s": round(args.batch / s_step, 1),
-        "fwd_samples_per_s": round(args.batch / s_fwd, 1),
+        "train_samples_per_s": round(batch / s_step, 1),
+        "fwd_samples_per_s": round(batch / s_fwd, 1),
         "peak_rss_mib": round(peak_rss_mib),
         "params": params,
         "gflop_per_step": round(gflop, 1),
@@ -172,10 +190,12 @@ def worker(args: argparse.Namespace) -> dict:
 
 def run_worker(args: argparse.Namespace, separation: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", separation, "--config", args.config, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--batch", str(args.batch)]
+           "--warmup", str(args.warmup)]
+    cmd += ["--batch", str(args.batch)] if args.batch else []
     cmd += ["--threads", str(args.threads)] if args.threads else []
     cmd += ["--compile"] if args.compile else []
     cmd += ["--checkpoint"] if args.checkpoint else []
+    cmd += ["--micro-batch", str(args.micro_batch)] if args.micro_batch is not None else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"worker for {separation} failed:\n{done.stderr}")
@@ -185,15 +205,19 @@ def run_worker(args: argparse.Namespace, separation: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--separations", default="entmax,softmax1,softmax")
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="h24")
+    parser.add_argument("--config", default="h24",
+                        help="h24, h720, or a YAML config file (its model, batch_size and micro_batch_size)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=1, help="processes per separation (best kept)")
-    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--batch", type=int, default=None, help=f"windows per step (default: {BATCH}, or the file's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compile time excluded)")
     parser.add_argument("--checkpoint", action="store_true",
                         help="model.checkpoint: recompute blocks in the backward pass (less memory, more time)")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="train.micro_batch_size: windows per forward/backward pass, 0 the whole batch "
+                             "(default: the whole batch, or the file's)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -205,11 +229,15 @@ def main() -> None:
     unknown = [s for s in separations if s not in SEPARATIONS]
     if unknown:
         parser.error(f"unknown separation(s) {unknown}; choose from {', '.join(SEPARATIONS)}")
-    cfg = model_config(args.config, separations[0])
+    if args.config not in CONFIGS and not Path(args.config).is_file():
+        parser.error(f"--config: {args.config} is neither {' nor '.join(CONFIGS)} nor a config file")
+    cfg, batch, micro = resolved(args, separations[0])
+    shown = {k: getattr(cfg, k) for k in ("in_len", "out_len", "seg_len", "win_size", "e_layers", "d_model", "d_ff")}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, config {args.config} "
-          f"({CONFIGS[args.config]}, batch {args.batch}), median of {args.steps} steps after {args.warmup}"
-          f"{', torch.compile' if args.compile else ''}{', model.checkpoint' if args.checkpoint else ''}; load average {os.getloadavg()[0]:.1f}")
-    shape = f"{args.batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)}x{cfg.d_model}x{cfg.d_model}"
+          f"({shown}, batch {batch}), median of {args.steps} steps after {args.warmup}"
+          f"{', torch.compile' if args.compile else ''}{', model.checkpoint' if args.checkpoint else ''}"
+          f"{f', micro-batches of {micro}' if micro else ''}; load average {os.getloadavg()[0]:.1f}")
+    shape = f"{batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)}x{cfg.d_model}x{cfg.d_model}"
     runs: dict[str, list[dict]] = {s: [] for s in separations}
     for _ in range(args.rounds):
         for separation in separations:

@@ -66,6 +66,7 @@ class MemoryConfig:
 class TrainConfig:
     lr: float = 1e-4
     batch_size: int = 512
+    micro_batch_size: int | None = None  # windows per forward/backward pass (None: the whole batch); same gradient, less memory
     max_epochs: int = 100
     patience: int = 5  # early stopping on validation MSE
     lr_halving_epochs: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10])
@@ -133,6 +134,9 @@ class Config:
             value = getattr(t, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"train.{name} must be a positive whole number, got {value!r}")
+        micro = t.micro_batch_size
+        if micro is not None and (not isinstance(micro, int) or isinstance(micro, bool) or micro < 1):
+            raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {micro!r}")
         t.precision = str(t.precision)  # YAML reads `precision: 32` as a number
         if t.precision not in ("32", "bf16-mixed", "16-mixed", "64"):
             raise UserError(f"train.precision must be 32 or bf16-mixed, got {t.precision!r}")

@@ -50,7 +50,7 @@ RELATIVE_CHANGE = ("test_mse", "test_mae", "kurtosis", "inf_norm", "w8a8_mse")  
 PLOTTED = ("kurtosis", "inf_norm", "w8a8_mse")
 # config keys that may differ between a reused run and the study (where and how it ran, not what it learned)
 _IGNORED_KEYS = {("model", "n_series"), ("model", "checkpoint"), ("data", "num_workers"), ("train", "accelerator"),
-                 ("train", "devices"), ("train", "strategy"), ("train", "num_nodes")}
+                 ("train", "devices"), ("train", "strategy"), ("train", "num_nodes"), ("train", "micro_batch_size")}
 
 
 @dataclass(frozen=True)

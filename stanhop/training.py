@@ -1,8 +1,13 @@
 """Training with Lightning: a thin LightningModule around STanHopNet and the Trainer factory.
 
 The LightningModule holds only the loss (MSE), the optimiser (Adam), the papers' schedule
-(learning rate halved at fixed epochs) and logging; windowing and scaling live in the data
-module, the mathematics in the model.
+(learning rate halved at fixed epochs), gradient clipping and logging; windowing and scaling
+live in the data module, the mathematics in the model.
+
+A training step may run its batch through the model in micro-batches (``train.micro_batch_size``
+windows per forward and backward pass), accumulating the gradient: windows do not interact in
+STanHop-Net (no statistic is taken across the batch), so the step's gradient is the whole
+batch's, while only one micro-batch's activations are kept at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 from torch.nn import functional as F
 
+from collections.abc import Callable
+
 from stanhop.config import Config
 from stanhop.errors import UserError
 from stanhop.model import STanHopNet
@@ -25,27 +32,61 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+def accumulate_gradients(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, micro_batch_size: int | None,
+                         backward: Callable[[Tensor], None] = Tensor.backward) -> Tensor:
+    """MSE(model(x), y) over the whole batch, its gradient accumulated into the parameters'
+    ``.grad`` by ``backward`` one micro-batch of ``micro_batch_size`` windows at a time (the
+    whole batch at once when None): x (b, in_len, c), y (b, out_len, c) -> the loss (detached).
+
+    Each micro-batch's mean is weighted by its share of the windows, so the losses, and their
+    gradients, add up to the whole batch's mean. Raises TrainingDiverged on a NaN or infinite
+    loss, before its backward pass.
+    """
+    size = micro_batch_size or len(x)
+    total = torch.zeros((), device=x.device)
+    for xs, ys in zip(x.split(size), y.split(size)):
+        loss = F.mse_loss(model(xs), ys) * (len(xs) / len(x))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()}")
+        backward(loss)
+        total += loss.detach()
+    return total
+
+
 class Forecaster(L.LightningModule):
-    """MSE training of a STanHopNet with Adam and a step-halving learning rate."""
+    """MSE training of a STanHopNet with Adam, a step-halving learning rate and gradient-norm
+    clipping. The optimisation is written out (Lightning's manual optimisation) because a step
+    may take several backward passes (``accumulate_gradients``)."""
 
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
         self.model = STanHopNet(config.model)
+        self.automatic_optimization = False
 
     def forward(self, x: Tensor) -> Tensor:  # (b, in_len, c) -> (b, out_len, c)
         return self.model(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = F.mse_loss(self(x), y)
-        if not torch.isfinite(loss):
+        t = self.config.train
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            loss = accumulate_gradients(self, x, y, t.micro_batch_size, self.manual_backward)
+        except TrainingDiverged as diverged:
             raise TrainingDiverged(
-                f"loss became {loss.item()} at epoch {self.current_epoch} step {self.global_step}; "
+                f"{diverged} at epoch {self.current_epoch} step {self.global_step}; "
                 "the last good checkpoint is kept in checkpoints/: lower train.lr or check the data for extreme values"
-            )
+            ) from None
+        if t.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=t.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x), sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()  # the halving schedule counts epochs
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -118,7 +159,6 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         strategy=t.strategy,
         num_nodes=t.num_nodes,
         precision=t.precision,
-        gradient_clip_val=t.grad_clip,
         deterministic=t.deterministic,
         limit_train_batches=None if limit == 1.0 else int(limit) if limit > 1 else float(limit),
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),

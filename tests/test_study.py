@@ -149,6 +149,7 @@ def test_run_state_train_quantize_finished_and_other_settings(tmp_path):
     assert run_state(run, config) == "finished"
     assert run_state(run, config, act_range="percentile:99.9") == "quantize"  # another range: recompute W8A8
     config.train.accelerator = "gpu"  # where it runs does not matter
+    config.train.micro_batch_size = 8  # nor how many windows go through the model at a time
     assert run_state(run, config) == "finished"
     config.train.max_epochs = 7
     with pytest.raises(UserError, match="train.max_epochs 2 .asked 7.*another --out"):
