@@ -142,6 +142,8 @@ def _print_metrics(metrics: dict) -> None:
 @click.option("--gate", is_flag=True, default=None, help="Gated Attention on every retrieval.")
 @click.option("--max-epochs", type=int, default=None, help="Most epochs (early stopping may end sooner).")
 @click.option("--batch-size", type=int, default=None, help="Batch size.")
+@click.option("--micro-batch-size", type=int, default=None,
+              help="Windows per forward/backward pass: the same training with less memory (may change on --resume). [default: from config]")
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @click.option("--deterministic", is_flag=True, default=None, help="Deterministic algorithms (slower).")
 @click.option("--memory", type=click.Choice(["plug", "tune"]), default=None, help="External memory plugin.")
@@ -157,7 +159,8 @@ def _print_metrics(metrics: dict) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run from its last checkpoint (--max-epochs may change its limit).")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
-def train(config_path, data, date_column, columns, split, in_len, out_len, separation, gate, max_epochs, batch_size, seed,
+def train(config_path, data, date_column, columns, split, in_len, out_len, separation, gate, max_epochs, batch_size,
+          micro_batch_size, seed,
           deterministic, memory, memory_size, memory_strategy, accelerator, devices, strategy, num_nodes, precision,
           overrides, out, force, resume, fill) -> None:
     """Train STanHop-Net on ETTh1 or a CSV; print test MSE/MAE and outlier statistics.
@@ -174,6 +177,8 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
         config = load_config(check_run_dir(resume) / CONFIG)
         if max_epochs is not None:  # e.g. extend a finished run, or end an interrupted one sooner
             config.train.max_epochs = max_epochs
+        if micro_batch_size is not None:  # e.g. after running out of memory: the same training
+            config.train.micro_batch_size = micro_batch_size
     else:
         strategy_csv = None
         if memory_strategy and memory_strategy.startswith("csv:"):
@@ -181,7 +186,8 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
         chosen = _option_overrides({
             "data.name": data, "data.date_column": date_column, "data.columns": _split_list(columns), "data.split": split,
             "data.fill": fill, "model.in_len": in_len, "model.out_len": out_len, "model.separation": separation,
-            "model.gate": gate, "train.max_epochs": max_epochs, "train.batch_size": batch_size, "train.seed": seed,
+            "model.gate": gate, "train.max_epochs": max_epochs, "train.batch_size": batch_size,
+            "train.micro_batch_size": micro_batch_size, "train.seed": seed,
             "train.deterministic": deterministic, "memory.kind": memory, "memory.size": memory_size,
             "memory.strategy": memory_strategy, "memory.csv": strategy_csv, "train.accelerator": accelerator,
             "train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes, "train.precision": precision,

@@ -180,7 +180,10 @@ class STanHopBlock(nn.Module):
         z, m = norm_mlp(residual(z, self.drop, self.temporal(z)), self.norms[0], self.mlp_temporal)
         z = self.norms[1](residual(z, self.drop, m))
 
-        z = rearrange(z, "(b c) s d -> (b s) c d", b=b)
+        # one copy into the cross-series layout, shared by the pooling's and the retrieval's
+        # projections (on a strided view each Linear would copy it for itself, then add its bias
+        # in a separate pass)
+        z = rearrange(z, "(b c) s d -> (b s) c d", b=b).contiguous()
         u, m = norm_mlp(residual(z, self.drop, self._cross_series(z)), self.norms[2], self.mlp_cross)
         u = self.norms[3](residual(u, self.drop, m))
         return rearrange(u, "(b s) c d -> b c s d", b=b)

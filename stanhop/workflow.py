@@ -31,11 +31,14 @@ def _is_child_process() -> bool:
 
 
 def make_data_module(config: Config, scaler=None):
-    """The data module of a config, set up; ``scaler`` replaces the one fit on training rows."""
+    """The data module of a config, set up; ``scaler`` replaces the one fit on training rows.
+    Validation and test go ``train.micro_batch_size`` windows at a time when it is set, as
+    training does."""
     from stanhop.data import ForecastDataModule
 
-    m = config.model
-    dm = ForecastDataModule(config.data, m.in_len, m.out_len, config.train.batch_size, scaler=scaler)
+    m, t = config.model, config.train
+    dm = ForecastDataModule(config.data, m.in_len, m.out_len, t.batch_size, eval_batch_size=t.micro_batch_size,
+                            scaler=scaler)
     dm.setup()
     return dm
 

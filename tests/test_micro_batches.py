@@ -5,6 +5,7 @@ give the whole batch's loss and gradient, and training with them the same weight
 """
 
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -16,6 +17,7 @@ from stanhop.errors import UserError
 from stanhop.model import STanHopNet
 from stanhop.training import Forecaster, TrainingDiverged, accumulate_gradients, make_trainer
 
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = dict(in_len=12, out_len=6, seg_len=3, win_size=2, d_model=8, d_ff=16, n_heads=2, e_layers=2,
             factor=2, n_series=3)
 
@@ -90,3 +92,23 @@ def test_micro_batch_size_must_be_a_positive_whole_number_or_null(value):
     config.train.micro_batch_size = value
     with pytest.raises(UserError, match="train.micro_batch_size"):
         config.validate()
+
+
+def test_evaluation_goes_micro_batch_size_windows_at_a_time_with_the_same_figures():
+    from stanhop.config import load_config
+    from stanhop.evaluation import forecast_errors
+    from stanhop.workflow import make_data_module
+
+    config = load_config(SMOKE)
+    whole = make_data_module(config)
+    config.train.micro_batch_size = 5
+    parts = make_data_module(config)
+    assert whole.val_dataloader().batch_size == config.train.batch_size
+    assert parts.val_dataloader().batch_size == parts.test_dataloader().batch_size == 5
+    assert parts.train_dataloader().batch_size == config.train.batch_size  # a step still sees the whole batch
+    config.model.n_series = whole.n_series
+    torch.manual_seed(0)
+    model = STanHopNet(config.model)
+    scaler = whole.scaler
+    figures = [forecast_errors(model, dm.test_dataloader(), scaler.mean, scaler.scale) for dm in (whole, parts)]
+    assert figures[0] == pytest.approx(figures[1], rel=1e-6)

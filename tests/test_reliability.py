@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from stanhop.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
@@ -58,11 +59,13 @@ def test_resume_after_a_kill_mid_epoch_finishes_all_epochs(tmp_path: Path):
     killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, SMOKE, str(run), "2", "resume"], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
-    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run)], catch_exceptions=False)
+    # as after running out of memory: the rest in micro-batches, which does not change the training
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--micro-batch-size", "16"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3  # as many as an uninterrupted run of max_epochs=3
     assert val_epochs(run) == [0, 1, 2]
+    assert load_config(run / "config.yaml").train.micro_batch_size == 16
 
 
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
