@@ -12,6 +12,7 @@ batch's, while only one micro-batch's activations are kept at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -20,8 +21,6 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 from torch.nn import functional as F
-
-from collections.abc import Callable
 
 from stanhop.config import Config
 from stanhop.errors import UserError
