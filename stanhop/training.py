@@ -13,6 +13,7 @@ batch's, while only one micro-batch's activations are kept at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -32,22 +33,26 @@ class TrainingDiverged(UserError):
 
 
 def accumulate_gradients(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, micro_batch_size: int | None,
-                         backward: Callable[[Tensor], None] = Tensor.backward) -> Tensor:
+                         backward: Callable[[Tensor], None] = Tensor.backward,
+                         unsynced: Callable[[], AbstractContextManager] = nullcontext) -> Tensor:
     """MSE(model(x), y) over the whole batch, its gradient accumulated into the parameters'
     ``.grad`` by ``backward`` one micro-batch of ``micro_batch_size`` windows at a time (the
     whole batch at once when None): x (b, in_len, c), y (b, out_len, c) -> the loss (detached).
 
     Each micro-batch's mean is weighted by its share of the windows, so the losses, and their
-    gradients, add up to the whole batch's mean. Raises TrainingDiverged on a NaN or infinite
-    loss, before its backward pass.
+    gradients, add up to the whole batch's mean. Every backward pass but the last runs inside
+    ``unsynced()`` (under data-parallel training: no gradient exchange until the last one).
+    Raises TrainingDiverged on a NaN or infinite loss, before its backward pass.
     """
     size = micro_batch_size or len(x)
+    parts = list(zip(x.split(size), y.split(size)))
     total = torch.zeros((), device=x.device)
-    for xs, ys in zip(x.split(size), y.split(size)):
+    for i, (xs, ys) in enumerate(parts):
         loss = F.mse_loss(model(xs), ys) * (len(xs) / len(x))
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()}")
-        backward(loss)
+        with unsynced() if i < len(parts) - 1 else nullcontext():
+            backward(loss)
         total += loss.detach()
     return total
 
@@ -72,7 +77,7 @@ class Forecaster(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         try:
-            loss = accumulate_gradients(self, x, y, t.micro_batch_size, self.manual_backward)
+            loss = accumulate_gradients(self, x, y, t.micro_batch_size, self.manual_backward, self._unsynced)
         except TrainingDiverged as diverged:
             raise TrainingDiverged(
                 f"{diverged} at epoch {self.current_epoch} step {self.global_step}; "
@@ -86,6 +91,12 @@ class Forecaster(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()  # the halving schedule counts epochs
+
+    def _unsynced(self) -> AbstractContextManager:
+        """Under DDP, keep a backward pass's gradients local (they are exchanged with the last
+        micro-batch's); otherwise nothing."""
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None else nullcontext()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -41,6 +41,27 @@ def test_micro_batches_give_the_whole_batchs_loss_and_gradient(separation):
         assert torch.allclose(grad, expected[name], rtol=1e-4, atol=1e-7), name
 
 
+def test_only_the_last_backward_pass_synchronises():
+    from contextlib import contextmanager
+
+    model = STanHopNet(ModelConfig(**TINY, dropout=0.0))
+    passes: list[bool] = []  # per backward pass: inside unsynced()?
+    held = [False]
+
+    @contextmanager
+    def unsynced():
+        held[0] = True
+        yield
+        held[0] = False
+
+    def backward(loss):
+        passes.append(held[0])
+        loss.backward()
+
+    accumulate_gradients(model, torch.randn(7, 12, 3), torch.randn(7, 6, 3), 3, backward, unsynced)
+    assert passes == [True, True, False]  # 3 + 3 + 1 windows: gradients exchanged once, with the last
+
+
 def test_a_diverged_micro_batch_stops_before_its_backward_pass():
     model = STanHopNet(ModelConfig(**TINY, dropout=0.0))
     x, y = torch.randn(6, 12, 3), torch.randn(6, 6, 3)

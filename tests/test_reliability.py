@@ -135,8 +135,10 @@ def test_run_directories_that_do_not_exist_or_belong_to_another_tool(tmp_path: P
 def test_ddp_on_two_cpu_processes_matches_a_single_process_run(tmp_path: Path):
     common = ["train", "--config", SMOKE, "--accelerator", "cpu", "--set", "train.max_epochs=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # half the batch on each of two processes: the same global batch and number of steps
-    ddp = subprocess.run([STANHOP, *common, "--devices", "2", "--strategy", "ddp", "--batch-size", "32", "--out", str(tmp_path / "ddp")],
+    # half the batch on each of two processes: the same global batch and number of steps (and each
+    # process's half in two micro-batches: gradients summed over backward passes, then synchronised)
+    ddp = subprocess.run([STANHOP, *common, "--devices", "2", "--strategy", "ddp", "--batch-size", "32", "--micro-batch-size", "16",
+                          "--out", str(tmp_path / "ddp")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("kurtosis (avg)") == 1  # rank 0 alone reports and writes
