@@ -22,3 +22,24 @@ def test_retrieval_weights_of_a_trained_run(run):
         assert f["uniform"] - 1e-6 <= f["max_weight"] <= 1.0, name  # the largest weight is at least the mean
         assert f["null_mass"] == pytest.approx(0.0, abs=1e-5), name  # the smoke run's map sums to one
         assert f["p_null_over_half"] == 0.0
+
+
+def test_train_step_measures_a_config_file_in_micro_batches():
+    import json
+    import subprocess
+    import sys
+
+    from stanhop.config import load_config
+    from stanhop.model import STanHopNet
+
+    smoke = ROOT / "configs" / "smoke.yaml"  # batch 64, here 8 windows a pass
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--config", str(smoke),
+                           "--separations", "softmax1", "--steps", "1", "--warmup", "1", "--micro-batch", "8"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "batch 64" in done.stdout and "micro-batches of 8" in done.stdout
+    figures = json.loads(done.stdout.strip().splitlines()[-1])["softmax1"]
+    model = load_config(smoke).model
+    model.separation = "softmax1"
+    assert figures["params"] == sum(p.numel() for p in STanHopNet(model).parameters())
+    assert figures["s_per_step"] > 0 and figures["gflop_per_step"] > 0 and figures["peak_rss_mib"] > 0
