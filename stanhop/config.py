@@ -117,7 +117,7 @@ class Config:
         m, t, mem = self.model, self.train, self.memory
         for name in ("in_len", "out_len", "seg_len", "win_size", "d_model", "d_ff", "n_heads", "e_layers", "factor", "n_series"):
             value = getattr(m, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _positive_whole(value):
                 raise UserError(f"model.{name} must be a positive whole number, got {value!r}")
         if m.d_model % m.n_heads:
             raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
@@ -132,11 +132,10 @@ class Config:
             raise UserError(f"train.lr must be a positive number, got {t.lr!r}")
         for name in ("batch_size", "max_epochs", "devices", "num_nodes"):
             value = getattr(t, name)
-            if not isinstance(value, int) or value < 1:
+            if not _positive_whole(value):
                 raise UserError(f"train.{name} must be a positive whole number, got {value!r}")
-        micro = t.micro_batch_size
-        if micro is not None and (not isinstance(micro, int) or isinstance(micro, bool) or micro < 1):
-            raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {micro!r}")
+        if t.micro_batch_size is not None and not _positive_whole(t.micro_batch_size):
+            raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {t.micro_batch_size!r}")
         t.precision = str(t.precision)  # YAML reads `precision: 32` as a number
         if t.precision not in ("32", "bf16-mixed", "16-mixed", "64"):
             raise UserError(f"train.precision must be 32 or bf16-mixed, got {t.precision!r}")
@@ -146,6 +145,10 @@ class Config:
             raise UserError(f"memory.strategy must be one of {', '.join(MEMORY_STRATEGIES)}, got {mem.strategy!r}")
         if self.data.fill not in (None, "ffill", "interpolate"):
             raise UserError(f"data.fill must be ffill or interpolate, got {self.data.fill!r}")
+
+
+def _positive_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class _Loader(yaml.SafeLoader):
