@@ -1,14 +1,17 @@
-"""Dropout for CPU training: the same distribution as torch's, drawn and stored cheaper.
+"""Dropout for CPU training: torch's inverted dropout, drawn and stored cheaper.
 
 ``inverted_dropout(x, p)`` is F.dropout's x ⊙ m / (1 − p), mᵢ ~ Bernoulli(1 − p), with
 
-- the uniforms behind m drawn in parallel parts on CPU (``uniforms``): torch fills a CPU
-  tensor's bernoulli_/uniform_ in one thread, a tenth of a 2-thread training step;
+- the mask drawn from 16-bit uniform integers, four from each random 64-bit word
+  (``keep_mask``), in parallel parts on CPU: torch's bernoulli_/uniform_ spend one
+  generator draw per entry in one thread, about an eighth of a 2-thread training step.
+  The rate is p rounded to a multiple of 2⁻¹⁶ (``rounded_rate``: 0.3 → 0.300003), and
+  the kept entries are scaled by 1 / (1 − that rate), so E[output] = x exactly;
 - the mask kept for the backward pass as bits, 8 entries per byte (``pack_bits``), not as
   a float or bool tensor of the activation's size.
 
 ``Dropout`` is nn.Dropout through it; the fused blocks of stanhop.model use the pieces
-(``scaled_mask``, ``pack_bits``, ``unpacked_mask``) directly.
+(``keep_mask``, ``scaled``, ``pack_bits``, ``unpacked_mask``) directly.
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["inverted_dropout", "Dropout", "scaled_mask", "unpacked_mask", "uniforms", "pack_bits", "unpack_bits"]
+__all__ = ["inverted_dropout", "Dropout", "keep_mask", "rounded_rate", "scaled", "unpacked_mask",
+           "random_words", "pack_bits", "unpack_bits"]
+
+_LEVELS = 1 << 16  # a mask entry is one 16-bit lane of a random word: 65536 equally likely values
 
 
 def inverted_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """Inverted dropout x ⊙ m / (1 − p), mᵢ ~ Bernoulli(1 − p) independently — as F.dropout.
-
-    The mask is mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1) (``uniforms``): the same distribution as
-    F.dropout's bernoulli_, which draws its uniforms one at a time in one thread and is
-    several times slower on CPU. The backward pass keeps only the mask, 8 entries per byte.
-    """
+    """Inverted dropout x ⊙ m / (1 − p), mᵢ ~ Bernoulli(1 − p) independently — as F.dropout,
+    with p rounded to a multiple of 2⁻¹⁶ (``rounded_rate``). The backward pass keeps only the
+    mask, 8 entries per byte."""
     if not training or p == 0.0:
         return x
     if p >= 1.0:
@@ -43,50 +46,71 @@ class _Dropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, p: float) -> Tensor:
-        mask = scaled_mask(x.shape, p, x)
-        ctx.p, ctx.shape = p, mask.shape
-        ctx.save_for_backward(pack_bits(mask != 0) if ctx.needs_input_grad[0] else None)
-        return x * mask
+        keep = keep_mask(x.shape, p, x.device)
+        ctx.p, ctx.shape = p, keep.shape
+        ctx.save_for_backward(pack_bits(keep) if ctx.needs_input_grad[0] else None)
+        return x * scaled(keep, p, x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         return unpacked_mask(ctx.saved_tensors[0], ctx.shape, ctx.p, grad).mul_(grad), None
 
 
-def scaled_mask(shape: torch.Size, p: float, like: Tensor) -> Tensor:
-    """m / (1 − p) with mᵢ = [uᵢ ≥ p], uᵢ ~ U[0, 1), built in place in the uniforms' buffer
-    (float, like ``like``: multiplying by a bool mask would first copy it to float)."""
-    return uniforms(shape, like).ge_(p).mul_(1.0 / (1.0 - p))
+def _dropped_levels(p: float) -> int:
+    return min(max(round(p * _LEVELS), 0), _LEVELS - 1)
 
 
-_PARALLEL_RNG_MIN = 1 << 18
+def rounded_rate(p: float) -> float:
+    """The dropout rate keep_mask draws: p rounded to a multiple of 2⁻¹⁶, below 1."""
+    return _dropped_levels(p) / _LEVELS
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
+    """bool ``shape``, True = kept, each entry independently with probability 1 − rounded_rate(p).
+
+    Entry i is kept when the i-th 16-bit lane of ``random_words`` (uniform over
+    −2¹⁵ … 2¹⁵ − 1) is at least round(p·2¹⁶) − 2¹⁵. Lanes are used in order, so a tensor drawn
+    in blocks of multiples of 4 entries gets the same mask as one drawn at once (serially).
+    """
+    n = math.prod(shape)
+    lanes = random_words(-(-n // 4), device).view(torch.int16)[:n]
+    return lanes.ge(_dropped_levels(p) - _LEVELS // 2).view(shape)
+
+
+def scaled(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
+    """The kept entries' factor m / (1 − rounded_rate(p)), 0 where dropped, as ``dtype``
+    (multiplying by a bool mask directly is several times slower)."""
+    return keep.to(dtype).mul_(1.0 / (1.0 - rounded_rate(p)))
+
+
+_PARALLEL_RNG_MIN = 1 << 16  # words
 _rng_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 
 
-def uniforms(shape: torch.Size, like: Tensor) -> Tensor:
-    """U[0, 1) samples of ``shape`` (dtype and device of ``like``), as torch.rand.
+def random_words(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """n uniformly random int64 words (all 64 bits random), from torch's global generator.
 
-    torch.rand fills a CPU tensor in one thread (a tenth of a 2-thread training step); a
-    large one is filled here in torch.get_num_threads() parts at once, each by its own
-    generator seeded from the global one (so torch.manual_seed still reproduces a run).
+    torch fills a CPU tensor in one thread; a large one is filled here in
+    torch.get_num_threads() parts at once, each by its own generator seeded from the global
+    one (so torch.manual_seed still reproduces a run).
     """
-    out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    n = torch.get_num_threads()
-    if out.device.type != "cpu" or n < 2 or out.numel() < _PARALLEL_RNG_MIN:
-        return out.uniform_()
+    out = torch.empty(n, dtype=torch.int64, device=device)
+    threads = torch.get_num_threads()
+    if out.device.type != "cpu" or threads < 2 or n < _PARALLEL_RNG_MIN:
+        return out.random_(-(2**63), None)
     global _rng_pool
-    if _rng_pool is None or _rng_pool[0] != n:
+    if _rng_pool is None or _rng_pool[0] != threads:
         if _rng_pool is not None:
             _rng_pool[1].shutdown(wait=False)
-        _rng_pool = (n, ThreadPoolExecutor(n, thread_name_prefix="stanhop-rng"))
-    parts = out.view(-1).chunk(n)
+        _rng_pool = (threads, ThreadPoolExecutor(threads, thread_name_prefix="stanhop-rng"))
+    parts = out.chunk(threads)
     seeds = torch.randint(0, 2**62, (len(parts),)).tolist()
-    list(_rng_pool[1].map(_fill_uniform, parts, seeds))
+    list(_rng_pool[1].map(_fill_random, parts, seeds))
     return out
 
 
-def _fill_uniform(part: Tensor, seed: int) -> None:
-    part.uniform_(generator=torch.Generator().manual_seed(seed))
+def _fill_random(part: Tensor, seed: int) -> None:
+    part.random_(-(2**63), None, generator=torch.Generator().manual_seed(seed))
 
 
 def _forget_rng_pool() -> None:  # a forked child has none of the parent's threads
@@ -98,8 +122,8 @@ os.register_at_fork(after_in_child=_forget_rng_pool)
 
 
 def unpacked_mask(bits: Tensor, shape: torch.Size, p: float, like: Tensor) -> Tensor:
-    """scaled_mask's values again, from pack_bits(mask != 0)."""
-    return unpack_bits(bits, shape).to(like.dtype).mul_(1.0 / (1.0 - p))
+    """scaled(keep, p, like.dtype) again, from pack_bits(keep)."""
+    return scaled(unpack_bits(bits, shape), p, like.dtype)
 
 
 _SPREAD, _BIT_OF_BYTE = 0x0101010101010101, 0x8040201008040201 - 2**64  # int64 bit patterns
@@ -131,7 +155,7 @@ def unpack_bits(bits: Tensor, shape: torch.Size) -> Tensor:
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout computed by ``inverted_dropout`` (same distribution, faster on CPU)."""
+    """nn.Dropout computed by ``inverted_dropout`` (its rate rounded to a multiple of 2⁻¹⁶; faster on CPU)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return inverted_dropout(x, self.p, self.training)

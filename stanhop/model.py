@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from stanhop.config import ModelConfig
-from stanhop.dropout import Dropout, pack_bits, scaled_mask, unpacked_mask
+from stanhop.dropout import Dropout, keep_mask, pack_bits, scaled, unpacked_mask
 from stanhop.hopfield import Hopfield, HopfieldPooling
 
 
@@ -83,9 +83,9 @@ class _NormMLP(torch.autograd.Function):
         for rows, nb in _row_blocks(h):  # nb: the block's bytes of packed mask
             a = F.gelu(h[rows])
             if p > 0:
-                mask = scaled_mask(a.shape, p, a)  # uniforms drawn in row order, as for all of h
-                a.mul_(mask)
-                bits[nb] = pack_bits(mask != 0)
+                keep = keep_mask(a.shape, p, a.device)  # drawn in row order, as for all of h at once
+                a.mul_(scaled(keep, p, a.dtype))
+                bits[nb] = pack_bits(keep)
             torch.addmm(b2, a, w2.t(), out=m[rows])
         ctx.save_for_backward(r, mean, rstd, ln_w, ln_b, w1, w2, h, bits)
         ctx.p = p

@@ -1,7 +1,7 @@
 """The speed and memory shortcuts compute what the plain modules compute.
 
 Each shortcut of stanhop.dropout and stanhop.model is checked against the plain path it
-replaces: the bit-packed dropout mask, the parallel uniforms, the fused LayerNorm + MLP
+replaces: the bit-packed dropout mask, the parallel random words, the fused LayerNorm + MLP
 (with dropout, same random draws), the composed projection of the pooled patterns, the
 decoder's first block run once for the whole batch, and learned patterns met as one matrix.
 A forward hook on a module makes the model take the plain path (hooks must see every module
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from stanhop.config import ModelConfig
-from stanhop.dropout import Dropout, inverted_dropout, pack_bits, scaled_mask, uniforms, unpack_bits, unpacked_mask
+from stanhop.dropout import (Dropout, inverted_dropout, keep_mask, pack_bits, random_words, rounded_rate, scaled,
+                             unpack_bits, unpacked_mask)
 from stanhop.hopfield import _batched_mm
 from stanhop.model import MLP, STanHopBlock, STanHopNet, norm_mlp, observed
 
@@ -42,18 +43,39 @@ def test_pack_bits_puts_entry_8i_plus_j_in_bit_j_of_byte_i():
 # ------------------------------------------------------------------ dropout
 
 
-def test_parallel_uniforms_are_uniform_and_reproducible(monkeypatch):
+def test_parallel_random_words_are_uniform_and_reproducible(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # the parallel fill, whatever the machine
-    like = torch.empty(0)
     torch.manual_seed(4)
-    u = uniforms((700, 600), like)  # above the size where the fill goes parallel
+    words = random_words(1 << 17)  # above the size where the fill goes parallel
     torch.manual_seed(4)
-    assert torch.equal(u, uniforms((700, 600), like))
-    assert 0.0 <= u.min() and u.max() < 1.0
-    assert u.mean().item() == pytest.approx(0.5, abs=2e-3)
-    assert u.var().item() == pytest.approx(1 / 12, abs=2e-3)
-    parts = u.view(-1).chunk(3)  # each part its own generator: no two parts alike
+    assert torch.equal(words, random_words(1 << 17))
+    bits = torch.stack([words.bitwise_right_shift(i).bitwise_and(1) for i in range(64)], dim=1).double()
+    assert bits.mean(0).sub(0.5).abs().max().item() < 0.01  # every one of the 64 bits is a fair coin
+    lanes = words.view(torch.int16).double()  # the 16-bit lanes keep_mask compares: uniform on -2^15 .. 2^15 - 1
+    sigma_of_mean = 2**16 / 12**0.5 / lanes.numel() ** 0.5
+    assert lanes.mean().item() == pytest.approx(-0.5, abs=5 * sigma_of_mean)
+    assert lanes.var().item() == pytest.approx((2**32 - 1) / 12, rel=0.01)
+    parts = words.chunk(3)  # each part its own generator: no two parts alike
     assert not torch.equal(parts[0][:100], parts[1][:100])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+def test_keep_mask_keeps_one_minus_the_rounded_rate(p):
+    assert rounded_rate(p) == round(p * 2**16) / 2**16
+    assert abs(rounded_rate(p) - p) <= 2**-17
+    torch.manual_seed(3)
+    n = 1 << 22
+    kept = keep_mask((n,), p).double().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(kept - (1 - rounded_rate(p))) < 5 * sigma
+
+
+def test_keep_mask_drawn_in_blocks_equals_drawn_at_once():
+    torch.manual_seed(5)
+    whole = keep_mask((12, 10), 0.3)
+    torch.manual_seed(5)
+    blocks = torch.cat([keep_mask((4, 10), 0.3), keep_mask((8, 10), 0.3)])  # multiples of 4 entries
+    assert torch.equal(whole, blocks)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -63,10 +85,10 @@ def test_inverted_dropout_keeps_one_minus_p_scaled_and_backward_uses_the_same_ma
     y = inverted_dropout(x, p)
     kept = y != 0
     assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.01)
-    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    torch.testing.assert_close(y[kept], x[kept] / (1 - rounded_rate(p)))
     grad = torch.randn_like(y)
     y.backward(grad)
-    torch.testing.assert_close(x.grad, grad * kept / (1 - p))
+    torch.testing.assert_close(x.grad, grad * kept / (1 - rounded_rate(p)))
 
 
 def test_dropout_module_is_identity_in_eval_and_matches_f_dropout_in_distribution():
@@ -79,11 +101,11 @@ def test_dropout_module_is_identity_in_eval_and_matches_f_dropout_in_distributio
     assert ours == pytest.approx(theirs, abs=0.01)
 
 
-def test_scaled_mask_unpacks_to_itself():
+def test_packed_mask_unpacks_to_the_scaled_mask():
     torch.manual_seed(2)
+    keep = keep_mask((33, 17), 0.4)
     like = torch.empty(0)
-    mask = scaled_mask((33, 17), 0.4, like)
-    assert torch.equal(unpacked_mask(pack_bits(mask != 0), mask.shape, 0.4, like), mask)
+    assert torch.equal(unpacked_mask(pack_bits(keep), keep.shape, 0.4, like), scaled(keep, 0.4, like.dtype))
 
 
 # ------------------------------------------------------------------ fused LayerNorm + MLP
@@ -104,7 +126,7 @@ def test_fused_norm_mlp_equals_the_modules_forward_and_backward(p, monkeypatch):
     def run(plain: bool):
         handle = _plain(norm) if plain else None
         x = r.clone().requires_grad_()
-        torch.manual_seed(7)  # the same uniforms, drawn in the same (row) order on both paths
+        torch.manual_seed(7)  # the same random words, drawn in the same (row) order on both paths
         z, m = norm_mlp(x, norm, mlp)
         (z.square().sum() + (m * torch.linspace(-1, 1, 12)).sum()).backward()
         grads = [x.grad] + [t.grad.clone() for t in (*norm.parameters(), *mlp.parameters())]
