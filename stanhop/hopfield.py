@@ -154,20 +154,22 @@ class Hopfield(nn.Module):
         return bool(fused) and self.separation.sdpa is not None
 
     def _per_head(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
-        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e). Heads are views of the projections (no
-        # copies, forward or backward).
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e). Heads are views of the projections, split
+        # along the last axis: no copies forward; backward, one concatenation of their gradients
+        # along that axis (measured faster than stacking them on a new one, as unbind would).
         h = self.n_heads
         b = max(q.shape[0], kv.shape[0])
-        qs = q.unflatten(-1, (h, -1)).unbind(-2)  # h × (b, q, e)
-        kvs = kv.unflatten(-1, (2 * h, -1)).unbind(-2)  # 2h × (b, k, e): keys, then values
-        scale = 1.0 / math.sqrt(qs[0].shape[-1])
+        e = q.shape[-1] // h
+        qs = q.split(e, dim=-1)  # h × (b, q, e)
+        kvs = kv.split(e, dim=-1)  # 2h × (b, k, e): keys, then values
+        scale = 1.0 / math.sqrt(e)
         scores = torch.stack([_batched_mm(qi, ki.transpose(1, 2), b) for qi, ki in zip(qs, kvs[:h])],
                              dim=1).mul_(scale)  # (b, h, q, k)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = inverted_dropout(self.separation(scores, dim=-1), p)
-        return torch.stack([_batched_mm(wi, vi, b) for wi, vi in zip(weights.unbind(1), kvs[h:])],
-                           dim=2)  # (b, q, h, e)
+        z = torch.cat([_batched_mm(wi, vi, b) for wi, vi in zip(weights.unbind(1), kvs[h:])], dim=-1)  # (b, q, d)
+        return z.unflatten(-1, (h, e))
 
     def _sdpa(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
         # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e) through scaled_dot_product_attention (softmax,
