@@ -1,14 +1,15 @@
 """Speed and memory of one STanHop-Net training step at the ETTh1 benchmark settings.
 
 For each separation map, in a fresh process of its own (so that its peak RSS is its own):
-seconds per training step (forward, MSE loss, backward, gradient clipping at 5, Adam step;
+seconds per training step (forward, MSE loss, backward, gradient clipping at 5, fused Adam step;
 with ``--micro-batch N``, forward and backward N windows at a time with the gradient
 accumulated, as ``stanhop train`` does with train.micro_batch_size), training and
 forward-only (eval mode, inference_mode, the whole batch) samples per second, peak RSS
 (ru_maxrss), parameter count, GFLOP of matrix products per training step (torch's
 FlopCounterMode), and ``efficiency`` = achieved GFLOP/s ÷ this machine's float32 matmul rate
 at the model's typical shape ((b·c·s) × d by d × d), measured in the same process between
-the timed steps, so that load from other processes falls on both alike.
+the timed steps, so that load from other processes falls on both alike. Freed memory stays
+mapped, as in ``stanhop train`` (stanhop.allocator).
 
 Times are medians over ``--steps`` timed steps after ``--warmup`` untimed ones; peak RSS is
 read before the FLOPs are counted (one more forward + backward under FlopCounterMode). The
