@@ -83,7 +83,7 @@ class _NormMLP(torch.autograd.Function):
         for rows, nb in _row_blocks(h):  # nb: the block's bytes of packed mask
             a = F.gelu(h[rows])
             if p > 0:
-                keep = keep_mask(a.shape, p, a.device)  # drawn in row order, as for all of h at once
+                keep = keep_mask(a.shape, p, a.device)  # in row order: below the parallel size, h's mask drawn at once
                 a.mul_(scaled(keep, p, a.dtype))
                 bits[nb] = pack_bits(keep)
             torch.addmm(b2, a, w2.t(), out=m[rows])
