@@ -95,9 +95,9 @@ class Hopfield(nn.Module):
     A batch of 1 in either state or stored broadcasts against the other (learned patterns
     are projected once, not once per sample, and meet the batch in one matrix product).
 
-    Computation (the same mathematics on every path): Q (b, q, d) and [K | V] (b, k, 2d) are
-    copied once each into head-major layout (h, b, ·, e), so each of the two products is one
-    batched product over heads and samples; softmax and Softmax₁ go through scaled_dot_product_attention where
+    Computation (the same mathematics on every path): each head works on views of the
+    projections Q (b, q, d) and [K | V] (b, k, 2d) — no head-split copies forward or
+    backward; softmax and Softmax₁ go through scaled_dot_product_attention where
     ``_fuses`` says so and no dropout acts on CPU (there SDPA falls back to an unfused
     path that copies per sample); dropout on the weights uses ``inverted_dropout``.
     """
@@ -136,38 +136,44 @@ class Hopfield(nn.Module):
         q = self.q(state)  # (b, q, d)
         if kv is None:
             kv = self.kv(state if stored is None else stored)  # (b, k, 2d)
+        if mask is not None and mask.dim() == 3:
+            mask = rearrange(mask, "b q k -> b 1 q k")
         p = self.dropout if self.training else 0.0
         if self.update_steps:
             z = self._iterated(q, kv, mask)
         elif self._fuses(q) and (p == 0.0 or q.device.type != "cpu"):
             z = self._sdpa(q, kv, mask, p)
-        else:  # head-major copies; rebinding the names frees the projections as soon as they are copied
-            (q,), (k, v) = _HeadMajor.apply(q, self.n_heads, 1), _HeadMajor.apply(kv, self.n_heads, 2)
-            del kv
-            z = self._per_head(q, k, v, mask, p)
-        if self.gate is not None:  # z (h, b, q, e)
-            z = z * rearrange(self._gates(state), "b h q 1 -> h b q 1")
-        return torch.cat(z.unbind(0), dim=-1)  # (b, q, (h e)): faster than a permuted copy, both ways
+        else:
+            z = self._per_head(q, kv, mask, p)
+        if self.gate is not None:  # z (b, q, h, e)
+            z = z * rearrange(self._gates(state), "b h q 1 -> b q h 1")
+        return rearrange(z, "b q h e -> b q (h e)")
 
     def _fuses(self, q: Tensor) -> bool:
         fused = q.device.type != "cpu" if self.fused is None else self.fused
         return bool(fused) and self.separation.sdpa is not None
 
-    def _per_head(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
-        # q (h, b | 1, q, e), k and v (h, b | 1, k, e), mask (q, k) | (b, q, k) -> (h, b, q, e).
-        # Head-major layout: every head's products are one batched product on contiguous
-        # matrices, measured 2.5× faster than on the heads' strided views of the projections
-        # (MKL's batched GEMM, at STanHop's 7-14 patterns per matrix).
-        scores = _head_mm(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (h, b, q, k)
+    def _per_head(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e). Heads are views of the projections, split
+        # along the last axis: no copies forward; backward, one concatenation of their gradients
+        # along that axis (measured faster than stacking them on a new one, as unbind would).
+        h = self.n_heads
+        b = max(q.shape[0], kv.shape[0])
+        e = q.shape[-1] // h
+        qs = q.split(e, dim=-1)  # h × (b, q, e)
+        kvs = kv.split(e, dim=-1)  # 2h × (b, k, e): keys, then values
+        scale = 1.0 / math.sqrt(e)
+        scores = torch.stack([_batched_mm(qi, ki.transpose(1, 2), b) for qi, ki in zip(qs, kvs[:h])],
+                             dim=1).mul_(scale)  # (b, h, q, k)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = inverted_dropout(self.separation(scores, dim=-1), p)
-        return _head_mm(weights, v)
+        z = torch.cat([_batched_mm(wi, vi, b) for wi, vi in zip(weights.unbind(1), kvs[h:])], dim=-1)  # (b, q, d)
+        return z.unflatten(-1, (h, e))
 
     def _sdpa(self, q: Tensor, kv: Tensor, mask: Tensor | None, p: float) -> Tensor:
-        # q (b, q, d), kv (b, k, 2d) -> (h, b, q, e) through scaled_dot_product_attention (softmax,
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e) through scaled_dot_product_attention (softmax,
         # softmax1; on CPU only without dropout: with it SDPA falls back to a slow unfused path)
-        mask = _over_heads(mask)
         if self.separation.sdpa == "softmax1":  # one zero stored pattern: score 0, projection 0
             kv = F.pad(kv, (0, 0, 0, 1))
             if mask is not None:
@@ -175,11 +181,10 @@ class Hopfield(nn.Module):
         b = max(q.shape[0], kv.shape[0])
         q = rearrange(q, "b q (h e) -> b h q e", h=self.n_heads).expand(b, -1, -1, -1)
         k, v = rearrange(kv, "b k (two h e) -> two b h k e", two=2, h=self.n_heads).expand(-1, b, -1, -1, -1)
-        return rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), "b h q e -> h b q e")
+        return rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), "b h q e -> b q h e")
 
     def _iterated(self, q: Tensor, kv: Tensor, mask: Tensor | None) -> Tensor:
-        # q (b, q, d), kv (b, k, 2d) -> (h, b, q, e): update_steps updates, then the retrieval
-        mask = _over_heads(mask)
+        # q (b, q, d), kv (b, k, 2d) -> (b, q, h, e): update_steps updates, then the retrieval
         q = rearrange(q, "b q (h e) -> b h q e", h=self.n_heads)
         k, v = rearrange(kv, "b k (two h e) -> two b h k e", two=2, h=self.n_heads)
         b = max(q.shape[0], k.shape[0])
@@ -188,7 +193,7 @@ class Hopfield(nn.Module):
             q = retrieve(q, k, k, self.separation, mask=mask, fused=self.fused)
         z = retrieve(q, k, v, self.separation, mask=mask, dropout=self.dropout, training=self.training,
                      fused=self.fused)  # (b, h, q, e)
-        return rearrange(z, "b h q e -> h b q e")
+        return rearrange(z, "b h q e -> b q h e")
 
     def _gates(self, state: Tensor) -> Tensor:
         # state (b, q, d) -> (b, h, q, 1)
@@ -196,39 +201,15 @@ class Hopfield(nn.Module):
         return torch.sigmoid(torch.stack([lin(s) for lin, s in zip(self.gate, slices)], dim=1))
 
 
-class _HeadMajor(torch.autograd.Function):
-    """x (b, n, (g h e)) -> g tensors (h, b, n, e), each contiguous, from one copy of x. Backward,
-    the heads' gradients are concatenated along the last axis straight into x's layout (one
-    pass; measured 1.4-1.9× faster than the permuted copy autograd would make, or than
-    writing into a permuted view)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, h: int, g: int):
-        return rearrange(x, "b n (g h e) -> g h b n e", g=g, h=h).contiguous().unbind(0)
-
-    @staticmethod
-    def backward(ctx, *grads: Tensor):
-        return torch.cat([head for grad in grads for head in grad.unbind(0)], dim=-1), None, None
-
-
-def _over_heads(mask: Tensor | None) -> Tensor | None:
-    """A mask (q, k) | (b, q, k) for scores laid out (b, h, q, k)."""
-    return rearrange(mask, "b q k -> b 1 q k") if mask is not None and mask.dim() == 3 else mask
-
-
-def _head_mm(x: Tensor, y: Tensor) -> Tensor:
-    """x @ y per head and sample: (h, b | 1, n, m) @ (h, b | 1, m, p) -> (h, b, n, p), contiguous.
-
-    A side with a batch of 1 (learned patterns) is one matrix per head, met by the other
-    side's stacked samples in one product per head (not b small ones)."""
-    (h, bx, n, m), (by, p) = x.shape, y.shape[1::2]
-    b = max(bx, by)
-    if bx == 1 and by > 1:  # (y_bᵀ x_0ᵀ)ᵀ for every b
-        yt = y.transpose(-2, -1).reshape(h, b * p, m)
-        return torch.bmm(yt, x[:, 0].transpose(-2, -1)).view(h, b, p, n).transpose(-2, -1).contiguous()
-    if by == 1 and bx > 1:
-        return torch.bmm(x.reshape(h, b * n, m), y[:, 0]).view(h, b, n, p)
-    return torch.bmm(x.flatten(0, 1), y.flatten(0, 1)).view(h, b, n, p)
+def _batched_mm(x: Tensor, y: Tensor, b: int) -> Tensor:
+    """x @ y for (b | 1, n, k) @ (b | 1, k, m) -> (b, n, m). A batch of 1 (learned patterns)
+    is one matrix for the whole batch: one product of the stacked other side with it, not
+    b small ones (or broadcast with stride 0 when both are 1 and b > 1: no copy)."""
+    if x.shape[0] == 1 and y.shape[0] == b > 1:  # (y_bᵀ x_0ᵀ)ᵀ for every b
+        return (y.transpose(1, 2).flatten(0, 1) @ x[0].t()).view(b, y.shape[2], x.shape[1]).transpose(1, 2)
+    if y.shape[0] == 1 and x.shape[0] == b > 1:
+        return (x.flatten(0, 1) @ y[0]).view(b, x.shape[1], y.shape[2])
+    return torch.bmm(x.expand(b, -1, -1), y.expand(b, -1, -1))
 
 
 class HopfieldPooling(nn.Module):

@@ -12,7 +12,6 @@ import math
 
 import pytest
 import torch
-from einops import rearrange
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -20,7 +19,7 @@ from torch import nn
 from stanhop.config import ModelConfig
 from stanhop.dropout import (Dropout, inverted_dropout, keep_mask, pack_bits, random_words, rounded_rate, scaled,
                              unpack_bits, unpacked_mask)
-from stanhop.hopfield import _head_mm, _HeadMajor
+from stanhop.hopfield import _batched_mm
 from stanhop.model import MLP, STanHopBlock, STanHopNet, norm_mlp, observed
 
 # ------------------------------------------------------------------ bits
@@ -204,26 +203,11 @@ def test_decoder_first_block_once_for_the_batch_equals_once_per_sample():
 
 
 @pytest.mark.parametrize("x_b,y_b", [(1, 4), (4, 1), (4, 4), (1, 1)])
-def test_head_mm_broadcasts_a_batch_of_one(x_b, y_b):
+def test_batched_mm_broadcasts_a_batch_of_one(x_b, y_b):
     torch.manual_seed(0)
-    x, y = torch.randn(2, x_b, 3, 5), torch.randn(2, y_b, 5, 6)
-    out = _head_mm(x, y)
-    assert out.is_contiguous()
-    torch.testing.assert_close(out, x @ y)  # torch.matmul broadcasts the batch of one
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-def test_head_major_copy_and_its_gradient(groups):
-    """(b, n, (g h e)) -> g × (h, b, n, e) contiguous; the backward pass writes the gradients
-    straight into one tensor: both equal what autograd gives for the plain rearrangement."""
-    torch.manual_seed(0)
-    x = torch.randn(3, 5, groups * 4 * 2, dtype=torch.double, requires_grad=True)
-    parts = _HeadMajor.apply(x, 4, groups)
-    plain = rearrange(x, "b n (g h e) -> g h b n e", g=groups, h=4).unbind(0)
-    assert all(p.is_contiguous() for p in parts)
-    for got, want in zip(parts, plain):
-        torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(lambda t: _HeadMajor.apply(t, 4, groups), (x,))
+    x, y = torch.randn(x_b, 3, 5), torch.randn(y_b, 5, 2)
+    b = max(x_b, y_b, 4)
+    torch.testing.assert_close(_batched_mm(x, y, b), (x @ y).expand(b, -1, -1))
 
 
 @pytest.mark.parametrize("separation", ["entmax", "softmax1"])
