@@ -97,13 +97,17 @@ def resolve(name_or_path: str | os.PathLike, *, timeout: float = DOWNLOAD_TIMEOU
     info = lookup(text)
     if info is None:
         raise UserError(f"unknown data set '{text}'; known: {', '.join(known_names())} (or give the path of a CSV file)")
+    return local_copy(info.name) or download(info, cache_dir() / f"{info.name}.csv", timeout=timeout)
+
+
+def local_copy(name: str) -> Path | None:
+    """The file of a registered data set already on this machine (``$STANHOP_DATA_DIR``, then
+    the cache), without downloading; None when neither holds it."""
     folder = data_dir()
-    if folder is not None and (folder / f"{info.name}.csv").is_file():
-        return folder / f"{info.name}.csv"
-    cached = cache_dir() / f"{info.name}.csv"
-    if cached.is_file():
-        return cached
-    return download(info, cached, timeout=timeout)
+    for path in ([folder / f"{name}.csv"] if folder is not None else []) + [cache_dir() / f"{name}.csv"]:
+        if path.is_file():
+            return path
+    return None
 
 
 def how_to_provide(info: DatasetInfo) -> str:

@@ -15,22 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 _shared = ROOT.parent / "shared" / "data"
 if "STANHOP_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["STANHOP_DATA_DIR"] = str(_shared)
-# No STANHOP_DATA_DIR: the copy `make quickstart` downloaded into the cache, where the library
-# looks next (stanhop.datasets); the tests themselves never download.
-if "STANHOP_DATA_DIR" not in os.environ and (datasets.cache_dir() / "ETTh1.csv").is_file():
-    os.environ["STANHOP_DATA_DIR"] = str(datasets.cache_dir())
+# ETTh1 where the library finds it without downloading (STANHOP_DATA_DIR, then the cache that
+# `make quickstart` fills); the tests never download. Subprocesses get its folder.
+ETTH1 = datasets.local_copy("ETTh1")
+if ETTH1 is not None:
+    os.environ["STANHOP_DATA_DIR"] = str(ETTH1.parent)
 
 
 def pytest_sessionstart(session) -> None:
-    if not (Path(os.environ.get("STANHOP_DATA_DIR", "/nonexistent")) / "ETTh1.csv").is_file():
+    if ETTH1 is None:
         pytest.exit("the tests need ETTh1.csv on this machine and never download it: run `make quickstart` once "
                     "(it downloads and caches it), or set STANHOP_DATA_DIR to a folder holding it", returncode=2)
 
 
 @pytest.fixture
 def etth1_path() -> Path:
-    """The real ETTh1 file from STANHOP_DATA_DIR (CI points it at ../shared/data)."""
-    return Path(os.environ["STANHOP_DATA_DIR"]) / "ETTh1.csv"
+    """The real ETTh1 file (CI points STANHOP_DATA_DIR at ../shared/data)."""
+    return ETTH1
 
 
 # smoke.yaml with smaller parts and 4 training batches an epoch: the same kind of run, faster

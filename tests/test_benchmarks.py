@@ -1,9 +1,15 @@
 """The analysis scripts in benchmarks/ run on a real (smoke) run and report sane figures."""
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from stanhop.config import load_config
+from stanhop.model import STanHopNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,13 +31,6 @@ def test_retrieval_weights_of_a_trained_run(run):
 
 
 def test_train_step_measures_a_config_file_in_micro_batches():
-    import json
-    import subprocess
-    import sys
-
-    from stanhop.config import load_config
-    from stanhop.model import STanHopNet
-
     smoke = ROOT / "configs" / "smoke.yaml"  # batch 64, here 8 windows a pass
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--config", str(smoke),
                            "--separations", "softmax1", "--steps", "1", "--warmup", "1", "--micro-batch", "8"],

@@ -118,6 +118,18 @@ def test_data_dir_comes_before_the_cache(dirs, monkeypatch):
     assert datasets.resolve("Toy") == data / "Toy.csv"
 
 
+def test_local_copy_looks_where_resolve_does_but_never_downloads(server, dirs, monkeypatch):
+    cache, data = dirs
+    register(monkeypatch, f"{server}/Toy.csv")
+    assert datasets.local_copy("Toy") is None and _Handler.requests == []
+    cache.mkdir(parents=True)
+    (cache / "Toy.csv").write_bytes(CSV)
+    assert datasets.local_copy("Toy") == cache / "Toy.csv"
+    (data / "Toy.csv").write_bytes(CSV)
+    assert datasets.local_copy("Toy") == data / "Toy.csv" == datasets.resolve("Toy")
+    assert _Handler.requests == []
+
+
 def test_a_path_comes_before_a_registered_name(tmp_path, dirs, monkeypatch):
     register(monkeypatch, f"http://127.0.0.1:{closed_port()}/Toy.csv")
     monkeypatch.chdir(tmp_path)
