@@ -135,7 +135,7 @@ def pack_bits(mask: Tensor) -> Tensor:
     Each group of 8 bytes (0 or 1), read as one little-endian int64 x, packs to the top byte
     of x · 0x0102040810204080 (the partial products never overlap, so nothing carries).
     """
-    flat = mask.reshape(-1).view(torch.uint8)
+    flat = _as_bytes(mask.reshape(-1))
     if flat.numel() % 8:
         flat = F.pad(flat, (0, -flat.numel() % 8))
     words = flat.view(-1, 8).view(torch.int64).view(-1)
@@ -151,7 +151,14 @@ def unpack_bits(bits: Tensor, shape: torch.Size) -> Tensor:
     """
     x = bits.to(torch.int64).mul_(_SPREAD).bitwise_and_(_BIT_OF_BYTE).add_(0x7F7F7F7F7F7F7F7F)
     x = x.bitwise_right_shift_(7).bitwise_and_(_SPREAD)
-    return x.view(torch.uint8)[: math.prod(shape)].view(torch.bool).view(shape)
+    x = x.view(torch.uint8)[: math.prod(shape)]
+    return (x.to(torch.bool) if torch.compiler.is_compiling() else x.view(torch.bool)).view(shape)
+
+
+def _as_bytes(mask: Tensor) -> Tensor:
+    """bool -> uint8 (0 or 1): a free reinterpretation, or under torch.compile a cast (inductor
+    cannot lower a bitcast from bool)."""
+    return mask.to(torch.uint8) if torch.compiler.is_compiling() else mask.view(torch.uint8)
 
 
 class Dropout(nn.Dropout):

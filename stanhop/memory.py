@@ -304,12 +304,15 @@ def block_inputs_and_forecast(model: nn.Module, x: Tensor) -> tuple[Tensor, list
 
 @torch.no_grad()
 def backbone_outputs(model: nn.Module, x: Tensor, batch_size: int = 256) -> tuple[Tensor, list[Tensor]]:
-    """`block_inputs_and_forecast` of the model in eval mode, in batches: (n, out_len, c), [(n, c, s_i, d)]."""
+    """`block_inputs_and_forecast` of the model in eval mode, in batches: (n, out_len, c), [(n, c, s_i, d)].
+    Each batch runs where the model is (e.g. a GPU); the results come back to x's device."""
     was_training = model.training
     model.eval()
-    parts = [block_inputs_and_forecast(model, chunk) for chunk in x.split(batch_size)]
+    device = next(model.parameters()).device
+    parts = [block_inputs_and_forecast(model, chunk.to(device)) for chunk in x.split(batch_size)]
     model.train(was_training)
-    return torch.cat([f for f, _ in parts]), [torch.cat(h) for h in zip(*(h for _, h in parts))]
+    forecast, inputs = torch.cat([f for f, _ in parts]), [torch.cat(h) for h in zip(*(h for _, h in parts))]
+    return forecast.to(x.device), [h.to(x.device) for h in inputs]
 
 
 def memory_patterns(model: nn.Module, memory: MemorySet) -> tuple[list[Tensor], Tensor]:

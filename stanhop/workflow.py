@@ -77,6 +77,9 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     from stanhop.memory_runs import add_memory, check_memory_config
 
     check_memory_config(config)  # before any work, not after the training
+    if config.train.accelerator == "gpu" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        raise UserError("--accelerator gpu: torch finds no GPU on this machine (a CPU-only torch build, or no driver); "
+                        "use --accelerator auto or cpu")
     if resume is not None:
         run_dir = check_run_dir(resume)
         ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import cli
@@ -92,6 +93,14 @@ def test_bad_options(args, fragment):
         args = [*args[:1], "--config", SMOKE, *args[1:]]
     result = run_cli(*args)
     assert_one_line_usage_error(result, fragment)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_on_a_machine_without_one(tmp_path: Path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--config", SMOKE, "--accelerator", "gpu", "--out", str(out))
+    assert_one_line_usage_error(result, "no GPU")
+    assert not out.exists()  # refused before any work
 
 
 def test_unknown_separation_option_is_a_usage_error():

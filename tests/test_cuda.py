@@ -4,6 +4,7 @@ autocast train, and a run trained on the GPU is evaluated in a process that sees
 Skipped where torch sees no GPU (CI has none); ``benchmarks/gpu.sh`` runs them on one.
 """
 
+import copy
 import json
 import math
 import os
@@ -45,7 +46,7 @@ def loss_and_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     model.zero_grad(set_to_none=True)
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
-    return loss.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach().cpu(), {n: p.grad.cpu().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("separation", SEPARATIONS)
@@ -57,7 +58,7 @@ def test_a_training_step_on_the_gpu_equals_the_cpu(separation, gate):
     model = STanHopNet(tiny(separation=separation, gate=gate)).train()
     x, y = torch.randn(6, 24, 3) * 2, torch.randn(6, 8, 3)
     loss_cpu, grads_cpu = loss_and_grads(model, x, y)
-    loss_gpu, grads_gpu = loss_and_grads(model.to(GPU), x.to(GPU), y.to(GPU))
+    loss_gpu, grads_gpu = loss_and_grads(copy.deepcopy(model).to(GPU), x.to(GPU), y.to(GPU))
     torch.testing.assert_close(loss_gpu, loss_cpu, rtol=1e-5, atol=1e-6)
     assert grads_gpu.keys() == grads_cpu.keys()
     scale = max(g.abs().max().item() for g in grads_cpu.values())
@@ -151,7 +152,7 @@ def test_plug_and_play_on_the_gpu_with_lambda_zero_is_the_plain_model():
     model = STanHopNet(tiny()).eval()
     g = torch.Generator().manual_seed(1)
     memory = M.MemorySet(torch.randn(10, 24, 3, generator=g), torch.randn(10, 8, 3, generator=g), torch.arange(10) * 100)
-    plugged = M.plug_and_play(model.to(GPU), memory, lam=0.0, beta=4.0).to(GPU)
+    plugged = M.plug_and_play(model.to(GPU), memory, lam=0.0, beta=4.0).to(GPU)  # memory on the CPU
     x = torch.cat([memory.windows[:4] + 0.1 * torch.randn(4, 24, 3), torch.randn(4, 24, 3) * 3]).to(GPU)
     with torch.no_grad():
         assert torch.equal(plugged(x), model(x))
@@ -161,11 +162,13 @@ def test_plug_and_play_on_the_gpu_with_lambda_zero_is_the_plain_model():
 
 
 def test_a_run_trained_on_the_gpu_in_bf16_is_evaluated_without_a_gpu(tmp_path):
+    """Training, Plug-and-Play's choice of λ and β and Tune-and-Play's tuning on the GPU; the run
+    then evaluates the same in a process that sees no GPU."""
     run = tmp_path / "gpu-run"
-    settings = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]
+    settings = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2", "memory.tune_epochs=1"]
     train = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), "train", "--config", str(ROOT / "configs" / "smoke.yaml"),
-         "--accelerator", "gpu", "--precision", "bf16-mixed", "--out", str(run),
+         "--accelerator", "gpu", "--precision", "bf16-mixed", "--memory", "tune", "--memory-size", "16", "--out", str(run),
          *(a for s in settings for a in ("--set", s))],
         capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
@@ -175,5 +178,6 @@ def test_a_run_trained_on_the_gpu_in_bf16_is_evaluated_without_a_gpu(tmp_path):
                               capture_output=True, text=True, timeout=600, env=no_gpu)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     again = json.loads((run / "metrics.json").read_text())
-    assert math.isfinite(trained["test"]["mse"])
+    assert math.isfinite(trained["test"]["mse"]) and trained["memory"]["kind"] == "tune"
     assert again["test"]["mse"] == pytest.approx(trained["test"]["mse"], rel=1e-5)
+    assert again["memory"]["test_mse"] == pytest.approx(trained["memory"]["test_mse"], rel=1e-5)

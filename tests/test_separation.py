@@ -288,3 +288,24 @@ def test_make_separation_by_name_and_unknown_name():
         make_separation("hardmax")
     message = str(err.value)
     assert "hardmax" in message and all(name in message for name in ALL) and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["entmax", "softmax", "softmax1", "sparsemax", "entmax15", "clipped"])
+def test_maps_compute_in_float32_under_bf16_autocast(name):
+    """Autocast does not reach inside the maps, forward or backward (under it, vecdot runs in bf16,
+    and entmax's normaliser then never meets its tolerance): the same weights and gradients as
+    without autocast, to the bit."""
+    torch.manual_seed(0)
+    x, weights_grad = torch.randn(64, 14) * 3, torch.randn(64, 14)
+
+    def run(autocast: bool):
+        sep = make_separation(name)
+        scores = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            weights = sep(scores)
+            (weights * weights_grad).sum().backward()  # inside autocast, as Lightning's manual_backward is
+        return [weights, scores.grad] + [p.grad for p in sep.parameters()]
+
+    for under, plain in zip(run(True), run(False)):
+        assert under.dtype == torch.float32
+        assert torch.equal(under, plain)
