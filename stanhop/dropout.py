@@ -135,7 +135,7 @@ def pack_bits(mask: Tensor) -> Tensor:
     Each group of 8 bytes (0 or 1), read as one little-endian int64 x, packs to the top byte
     of x · 0x0102040810204080 (the partial products never overlap, so nothing carries).
     """
-    flat = _as_bytes(mask.reshape(-1))
+    flat = _reinterpreted(mask.reshape(-1), torch.uint8)
     if flat.numel() % 8:
         flat = F.pad(flat, (0, -flat.numel() % 8))
     words = flat.view(-1, 8).view(torch.int64).view(-1)
@@ -151,14 +151,13 @@ def unpack_bits(bits: Tensor, shape: torch.Size) -> Tensor:
     """
     x = bits.to(torch.int64).mul_(_SPREAD).bitwise_and_(_BIT_OF_BYTE).add_(0x7F7F7F7F7F7F7F7F)
     x = x.bitwise_right_shift_(7).bitwise_and_(_SPREAD)
-    x = x.view(torch.uint8)[: math.prod(shape)]
-    return (x.to(torch.bool) if torch.compiler.is_compiling() else x.view(torch.bool)).view(shape)
+    return _reinterpreted(x.view(torch.uint8)[: math.prod(shape)], torch.bool).view(shape)
 
 
-def _as_bytes(mask: Tensor) -> Tensor:
-    """bool -> uint8 (0 or 1): a free reinterpretation, or under torch.compile a cast (inductor
-    cannot lower a bitcast from bool)."""
-    return mask.to(torch.uint8) if torch.compiler.is_compiling() else mask.view(torch.uint8)
+def _reinterpreted(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """bool <-> uint8 of 0s and 1s: the same bytes read as ``dtype`` (free), or under torch.compile
+    a cast to it (the same values; inductor cannot lower a bitcast from or to bool)."""
+    return x.to(dtype) if torch.compiler.is_compiling() else x.view(dtype)
 
 
 class Dropout(nn.Dropout):

@@ -34,6 +34,16 @@ def test_pack_bits_round_trips_any_shape(shape, seed):
     assert torch.equal(unpack_bits(bits, mask.shape), mask)
 
 
+def test_bits_pack_and_unpack_the_same_under_torch_compile(monkeypatch):
+    """Under torch.compile the bool <-> uint8 reinterpretations become casts (inductor cannot
+    lower a bitcast from bool): the same bytes and the same mask."""
+    mask = torch.rand(37, 29, generator=torch.Generator().manual_seed(0)) < 0.3
+    bits = pack_bits(mask)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(pack_bits(mask), bits)
+    assert torch.equal(unpack_bits(bits, mask.shape), mask)
+
+
 def test_pack_bits_puts_entry_8i_plus_j_in_bit_j_of_byte_i():
     mask = torch.zeros(20, dtype=torch.bool)
     mask[[0, 3, 9, 17]] = True
