@@ -86,6 +86,7 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--split", "7/7"], "three positive numbers"),
         (["train", "--micro-batch-size", "0"], "train.micro_batch_size must be a positive whole number or null"),
         (["train", "--config", "no-such.yaml"], "not found"),
+        (["train", "--set", "train.precision=8"], "train.precision must be one of 32, bf16-mixed, 16-mixed, 64"),
     ],
 )
 def test_bad_options(args, fragment):
