@@ -1,7 +1,7 @@
 """Speed and memory of one STanHop-Net training step at the ETTh1 benchmark settings.
 
 For each separation map, in a fresh process of its own (so that its peak RSS is its own):
-seconds per training step (forward, MSE loss, backward, gradient clipping at 5, fused Adam step;
+seconds per training step (forward, MSE loss, backward, gradient clipping at 5, Adam step as ``stanhop train``'s;
 with ``--micro-batch N``, forward and backward N windows at a time with the gradient
 accumulated, as ``stanhop train`` does with train.micro_batch_size), training and
 forward-only (eval mode, inference_mode, the whole batch) samples per second, peak RSS
@@ -54,7 +54,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +63,7 @@ from torch import Tensor
 from stanhop.allocator import retain_freed_memory
 from stanhop.config import SEPARATIONS, ModelConfig, load_config
 from stanhop.model import STanHopNet, n_segments
-from stanhop.training import accumulate_gradients
+from stanhop.training import accumulate_gradients, adam
 
 WIDTHS = dict(d_model=256, d_ff=512, n_heads=4, factor=10, dropout=0.3, n_series=7)
 CONFIGS = {
@@ -183,7 +182,7 @@ def worker(args: argparse.Namespace) -> dict:
     dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
     compiled = torch.compile(model, mode=args.compile_mode) if args.compile else model
     step_model = in_precision(compiled, device, args.precision)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as Forecaster's
+    opt = adam(model.parameters(), 1e-4, args.precision)  # as Forecaster's
 
     model.train()
     step_s, rates, first_s = [], [], 0.0

@@ -145,7 +145,7 @@ def _entmax_newton(x: Tensor, alpha: Tensor, *, max_iter: int = 50) -> tuple[Ten
 # ------------------------------------------------------------- autograd functions
 
 
-def _float32(method):
+def _autocast_off(method):
     """An autograd Function's forward or backward run with autocast off. The maps compute in
     float32 (``_along`` upcasts half precision); under autocast, reductions such as vecdot would
     otherwise run in bf16, and entmax's normaliser could then never meet its 1e-6 tolerance."""
@@ -166,7 +166,7 @@ class _SoftmaxFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    @_float32
+    @_autocast_off
     def forward(ctx, scores: Tensor, extra_zero: bool) -> Tensor:
         m = scores.amax(-1, keepdim=True)
         if extra_zero:  # m = max(0, max x): exp(−m) is the extra term, no overflow either way
@@ -180,7 +180,7 @@ class _SoftmaxFunction(torch.autograd.Function):
         return p
 
     @staticmethod
-    @_float32
+    @_autocast_off
     def backward(ctx, grad_p: Tensor):
         (p,) = ctx.saved_tensors
         return p * (grad_p - torch.linalg.vecdot(p, grad_p).unsqueeze(-1)), None
@@ -188,14 +188,14 @@ class _SoftmaxFunction(torch.autograd.Function):
 
 class _SparsemaxFunction(torch.autograd.Function):
     @staticmethod
-    @_float32
+    @_autocast_off
     def forward(ctx, scores: Tensor) -> Tensor:
         p = _sparsemax_forward(scores)
         ctx.save_for_backward(p)
         return p
 
     @staticmethod
-    @_float32
+    @_autocast_off
     def backward(ctx, grad_p: Tensor) -> Tensor:
         (p,) = ctx.saved_tensors
         return _entmax_backward(p, grad_p, (p > 0).to(p.dtype))
@@ -203,14 +203,14 @@ class _SparsemaxFunction(torch.autograd.Function):
 
 class _Entmax15Function(torch.autograd.Function):
     @staticmethod
-    @_float32
+    @_autocast_off
     def forward(ctx, scores: Tensor) -> Tensor:
         p = _entmax15_forward(scores)
         ctx.save_for_backward(p)
         return p
 
     @staticmethod
-    @_float32
+    @_autocast_off
     def backward(ctx, grad_p: Tensor) -> Tensor:
         (p,) = ctx.saved_tensors
         return _entmax_backward(p, grad_p, p.sqrt())
@@ -220,7 +220,7 @@ class _EntmaxFunction(torch.autograd.Function):
     """α-entmax along the last axis; alpha is 0-d or broadcasts as (..., 1)."""
 
     @staticmethod
-    @_float32
+    @_autocast_off
     def forward(ctx, scores: Tensor, alpha: Tensor) -> Tensor:
         alpha_c = alpha.to(scores.dtype)
         if alpha_c.dim() > 0:  # one α per row -> (1, R)
@@ -231,7 +231,7 @@ class _EntmaxFunction(torch.autograd.Function):
         return _from_columns(p, scores.shape)
 
     @staticmethod
-    @_float32
+    @_autocast_off
     def backward(ctx, grad_out: Tensor):
         p, g, alpha = ctx.saved_tensors
         dp = _to_columns(grad_out)

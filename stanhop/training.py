@@ -58,6 +58,13 @@ def accumulate_gradients(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor
     return total
 
 
+def adam(parameters, lr: float, precision: str) -> torch.optim.Adam:
+    """Training's optimiser: Adam, fused (one kernel over all parameters: on CPU 6 ms against
+    16 ms a step at 8.5M parameters) except under mixed precision, where Lightning clips
+    gradients only for optimisers that are not fused."""
+    return torch.optim.Adam(parameters, lr=lr, fused=not precision.endswith("-mixed"))
+
+
 class Forecaster(L.LightningModule):
     """MSE training of a STanHopNet with Adam, a step-halving learning rate and gradient-norm
     clipping. The optimisation is written out (Lightning's manual optimisation) because a step
@@ -110,10 +117,7 @@ class Forecaster(L.LightningModule):
 
     def configure_optimizers(self):
         t = self.config.train
-        # fused: one kernel over all parameters (on CPU 6 ms against 16 ms a step at 8.5M parameters);
-        # under mixed precision Lightning clips gradients only for optimisers that are not fused
-        fused = t.precision not in ("bf16-mixed", "16-mixed")
-        optimizer = torch.optim.Adam(self.parameters(), lr=t.lr, fused=fused)
+        optimizer = adam(self.parameters(), t.lr, t.precision)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(t.lr_halving_epochs), gamma=0.5)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 

@@ -38,6 +38,12 @@ def etth1_path() -> Path:
 FAST_SMOKE = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]
 
 
+@pytest.fixture
+def fast_smoke_args() -> list[str]:
+    """FAST_SMOKE as `stanhop train` options (with --config configs/smoke.yaml)."""
+    return [arg for setting in FAST_SMOKE for arg in ("--set", setting)]
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     """One trained smoke run per test session, shared by the forecast and plot tests."""

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from stanhop import memory as M
-from stanhop.config import SEPARATIONS, ModelConfig
+from stanhop.config import SEPARATIONS
 from stanhop.dropout import keep_mask, pack_bits, rounded_rate, unpack_bits
 from stanhop.model import MLP, STanHopNet, norm_mlp
+from test_model import coupled_sines, tiny  # the model tests' tiny config and series
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -34,12 +35,6 @@ def strict_float32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def tiny(**overrides) -> ModelConfig:
-    base = dict(in_len=24, out_len=8, seg_len=4, win_size=2, d_model=16, d_ff=32, n_heads=2, e_layers=2, factor=3,
-                dropout=0.0, n_series=3)
-    return ModelConfig(**{**base, **overrides})
 
 
 def loss_and_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -110,13 +105,6 @@ def test_checkpointed_blocks_on_the_gpu_redraw_the_same_dropout(separation):
         torch.testing.assert_close(g_ckpt[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def coupled_sines(n_steps: int = 600, c: int = 3) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    t = torch.arange(n_steps, dtype=torch.float32)
-    base = torch.stack([torch.sin(2 * math.pi * t / p) for p in (12, 17, 24)[:c]], dim=1)
-    return base + 0.5 * torch.roll(base, shifts=(3, 1), dims=(0, 1)) + 0.05 * torch.randn(n_steps, c, generator=g)
-
-
 @pytest.mark.parametrize("separation, gate", [("entmax", False), ("softmax1", True), ("sparsemax", False)])
 def test_bf16_autocast_on_the_gpu_is_close_to_float32_and_trains(separation, gate):
     torch.manual_seed(0)
@@ -161,15 +149,14 @@ def test_plug_and_play_on_the_gpu_with_lambda_zero_is_the_plain_model():
     assert torch.isfinite(mixed).all() and not torch.allclose(mixed, model(x).detach())
 
 
-def test_a_run_trained_on_the_gpu_in_bf16_is_evaluated_without_a_gpu(tmp_path):
+def test_a_run_trained_on_the_gpu_in_bf16_is_evaluated_without_a_gpu(tmp_path, fast_smoke_args):
     """Training, Plug-and-Play's choice of λ and β and Tune-and-Play's tuning on the GPU; the run
     then evaluates the same in a process that sees no GPU."""
     run = tmp_path / "gpu-run"
-    settings = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2", "memory.tune_epochs=1"]
     train = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), "train", "--config", str(ROOT / "configs" / "smoke.yaml"),
          "--accelerator", "gpu", "--precision", "bf16-mixed", "--memory", "tune", "--memory-size", "16", "--out", str(run),
-         *(a for s in settings for a in ("--set", s))],
+         *fast_smoke_args, "--set", "memory.tune_epochs=1"],
         capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
     trained = json.loads((run / "metrics.json").read_text())

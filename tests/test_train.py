@@ -50,13 +50,12 @@ def test_set_overrides_reach_the_model(smoke_run: Path):
     assert run.model.embedding.proj.out_features == 12
 
 
-def test_bf16_mixed_precision_trains_with_gradient_clipping(tmp_path: Path):
+def test_bf16_mixed_precision_trains_with_gradient_clipping(tmp_path: Path, fast_smoke_args):
     """--precision bf16-mixed with the default clipping (Lightning refuses to clip for a fused
     optimiser under mixed precision, so the run must not use one)."""
     out = tmp_path / "bf16"
-    fast = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=4", "train.max_epochs=2"]
     result = invoke("train", "--config", SMOKE, "--out", str(out), "--accelerator", "cpu", "--precision", "bf16-mixed",
-                    *(a for s in fast for a in ("--set", s)))
+                    *fast_smoke_args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert load_run(out).config.train.precision == "bf16-mixed" and load_run(out).config.train.grad_clip > 0
