@@ -79,8 +79,10 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
 
 def scaled(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
     """The kept entries' factor m / (1 − rounded_rate(p)), 0 where dropped, as ``dtype``
-    (multiplying by a bool mask directly is several times slower)."""
-    return keep.to(dtype).mul_(1.0 / (1.0 - rounded_rate(p)))
+    (multiplying by a bool mask directly is several times slower). The mask is cast from its
+    bytes read as uint8: torch's CPU cast from bool is not vectorised (measured per 3.2M
+    entries: 1.35 against 0.11 ms to float32, 5.8 against 0.2 ms to bfloat16)."""
+    return _reinterpreted(keep, torch.uint8).to(dtype).mul_(1.0 / (1.0 - rounded_rate(p)))
 
 
 _PARALLEL_RNG_MIN = 1 << 16  # words

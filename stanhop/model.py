@@ -38,8 +38,9 @@ class MLP(nn.Sequential):
 
 def residual(x: Tensor, drop: nn.Dropout, y: Tensor) -> Tensor:
     """x + drop(y). While dropout acts, the sum goes into drop's fresh output (one (…, d)
-    buffer fewer; the same values, as addition commutes)."""
-    if drop.training and drop.p > 0:
+    buffer fewer; the same values, as addition commutes) — unless y is narrower than the sum
+    (under autocast, y = Linear(…) is bf16 while x is float32: the sum stays float32)."""
+    if drop.training and drop.p > 0 and y.dtype == torch.promote_types(x.dtype, y.dtype):
         return drop(y).add_(x)
     return x + drop(y)
 

@@ -20,7 +20,7 @@ from stanhop.config import ModelConfig
 from stanhop.dropout import (Dropout, inverted_dropout, keep_mask, pack_bits, random_words, rounded_rate, scaled,
                              unpack_bits, unpacked_mask)
 from stanhop.hopfield import _batched_mm
-from stanhop.model import MLP, STanHopBlock, STanHopNet, norm_mlp, observed
+from stanhop.model import MLP, STanHopBlock, STanHopNet, norm_mlp, observed, residual
 
 # ------------------------------------------------------------------ bits
 
@@ -116,6 +116,32 @@ def test_packed_mask_unpacks_to_the_scaled_mask():
     keep = keep_mask((33, 17), 0.4)
     like = torch.empty(0)
     assert torch.equal(unpacked_mask(pack_bits(keep), keep.shape, 0.4, like), scaled(keep, 0.4, like.dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_scaled_mask_is_the_kept_entries_factor_and_zero_elsewhere(dtype):
+    torch.manual_seed(4)
+    keep = keep_mask((33, 17), 0.4)
+    factor = torch.tensor(1.0 / (1.0 - rounded_rate(0.4)), dtype=dtype)
+    assert torch.equal(scaled(keep, 0.4, dtype), torch.where(keep, factor, torch.zeros((), dtype=dtype)))
+
+
+def test_residual_sum_stays_float32_under_bf16_autocast_while_dropout_acts():
+    """Under autocast a Linear's output y is bf16 and the residual stream x float32: x + drop(y)
+    is float32, in training (dropout acting) as in evaluation, and equals the sum of the same
+    dropped values."""
+    drop = Dropout(0.3).train()
+    x = torch.randn(64, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = nn.Linear(32, 32)(torch.randn(64, 32))
+        assert y.dtype == torch.bfloat16
+        torch.manual_seed(3)
+        summed = residual(x, drop, y)
+        torch.manual_seed(3)
+        dropped = drop(y)
+    assert summed.dtype == torch.float32
+    assert torch.equal(summed, x + dropped.float())
+    assert residual(x, drop.eval(), y).dtype == torch.float32
 
 
 # ------------------------------------------------------------------ fused LayerNorm + MLP
