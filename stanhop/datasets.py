@@ -103,11 +103,8 @@ def resolve(name_or_path: str | os.PathLike, *, timeout: float = DOWNLOAD_TIMEOU
 def local_copy(name: str) -> Path | None:
     """The file of a registered data set already on this machine (``$STANHOP_DATA_DIR``, then
     the cache), without downloading; None when neither holds it."""
-    folder = data_dir()
-    for path in ([folder / f"{name}.csv"] if folder is not None else []) + [cache_dir() / f"{name}.csv"]:
-        if path.is_file():
-            return path
-    return None
+    files = (folder / f"{name}.csv" for folder in (data_dir(), cache_dir()) if folder is not None)
+    return next((path for path in files if path.is_file()), None)
 
 
 def how_to_provide(info: DatasetInfo) -> str:

@@ -58,7 +58,8 @@ def test_bf16_mixed_precision_trains_with_gradient_clipping(tmp_path: Path, fast
                     *fast_smoke_args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert load_run(out).config.train.precision == "bf16-mixed" and load_run(out).config.train.grad_clip > 0
+    train = load_run(out).config.train
+    assert train.precision == "bf16-mixed" and train.grad_clip > 0
     assert metrics["epochs"] == 2 and math.isfinite(metrics["test"]["mse"])
 
 
