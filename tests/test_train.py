@@ -51,8 +51,8 @@ def test_set_overrides_reach_the_model(smoke_run: Path):
 
 
 def test_bf16_mixed_precision_trains_with_gradient_clipping(tmp_path: Path, fast_smoke_args):
-    """--precision bf16-mixed with the default clipping (Lightning refuses to clip for a fused
-    optimiser under mixed precision, so the run must not use one)."""
+    """--precision bf16-mixed with the default clipping, through the CLI (the step itself:
+    test_optimiser_step)."""
     out = tmp_path / "bf16"
     result = invoke("train", "--config", SMOKE, "--out", str(out), "--accelerator", "cpu", "--precision", "bf16-mixed",
                     *fast_smoke_args)
