@@ -171,6 +171,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
     from stanhop.workflow import train as train_run
 
     if resume is not None:
+        _refuse_options_on_resume(click.get_current_context())
         from stanhop.config import load_config
         from stanhop.runs import CONFIG, check_run_dir
 
@@ -193,9 +194,26 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             "train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes, "train.precision": precision,
         })
         config = _build_config(config_path, chosen + list(overrides))
+        if config.memory.kind is None and (memory_size is not None or memory_strategy is not None):
+            raise UserError("--memory-size and --memory-strategy choose a memory plugin's windows: "
+                            "add --memory plug or --memory tune")
     metrics = train_run(config, out, force=force, resume=resume)
     if metrics:
         _print_metrics(metrics)
+
+
+_RESUMABLE = ("resume", "max_epochs", "micro_batch_size")  # train's options that a resumed run may take
+
+
+def _refuse_options_on_resume(ctx: click.Context) -> None:
+    """A resumed run keeps its own config: any option given besides _RESUMABLE is an error,
+    not silently ignored."""
+    given = [p for p in ctx.command.params if p.name not in _RESUMABLE
+             and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        names, them = ", ".join(p.opts[0] for p in given), "them" if len(given) > 1 else "it"
+        raise UserError(f"--resume continues a run with its own config, so {names} cannot apply (only "
+                        f"--max-epochs and --micro-batch-size can change): drop {them}, or start a new run with --out")
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop evaluate runs/h24 --quantize w8a8 --range percentile:99.99")

@@ -47,19 +47,27 @@ def read_json(path: Path) -> Any:
         raise UserError(f"cannot read {path}: {err}") from None
 
 
-def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
-    """Create a fresh run directory; an existing non-empty one is refused unless ``force``.
-
-    With ``force`` the previous run's files are removed first (the user asked for it).
-    """
+def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
+    """Raise UserError unless a new run may go to ``path``: nothing there, an empty directory,
+    or with ``force`` a stanhop run to replace (never a file or another folder)."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a run directory; choose another --out")
+    if path.exists() and any(path.iterdir()):
         if not force:
             raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it")
-        if path.is_dir() and not (path / MARKER).is_file():
+        if not (path / MARKER).is_file():
             raise UserError(f"{path} is not a stanhop run directory; refusing to replace it even with --force")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
+    """Create a fresh run directory where check_new_run_dir allows one; with ``force`` the
+    previous run's files are removed first (the user asked for it)."""
+    path = check_new_run_dir(path, force=force)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
     write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})
     return path
 

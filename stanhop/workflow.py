@@ -15,7 +15,8 @@ from typing import Any
 from stanhop.config import Config
 from stanhop.errors import UserError
 from stanhop.runs import (
-    METRICS, DataInfo, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights, write_json,
+    METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
+    write_json,
 )
 
 
@@ -87,8 +88,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
             raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config)
-        if not _is_child_process():
-            prepare_run_dir(run_dir, force=force)
+        if not _is_child_process():  # refused before the data is read; created after (below)
+            check_new_run_dir(run_dir, force=force)
         ckpt = None
 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
@@ -96,6 +97,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     config.model.n_series = dm.n_series
     config.validate()
     if not _is_child_process():
+        if resume is None:  # the data read and the config valid: only now is a previous run replaced
+            prepare_run_dir(run_dir, force=force)
         save_run_files(run_dir, config, data_info(dm, config))
 
     module = Forecaster(config)

@@ -87,6 +87,8 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--micro-batch-size", "0"], "train.micro_batch_size must be a positive whole number or null"),
         (["train", "--config", "no-such.yaml"], "not found"),
         (["train", "--set", "train.precision=8"], "train.precision must be one of 32, bf16-mixed, 16-mixed, 64"),
+        (["train", "--memory-size", "8"], "add --memory plug or --memory tune"),  # not silently a run without one
+        (["train", "--memory-strategy", "all"], "add --memory plug or --memory tune"),
     ],
 )
 def test_bad_options(args, fragment):
@@ -94,6 +96,15 @@ def test_bad_options(args, fragment):
         args = [*args[:1], "--config", SMOKE, *args[1:]]
     result = run_cli(*args)
     assert_one_line_usage_error(result, fragment)
+
+
+@pytest.mark.parametrize("extra, named", [(["--separation", "softmax1"], "--separation"),
+                                          (["--force", "--set", "model.d_model=4"], "--set, --force")])
+def test_options_a_resumed_run_cannot_take_are_refused_not_ignored(tmp_path: Path, extra, named):
+    run = tmp_path / "run"
+    result = run_cli("train", "--resume", str(run), "--max-epochs", "4", *extra)
+    assert_one_line_usage_error(result, f"so {named} cannot apply")
+    assert not run.exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
@@ -112,3 +123,27 @@ def test_unknown_separation_option_is_a_usage_error():
 def test_in_len_not_a_multiple_of_seg_len_is_padded_not_refused(tmp_path: Path):
     result = run_cli("train", "--config", SMOKE, "--in-len", "22", "--set", "train.max_epochs=1", "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
+
+
+def test_a_bad_input_creates_no_run_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out is runs/<data>-<separation>-<time> here
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--data", "missing.csv"), "not found")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_directories_are_replaced_only_with_force_and_only_once_the_input_is_good(tmp_path: Path):
+    from stanhop.runs import prepare_run_dir
+
+    run = prepare_run_dir(tmp_path / "run")
+    (run / "model.safetensors").write_bytes(b"the previous run's weights")
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(run)), "pass --force to replace it")
+    # --force with data that cannot be read: refused before the previous run is touched
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(run), "--force", "--data", "missing.csv"),
+                                "not found")
+    assert (run / "model.safetensors").read_bytes() == b"the previous run's weights"
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"jpeg")
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(other), "--force"),
+                                "not a stanhop run directory")
+    assert (other / "cat.jpg").read_bytes() == b"jpeg"
