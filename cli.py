@@ -221,12 +221,14 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
 @click.option("--data", default=None, help="Evaluate on another CSV with the same columns. [default: the run's data]")
 @click.option("--split", default=None, help="Another split. [default: the run's]")
 @click.option("--quantize", type=click.Choice(["w8a8"]), default=None, help="Also report simulated W8A8 post-quantization MSE.")
-@click.option("--range", "act_range", default="minmax", help="Activation range estimator: minmax or percentile:P.")
+@click.option("--range", "act_range", default=None, help="W8A8's activation range estimator: minmax or percentile:P. [default: minmax]")
 def evaluate(run, data, split, quantize, act_range) -> None:
     """Recompute test/val MSE, MAE and outlier statistics of a finished run."""
     from stanhop.workflow import evaluate as evaluate_run
 
-    _print_metrics(evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range))
+    if act_range is not None and quantize is None:
+        raise UserError("--range sets how --quantize w8a8 measures activations; add --quantize w8a8 or leave it out")
+    _print_metrics(evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range or "minmax"))
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop tune runs/h24 --memory-size 64 --memory-strategy extremes --epochs 3")

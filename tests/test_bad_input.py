@@ -125,6 +125,11 @@ def test_in_len_not_a_multiple_of_seg_len_is_padded_not_refused(tmp_path: Path):
     assert result.exit_code == 0, result.output
 
 
+def test_evaluate_refuses_a_range_without_quantize(tmp_path: Path):
+    result = run_cli("evaluate", str(tmp_path), "--range", "percentile:99.9")  # not silently unquantized figures
+    assert_one_line_usage_error(result, "add --quantize w8a8")
+
+
 def test_a_bad_input_creates_no_run_directory(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --out is runs/<data>-<separation>-<time> here
     assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--data", "missing.csv"), "not found")
