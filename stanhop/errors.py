@@ -4,6 +4,26 @@ The CLI turns it into a one-line message on stderr and exit code 2; anything els
 internal error (exit 1).
 """
 
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input; the message says what to do about it."""
+
+
+def writable_folder(folder: str | os.PathLike, option: str) -> Path:
+    """``folder``, created if missing, once a file could be created in it; otherwise (no
+    permission, a read-only or full disk, a file in the way) a UserError naming ``option``,
+    the option that chose the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write in {folder} ({err.strerror}); choose another {option}") from None
+    return folder

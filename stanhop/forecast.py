@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, writable_folder
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
@@ -313,13 +313,14 @@ def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
 
 
 def check_output(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Refuse an existing file unless ``force``, and a folder always; create missing parent folders."""
+    """Refuse an existing file unless ``force``, a folder always, and a place where nothing can
+    be written; create missing parent folders."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name for the output")
     if path.exists() and not force:
         raise UserError(f"{path} already exists; choose another --output or pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent, "--output")
     return path
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError
+from stanhop.errors import UserError, writable_folder
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
@@ -67,7 +67,7 @@ def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
     path = check_new_run_dir(path, force=force)
     if path.exists():
         shutil.rmtree(path)
-    path.mkdir(parents=True)
+    writable_folder(path, "--out")
     write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})
     return path
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stanhop.config import SEPARATIONS, Config
-from stanhop.errors import UserError
+from stanhop.errors import UserError, writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -181,7 +181,7 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the study")
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "--out")
     say = log or (lambda line: None)
     # seed-major: an interrupted study has every variant for its first seeds
     jobs = [(v, s, out / run_name(v, s), run_config(config, v, s)) for s in seed_values for v in chosen]

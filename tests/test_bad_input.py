@@ -152,3 +152,21 @@ def test_run_directories_are_replaced_only_with_force_and_only_once_the_input_is
     assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(other), "--force"),
                                 "not a stanhop run directory")
     assert (other / "cat.jpg").read_bytes() == b"jpeg"
+
+
+def test_an_output_place_that_cannot_be_written_is_a_usage_error(tmp_path: Path, run_dir, etth1_path):
+    """Each command that writes, pointed through a file (as through a read-only disk or a folder
+    without permission): one line naming the option, before any training or forecasting."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    commands = [
+        (["train", "--config", SMOKE, "--out", str(blocker / "run")], "--out"),
+        (["forecast", str(run_dir), "--input", str(etth1_path), "--output", str(blocker / "f.csv")], "--output"),
+        (["plot", str(run_dir), "--output", str(blocker / "f.png")], "--output"),
+        (["compare", "--config", SMOKE, "--seeds", "1", "--out", str(blocker / "study")], "--out"),
+    ]
+    for args, option in commands:
+        result = run_cli(*args)
+        assert_one_line_usage_error(result, f"cannot write in {blocker}")
+        assert result.output.rstrip().endswith(f"choose another {option}")
+    assert blocker.read_text() == "mine"
