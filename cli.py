@@ -389,6 +389,9 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
     """
     from stanhop.study import format_table, run_study, write_summary
 
+    for key in (item.split("=", 1)[0].strip() for item in overrides):
+        if key in _SET_PER_RUN:
+            raise UserError(f"--set {key}: the study sets it for each run; choose it with {_SET_PER_RUN[key]}")
     config = _build_config(config_path, _option_overrides({"train.max_epochs": max_epochs}) + list(overrides))
     runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
                      progress_bars=progress_bars)
@@ -396,6 +399,11 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
     click.echo("")
     click.echo(format_table(summary))
     click.echo(f"\nwrote {paths['summary']}, {paths['runs']} and {paths['plot']}")
+
+
+# config keys that compare sets for each run, and its options that choose them
+_SET_PER_RUN = {"model.separation": "--separations", "model.gate": "--gated (or name+gate in --separations)",
+                "train.seed": "--seeds"}
 
 
 def _split_list(text: str | None) -> list[str] | None:

@@ -125,6 +125,14 @@ def test_in_len_not_a_multiple_of_seg_len_is_padded_not_refused(tmp_path: Path):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("key, option", [("model.separation", "--separations"), ("model.gate", "--gated"),
+                                         ("train.seed", "--seeds")])
+def test_compare_refuses_to_set_what_it_sets_for_each_run(tmp_path: Path, key, option):
+    result = run_cli("compare", "--config", SMOKE, "--out", str(tmp_path / "study"), "--set", f"{key}=1")
+    assert_one_line_usage_error(result, f"choose it with {option}")  # not silently overridden by every run
+    assert not (tmp_path / "study").exists()
+
+
 def test_evaluate_refuses_a_range_without_quantize(tmp_path: Path):
     result = run_cli("evaluate", str(tmp_path), "--range", "percentile:99.9")  # not silently unquantized figures
     assert_one_line_usage_error(result, "add --quantize w8a8")
