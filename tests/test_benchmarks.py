@@ -42,3 +42,15 @@ def test_train_step_measures_a_config_file_in_micro_batches():
     model.separation = "softmax1"
     assert figures["params"] == sum(p.numel() for p in STanHopNet(model).parameters())
     assert figures["s_per_step"] > 0 and figures["gflop_per_step"] > 0 and figures["peak_rss_mib"] > 0
+
+
+def test_the_json_line_keeps_the_fastest_step_against_the_highest_matmul_rate_of_the_run():
+    best = load_script("train_step").best
+    slow_reference = {"s_per_step": 2.2, "_achieved_gflop_s": 92.0, "_matmul_gflop_s": 110.0, "efficiency": 0.836,
+                      "fwd_samples_per_s": 200.0, "peak_rss_mib": 1400}
+    fast_reference = {"s_per_step": 2.3, "_achieved_gflop_s": 88.0, "_matmul_gflop_s": 138.0, "efficiency": 0.638,
+                      "fwd_samples_per_s": 210.0, "peak_rss_mib": 1450}
+    figures = best([slow_reference, fast_reference], top_rate=140.0)
+    assert figures["s_per_step"] == 2.2 and figures["efficiency"] == pytest.approx(92.0 / 140.0, abs=1e-3)
+    assert figures["fwd_samples_per_s"] == 210.0 and figures["peak_rss_mib"] == 1450
+    assert not any(key.startswith("_") for key in figures)
