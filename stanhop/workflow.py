@@ -186,7 +186,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     run's own scaler is used either way. Results are merged into the run's metrics.json.
     """
     from stanhop.evaluation import forecast_errors
-    from stanhop.outliers import outlier_stats
+    from stanhop.outliers import OutlierMonitor
 
     if quantize is not None:
         _check_quantize(quantize, act_range)  # before any work, not after the FP32 evaluation
@@ -204,9 +204,10 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         return tqdm(loader, desc=what, unit="batch", leave=False, disable=not progress)
 
     test_loader, val_loader = dm.test_dataloader(), dm.val_dataloader()
-    test = forecast_errors(run.model, bar(test_loader, "test"), run.data.mean, run.data.scale)
+    with OutlierMonitor(run.model) as monitor:  # the outlier statistics come from the test pass's activations
+        test = forecast_errors(run.model, bar(test_loader, "test"), run.data.mean, run.data.scale)
+    outliers = monitor.summary()
     val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
-    outliers = outlier_stats(run.model, (x for x, _ in bar(test_loader, "outlier statistics")))
     previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
     from stanhop.memory import MemoryForecaster, memory_report
 

@@ -71,6 +71,19 @@ def test_the_best_checkpoint_is_the_one_evaluated(smoke_run: Path):
     assert metrics["val"]["mse"] == pytest.approx(min(val), rel=1e-4)
 
 
+def test_outlier_statistics_are_those_of_the_test_split(smoke_run: Path):
+    """evaluate takes them in its test pass, by hooks; a pass of their own gives the same."""
+    from stanhop.outliers import outlier_stats
+    from stanhop.workflow import run_data_module
+
+    run = load_run(smoke_run)
+    alone = outlier_stats(run.model, (x for x, _ in run_data_module(run).test_dataloader()))
+    saved = json.loads((smoke_run / "metrics.json").read_text())["outliers"]
+    assert saved["kurtosis_avg"] == pytest.approx(alone["kurtosis_avg"], rel=1e-6)
+    assert saved["inf_norm_max"] == pytest.approx(alone["inf_norm_max"], rel=1e-6)
+    assert saved["per_module"].keys() == alone["per_module"].keys()
+
+
 def test_evaluate_recomputes_the_same_metrics(smoke_run: Path):
     before = json.loads((smoke_run / "metrics.json").read_text())
     result = invoke("evaluate", str(smoke_run))
