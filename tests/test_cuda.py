@@ -21,6 +21,7 @@ from stanhop.config import SEPARATIONS
 from stanhop.dropout import keep_mask, pack_bits, rounded_rate, unpack_bits
 from stanhop.model import MLP, STanHopNet, norm_mlp
 from test_model import coupled_sines, tiny  # the model tests' tiny config and series
+from test_optimiser_step import CLIP, clipped_steps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -168,3 +169,11 @@ def test_a_run_trained_on_the_gpu_in_bf16_is_evaluated_without_a_gpu(tmp_path, f
     assert math.isfinite(trained["test"]["mse"]) and trained["memory"]["kind"] == "tune"
     assert again["test"]["mse"] == pytest.approx(trained["test"]["mse"], rel=1e-5)
     assert again["memory"]["test_mse"] == pytest.approx(trained["memory"]["test_mse"], rel=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_the_optimiser_steps_with_the_clipped_unscaled_gradient_on_the_gpu(precision):
+    """As test_optimiser_step, with Lightning's own GPU precision plugin (and its CUDA scaler)."""
+    record = clipped_steps(precision, accelerator="gpu")
+    assert record.fused == (precision != "16-mixed")
+    assert len(record.norms) >= 2 and record.norms == pytest.approx([CLIP] * len(record.norms), rel=1e-3)

@@ -34,12 +34,8 @@ class StepGradients(Callback):
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item()
 
 
-@pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
-def test_adam_steps_with_the_clipped_gradient_unscaled(tmp_path, precision):
-    """Under 16-mixed the loss is scaled (here by 2¹⁶ at first) and Lightning unscales the
-    gradients only just before the optimiser step: clipped before that, their norm at the step
-    was CLIP / 2¹⁵. Fused Adam wherever the precision allows it (not under 16-mixed, whose
-    scaler would leave the unscaling to the fused step)."""
+def clipped_steps(precision: str, accelerator: str = "cpu", plugins: list | None = None) -> StepGradients:
+    """One epoch of Forecaster (3 steps, clipping at CLIP) in ``precision``; what its steps used."""
     config = Config()
     config.model = ModelConfig(**TINY)
     for key, value in dict(lr=1e-3, batch_size=8, max_epochs=1, grad_clip=CLIP, precision=precision).items():
@@ -47,14 +43,24 @@ def test_adam_steps_with_the_clipped_gradient_unscaled(tmp_path, precision):
     config.validate()
     gen = torch.Generator().manual_seed(1)
     windows = TensorDataset(torch.randn(24, 12, 3, generator=gen), torch.randn(24, 6, 3, generator=gen))
-    # Lightning turns 16-mixed into bf16-mixed on a CPU; its plugin with a CPU scaler does the real thing
-    fp16 = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))] if precision == "16-mixed" else []
     record = StepGradients()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
-                        plugins=fp16, **({} if fp16 else {"precision": precision}))
+                        plugins=plugins or [], **({} if plugins else {"precision": precision}))
     L.seed_everything(0, verbose=False)
     trainer.fit(Forecaster(config), DataLoader(windows, batch_size=8))
+    return record
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
+def test_adam_steps_with_the_clipped_gradient_unscaled(precision):
+    """Under 16-mixed the loss is scaled (here by 2¹⁶ at first) and Lightning unscales the
+    gradients only just before the optimiser step: clipped before that, their norm at the step
+    was CLIP / 2¹⁵. Fused Adam wherever the precision allows it (not under 16-mixed, whose
+    scaler would leave the unscaling to the fused step). On a GPU: tests/test_cuda.py."""
+    # Lightning turns 16-mixed into bf16-mixed on a CPU; its plugin with a CPU scaler does the real thing
+    fp16 = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))] if precision == "16-mixed" else None
+    record = clipped_steps(precision, plugins=fp16)
     assert record.fused == (precision != "16-mixed")
     assert len(record.norms) >= 2  # under 16-mixed, a first step with overflowing gradients is skipped
     assert record.norms == pytest.approx([CLIP] * len(record.norms), rel=1e-4)
