@@ -118,16 +118,34 @@ def _print_metrics(metrics: dict) -> None:
     ]
     for name, q in metrics.get("quantized", {}).items():
         rows += [(f"{name} test MSE", q["mse"]), (f"{name} MSE increase", q["mse_increase"])]
-    if "memory" in metrics:
-        for key, value in metrics["memory"].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                rows.append((f"memory {key}", value))
     width = max(len(name) for name, _ in rows)
     click.echo(f"{'metric':<{width}}  value")
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value:.4f}")
     facts = [f"{k} {metrics[k]}" for k in ("separation", "split", "params", "epochs", "train_seconds") if k in metrics]
     click.echo(", ".join(facts))
+    if "memory" in metrics:
+        _print_memory(metrics["memory"])
+
+
+def _print_memory(memory: dict) -> None:
+    """The memory plugin's MSE beside the plain model's (scaled units), then its settings."""
+    rows = [(name, memory[f"{key}_mse"], memory[f"{key}_mse_plain"])
+            for key, name in (("val", "val MSE"), ("test", "test MSE"),
+                              ("sudden", f"test MSE, sudden events ({memory.get('sudden_windows')} windows)"))
+            if f"{key}_mse" in memory and f"{key}_mse_plain" in memory]
+    if rows:
+        width = max(len(name) for name, _, _ in rows)
+        click.echo(f"\n{'memory plugin':<{width}}  with    without")
+        for name, with_plugin, plain in rows:
+            click.echo(f"{name:<{width}}  {with_plugin:.4f}  {plain:.4f}")
+    shown = [f"{memory.get('kind')}: {memory.get('size')} windows ({memory.get('strategy')})"]
+    shown += [form.format(memory[key]) for key, form in _MEMORY_SETTINGS.items() if memory.get(key) is not None]
+    click.echo(", ".join(shown))
+
+
+_MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start": "β₀ at the start {:.4g}",
+                    "tune_epochs": "{} epochs", "tune_loss": "final loss {:.4f}", "seconds": "{} s"}
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop train --config configs/etth1-h24.yaml --separation softmax1 --out runs/h24-softmax1")

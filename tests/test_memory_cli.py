@@ -30,8 +30,31 @@ def plug_run(tmp_path_factory) -> Path:
     result = invoke("train", "--config", SMOKE, "--memory", "plug", "--memory-size", "16", "--set", "train.max_epochs=1",
                     "--accelerator", "cpu", "--out", str(run))
     assert result.exit_code == 0, result.output
-    assert "memory test_mse_plain" in result.output and "memory sudden_mse" in result.output
+    assert_printed_beside_each_other(result.output, json.loads((run / "metrics.json").read_text())["memory"])
+    assert "plug: 16 windows (extremes), λ " in result.output
     return run
+
+
+def side_by_side(output: str) -> dict[str, tuple[float, float]]:
+    """The printed memory table: row name -> (MSE with the plugin, without it)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("memory plugin"))
+    rows = {}
+    for line in lines[start + 1:]:  # up to the settings line after the table
+        parts = line.rsplit(maxsplit=2)
+        try:
+            rows[parts[0]] = (float(parts[1]), float(parts[2]))
+        except (IndexError, ValueError):
+            break
+    return rows
+
+
+def assert_printed_beside_each_other(output: str, memory: dict) -> None:
+    rows = side_by_side(output)
+    assert rows["val MSE"] == pytest.approx((memory["val_mse"], memory["val_mse_plain"]), abs=5e-5)
+    assert rows["test MSE"] == pytest.approx((memory["test_mse"], memory["test_mse_plain"]), abs=5e-5)
+    sudden = f"test MSE, sudden events ({memory['sudden_windows']} windows)"
+    assert rows[sudden] == pytest.approx((memory["sudden_mse"], memory["sudden_mse_plain"]), abs=5e-5)
 
 
 def test_train_with_plug_and_play_reports_both_side_by_side_and_reloads(plug_run):
@@ -52,8 +75,9 @@ def test_train_with_plug_and_play_reports_both_side_by_side_and_reloads(plug_run
 def test_tune_replaces_the_memory_with_tune_and_play(plug_run):
     result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "12", "--memory-strategy", "random")
     assert result.exit_code == 0, result.output
-    assert "memory tune_loss" in result.output
     memory = json.loads((plug_run / "metrics.json").read_text())["memory"]
+    assert_printed_beside_each_other(result.output, memory)
+    assert "tune: 12 windows (random)" in result.output and f"final loss {memory['tune_loss']:.4f}" in result.output
     assert memory["kind"] == "tune" and memory["size"] == 12 and memory["strategy"] == "random" and memory["tune_epochs"] == 1
     assert REPORT_KEYS <= set(memory) and "lambda" not in memory
     assert json.loads((plug_run / "memory.json").read_text())["kind"] == "tune"
