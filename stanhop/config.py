@@ -129,12 +129,19 @@ class Config:
                 raise UserError(f"model.{name} must be true or false, got {getattr(m, name)!r}")
         if m.separation not in SEPARATIONS:
             raise UserError(f"unknown separation '{m.separation}'; choose one of {', '.join(SEPARATIONS)}")
-        if not (isinstance(t.lr, (int, float)) and t.lr > 0):
+        if not (_number(t.lr) and t.lr > 0):
             raise UserError(f"train.lr must be a positive number, got {t.lr!r}")
         for name in ("batch_size", "max_epochs", "devices", "num_nodes"):
             value = getattr(t, name)
             if not _positive_whole(value):
                 raise UserError(f"train.{name} must be a positive whole number, got {value!r}")
+        # (torch's clipping would turn a negative bound into gradient ascent)
+        if not (t.grad_clip is None or _number(t.grad_clip) and t.grad_clip >= 0):
+            raise UserError(f"train.grad_clip must be a number ≥ 0 (0 or null: no clipping), got {t.grad_clip!r}")
+        if not (_whole(t.seed) and 0 <= t.seed < 2**32):  # numpy's seed range
+            raise UserError(f"train.seed must be a whole number from 0 to 2³² − 1, got {t.seed!r}")
+        if not (_whole(t.patience) and t.patience >= 0):
+            raise UserError(f"train.patience must be a whole number of epochs, 0 or more, got {t.patience!r}")
         if t.micro_batch_size is not None and not _positive_whole(t.micro_batch_size):
             raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {t.micro_batch_size!r}")
         t.precision = str(t.precision)  # YAML reads `precision: 32` as a number
@@ -149,7 +156,15 @@ class Config:
 
 
 def _positive_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return _whole(value) and value >= 1
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Loader(yaml.SafeLoader):

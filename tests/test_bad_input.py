@@ -87,6 +87,9 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--micro-batch-size", "0"], "train.micro_batch_size must be a positive whole number or null"),
         (["train", "--config", "no-such.yaml"], "not found"),
         (["train", "--set", "train.precision=8"], "train.precision must be one of 32, bf16-mixed, 16-mixed, 64"),
+        (["train", "--seed", "-1"], "train.seed must be a whole number from 0 to 2³² − 1"),
+        (["train", "--set", "train.grad_clip=-1"], "train.grad_clip must be a number ≥ 0"),  # not gradient ascent
+        (["train", "--set", "train.patience=-2"], "train.patience must be a whole number of epochs, 0 or more"),
         (["train", "--memory-size", "8"], "add --memory plug or --memory tune"),  # not silently a run without one
         (["train", "--memory-strategy", "all"], "add --memory plug or --memory tune"),
     ],
