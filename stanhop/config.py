@@ -22,6 +22,7 @@ from stanhop.errors import UserError
 SEPARATIONS = ("entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped")
 MEMORY_KINDS = (None, "plug", "tune")
 MEMORY_STRATEGIES = ("random", "all", "extremes", "csv")
+ACCELERATORS, STRATEGIES = ("auto", "cpu", "gpu"), ("auto", "ddp")  # as the CLI offers them
 PRECISIONS = ("32", "bf16-mixed", "16-mixed", "64")  # Lightning's names; the CLI offers the first two
 
 
@@ -142,6 +143,18 @@ class Config:
             raise UserError(f"train.seed must be a whole number from 0 to 2³² − 1, got {t.seed!r}")
         if not (_whole(t.patience) and t.patience >= 0):
             raise UserError(f"train.patience must be a whole number of epochs, 0 or more, got {t.patience!r}")
+        limit = t.limit_train_batches
+        if not (_number(limit) and (0 < limit <= 1 or _whole(limit) and limit > 1)):
+            raise UserError(f"train.limit_train_batches must be a fraction in (0, 1] or a whole number of batches, "
+                            f"got {limit!r}")
+        if not (isinstance(t.lr_halving_epochs, list) and all(_positive_whole(e) for e in t.lr_halving_epochs)):
+            raise UserError(f"train.lr_halving_epochs must be a list of epochs (positive whole numbers), "
+                            f"e.g. [2, 4], got {t.lr_halving_epochs!r}")
+        if not isinstance(t.deterministic, bool):
+            raise UserError(f"train.deterministic must be true or false, got {t.deterministic!r}")
+        for name, allowed in (("accelerator", ACCELERATORS), ("strategy", STRATEGIES)):
+            if getattr(t, name) not in allowed:
+                raise UserError(f"train.{name} must be one of {', '.join(allowed)}, got {getattr(t, name)!r}")
         if t.micro_batch_size is not None and not _positive_whole(t.micro_batch_size):
             raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {t.micro_batch_size!r}")
         t.precision = str(t.precision)  # YAML reads `precision: 32` as a number

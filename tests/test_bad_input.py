@@ -90,6 +90,13 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--seed", "-1"], "train.seed must be a whole number from 0 to 2³² − 1"),
         (["train", "--set", "train.grad_clip=-1"], "train.grad_clip must be a number ≥ 0"),  # not gradient ascent
         (["train", "--set", "train.patience=-2"], "train.patience must be a whole number of epochs, 0 or more"),
+        (["train", "--set", "train.limit_train_batches=0"], "train.limit_train_batches must be a fraction in (0, 1]"),
+        (["train", "--set", "train.limit_train_batches=2.5"], "or a whole number of batches"),
+        (["train", "--set", "train.lr_halving_epochs=5"], "train.lr_halving_epochs must be a list of epochs"),
+        (["train", "--set", "train.lr_halving_epochs=[-1]"], "train.lr_halving_epochs must be a list of epochs"),
+        (["train", "--set", "train.deterministic=maybe"], "train.deterministic must be true or false"),
+        (["train", "--set", "train.accelerator=tpu"], "train.accelerator must be one of auto, cpu, gpu"),
+        (["train", "--set", "train.strategy=fsdp"], "train.strategy must be one of auto, ddp"),
         (["train", "--memory-size", "8"], "add --memory plug or --memory tune"),  # not silently a run without one
         (["train", "--memory-strategy", "all"], "add --memory plug or --memory tune"),
     ],
