@@ -164,6 +164,9 @@ class Config:
             raise UserError(f"memory.kind must be plug, tune or empty, got {mem.kind!r}")
         if mem.strategy not in MEMORY_STRATEGIES:
             raise UserError(f"memory.strategy must be one of {', '.join(MEMORY_STRATEGIES)}, got {mem.strategy!r}")
+        for name in ("name", "date_column"):
+            if not isinstance(getattr(self.data, name), str):
+                raise UserError(f"data.{name} must be text, got {getattr(self.data, name)!r}")
         if self.data.fill not in (None, "ffill", "interpolate"):
             raise UserError(f"data.fill must be ffill or interpolate, got {self.data.fill!r}")
 

@@ -97,6 +97,7 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--set", "train.deterministic=maybe"], "train.deterministic must be true or false"),
         (["train", "--set", "train.accelerator=tpu"], "train.accelerator must be one of auto, cpu, gpu"),
         (["train", "--set", "train.strategy=fsdp"], "train.strategy must be one of auto, ddp"),
+        (["train", "--set", "data.name=5"], "data.name must be text"),
         (["train", "--memory-size", "8"], "add --memory plug or --memory tune"),  # not silently a run without one
         (["train", "--memory-strategy", "all"], "add --memory plug or --memory tune"),
     ],
