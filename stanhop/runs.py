@@ -65,7 +65,7 @@ def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
     """Create a fresh run directory where check_new_run_dir allows one; with ``force`` the
     previous run's files are removed first (the user asked for it)."""
     path = check_new_run_dir(path, force=force)
-    if path.exists() and any(path.iterdir()):  # a stanhop run (check_new_run_dir); an empty folder stays as it is
+    if (path / MARKER).is_file():  # the run to replace (check_new_run_dir); an empty folder stays as it is
         shutil.rmtree(path)
     writable_folder(path, "--out")
     write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})

@@ -9,9 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from stanhop.config import Config, ModelConfig
 from stanhop.training import Forecaster
+from test_micro_batches import TINY  # the training tests' tiny model
 
-TINY = dict(in_len=12, out_len=6, seg_len=3, win_size=2, d_model=8, d_ff=16, n_heads=2, e_layers=2,
-            factor=2, n_series=3, dropout=0.0)
 CLIP = 1e-3  # far below the gradient's norm at the start, so clipping acts at every step
 
 
@@ -37,7 +36,7 @@ class StepGradients(Callback):
 def clipped_steps(precision: str, accelerator: str = "cpu", plugins: list | None = None) -> StepGradients:
     """One epoch of Forecaster (3 steps, clipping at CLIP) in ``precision``; what its steps used."""
     config = Config()
-    config.model = ModelConfig(**TINY)
+    config.model = ModelConfig(**TINY, dropout=0.0)
     for key, value in dict(lr=1e-3, batch_size=8, max_epochs=1, grad_clip=CLIP, precision=precision).items():
         setattr(config.train, key, value)
     config.validate()
