@@ -33,11 +33,13 @@ _LEVELS = 1 << 16  # a mask entry is one 16-bit lane of a random word: 65536 equ
 def inverted_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Inverted dropout x ⊙ m / (1 − p), mᵢ ~ Bernoulli(1 − p) independently — as F.dropout,
     with p rounded to a multiple of 2⁻¹⁶ (``rounded_rate``). The backward pass keeps only the
-    mask, 8 entries per byte."""
+    mask, 8 entries per byte. Under torch.compile it is F.dropout (p not rounded)."""
     if not training or p == 0.0:
         return x
     if p >= 1.0:
         return x * 0.0
+    if torch.compiler.is_compiling():  # inductor fuses F.dropout's mask into neighbouring kernels
+        return F.dropout(x, p)
     return _Dropout.apply(x, p)
 
 

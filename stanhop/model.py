@@ -52,12 +52,12 @@ def norm_mlp(r: Tensor, norm: nn.LayerNorm, mlp: MLP) -> tuple[Tensor, Tensor]:
     pre-activation h = W₁z + b₁ and the dropout mask (8 entries per byte), and recomputes
     z and drop(GELU(h)) in the backward pass (elementwise work only; no product is
     recomputed): per row, d + d_ff floats fewer kept than with the modules one by one.
-    Hooks on these modules see them called one by one, as do evaluation and autocast
-    (mixed precision).
+    Hooks on these modules see them called one by one, as do evaluation, autocast (mixed
+    precision) and torch.compile (which fuses the elementwise work itself).
     """
     lin1, _, drop, lin2 = mlp
     if (not (torch.is_grad_enabled() and (r.requires_grad or norm.weight.requires_grad))
-            or torch.is_autocast_enabled(r.device.type) or observed(norm, mlp)):
+            or torch.is_autocast_enabled(r.device.type) or torch.compiler.is_compiling() or observed(norm, mlp)):
         z = norm(r)
         return z, mlp(z)
     p = drop.p if drop.training else 0.0
