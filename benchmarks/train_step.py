@@ -23,8 +23,8 @@ machine may be shared: ``--rounds R`` runs every separation's process R times, i
 keeps the fastest round's step time, the fastest forward and the largest peak RSS; the JSON
 line's efficiency is the fastest step's against the highest matmul rate of all the run's
 processes (each printed line keeps its own process's rate). The batch is ``--batch`` windows of ETTh1 (standardised with the first 12 months'
-statistics) when $STANHOP_DATA_DIR/ETTh1.csv or /work/shared/data/ETTh1.csv exists, N(0, 1)
-otherwise.
+statistics) when this machine has the file ($STANHOP_DATA_DIR, then the cache of
+``stanhop train``, e.g. ~/.cache/stanhop/ETTh1.csv), N(0, 1) otherwise (the header line says which).
 
 Configs (the OutEffHop/STanHop ETTh1 settings; widths d_model 256, d_ff 512, 4 heads,
 factor 10, dropout 0.3, 7 series, batch 128):
@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stanhop import datasets
 from stanhop.allocator import retain_freed_memory
 from stanhop.config import SEPARATIONS, ModelConfig, load_config
 from stanhop.model import STanHopNet, n_segments
@@ -97,8 +98,7 @@ def resolved(args: argparse.Namespace, separation: str) -> tuple[ModelConfig, in
 def etth1_batch(cfg: ModelConfig, batch: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """``batch`` random (input, target) windows of standardised ETTh1, or N(0, 1) without it."""
     gen = torch.Generator().manual_seed(seed)
-    candidates = [Path(os.environ.get("STANHOP_DATA_DIR", "/nonexistent")), Path("/work/shared/data")]
-    path = next((p / "ETTh1.csv" for p in candidates if (p / "ETTh1.csv").exists()), None)
+    path = datasets.local_copy("ETTh1")
     if path is None:
         return torch.randn(batch, cfg.in_len, cfg.n_series, generator=gen), torch.randn(
             batch, cfg.out_len, cfg.n_series, generator=gen)
@@ -295,6 +295,8 @@ def main() -> None:
           f"{', torch.compile' if args.compile else ''}"
           f"{f' ({args.compile_mode})' if args.compile_mode else ''}{', model.checkpoint' if args.checkpoint else ''}"
           f"{f', micro-batches of {micro}' if micro else ''}; load average {os.getloadavg()[0]:.1f}")
+    data = datasets.local_copy("ETTh1")
+    print(f"windows of {data}" if data else "N(0, 1) windows: no ETTh1.csv in $STANHOP_DATA_DIR or the cache")
     shape = f"{batch * cfg.n_series * n_segments(cfg.in_len, cfg.seg_len)}x{cfg.d_model}x{cfg.d_model}"
     runs: dict[str, list[dict]] = {s: [] for s in separations}
     for _ in range(args.rounds):
