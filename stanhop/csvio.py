@@ -50,10 +50,8 @@ def load_series(
 def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None) -> pd.DataFrame:
     """Like :func:`load_series` but empty cells are left as NaN."""
     path = datasets.resolve(name_or_path)
-    _check_size(path)
-    _check_text(path)
     columns = [columns] if isinstance(columns, str) else columns
-    header = _read(path, nrows=0).columns
+    header = _header(path)
     _check_header(path, header, date_column, columns)
     raw = _read(path, usecols=None if columns is None else [date_column, *columns], dtype={date_column: "str"})
     raw = _drop_trailing_blank_rows(raw)
@@ -116,6 +114,17 @@ def infer_freq(index: pd.DatetimeIndex) -> str:
         f"irregular time steps: line {first + 1 + _HEADER_LINES} ({index[first + 1]}) comes {steps[first]} after "
         f"the line before, but the usual step is {usual}; fill in the missing timestamps or resample the file"
     )
+
+
+def header_of(name_or_path: str | os.PathLike) -> list[str]:
+    """The column names of a registered data set or a CSV file, read from its header line alone."""
+    return [str(c) for c in _header(datasets.resolve(name_or_path))]
+
+
+def _header(path: Path) -> pd.Index:
+    _check_size(path)
+    _check_text(path)
+    return _read(path, nrows=0).columns
 
 
 def _read(path: Path, **kwargs) -> pd.DataFrame:

@@ -193,6 +193,10 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     run = load_run(run_path)
     config = run.config
     if data is not None:
+        from stanhop.csvio import header_of
+        from stanhop.forecast import channels_of
+
+        channels_of(run, header_of(data), data)  # the run's channels, worded as forecast words it
         config.data.name = data
     if split is not None:
         config.data.split = split

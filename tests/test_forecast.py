@@ -69,11 +69,13 @@ def test_library_accepts_a_date_column_or_a_datetime_index(run, etth1, capsys):
         run.forecast(cut.reset_index(drop=True))
 
 
-def test_missing_channels_are_named(run_dir, etth1, tmp_path):
+@pytest.mark.parametrize("command, option", [("forecast", "--input"), ("evaluate", "--data")])
+def test_missing_channels_are_named_alike_by_forecast_and_evaluate(run_dir, etth1, tmp_path, command, option):
     cut = etth1.iloc[:60].drop(columns=["OT", "LULL"])
-    result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"))
+    result = invoke(command, run_dir, option, write_csv(cut, tmp_path / "in.csv"))
     assert result.exit_code == 2
-    assert result.stderr.startswith("error:") and "LULL, OT" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error:") and "lacks the channel(s) LULL, OT the run was trained on" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_short_input_is_refused(run, run_dir, etth1, tmp_path):
