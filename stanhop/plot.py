@@ -117,7 +117,10 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     axes[0].legend(loc="upper left", fontsize=8, frameon=False, ncols=3)
     _date_axis(axes[-1])
     summary = f", MSE {errors[1].mean():.3f} (scaled, all {len(run.data.columns)} channels)" if errors is not None else ""
-    fig.suptitle(f"{run.path.name}: {out_len}-step forecast from {past.index[-1]} (input {in_len} steps){summary}", fontsize=11)
+    start = past.index[-1]
+    shown = (f"{start:%Y-%m-%d}" if start == start.normalize()  # daily or coarser: no 00:00:00
+             else f"{start:%Y-%m-%d %H:%M}" if start == start.floor("min") else str(start))
+    fig.suptitle(f"{run.path.name}: {out_len}-step forecast from {shown} (input {in_len} steps){summary}", fontsize=11)
     return fig
 
 

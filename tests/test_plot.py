@@ -63,6 +63,7 @@ def test_forecast_figure_draws_the_forecast_from_out_len_rows_before_the_end(run
     assert f"MSE {mse:.3g}" in axes[0].get_title() and axes[1].get_title().startswith("HUFL")
     title = fig._suptitle.get_text()
     assert run.path.name in title and f"{out_len}-step" in title
+    assert f"forecast from {cut.index[-out_len - 1]:%Y-%m-%d %H:%M} (" in title  # hourly: minutes, no seconds
 
 
 def test_forecast_past_the_end_when_there_is_no_truth(run, etth1):
