@@ -73,7 +73,8 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fill, as_json) -> None:
     """Rows, columns, frequency, date range, missing values and split of a data set."""
-    from stanhop.splits import describe  # pandas only: no torch or lightning to import
+    from stanhop.errors import notice_to_stderr
+    from stanhop.splits import describe, unused_rows_notice  # pandas only: no torch or lightning to import
 
     info = describe(
         name_or_csv, split=split, in_len=in_len, out_len=out_len, date_column=date_column,
@@ -92,6 +93,9 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
     for part, s in info["split"].items():
         click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {s['rows']} rows  {s['windows']} windows")
+    borders = {part: (s["start"], s["end"]) for part, s in info["split"].items()}
+    if unused := unused_rows_notice(info["rows"], borders, info["split_spec"], name_or_csv):
+        notice_to_stderr(unused)
 
 
 # ---------------------------------------------------------------- train / evaluate

@@ -7,12 +7,18 @@ internal error (exit 1).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 
 class UserError(Exception):
     """A problem with the user's input; the message says what to do about it."""
+
+
+def notice_to_stderr(message: str) -> None:
+    """Tell the user something they may want to act on, without stopping (one line on stderr)."""
+    print(f"notice: {message}", file=sys.stderr)
 
 
 def writable_folder(folder: str | os.PathLike, option: str) -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,15 +32,11 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError, writable_folder
+from stanhop.errors import UserError, notice_to_stderr, writable_folder
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
 METRIC_KEYS = ("mse", "mae", "mse_original_units", "mae_original_units")
-
-
-def notice_to_stderr(message: str) -> None:
-    print(f"notice: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- input

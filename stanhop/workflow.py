@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config
-from stanhop.errors import UserError
+from stanhop.errors import UserError, notice_to_stderr
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
     write_json,
@@ -73,6 +73,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     import lightning as L
     import torch
 
+    from stanhop.splits import unused_rows_notice
     from stanhop.training import EpochTimer, Forecaster, make_trainer
 
     from stanhop.memory_runs import add_memory, check_memory_config
@@ -97,6 +98,9 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     config.model.n_series = dm.n_series
     config.validate()
     if not _is_child_process():
+        unused = unused_rows_notice(len(dm.frame), dm.borders, config.data.split, config.data.name)
+        if unused and resume is None:
+            notice_to_stderr(unused)
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
             prepare_run_dir(run_dir, force=force)
         save_run_files(run_dir, config, data_info(dm, config))

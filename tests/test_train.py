@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -42,6 +44,19 @@ def test_train_writes_a_complete_run_directory(smoke_run: Path):
     assert metrics["epochs"] == 2 and metrics["separation"] == "entmax" and metrics["split"] == "0.06/0.03/0.03"
     assert metrics["params"] == sum(p.numel() for p in load_run(smoke_run).model.parameters())
     assert not (Path.cwd() / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize("split, noticed", [("3/1/1", True), ("0.5/0.2/0.2", False)])
+def test_train_on_a_daily_csv_says_when_a_months_split_leaves_rows_unused(tmp_path: Path, split, noticed):
+    days = pd.date_range("2020-01-01", periods=400, freq="D")
+    t = np.arange(400)
+    frame = pd.DataFrame({"a": np.sin(t / 7), "OT": np.cos(t / 30)}, index=pd.Index(days, name="date"))
+    frame.to_csv(tmp_path / "daily.csv")
+    result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "daily.csv"), "--split", split, "--out",
+                    str(tmp_path / "run"), "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert result.exit_code == 0, result.output
+    notice = "notice: the split 3/1/1 (months of 30 days) uses the first 150 of the 400 rows"
+    assert (notice in result.stderr) == noticed, result.stderr
 
 
 def test_set_overrides_reach_the_model(smoke_run: Path):
