@@ -69,7 +69,10 @@ def parse_split(text: str) -> SplitSpec:
 def rows_per_month(freq: str) -> Fraction:
     """Rows in 30 days at the time step ``freq`` (720 for ``"h"``)."""
     try:
-        step = pd.to_timedelta(to_offset(freq))
+        offset = to_offset(freq)
+        # a week anchored on a weekday (W-SUN, pandas' weekly step) is still 7 days long
+        step = pd.Timedelta(weeks=offset.n) if isinstance(offset, pd.offsets.Week) and offset.weekday is not None \
+            else pd.to_timedelta(offset)
     except (ValueError, TypeError):
         raise UserError(f"a split in months needs a fixed time step, but the data's is '{freq}'; use fractions such as 0.7/0.1/0.2") from None
     return Fraction(MONTH.value, step.value)

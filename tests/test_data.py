@@ -259,6 +259,10 @@ def test_a_months_split_that_leaves_much_of_a_csv_unused_is_pointed_out():
 
 def test_months_need_a_fixed_step():
     assert split_borders(200, "1/1/1", "D", 5, 2) == {"train": (0, 30), "val": (30, 60), "test": (60, 90)}
+    # weekly data, anchored on a weekday or not: 30/7 rows a month, ends rounded down
+    for weekly in ("W-SUN", "W-MON", "7D"):
+        assert split_borders(200, "7/7/14", weekly, 5, 2) == {"train": (0, 30), "val": (30, 60), "test": (60, 120)}
+    assert split_borders(200, "14/7/7", "2W-WED", 3, 1) == {"train": (0, 30), "val": (30, 45), "test": (45, 60)}
     with pytest.raises(UserError, match="fixed time step, but the data's is 'MS'"):
         split_borders(200, "1/1/1", "MS", 5, 2)
 
