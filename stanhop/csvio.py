@@ -27,7 +27,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
-from stanhop.errors import UserError
+from stanhop.errors import UserError, notice_to_stderr
 
 FILLS = ("ffill", "interpolate")
 DEFAULT_MAX_CSV_BYTES = 2 * 1024**3
@@ -203,11 +203,11 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
         line = int(np.argmax(empty)) + _HEADER_LINES
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "could not infer format": unparsable cells become NaT below
-            dates = pd.to_datetime(text, errors="coerce")
+        dates = _to_datetime(text)
     except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
-        raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
+        if not text.str.fullmatch(_WITH_UTC_OFFSET).all():
+            raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
+        dates = _on_one_clock(text, path)
     bad = dates.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
@@ -219,6 +219,40 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     _check_order(index, path)
     infer_freq(index)
     return index
+
+
+_UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
+_WITH_UTC_OFFSET = rf".*\d{_UTC_OFFSET}"
+_TOLD: set[str] = set()
+
+
+def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
+    """Dates with several UTC offsets (daylight saving time) on one clock: UTC where that makes
+    the steps regular (hourly data), else the local wall clock, offsets dropped (daily data
+    stamped at local midnight); the user is told which."""
+    clocks = {"in UTC": _to_datetime(text, utc=True),
+              "on the local wall clock (offsets dropped)": _to_datetime(text.str.replace(rf"{_UTC_OFFSET}$", "", regex=True))}
+    for clock, dates in clocks.items():
+        try:
+            index = pd.DatetimeIndex(dates)
+            if not index.hasnans:
+                _check_order(index, path)
+                infer_freq(index)
+        except UserError:
+            continue
+        message = (f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "
+                   f"they are read {clock}, and forecasts are dated so")
+        if message not in _TOLD:  # once per process: a run reads its file more than once
+            _TOLD.add(message)
+            notice_to_stderr(message)
+        return dates
+    return clocks["in UTC"]  # the caller says what is wrong with it
+
+
+def _to_datetime(text: pd.Series, **kwargs) -> pd.Series:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format": unparsable cells become NaT (checked by the caller)
+        return pd.to_datetime(text, errors="coerce", **kwargs)
 
 
 def _check_order(index: pd.DatetimeIndex, path: Path) -> None:

@@ -171,9 +171,28 @@ def test_infer_freq_of_two_rows_and_of_one():
 
 
 def test_mixed_time_zones_are_a_user_error(tmp_path):
-    lines = ["date,a", "2020-01-01 00:00:00+01:00,1", "2020-01-01 01:00:00+02:00,2", "2020-01-01 02:00:00+01:00,3"]
-    with pytest.raises(UserError, match="cannot read the dates in column 'date'"):
-        load_series(write(tmp_path, lines))
+    naive_and_offset = ["date,a", "2020-01-01 00:00:00,1", "2020-01-01 01:00:00+02:00,2", "2020-01-01 02:00:00+01:00,3"]
+    with pytest.raises(UserError, match="line 3 has a date that cannot be read"):
+        load_series(write(tmp_path, naive_and_offset))
+    # offsets that fit no clock: the same wall-clock time twice, and going back in UTC
+    no_clock = ["date,a", "2020-01-01 00:00:00+01:00,1", "2020-01-01 00:00:00+02:00,2", "2020-01-01 02:00:00+01:00,3"]
+    with pytest.raises(UserError, match=r"line 3 \(2019-12-31 22:00:00\+00:00\)"):
+        load_series(write(tmp_path, no_clock, "no_clock.csv"))
+
+
+def test_daylight_saving_offsets_are_read_on_the_clock_that_keeps_the_steps_regular(tmp_path, capsys):
+    """Hourly data across a change of offset is regular in UTC; daily data stamped at local
+    midnight is regular on the wall clock. Either way the user is told."""
+    hours = pd.date_range("2021-03-28 00:00", periods=6, freq="h", tz="UTC").tz_convert("Europe/Berlin")
+    lines = ["date,a", *(f"{t.isoformat()},{i}" for i, t in enumerate(hours))]  # +01:00, then +02:00 from 01:00Z
+    hourly = load_series(write(tmp_path, lines, "hourly.csv"))
+    assert list(hourly.index) == list(hours.tz_convert("UTC")) and infer_freq(hourly.index) == "h"
+    assert "read in UTC" in capsys.readouterr().err
+    days = pd.date_range("2021-03-26", periods=5, freq="D", tz="Europe/Berlin")  # midnights, +01:00 then +02:00
+    lines = ["date,a", *(f"{t.isoformat()},{i}" for i, t in enumerate(days))]
+    daily = load_series(write(tmp_path, lines, "daily.csv"))
+    assert list(daily.index) == list(days.tz_localize(None)) and infer_freq(daily.index) == "D"
+    assert "read on the local wall clock" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- missing values
