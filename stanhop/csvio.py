@@ -204,6 +204,8 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
     try:
         dates = _to_datetime(text)
+        if dates.dtype == object:  # pandas 2.x returned mixed offsets as objects (with a FutureWarning)
+            raise ValueError("Mixed timezones detected")
     except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
         if not text.str.fullmatch(_WITH_UTC_OFFSET).all():
             raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
