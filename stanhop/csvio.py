@@ -66,6 +66,9 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
             channels[name] = values
     if not channels:
         raise UserError(f"{path} has no numeric column besides '{date_column}'")
+    if skipped := [name for name in names if name not in channels]:
+        _tell_once(f"{path}: ignoring the text column(s) {', '.join(map(str, skipped))}; "
+                   "the channels are the numeric columns (name them with --columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
     return frame
@@ -242,13 +245,17 @@ def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
                 infer_freq(index)
         except UserError:
             continue
-        message = (f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "
+        _tell_once(f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "
                    f"they are read {clock}, and forecasts are dated so")
-        if message not in _TOLD:  # once per process: a run reads its file more than once
-            _TOLD.add(message)
-            notice_to_stderr(message)
         return dates
     return clocks["in UTC"]  # the caller says what is wrong with it
+
+
+def _tell_once(message: str) -> None:
+    """A notice, once per process: a run reads its file more than once."""
+    if message not in _TOLD:
+        _TOLD.add(message)
+        notice_to_stderr(message)
 
 
 def _to_datetime(text: pd.Series, **kwargs) -> pd.Series:

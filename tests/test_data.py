@@ -134,10 +134,11 @@ def test_etth1_loads(etth1_path):
     assert load_series(etth1_path).equals(frame)
 
 
-def test_text_columns_are_not_channels_and_columns_choose(tmp_path):
+def test_text_columns_are_not_channels_and_columns_choose(tmp_path, capsys):
     lines = [line + (",note" if i else ",label") for i, line in enumerate(csv_lines(6, columns=("a", "b", "c")))]
     path = write(tmp_path, lines)
     assert list(load_series(path).columns) == ["a", "b", "c"]
+    assert "ignoring the text column(s) label" in capsys.readouterr().err  # said, not silently dropped
     chosen = load_series(path, columns=["c", "a"])
     assert list(chosen.columns) == ["c", "a"] and chosen["a"].iloc[2] == pytest.approx(2 + math.sin(2), abs=1e-6)
     with pytest.raises(UserError, match="column 'label' has a non-numeric value 'note' at line 2"):
