@@ -41,8 +41,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 section "tests/test_cuda.py (limit $(limit 120) s)"
 timeout "$(limit 120)" "$py" -m pytest -p no:cacheprovider -q -rs tests/test_cuda.py 2>&1 | tee -a "$log"
 
-bench h24-fp32 45 --separations entmax,softmax1 --steps 20 --warmup 5
-bench h24-bf16 45 --separations entmax,softmax1 --precision bf16-mixed --steps 20 --warmup 5
+bench h24-fp32 75 --separations entmax,softmax1 --steps 20 --warmup 5
+bench h24-bf16 75 --separations entmax,softmax1 --precision bf16-mixed --steps 20 --warmup 5
 bench h24-compile-fp32 150 --separations entmax --compile --steps 10 --warmup 3
 bench h24-compile-bf16 120 --separations entmax --compile --precision bf16-mixed --steps 10 --warmup 3
 bench h720-bf16 30 --config h720 --separations entmax --precision bf16-mixed --steps 10 --warmup 3
