@@ -44,16 +44,37 @@ METRIC_KEYS = ("mse", "mae", "mse_original_units", "mae_original_units")
 
 def channels_of(run, names: Iterable[Any], source: str, notify: Notify | None = None) -> None:
     """Raise UserError naming the run's channels missing from ``names``; tell of extra ones."""
-    names = [str(n) for n in names if str(n) != run.data.date_column]
-    missing = [c for c in run.data.columns if c not in names]
+    require_channels(names, run.data.columns, run.data.date_column, source, notify)
+
+
+def require_channels(names: Iterable[Any], channels: list[str], date_column: str, source: str,
+                     notify: Notify | None = None) -> None:
+    """Raise UserError naming the ``channels`` (a run's) missing from the column ``names`` of
+    ``source``; tell of extra ones."""
+    names = [str(n) for n in names if str(n) != date_column]
+    missing = [c for c in channels if c not in names]
     if missing:
         raise UserError(
             f"{source} lacks the channel(s) {', '.join(missing)} the run was trained on "
-            f"(it needs {', '.join(run.data.columns)}; it has {', '.join(names) or 'none'})"
+            f"(it needs {', '.join(channels)}; it has {', '.join(names) or 'none'})"
         )
-    extra = [n for n in names if n not in run.data.columns]
+    extra = [n for n in names if n not in channels]
     if extra:
         (notify or notice_to_stderr)(f"ignoring column(s) {', '.join(extra)} of {source}: the run was not trained on them")
+
+
+def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: str, notify: Notify | None = None) -> None:
+    """A CSV read with a run's settings where no option names its date column (evaluate
+    --data, a memory CSV): its header must hold the run's date column and channels. Checked
+    from the header alone, before any work."""
+    from stanhop.csvio import header_of
+
+    names = header_of(path)
+    if date_column not in names:
+        shown = ", ".join(names[:10])[:200]
+        raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); "
+                        f"rename its timestamp column to '{date_column}', as in the data the run was trained on")
+    require_channels(names, channels, date_column, str(path), notify)
 
 
 def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify | None = None) -> pd.DataFrame:

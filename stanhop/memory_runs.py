@@ -104,6 +104,8 @@ def _memory_rows(config: Config, dm):
         start, end = dm.borders["train"]
         return dm.series[start:end], start
     from stanhop.csvio import load_series
+    from stanhop.forecast import check_csv_header
 
+    check_csv_header(mem.csv, list(dm.columns), config.data.date_column)
     frame = load_series(mem.csv, config.data.date_column, list(dm.columns), config.data.fill)
     return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1

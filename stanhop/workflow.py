@@ -97,6 +97,10 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
+    if config.memory.kind is not None and config.memory.strategy == "csv":  # read after training: checked now
+        from stanhop.forecast import check_csv_header
+
+        check_csv_header(config.memory.csv, dm.columns, config.data.date_column)
     if not _is_child_process():
         unused = unused_rows_notice(len(dm.frame), dm.borders, config.data.split, config.data.name)
         if unused and resume is None:
@@ -197,10 +201,9 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     run = load_run(run_path)
     config = run.config
     if data is not None:
-        from stanhop.csvio import header_of
-        from stanhop.forecast import channels_of
+        from stanhop.forecast import check_csv_header
 
-        channels_of(run, header_of(data), data)  # the run's channels, worded as forecast words it
+        check_csv_header(data, run.data.columns, run.data.date_column)  # worded as forecast words it
         config.data.name = data
     if split is not None:
         config.data.split = split

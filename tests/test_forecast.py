@@ -78,6 +78,14 @@ def test_missing_channels_are_named_alike_by_forecast_and_evaluate(run_dir, etth
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_evaluate_data_without_the_runs_date_column_says_to_rename_it(run_dir, etth1, tmp_path):
+    path = tmp_path / "in.csv"
+    etth1.iloc[:200].to_csv(path, index=True, index_label="time")
+    result = invoke("evaluate", run_dir, "--data", path)
+    assert result.exit_code == 2 and "has no date column 'date' (columns: time, HUFL" in result.stderr
+    assert "rename its timestamp column to 'date'" in result.stderr and "--date-column" not in result.stderr
+
+
 def test_short_input_is_refused(run, run_dir, etth1, tmp_path):
     cut = etth1.iloc[: run.config.model.in_len - 1]
     result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"))

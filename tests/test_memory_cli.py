@@ -109,3 +109,21 @@ def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
                                       "--out", str(out)])
     assert result.exit_code == 2 and "memory CSV missing.csv not found" in result.output
     assert not out.exists()  # refused before any work
+
+
+def test_a_memory_csv_without_the_runs_date_column_or_channels_is_refused_before_any_work(plug_run, tmp_path,
+                                                                                           etth1_path):
+    rows = pd.read_csv(etth1_path, nrows=300)
+    renamed, short = tmp_path / "renamed.csv", tmp_path / "short.csv"
+    rows.rename(columns={"date": "time"}).to_csv(renamed, index=False)
+    rows.drop(columns=["OT"]).to_csv(short, index=False)
+    out = tmp_path / "never"
+    for path, message in ((renamed, "has no date column 'date' (columns: time, HUFL"),
+                          (short, "lacks the channel(s) OT the run was trained on")):
+        trained = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy",
+                                           f"csv:{path}", "--out", str(out)])
+        tuned = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-strategy", f"csv:{path}"])
+        for result in (trained, tuned):
+            assert result.exit_code == 2 and message in result.output, result.output
+            assert "--date-column" not in result.output  # neither command has that option
+        assert not out.exists()  # train: refused before training
