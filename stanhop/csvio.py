@@ -221,9 +221,14 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
             f"(expected e.g. 2016-07-01 00:00:00, one format for the whole column)"
         )
     index = pd.DatetimeIndex(dates, name=name)
+    _check_steps(index, path)
+    return index
+
+
+def _check_steps(index: pd.DatetimeIndex, path: Path) -> None:
+    """Raise UserError unless the timestamps increase by one regular step."""
     _check_order(index, path)
     infer_freq(index)
-    return index
 
 
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
@@ -238,11 +243,11 @@ def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
     clocks = {"in UTC": _to_datetime(text, utc=True),
               "on the local wall clock (offsets dropped)": _to_datetime(text.str.replace(rf"{_UTC_OFFSET}$", "", regex=True))}
     for clock, dates in clocks.items():
+        index = pd.DatetimeIndex(dates)
+        if index.hasnans:  # an unreadable date: the caller names its line
+            continue
         try:
-            index = pd.DatetimeIndex(dates)
-            if not index.hasnans:
-                _check_order(index, path)
-                infer_freq(index)
+            _check_steps(index, path)
         except UserError:
             continue
         _tell_once(f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "

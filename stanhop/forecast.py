@@ -140,27 +140,16 @@ def check_complete(values: pd.DataFrame, what: str) -> None:
 def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, fill: str | None = None,
                notify: Notify | None = None) -> pd.DataFrame:
     """A CSV file as :func:`align` returns it: only the run's channels are read (extra ones noticed)."""
-    from stanhop.csvio import fill_missing, read_series
-    from stanhop.datasets import resolve
+    from stanhop.csvio import fill_missing, header_of, read_series
 
     date_column = date_column or run.data.date_column
-    header = _header(resolve(path))
-    if header is not None and date_column in header:
+    header = header_of(path)
+    if date_column in header:  # else the reader below says so, and how to name it (--date-column)
         channels_of(run, header, str(path), notify)
-        frame = read_series(path, date_column, list(run.data.columns))
-    else:  # let the CSV reader say what is wrong with the file, or read it whole
-        frame = read_series(path, date_column)
-        channels_of(run, frame.columns, str(path), notify)
+    frame = read_series(path, date_column, list(run.data.columns))
     frame = fill_missing(frame, fill) if fill else frame
     check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
-
-
-def _header(path: Path) -> list[str] | None:
-    try:
-        return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
-    except Exception:  # csvio's reader gives the helpful message
-        return None
 
 
 # ---------------------------------------------------------------- forecast

@@ -31,6 +31,14 @@ def check_memory_config(config: Config) -> None:
         raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE")
 
 
+def check_memory_csv(config: Config, channels: list[str]) -> None:
+    """A memory CSV (strategy csv) holds the run's date column and ``channels``, by its header."""
+    from stanhop.forecast import check_csv_header
+
+    if config.memory.kind is not None and config.memory.strategy == "csv":
+        check_csv_header(config.memory.csv, list(channels), config.data.date_column)
+
+
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
                csv: str | None = None, epochs: int | None = None, facts: dict[str, Any] | None = None,
                progress: bool = True) -> dict[str, Any]:
@@ -104,8 +112,7 @@ def _memory_rows(config: Config, dm):
         start, end = dm.borders["train"]
         return dm.series[start:end], start
     from stanhop.csvio import load_series
-    from stanhop.forecast import check_csv_header
 
-    check_csv_header(mem.csv, list(dm.columns), config.data.date_column)
+    check_memory_csv(config, dm.columns)
     frame = load_series(mem.csv, config.data.date_column, list(dm.columns), config.data.fill)
     return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1

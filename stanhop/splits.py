@@ -112,16 +112,16 @@ def split_borders(n_rows: int, split: str, freq: str, in_len: int, out_len: int)
 UNUSED_NOTICE_SHARE = 0.1  # a months split that leaves more of a CSV unused than this is pointed out
 
 
-def unused_rows_notice(n_rows: int, borders: dict[str, tuple[int, int]], split: str, source: str) -> str | None:
-    """A sentence for the user when a split in months leaves over 10% of the rows of their
-    CSV after the test part; None otherwise (fractions, or a registered data set, whose
-    benchmark splits leave rows unused on purpose)."""
-    unused = n_rows - borders["test"][1]
+def unused_rows_notice(n_rows: int, used: int, split: str, source: str) -> str | None:
+    """A sentence for the user when a split in months uses only the first ``used`` rows (the
+    test part's end) and leaves over 10% of the rows of their CSV; None otherwise (fractions,
+    or a registered data set, whose benchmark splits leave rows unused on purpose)."""
+    unused = n_rows - used
     if not parse_split(split).months or unused <= UNUSED_NOTICE_SHARE * n_rows:
         return None
     if not datasets.looks_like_path(source) and datasets.lookup(source) is not None:
         return None
-    return (f"the split {split} (months of 30 days) uses the first {borders['test'][1]} of the {n_rows} rows of "
+    return (f"the split {split} (months of 30 days) uses the first {used} of the {n_rows} rows of "
             f"{source}; the last {unused} are unused: a split in fractions such as 0.7/0.1/0.2 uses them all")
 
 

@@ -76,7 +76,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     from stanhop.splits import unused_rows_notice
     from stanhop.training import EpochTimer, Forecaster, make_trainer
 
-    from stanhop.memory_runs import add_memory, check_memory_config
+    from stanhop.memory_runs import add_memory, check_memory_config, check_memory_csv
 
     check_memory_config(config)  # before any work, not after the training
     if config.train.accelerator == "gpu" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
@@ -97,15 +97,11 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
-    if config.memory.kind is not None and config.memory.strategy == "csv":  # read after training: checked now
-        from stanhop.forecast import check_csv_header
-
-        check_csv_header(config.memory.csv, dm.columns, config.data.date_column)
+    check_memory_csv(config, dm.columns)  # read after training: checked now
     if not _is_child_process():
-        unused = unused_rows_notice(len(dm.frame), dm.borders, config.data.split, config.data.name)
-        if unused and resume is None:
-            notice_to_stderr(unused)
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
+            if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
+                notice_to_stderr(unused)
             prepare_run_dir(run_dir, force=force)
         save_run_files(run_dir, config, data_info(dm, config))
 

@@ -265,14 +265,14 @@ def test_fraction_rounding():
 
 def test_a_months_split_that_leaves_much_of_a_csv_unused_is_pointed_out():
     borders = split_borders(2000, "14/5/5", "D", 28, 7)  # 720 of 2000 daily rows
-    notice = unused_rows_notice(2000, borders, "14/5/5", "my/daily.csv")
+    notice = unused_rows_notice(2000, borders["test"][1], "14/5/5", "my/daily.csv")
     assert "uses the first 720 of the 2000 rows of my/daily.csv; the last 1280 are unused" in notice
     assert "0.7/0.1/0.2" in notice
-    assert unused_rows_notice(790, split_borders(790, "14/5/5", "D", 28, 7), "14/5/5", "d.csv") is None  # 70 rows: < 10%
+    assert unused_rows_notice(790, split_borders(790, "14/5/5", "D", 28, 7)["test"][1], "14/5/5", "d.csv") is None  # 70 rows: < 10%
     fractions = split_borders(2000, "0.3/0.1/0.1", "D", 28, 7)
-    assert unused_rows_notice(2000, fractions, "0.3/0.1/0.1", "d.csv") is None  # the user chose the fractions
+    assert unused_rows_notice(2000, fractions["test"][1], "0.3/0.1/0.1", "d.csv") is None  # the user chose the fractions
     # ETTh1's benchmark split leaves a third of the file unused on purpose
-    assert unused_rows_notice(17420, split_borders(17420, "12/4/4", "h", 96, 24), "12/4/4", "ETTh1") is None
+    assert unused_rows_notice(17420, split_borders(17420, "12/4/4", "h", 96, 24)["test"][1], "12/4/4", "ETTh1") is None
     result = CliRunner().invoke(cli, ["data", "describe", "ETTh1", "--split", "12/4/4"])
     assert result.exit_code == 0 and "notice" not in result.stderr
 
