@@ -6,11 +6,16 @@ station name) is not a channel. Every problem is a UserError of one line that na
 column and the file line (line 1 is the header), so the user can fix the file:
 
 - missing, empty or over-sized file (cap: ``STANHOP_MAX_CSV_BYTES``, default 2 GiB),
-  header only, not text, wrong delimiter, no date column, unknown ``columns``;
+  header only, not text, a delimiter other than , ; or tab, no date column, unknown ``columns``;
 - an empty or unparsable date, dates out of order, a repeated date, irregular spacing;
 - a non-numeric or infinite cell in a channel;
 - empty cells, unless ``fill`` is ``"ffill"`` (carry the last value forward) or
   ``"interpolate"`` (linear in time); both give leading gaps the first value.
+
+Values are separated by commas, or by semicolons or tabs (a spreadsheet's export where the
+decimal mark is a comma, so commas in its values are decimal commas). Dates written
+day.month.year are read day first; other dates month first (pandas' reading) unless only day
+first gives real dates at a regular step. A notice says when a file is read in one of these ways.
 
 Lines are counted as the file has them: blank lines inside the file are kept as empty rows
 (and so reported), blank lines at its end are ignored.
@@ -59,9 +64,10 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
         raise UserError(f"{path} has a header but no data rows")
     index = _parse_dates(raw[date_column], path)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
+    decimal = _dialect(path)["decimal"]
     channels = {}
     for name in names:
-        values = _to_float(raw[name], name, path, required=columns is not None)
+        values = _to_float(raw[name], name, path, required=columns is not None, decimal=decimal)
         if values is not None:
             channels[name] = values
     if not channels:
@@ -132,7 +138,7 @@ def _header(path: Path) -> pd.Index:
 
 def _read(path: Path, **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **kwargs)
+        return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **_dialect(path), **kwargs)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header line and data rows") from None
     except UnicodeDecodeError:
@@ -141,6 +147,27 @@ def _read(path: Path, **kwargs) -> pd.DataFrame:
         raise UserError(f"{path} is not a readable CSV file ({str(err).splitlines()[0]})") from None
     except OSError as err:
         raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+
+
+def _dialect(path: Path) -> dict[str, str]:
+    """read_csv's ``sep`` and ``decimal`` for the file, from its first lines: commas between values
+    and decimal points, unless the header has no comma but semicolons or tabs (a spreadsheet's
+    export where the decimal mark is a comma); then commas in its data lines are decimal commas.
+    The user is told when it is not a comma-separated file."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for _, line in zip(range(_SNIFFED_LINES), f)]
+    header = lines[0] if lines else ""
+    if "," in header or not any(s in header for s in _SEPARATOR_NAMES):
+        return {"sep": ",", "decimal": "."}
+    sep = next(s for s in _SEPARATOR_NAMES if s in header)
+    decimal = "," if any("," in line for line in lines[1:]) else "."
+    _tell_once(f"{path}: reading it as {_SEPARATOR_NAMES[sep]}-separated values"
+               + (" with decimal commas" if decimal == "," else ""))
+    return {"sep": sep, "decimal": decimal}
+
+
+_SNIFFED_LINES = 6  # the header and the first data lines
+_SEPARATOR_NAMES = {";": "semicolon", "\t": "tab"}
 
 
 def _check_size(path: Path) -> None:
@@ -177,8 +204,8 @@ def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[
     names = [str(c) for c in header]
     if date_column not in names:
         hint = ""
-        if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
-            hint = "; the file seems not to be comma-separated: save it with ',' between values"
+        if len(names) == 1 and "|" in names[0]:
+            hint = "; the file seems not to be comma-separated: save it with ',' (or ';') between values"
         elif len(names) > 1:
             hint = "; name it with date_column=... (CLI: --date-column)"
         shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]
@@ -206,13 +233,15 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
         line = int(np.argmax(empty)) + _HEADER_LINES
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
     try:
-        dates = _to_datetime(text)
+        dates = _to_datetime(text, dayfirst=bool(text.str.match(_DAY_DOT_MONTH).all()))
         if dates.dtype == object:  # pandas 2.x returned mixed offsets as objects (with a FutureWarning)
             raise ValueError("Mixed timezones detected")
     except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
         if not text.str.fullmatch(_WITH_UTC_OFFSET).all():
             raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
         dates = _on_one_clock(text, path)
+    else:
+        dates = _day_first_if_only_that_fits(text, dates, path)
     bad = dates.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
@@ -234,6 +263,32 @@ def _check_steps(index: pd.DatetimeIndex, path: Path) -> None:
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
 _WITH_UTC_OFFSET = rf".*\d{_UTC_OFFSET}"
 _TOLD: set[str] = set()
+_DAY_DOT_MONTH = r"\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b"  # 01.07.2016: day first wherever dates are written so
+
+
+def _fits(dates: pd.Series, path: Path) -> bool:
+    """Whether every date was read and they increase by one regular step."""
+    index = pd.DatetimeIndex(dates)
+    if index.hasnans:
+        return False
+    try:
+        _check_steps(index, path)
+    except UserError:
+        return False
+    return True
+
+
+def _day_first_if_only_that_fits(text: pd.Series, dates: pd.Series, path: Path) -> pd.Series:
+    """Dates such as 13/07/2016 read day first, when read month first (pandas' guess) some do
+    not exist or the steps are irregular and day first they fit; the user is told."""
+    if _fits(dates, path):
+        return dates
+    day_first = _to_datetime(text, dayfirst=True)
+    if not _fits(day_first, path):
+        return dates  # the caller says what is wrong with them
+    _tell_once(f"{path}: the dates in column '{text.name}' are read day first "
+               f"({text.iloc[-1]} is {day_first.iloc[-1]:%d %B %Y})")
+    return day_first
 
 
 def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
@@ -243,12 +298,7 @@ def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
     clocks = {"in UTC": _to_datetime(text, utc=True),
               "on the local wall clock (offsets dropped)": _to_datetime(text.str.replace(rf"{_UTC_OFFSET}$", "", regex=True))}
     for clock, dates in clocks.items():
-        index = pd.DatetimeIndex(dates)
-        if index.hasnans:  # an unreadable date: the caller names its line
-            continue
-        try:
-            _check_steps(index, path)
-        except UserError:
+        if not _fits(dates, path):  # an unreadable date or irregular steps: the caller names the line
             continue
         _tell_once(f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "
                    f"they are read {clock}, and forecasts are dated so")
@@ -281,14 +331,15 @@ def _check_order(index: pd.DatetimeIndex, path: Path) -> None:
     raise UserError(f"{path}: dates are not in increasing order: line {line} ({index[row]}) comes after {index[row - 1]}; sort the file by date")
 
 
-def _to_float(column: pd.Series, name: str, path: Path, required: bool) -> pd.Series | None:
-    """The column as float64; None for a text column that was not asked for."""
+def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal: str = ".") -> pd.Series | None:
+    """The column as float64; None for a text column that was not asked for. ``decimal``: the
+    file's decimal mark (read_csv leaves a column as text when one of its cells is not a number)."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.astype("float64")
     else:
         text = column.astype("str").str.strip().where(column.notna())
         text = text.where(text != "")
-        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        values = pd.to_numeric(text.str.replace(decimal, ".", regex=False), errors="coerce").astype("float64")
         bad = (values.isna() & text.notna()).to_numpy()
         if values.notna().sum() == 0 and text.notna().any() and not required:
             return None

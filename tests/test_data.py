@@ -63,7 +63,7 @@ BAD_INPUTS = [
     ("empty file", b"", SMALL, {}, r"is empty"),
     ("header only", ["date,a,b"], SMALL, {}, r"has a header but no data rows"),
     ("no date column", [line.replace("date", "time", 1) for line in BASE], SMALL, {}, r"no date column 'date' \(columns: time, a, b\)"),
-    ("semicolons", [line.replace(",", ";") for line in BASE], SMALL, {}, r"not to be comma-separated"),
+    ("pipes", [line.replace(",", "|") for line in BASE], SMALL, {}, r"not to be comma-separated"),
     ("binary garbage", bytes(range(256)) * 8, SMALL, {}, r"not UTF-8 text"),
     ("unparsable date", edit(BASE, 5, 0, "2020-13-45 00:00:00"), SMALL, {}, r"line 5 has a date that cannot be read: '2020-13-45 00:00:00'"),
     ("empty date", edit(BASE, 4, 0, ""), SMALL, {}, r"line 4 has no date"),
@@ -194,6 +194,51 @@ def test_daylight_saving_offsets_are_read_on_the_clock_that_keeps_the_steps_regu
     daily = load_series(write(tmp_path, lines, "daily.csv"))
     assert list(daily.index) == list(days.tz_localize(None)) and infer_freq(daily.index) == "D"
     assert "read on the local wall clock" in capsys.readouterr().err
+
+
+def _spreadsheet_export(lines: list[str], sep: str, date_format: str | None = None) -> list[str]:
+    """csv_lines as a spreadsheet in a locale with decimal commas saves them: ``sep`` between
+    values, a comma as the decimal mark, the dates in ``date_format``."""
+    out = [lines[0].replace(",", sep)]
+    for line in lines[1:]:
+        date, *values = line.split(",")
+        date = pd.Timestamp(date).strftime(date_format) if date_format else date
+        out.append(sep.join([date, *(v.replace(".", ",") for v in values)]))
+    return out
+
+
+@pytest.mark.parametrize("sep, date_format, told", [
+    (";", "%d.%m.%Y %H:%M", "semicolon-separated values with decimal commas"),
+    ("\t", None, "tab-separated values with decimal commas"),
+])
+def test_a_spreadsheet_export_with_semicolons_or_tabs_and_decimal_commas_reads_as_the_csv(tmp_path, capsys, sep, date_format, told):
+    lines = csv_lines(40, freq="D")  # 40 days: read month first, 01.02.2020 would be 2 January
+    exported = write(tmp_path, _spreadsheet_export(lines, sep, date_format), "export.csv")
+    assert load_series(exported).equals(load_series(write(tmp_path, lines)))
+    assert told in capsys.readouterr().err  # said, so a wrong guess shows
+    with_points = write(tmp_path, [line.replace(",", sep) for line in lines], "points.csv")
+    assert load_series(with_points).equals(load_series(write(tmp_path, lines)))
+
+
+def test_decimal_commas_name_the_line_of_a_bad_cell(tmp_path):
+    lines = _spreadsheet_export(csv_lines(8), ";")
+    lines[5] = lines[5].replace(";", ";x", 1)  # a cell of column a reads "x104,1…": the column stays text
+    with pytest.raises(UserError, match="column 'a' has a non-numeric value 'x.*' at line 6"):
+        load_series(write(tmp_path, lines))
+
+
+def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
+    lines = csv_lines(20, freq="D", columns=("a",))
+    day_first = [lines[0], *(f"{pd.Timestamp(line.split(',')[0]):%d/%m/%Y},{line.split(',')[1]}" for line in lines[1:])]
+    frame = load_series(write(tmp_path, day_first, "uk.csv"))
+    assert frame.equals(load_series(write(tmp_path, lines)))
+    assert "read day first (20/01/2020 is 20 January 2020)" in capsys.readouterr().err
+    month_first = [lines[0], *(f"{pd.Timestamp(line.split(',')[0]):%m/%d/%Y},{line.split(',')[1]}" for line in lines[1:])]
+    assert load_series(write(tmp_path, month_first, "us.csv")).equals(frame)
+    assert "day first" not in capsys.readouterr().err
+    neither = day_first[:5] + ["2020-01-05,4"] + day_first[6:]
+    with pytest.raises(UserError, match="line 6 .*2020-01-05"):  # one format per column: no guessing row by row
+        load_series(write(tmp_path, neither, "mixed.csv"))
 
 
 # ---------------------------------------------------------------- missing values
