@@ -15,7 +15,8 @@ column and the file line (line 1 is the header), so the user can fix the file:
 Values are separated by commas, or by semicolons or tabs (a spreadsheet's export where the
 decimal mark is a comma, so commas in its values are decimal commas). Dates written
 day.month.year are read day first; other dates month first (pandas' reading) unless only day
-first gives real dates at a regular step. A notice says when a file is read in one of these ways.
+first gives real dates at a regular step, or whole numbers that pandas cannot read fit as Unix
+time. A notice says when a file is read in one of these ways.
 
 Lines are counted as the file has them: blank lines inside the file are kept as empty rows
 (and so reported), blank lines at its end are ignored.
@@ -241,7 +242,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
             raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
         dates = _on_one_clock(text, path)
     else:
-        dates = _day_first_if_only_that_fits(text, dates, path)
+        dates = _another_reading_if_only_that_fits(text, dates, path)
     bad = dates.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
@@ -264,6 +265,8 @@ _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
 _WITH_UTC_OFFSET = rf".*\d{_UTC_OFFSET}"
 _TOLD: set[str] = set()
 _DAY_DOT_MONTH = r"\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b"  # 01.07.2016: day first wherever dates are written so
+_UNIX_TIME = r"\s*\d{9,13}(?:\.\d*)?\s*"  # seconds or milliseconds since 1970-01-01 UTC
+_UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plausible range, so a count of steps is not read so
 
 
 def _fits(dates: pd.Series, path: Path) -> bool:
@@ -278,17 +281,31 @@ def _fits(dates: pd.Series, path: Path) -> bool:
     return True
 
 
-def _day_first_if_only_that_fits(text: pd.Series, dates: pd.Series, path: Path) -> pd.Series:
-    """Dates such as 13/07/2016 read day first, when read month first (pandas' guess) some do
-    not exist or the steps are irregular and day first they fit; the user is told."""
+def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: Path) -> pd.Series:
+    """pandas' reading of the dates when it fits (every date read, one regular step); else the
+    first other reading that fits, and the user is told: day first (13/07/2016), or whole
+    numbers as Unix time in seconds or milliseconds (1467331200) from 1990 to 2100."""
     if _fits(dates, path):
         return dates
-    day_first = _to_datetime(text, dayfirst=True)
-    if not _fits(day_first, path):
-        return dates  # the caller says what is wrong with them
-    _tell_once(f"{path}: the dates in column '{text.name}' are read day first "
-               f"({text.iloc[-1]} is {day_first.iloc[-1]:%d %B %Y})")
-    return day_first
+    for how, other in _other_readings(text):
+        if _fits(other, path):
+            last = other.iloc[-1]
+            shown = f"{last:%d %B %Y}" if last == last.normalize() else f"{last:%d %B %Y %H:%M}"
+            _tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {shown})")
+            return other
+    return dates  # the caller says what is wrong with them
+
+
+def _other_readings(text: pd.Series):
+    """(how, dates) for each other reading of the date column, most likely first."""
+    yield "day first", _to_datetime(text, dayfirst=True)
+    if not text.str.fullmatch(_UNIX_TIME).all():
+        return
+    numbers = pd.to_numeric(text)
+    for unit, name in (("s", "seconds"), ("ms", "milliseconds")):
+        dates = pd.to_datetime(numbers, unit=unit, errors="coerce")
+        if dates.between(*_UNIX_YEARS).all():
+            yield f"as Unix time in {name} (UTC)", dates
 
 
 def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:

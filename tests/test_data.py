@@ -241,6 +241,21 @@ def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
         load_series(write(tmp_path, neither, "mixed.csv"))
 
 
+def test_whole_numbers_that_only_fit_as_unix_time_are_read_so_and_said(tmp_path, capsys):
+    lines = csv_lines(30, columns=("a",))
+    hourly = load_series(write(tmp_path, lines))
+    seconds = (hourly.index - pd.Timestamp("1970-01-01")) // pd.Timedelta("1s")
+    for unit, scale in (("seconds", 1), ("milliseconds", 1000)):
+        unix = [lines[0], *(f"{t * scale},{line.split(',')[1]}" for t, line in zip(seconds, lines[1:]))]
+        assert load_series(write(tmp_path, unix, f"{unit}.csv")).equals(hourly)
+        assert f"read as Unix time in {unit} (UTC) ({seconds[-1] * scale} is 02 January 2020 05:00)" in capsys.readouterr().err
+    compact = [lines[0], *(f"{t:%Y%m%d%H%M},{line.split(',')[1]}" for t, line in zip(hourly.index, lines[1:]))]
+    assert load_series(write(tmp_path, compact, "compact.csv")).equals(hourly)  # 202001010000: pandas' reading fits
+    steps = [lines[0], *(f"{i},{line.split(',')[1]}" for i, line in enumerate(lines[1:]))]
+    with pytest.raises(UserError, match="line 2 has a date that cannot be read: '0'"):  # a count is not a date
+        load_series(write(tmp_path, steps, "steps.csv"))
+
+
 # ---------------------------------------------------------------- missing values
 
 
