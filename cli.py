@@ -69,7 +69,7 @@ def data() -> None:
 @click.option("--out-len", default=24, type=int, help="Forecast horizon.")
 @click.option("--date-column", default="date", help="Column holding the timestamps.")
 @click.option("--columns", default=None, help="Comma-separated channels to use (default: all numeric).")
-@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fill, as_json) -> None:
     """Rows, columns, frequency, date range, missing values and split of a data set."""
@@ -179,7 +179,7 @@ _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start":
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. [default: runs/<data>-<separation>-<timestamp>]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run from its last checkpoint (--max-epochs may change its limit).")
-@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
 def train(config_path, data, date_column, columns, split, in_len, out_len, separation, gate, max_epochs, batch_size,
           micro_batch_size, seed,
           deterministic, memory, memory_size, memory_strategy, accelerator, devices, strategy, num_nodes, precision,
@@ -287,7 +287,7 @@ def tune(run, memory_size, memory_strategy, epochs) -> None:
 @click.option("--stride", type=click.IntRange(min=1), default=None, help="Rows between backtest windows. [default: the horizon]")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest metrics as one JSON object.")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
-@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
 def forecast(run, input_path, output, fmt, force, backtest, stride, as_json, date_column, fill) -> None:
     """Forecast the horizon after the end of a CSV with a trained run, or backtest every window.
 
@@ -358,7 +358,7 @@ def _backtest(run, frame, stride, output, fmt, as_json) -> None:
               help="forecast: history, forecast and truth; training: loss per epoch; outliers: kurtosis and inf-norm per module.")
 @click.option("--force", is_flag=True, help="Replace an existing --output file.")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
-@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill missing cells instead of rejecting them.")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
 def plot(run, input_path, channels, output, what, force, date_column, fill) -> None:
     """Draw a run's forecast against the truth, its training curves, or its outlier statistics.
 

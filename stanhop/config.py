@@ -32,7 +32,7 @@ class DataConfig:
     date_column: str = "date"  # the column holding timestamps
     columns: list[str] | None = None  # channels to use; None = every numeric column
     target: str | None = None  # the column plots show first; None = data set's (OT) or last
-    fill: str | None = None  # None rejects missing cells; "ffill" or "interpolate" fills them
+    fill: str | None = None  # None rejects empty cells and missing timestamps; "ffill" or "interpolate" fills them
     split: str = "14/5/5"  # months of 30 days (14/5/5, 12/4/4) or fractions (0.7/0.1/0.2)
     num_workers: int = 0  # DataLoader worker processes
 

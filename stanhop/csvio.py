@@ -9,8 +9,9 @@ column and the file line (line 1 is the header), so the user can fix the file:
   header only, not text, a delimiter other than , ; or tab, no date column, unknown ``columns``;
 - an empty or unparsable date, dates out of order, a repeated date, irregular spacing;
 - a non-numeric or infinite cell in a channel;
-- empty cells, unless ``fill`` is ``"ffill"`` (carry the last value forward) or
-  ``"interpolate"`` (linear in time); both give leading gaps the first value.
+- empty cells and missing timestamps (gaps of whole steps), unless ``fill`` is ``"ffill"``
+  (carry the last value forward) or ``"interpolate"`` (linear in time): then the missing
+  timestamps are inserted and every empty cell is filled; both give leading gaps the first value.
 
 Values are separated by commas, or by semicolons or tabs (a spreadsheet's export where the
 decimal mark is a comma, so commas in its values are decimal commas). Dates written
@@ -50,11 +51,14 @@ def load_series(
 
     The index is named by the date column, regular, strictly increasing; no cell is empty.
     """
-    return fill_missing(read_series(name_or_path, date_column, columns), fill)
+    return fill_missing(read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None), fill)
 
 
-def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None) -> pd.DataFrame:
-    """Like :func:`load_series` but empty cells are left as NaN."""
+def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None, *,
+                insert_missing_dates: bool = False) -> pd.DataFrame:
+    """Like :func:`load_series` but empty cells are left as NaN. With ``insert_missing_dates``,
+    timestamps missing from the regular step (gaps of whole steps) come back as rows of NaN, for
+    a fill; without it such gaps are a UserError."""
     path = datasets.resolve(name_or_path)
     columns = [columns] if isinstance(columns, str) else columns
     header = _header(path)
@@ -78,7 +82,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
                    "the channels are the numeric columns (name them with --columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
-    return frame
+    return frame if _regular(index) else _with_missing_dates(frame, path, insert_missing_dates)
 
 
 def fill_missing(frame: pd.DataFrame, fill: str | None) -> pd.DataFrame:
@@ -251,14 +255,48 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
             f"(expected e.g. 2016-07-01 00:00:00, one format for the whole column)"
         )
     index = pd.DatetimeIndex(dates, name=name)
-    _check_steps(index, path)
+    _check_order(index, path)
     return index
 
 
-def _check_steps(index: pd.DatetimeIndex, path: Path) -> None:
-    """Raise UserError unless the timestamps increase by one regular step."""
-    _check_order(index, path)
-    infer_freq(index)
+def _regular(index: pd.DatetimeIndex) -> bool:
+    """Whether the (increasing) timestamps are one regular step apart."""
+    try:
+        infer_freq(index)
+    except UserError:
+        return False
+    return True
+
+
+def _grid_step(index: pd.DatetimeIndex) -> pd.Timedelta | None:
+    """The usual step, when every (increasing) timestamp is the first plus whole steps (some
+    may be missing); else None. Calendar steps (months) have no fixed length: None."""
+    if len(index) < 3:
+        return None
+    usual = pd.Series(index[1:] - index[:-1]).mode().iloc[0]
+    on_grid = ((index - index[0]) % usual == pd.Timedelta(0)).all()
+    return usual if on_grid else None
+
+
+def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.DataFrame:
+    """``frame`` with the timestamps missing from its step inserted as rows of NaN (``insert``),
+    the user told how many; else a UserError naming the first gap (or the first step off the
+    usual one)."""
+    step = _grid_step(frame.index)
+    if step is None:
+        try:
+            infer_freq(frame.index)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
+    full = pd.date_range(frame.index[0], frame.index[-1], freq=step, name=frame.index.name)
+    gap = int(np.argmax(np.diff(frame.index.to_numpy()) != step.to_timedelta64()))
+    missing = (f"{len(full) - len(frame)} timestamp(s) missing at the step '{to_offset(step).freqstr}' (the first {frame.index[gap] + step}, "
+               f"between lines {gap + _HEADER_LINES} and {gap + 1 + _HEADER_LINES})")
+    if not insert:
+        raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "
+                        "(CLI: --fill), or fix the file")
+    _tell_once(f"{path}: {missing} inserted, their cells filled")
+    return frame.reindex(full)
 
 
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
@@ -270,15 +308,16 @@ _UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plau
 
 
 def _fits(dates: pd.Series, path: Path) -> bool:
-    """Whether every date was read and they increase by one regular step."""
+    """Whether every date was read and they increase by one regular step (some timestamps may be
+    missing: read_series says so)."""
     index = pd.DatetimeIndex(dates)
     if index.hasnans:
         return False
     try:
-        _check_steps(index, path)
+        _check_order(index, path)
     except UserError:
         return False
-    return True
+    return _regular(index) or _grid_step(index) is not None
 
 
 def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: Path) -> pd.Series:

@@ -146,7 +146,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     header = header_of(path)
     if date_column in header:  # else the reader below says so, and how to name it (--date-column)
         channels_of(run, header, str(path), notify)
-    frame = read_series(path, date_column, list(run.data.columns))
+    frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None)
     frame = fill_missing(frame, fill) if fill else frame
     check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]

@@ -149,7 +149,7 @@ def describe(
 
     ``split`` maps each part to ``{start, end, rows, windows}`` (rows, end exclusive).
     """
-    raw = csvio.read_series(name_or_path, date_column, columns)
+    raw = csvio.read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
     missing = csvio.count_missing(raw)
     frame = csvio.fill_missing(raw, fill)
     freq = csvio.infer_freq(frame.index)

@@ -72,7 +72,10 @@ BAD_INPUTS = [
     ("empty cells", edit(edit(BASE, 3, 1, ""), 9, 2, ""), SMALL, {}, r"2 empty cell\(s\), first in column 'a', at line\(s\) 3, 9; fill them"),
     ("unsorted dates", swapped(BASE, 5), SMALL, {}, r"not in increasing order: line 5"),
     ("duplicate date", edit(BASE, 5, 0, BASE[3].split(",")[0]), SMALL, {}, r"line 5 repeats the date 2020-01-01 02:00:00"),
-    ("irregular spacing", BASE[:10] + BASE[11:], SMALL, {}, r"irregular time steps: line 11 \(2020-01-01 10:00:00\) comes 0 days 02:00:00 after"),
+    ("missing timestamp", BASE[:10] + BASE[11:], SMALL, {},
+     r"1 timestamp\(s\) missing at the step 'h' \(the first 2020-01-01 09:00:00, between lines 10 and 11\); insert them .*--fill"),
+    ("irregular spacing", edit(BASE, 11, 0, "2020-01-01 09:30:00"), SMALL, {},
+     r"irregular time steps: line 11 \(2020-01-01 09:30:00\) comes 0 days 01:30:00 after"),
     ("too few rows for a window", BASE, ["--split", "0.6/0.2/0.2"], {}, r"leaves the train part 24 rows of 40, too short for one window \(needs 192"),
     ("months beyond the data", BASE, ["--in-len", "2", "--out-len", "1"], {}, r"the split 14/5/5 needs 17280 rows .* but the data has 40"),
     ("bad split", BASE, ["--split", "0.7/5"], {}, r"needs three positive numbers"),
@@ -257,6 +260,27 @@ def test_whole_numbers_that_only_fit_as_unix_time_are_read_so_and_said(tmp_path,
 
 
 # ---------------------------------------------------------------- missing values
+
+
+@pytest.mark.parametrize("fill", ["ffill", "interpolate"])
+def test_missing_timestamps_are_inserted_and_filled_when_asked(tmp_path, capsys, fill):
+    lines = csv_lines(30)
+    full = load_series(write(tmp_path, lines, "full.csv"))
+    gappy = write(tmp_path, lines[:6] + lines[9:20] + lines[21:])  # rows 5-7 and 19 missing
+    frame = load_series(gappy, fill=fill)
+    assert frame.index.equals(full.index) and not frame.isna().any().any()
+    kept = full.index.delete([5, 6, 7, 19])
+    assert frame.loc[kept].equals(full.loc[kept])  # the file's rows as they were
+    a = full["a"].to_numpy()
+    expected = a[4] if fill == "ffill" else a[4] + (a[8] - a[4]) * 2 / 4  # row 6, between rows 4 and 8
+    assert frame["a"].iloc[6] == pytest.approx(expected)
+    assert ("4 timestamp(s) missing at the step 'h' (the first 2020-01-01 05:00:00, between lines 6 and 7) "
+            "inserted") in capsys.readouterr().err
+    info = describe(gappy, split="0.6/0.2/0.2", in_len=2, out_len=1, fill=fill)
+    assert info["rows"] == 30 and info["missing"] == 8  # 4 rows × 2 channels, counted before the fill
+    off_step = edit(lines, 8, 0, "2020-01-01 06:20:00")  # a timestamp off the hourly step: not a gap to fill
+    with pytest.raises(UserError, match=r"irregular time steps: line 8 \(2020-01-01 06:20:00\)"):
+        load_series(write(tmp_path, off_step, "off.csv"), fill=fill)
 
 
 def test_fill_ffill_and_interpolate(tmp_path):

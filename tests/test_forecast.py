@@ -106,6 +106,21 @@ def test_nan_in_the_used_rows_is_refused_but_not_before_them(run, run_dir, etth1
         run.forecast(cut)
 
 
+def test_missing_timestamps_in_the_input_are_filled_with_fill(run, run_dir, etth1, tmp_path):
+    gappy = etth1.iloc[:80].drop(etth1.index[[70, 71]])
+    path = write_csv(gappy, tmp_path / "gappy.csv")
+    result = invoke("forecast", run_dir, "--input", path)
+    assert result.exit_code == 2 and "2 timestamp(s) missing at the step 'h'" in result.stderr
+    filled = invoke("forecast", run_dir, "--input", path, "--fill", "interpolate", "--output", tmp_path / "out.csv")
+    assert filled.exit_code == 0, filled.output
+    expected = etth1.iloc[:80].copy()
+    expected.iloc[70:72] = np.nan
+    want = run.forecast(expected.interpolate(method="linear"))
+    got = pd.read_csv(tmp_path / "out.csv", index_col=0, parse_dates=True)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5)
+    assert got.index.equals(want.index.rename(got.index.name))
+
+
 def test_another_frequency_is_refused(run_dir, etth1, tmp_path):
     two_hourly = etth1.iloc[:200:2]
     result = invoke("forecast", run_dir, "--input", write_csv(two_hourly, tmp_path / "in.csv"))
