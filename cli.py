@@ -8,7 +8,9 @@ lightning, pandas) are imported inside the commands so that `stanhop --help` sta
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 import traceback
 
@@ -37,12 +39,23 @@ class StanhopGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly
+            _silence_stdout()
+            ctx.exit(141)  # as a Unix tool stopped by SIGPIPE
         except Exception as err:  # an internal error: short unless --debug
             if debug:
                 traceback.print_exc()
             else:
                 click.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that flushing it at exit cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no file descriptor (a test's captured output)
+        pass
 
 
 @click.group(cls=StanhopGroup, context_settings=CONTEXT, epilog="Example: stanhop train --config configs/quick.yaml")

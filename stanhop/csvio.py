@@ -67,6 +67,8 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
+    if not raw[date_column].is_unique:
+        _refuse_long_format(raw, date_column, path)
     index = _parse_dates(raw[date_column], path)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
     decimal = _dialect(path)["decimal"]
@@ -223,6 +225,24 @@ def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[
             raise UserError(f"unknown column(s) {', '.join(unknown)} in {path}; channels there: {', '.join(n for n in names if n != date_column)}")
         if len(set(columns)) != len(columns):
             raise UserError(f"columns lists a column twice: {', '.join(columns)}")
+
+
+def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None:
+    """A UserError saying how to pivot a file in long format (one row per series and timestamp,
+    as neuralforecast's unique_id, ds, y), which repeats its dates; other files with repeated
+    dates pass on to the usual error."""
+    texts = [c for c in raw.columns if c != date_column and not pd.api.types.is_numeric_dtype(raw[c])
+             and pd.to_numeric(raw[c], errors="coerce").isna().all()]
+    ids = [c for c in texts if raw[c].nunique() > 1 and not raw.duplicated([date_column, c]).any()]
+    if not ids:
+        return
+    key = ids[0]
+    values = [c for c in raw.columns if c not in (date_column, *texts)]
+    shown = f", values='{values[0]}'" if len(values) == 1 else ""
+    raise UserError(
+        f"{path} has one row per series and timestamp (the series named in column '{key}', {raw[key].nunique()} of "
+        f"them); stanhop needs one column per series: pivot it, e.g. with pandas "
+        f"df.pivot(index='{date_column}', columns='{key}'{shown})")
 
 
 def _drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:

@@ -244,6 +244,20 @@ def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
         load_series(write(tmp_path, neither, "mixed.csv"))
 
 
+def test_a_file_in_long_format_is_refused_with_how_to_pivot_it(tmp_path):
+    wide = pd.read_csv(write(tmp_path, csv_lines(6)))
+    long = wide.melt(id_vars="date", var_name="unique_id", value_name="y").rename(columns={"date": "ds"})
+    path = tmp_path / "long.csv"
+    long.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"one row per series and timestamp \(the series named in column 'unique_id', 2 of "
+                                        r"them\); .* df.pivot\(index='ds', columns='unique_id', values='y'\)"):
+        load_series(path, date_column="ds")
+    long.pivot(index="ds", columns="unique_id", values="y").to_csv(path)  # as the message says
+    assert load_series(path, date_column="ds").to_numpy().tolist() == wide[["a", "b"]].to_numpy().tolist()
+    with pytest.raises(UserError, match="repeats the date"):  # repeated dates with no series column: as before
+        load_series(write(tmp_path, [*csv_lines(3), csv_lines(3)[-1]], "repeated.csv"))
+
+
 def test_whole_numbers_that_only_fit_as_unix_time_are_read_so_and_said(tmp_path, capsys):
     lines = csv_lines(30, columns=("a",))
     hourly = load_series(write(tmp_path, lines))

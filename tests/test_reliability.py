@@ -121,6 +121,15 @@ def test_internal_errors_are_short_unless_debug(monkeypatch):
     assert loud.exit_code == 1 and "Traceback" in loud.output
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(etth1_path):
+    """`stanhop data describe ETTh1 | head -1`: stdout is closed before anything is written."""
+    proc = subprocess.Popen([STANHOP, "data", "describe", "ETTh1", "--split", "12/4/4"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent)})
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == ""  # no "internal error", no "Exception ignored"
+
+
 @pytest.mark.parametrize("command", [["evaluate"], ["forecast"], ["plot"], ["train", "--resume"]])
 def test_run_directories_that_do_not_exist_or_belong_to_another_tool(tmp_path: Path, command):
     missing = CliRunner().invoke(cli.cli, [*command, str(tmp_path / "missing"), *(["--input", "x.csv"] if command == ["forecast"] else [])])
