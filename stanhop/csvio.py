@@ -305,7 +305,7 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.Dat
     step = _grid_step(frame.index)
     if step is None:
         try:
-            infer_freq(frame.index)
+            infer_freq(frame.index)  # raises, naming the first step off the usual one: the index is not regular
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
     full = pd.date_range(frame.index[0], frame.index[-1], freq=step, name=frame.index.name)
