@@ -182,7 +182,8 @@ class ForecastDataModule(LightningDataModule):
         """The configured target, else the registered data set's, else the last channel."""
         if self.cfg.target is not None:
             if self.cfg.target not in self.columns:
-                raise UserError(f"data.target '{self.cfg.target}' is not a channel; channels: {', '.join(self.columns)}")
+                raise UserError(f"data.target '{self.cfg.target}' is not a channel; channels: {', '.join(self.columns)} "
+                                "(choose one with --set data.target=NAME)")
             return self.cfg.target
         info = None if datasets.looks_like_path(str(self.cfg.name)) else datasets.lookup(str(self.cfg.name))
         return info.target if info and info.target in self.columns else self.columns[-1]

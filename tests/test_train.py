@@ -59,6 +59,28 @@ def test_train_on_a_daily_csv_says_when_a_months_split_leaves_rows_unused(tmp_pa
     assert (notice in result.stderr) == noticed, result.stderr
 
 
+@pytest.mark.parametrize("config", ["smoke.yaml", "quick.yaml"])
+def test_a_shipped_config_trains_on_a_csv_of_other_columns(tmp_path: Path, config):
+    """The shipped configs leave data.target to the data (ETTh1's OT, a CSV's last channel), so
+    --data with other columns trains; a target asked for must be a channel."""
+    t = np.arange(1000)
+    frame = pd.DataFrame({"temp": np.sin(t / 7), "load": np.cos(t / 30)},
+                         index=pd.Index(pd.date_range("2020-01-01", periods=1000, freq="h"), name="date"))
+    frame.to_csv(tmp_path / "mine.csv")
+    common = ["train", "--config", str(ROOT / "configs" / config), "--data", str(tmp_path / "mine.csv"),
+              "--split", "0.6/0.2/0.2", "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1"]
+    from stanhop.plot import target_of
+
+    result = invoke(*common, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert target_of(load_run(tmp_path / "run")) == "load"
+    chosen = invoke(*common, "--set", "data.target=temp", "--out", str(tmp_path / "chosen"))
+    assert chosen.exit_code == 0 and target_of(load_run(tmp_path / "chosen")) == "temp"
+    asked = CliRunner().invoke(cli.cli, [*common, "--set", "data.target=OT", "--out", str(tmp_path / "asked")])
+    assert asked.exit_code == 2
+    assert "data.target 'OT' is not a channel; channels: temp, load (choose one with --set data.target=NAME)" in asked.stderr
+
+
 def test_set_overrides_reach_the_model(smoke_run: Path):
     run = load_run(smoke_run)
     assert run.config.model.d_model == 12 and run.config.model.n_heads == 3
