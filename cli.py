@@ -36,8 +36,8 @@ class StanhopGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:  # Ctrl+C; the message, if any, says what is left and how to go on
+            click.echo(f"\ninterrupted: {err}" if str(err) else "interrupted", err=True)  # after a progress bar's line
             ctx.exit(130)
         except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly
             _silence_stdout()

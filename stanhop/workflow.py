@@ -113,6 +113,10 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
+    except SystemExit:
+        if trainer.interrupted:  # Lightning ends Ctrl+C with a silent sys.exit(1): say what is left and how to go on
+            raise KeyboardInterrupt(_after_interrupt(run_dir)) from None
+        raise
     if not trainer.is_global_zero:
         return {}
     if resume is not None:
@@ -137,6 +141,13 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
 
 
 LOG_BACKUP = "metrics.before-resume.csv"
+
+
+def _after_interrupt(run_dir: Path) -> str:
+    """What an interrupted training left in run_dir, and the command that goes on from it."""
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return f"continue from the last checkpoint with: stanhop train --resume {run_dir}"
+    return f"{run_dir} holds no checkpoint yet (the first epoch did not end); train again with --force to replace it"
 
 
 def read_log(run_dir: Path, name: str = "metrics.csv") -> list[dict[str, str]]:

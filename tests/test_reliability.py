@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import cli
@@ -66,6 +68,26 @@ def test_resume_after_a_kill_mid_epoch_finishes_all_epochs(tmp_path: Path):
     assert metrics["epochs"] == 3  # as many as an uninterrupted run of max_epochs=3
     assert val_epochs(run) == [0, 1, 2]
     assert load_config(run / "config.yaml").train.micro_batch_size == 16
+
+
+def test_ctrl_c_during_training_says_how_to_go_on(tmp_path: Path, etth1_path):
+    """Lightning ends a Ctrl+C with a silent exit 1; stanhop says what is left, exits 130, and the
+    command it names continues the run."""
+    run = tmp_path / "run"
+    env = {**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent)}
+    proc = subprocess.Popen([STANHOP, "train", "--config", SMOKE, "--out", str(run), "--max-epochs", "1000",
+                             "--set", "train.patience=1000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert f"interrupted: continue from the last checkpoint with: stanhop train --resume {run}" in stderr
+    epochs = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--max-epochs", str(epochs + 1)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == epochs + 1
 
 
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
