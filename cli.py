@@ -427,8 +427,12 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
         if key in _SET_PER_RUN:
             raise UserError(f"--set {key}: the study sets it for each run; choose it with {_SET_PER_RUN[key]}")
     config = _build_config(config_path, _option_overrides({"train.max_epochs": max_epochs}) + list(overrides))
-    runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
-                     progress_bars=progress_bars)
+    try:
+        runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
+                         progress_bars=progress_bars)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the finished runs in {out} are kept: the same stanhop compare goes on from them "
+                                "(the unfinished run trains again)") from None
     summary, paths = write_summary(runs, out)
     click.echo("")
     click.echo(format_table(summary))

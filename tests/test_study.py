@@ -165,6 +165,17 @@ def compare(out: Path, *extra: str):
     return CliRunner().invoke(cli, args)
 
 
+def test_ctrl_c_during_a_study_says_the_same_compare_goes_on(tmp_path, monkeypatch):
+    def interrupted(cfg, run_dir, **kwargs):  # as workflow.train ends on Ctrl+C
+        raise KeyboardInterrupt(f"continue from the last checkpoint with: stanhop train --resume {run_dir}")
+
+    monkeypatch.setattr(workflow, "train", interrupted)
+    result = compare(tmp_path / "study")
+    assert result.exit_code == 130
+    assert result.stderr.strip().endswith(f"interrupted: the finished runs in {tmp_path / 'study'} are kept: the same "
+                                          "stanhop compare goes on from them (the unfinished run trains again)")
+
+
 def printed_table(output: str) -> str:
     """The summary tables and the `wrote` line of compare's output (without any warnings)."""
     start = output.index("variant ")
