@@ -212,6 +212,18 @@ def load_config(path: str | Path | None) -> Config:
     return Config.from_dict(raw)
 
 
+def with_absolute_paths(cfg: Config) -> Config:
+    """``cfg``, its CSV files (data.name when it is a path, memory.csv) made absolute in place, so
+    that a run's saved config finds them from any folder; data set names stay as they are."""
+    from stanhop.datasets import looks_like_path
+
+    if looks_like_path(str(cfg.data.name)):
+        cfg.data.name = str(Path(cfg.data.name).expanduser().absolute())
+    if cfg.memory.csv is not None:
+        cfg.memory.csv = str(Path(cfg.memory.csv).expanduser().absolute())
+    return cfg
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

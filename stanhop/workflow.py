@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stanhop.config import Config
+from stanhop.config import Config, with_absolute_paths
 from stanhop.errors import UserError, notice_to_stderr
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
@@ -48,7 +48,13 @@ def run_data_module(run):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew."""
     from stanhop.data import Scaler
+    from stanhop.datasets import looks_like_path
 
+    name = str(run.config.data.name)
+    if looks_like_path(name) and not Path(name).expanduser().exists():
+        where = ("moved or deleted?" if Path(name).is_absolute() else
+                 "the run names it relative to the folder it was trained in: run the command there")
+        raise UserError(f"the run's data file {name} is not found ({where}); evaluate can read a copy with --data")
     run.config.data.columns = list(run.data.columns)
     return make_data_module(run.config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
 
@@ -92,6 +98,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
         if not _is_child_process():  # refused before the data is read; created after (below)
             check_new_run_dir(run_dir, force=force)
         ckpt = None
+        with_absolute_paths(config)  # the saved config finds its CSV files from any folder
 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm = make_data_module(config)

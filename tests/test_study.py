@@ -165,6 +165,17 @@ def compare(out: Path, *extra: str):
     return CliRunner().invoke(cli, args)
 
 
+def test_a_study_on_a_csv_named_relative_to_the_folder_reuses_its_runs(tmp_path, monkeypatch, etth1):
+    etth1.iloc[:2000].to_csv(tmp_path / "mine.csv")
+    monkeypatch.chdir(tmp_path)
+    args = ["compare", "--config", SMOKE, "--separations", "softmax", "--seeds", "1", *QUICK, "--set", "data.name=mine.csv",
+            "--out", "study"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert load_config(tmp_path / "study" / "softmax-seed0" / "config.yaml").data.name == str(tmp_path / "mine.csv")
+    again = CliRunner().invoke(cli, args)  # the saved absolute path is the same file as the asked relative one
+    assert again.exit_code == 0 and "[1/1] softmax-seed0: reused" in again.output, again.output
+
+
 def test_ctrl_c_during_a_study_says_the_same_compare_goes_on(tmp_path, monkeypatch):
     def interrupted(cfg, run_dir, **kwargs):  # as workflow.train ends on Ctrl+C
         raise KeyboardInterrupt(f"continue from the last checkpoint with: stanhop train --resume {run_dir}")

@@ -81,6 +81,27 @@ def test_a_shipped_config_trains_on_a_csv_of_other_columns(tmp_path: Path, confi
     assert "data.target 'OT' is not a channel; channels: temp, load (choose one with --set data.target=NAME)" in asked.stderr
 
 
+def test_a_run_finds_its_csv_from_any_folder(tmp_path: Path, monkeypatch):
+    t = np.arange(600)
+    frame = pd.DataFrame({"a": np.sin(t / 7), "b": np.cos(t / 30)},
+                         index=pd.Index(pd.date_range("2020-01-01", periods=600, freq="h"), name="date"))
+    (tmp_path / "work").mkdir()
+    frame.to_csv(tmp_path / "work" / "mine.csv")
+    monkeypatch.chdir(tmp_path / "work")
+    result = invoke("train", "--config", SMOKE, "--data", "mine.csv", "--split", "0.6/0.2/0.2", "--out", "run",
+                    "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "work" / "run"
+    assert load_run(run).config.data.name == str(tmp_path / "work" / "mine.csv")  # saved absolute
+    monkeypatch.chdir(tmp_path)
+    assert invoke("evaluate", str(run)).exit_code == 0
+    (tmp_path / "work" / "mine.csv").rename(tmp_path / "moved.csv")
+    gone = CliRunner().invoke(cli.cli, ["evaluate", str(run)])
+    assert gone.exit_code == 2
+    assert f"the run's data file {tmp_path / 'work' / 'mine.csv'} is not found (moved or deleted?)" in gone.stderr
+    assert CliRunner().invoke(cli.cli, ["evaluate", str(run), "--data", str(tmp_path / "moved.csv")]).exit_code == 0
+
+
 def test_set_overrides_reach_the_model(smoke_run: Path):
     run = load_run(smoke_run)
     assert run.config.model.d_model == 12 and run.config.model.n_heads == 3
