@@ -84,6 +84,13 @@ def looks_like_path(text: str) -> bool:
     return Path(text).exists() or text.lower().endswith(".csv") or "/" in text or os.sep in text
 
 
+def why_missing(path: Path) -> str:
+    """Why a run's CSV file is not found where its config says: moved or deleted, or (a run
+    trained before paths were saved absolute) named relative to another folder."""
+    return "moved or deleted?" if path.is_absolute() else \
+        "the run names it relative to the folder it was trained in: run the command there"
+
+
 def resolve(name_or_path: str | os.PathLike, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
     """The local CSV file for a path or a registered name, downloading it if need be."""
     text = os.fspath(name_or_path)

@@ -66,6 +66,9 @@ def own_data(run) -> pd.DataFrame:
     if info is not None:
         candidates = [d / f"{info.name}.csv" for d in (datasets.data_dir(), datasets.cache_dir()) if d is not None]
         path = next((p for p in candidates if p.is_file()), None)
+    if path is not None and info is None and not path.is_file():
+        raise UserError(f"the run's data file {name} is not found ({datasets.why_missing(path)}); "
+                        "give a CSV with --input (Python: frame=...)")
     if path is None or not path.is_file():
         raise UserError(f"the run's data '{name}' is not on this machine; give a CSV with --input (Python: frame=...)")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)

@@ -48,13 +48,12 @@ def run_data_module(run):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew."""
     from stanhop.data import Scaler
-    from stanhop.datasets import looks_like_path
+    from stanhop.datasets import looks_like_path, why_missing
 
     name = str(run.config.data.name)
     if looks_like_path(name) and not Path(name).expanduser().exists():
-        where = ("moved or deleted?" if Path(name).is_absolute() else
-                 "the run names it relative to the folder it was trained in: run the command there")
-        raise UserError(f"the run's data file {name} is not found ({where}); evaluate can read a copy with --data")
+        raise UserError(f"the run's data file {name} is not found ({why_missing(Path(name))}); "
+                        "evaluate can read a copy with --data")
     run.config.data.columns = list(run.data.columns)
     return make_data_module(run.config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
 
