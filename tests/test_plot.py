@@ -1,5 +1,6 @@
 """`stanhop plot` and the library's plot functions: real figures of a smoke run, checked as images."""
 
+import shutil
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -135,6 +136,19 @@ def test_plot_mistakes_are_one_line_errors(run_dir, tmp_path):
         assert result.exit_code == 2 and result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1, args
     assert taken.read_bytes() == b"keep"
     assert invoke("plot", tmp_path / "no-run").exit_code == 2
+
+
+@pytest.mark.parametrize("name, why", [("/gone/mine.csv", "moved or deleted?"),
+                                       ("mine.csv", "relative to the folder it was trained in")])
+def test_a_run_whose_csv_is_gone_says_why_and_what_to_give(run_dir, tmp_path, name, why):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("name: ETTh1", f"name: {name}"))
+    for command, option in (("plot", "--input"), ("evaluate", "--data")):
+        result = invoke(command, run, *(["--output", tmp_path / "fig.png"] if command == "plot" else []))
+        assert result.exit_code == 2 and f"the run's data file {name} is not found (" in result.stderr, result.output
+        assert why in result.stderr and option in result.stderr
 
 
 def test_save_figure_keeps_an_existing_file_unless_force(run_dir, tmp_path):
