@@ -26,6 +26,7 @@ Lines are counted as the file has them: blank lines inside the file are kept as 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     if not raw[date_column].is_unique:
         _refuse_long_format(raw, date_column, path)
     index = _parse_dates(raw[date_column], path)
+    if columns is None and (unnamed := [c for c in raw.columns if _UNNAMED.fullmatch(str(c))]):
+        _tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
+                   "or a delimiter at the end of each line?)")
+        raw = raw.drop(columns=unnamed)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
     decimal = _dialect(path)["decimal"]
     channels = {}
@@ -174,6 +179,7 @@ def _dialect(path: Path) -> dict[str, str]:
 
 
 _SNIFFED_LINES = 6  # the header and the first data lines
+_UNNAMED = re.compile(r"Unnamed: \d+")  # pandas' name for a column whose header cell is empty
 _SEPARATOR_NAMES = {";": "semicolon", "\t": "tab"}
 
 
@@ -213,6 +219,9 @@ def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[
         hint = ""
         if len(names) == 1 and "|" in names[0]:
             hint = "; the file seems not to be comma-separated: save it with ',' (or ';') between values"
+        elif names and _UNNAMED.fullmatch(names[0]):
+            hint = (f"; its first column has no name in the header (an index pandas wrote?): name it '{date_column}' "
+                    f"there (pandas: df.to_csv(path, index_label='{date_column}'))")
         elif len(names) > 1:
             hint = "; name it with date_column=... (CLI: --date-column)"
         shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]

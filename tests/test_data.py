@@ -244,6 +244,19 @@ def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
         load_series(write(tmp_path, neither, "mixed.csv"))
 
 
+def test_columns_without_a_name_are_not_channels(tmp_path, capsys):
+    lines = csv_lines(6)
+    plain = load_series(write(tmp_path, lines, "plain.csv"))
+    indexed = [f",{lines[0]}", *(f"{i},{line}" for i, line in enumerate(lines[1:]))]  # pandas' to_csv with its index
+    trailing = [line.replace(",", ";") + ";" for line in lines]  # a delimiter at the end of every line
+    for name, content in (("indexed.csv", indexed), ("trailing.csv", trailing)):
+        assert load_series(write(tmp_path, content, name)).equals(plain)
+        assert f"{name}: ignoring 1 column(s) with no name in the header" in capsys.readouterr().err
+    unnamed_dates = [lines[0].replace("date", "", 1), *lines[1:]]  # the dates written as pandas' unnamed index
+    with pytest.raises(UserError, match="its first column has no name in the header .*index_label='date'"):
+        load_series(write(tmp_path, unnamed_dates, "unnamed.csv"))
+
+
 def test_a_file_in_long_format_is_refused_with_how_to_pivot_it(tmp_path):
     wide = pd.read_csv(write(tmp_path, csv_lines(6)))
     long = wide.melt(id_vars="date", var_name="unique_id", value_name="y").rename(columns={"date": "ds"})
