@@ -212,9 +212,9 @@ def load_config(path: str | Path | None) -> Config:
     return Config.from_dict(raw)
 
 
-def with_absolute_paths(cfg: Config) -> Config:
-    """``cfg``, its CSV files (data.name when it is a path, memory.csv) made absolute in place, so
-    that a run's saved config finds them from any folder; data set names stay as they are."""
+def make_paths_absolute(cfg: Config) -> Config:
+    """``cfg`` with its CSV files (data.name when it is a path, memory.csv) made absolute, in place,
+    so that a run's saved config finds them from any folder; data set names stay as they are."""
     from stanhop.datasets import looks_like_path
 
     if looks_like_path(str(cfg.data.name)):

@@ -319,8 +319,8 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.Dat
             raise UserError(f"{path}: {err}") from None
     full = pd.date_range(frame.index[0], frame.index[-1], freq=step, name=frame.index.name)
     gap = int(np.argmax(np.diff(frame.index.to_numpy()) != step.to_timedelta64()))
-    missing = (f"{len(full) - len(frame)} timestamp(s) missing at the step '{to_offset(step).freqstr}' (the first {frame.index[gap] + step}, "
-               f"between lines {gap + _HEADER_LINES} and {gap + 1 + _HEADER_LINES})")
+    missing = (f"{len(full) - len(frame)} timestamp(s) missing at the step '{to_offset(step).freqstr}' "
+               f"(the first {frame.index[gap] + step}, between lines {gap + _HEADER_LINES} and {gap + 1 + _HEADER_LINES})")
     if not insert:
         raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "
                         "(CLI: --fill), or fix the file")

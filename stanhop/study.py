@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stanhop.config import SEPARATIONS, Config, with_absolute_paths
+from stanhop.config import SEPARATIONS, Config, make_paths_absolute
 from stanhop.errors import UserError, writable_folder
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ def run_state(run_dir: Path, config: Config, act_range: str = "minmax") -> str:
         return "train"  # a damaged metrics.json: the run cannot be trusted
     if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
         return "train"
-    differences = _config_differences(with_absolute_paths(load_config(run_dir / CONFIG)), with_absolute_paths(copy.deepcopy(config)))
+    saved, asked = make_paths_absolute(load_config(run_dir / CONFIG)), make_paths_absolute(copy.deepcopy(config))
+    differences = _config_differences(saved, asked)  # a CSV's path compared as a file, however it was typed
     if differences:
         raise UserError(f"{run_dir} was trained with other settings: {'; '.join(differences[:3])}; "
                         "use another --out for these settings, or delete that run to retrain it")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stanhop.config import Config, with_absolute_paths
+from stanhop.config import Config, make_paths_absolute
 from stanhop.errors import UserError, notice_to_stderr
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
@@ -97,7 +97,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
         if not _is_child_process():  # refused before the data is read; created after (below)
             check_new_run_dir(run_dir, force=force)
         ckpt = None
-        with_absolute_paths(config)  # the saved config finds its CSV files from any folder
+        make_paths_absolute(config)  # the saved config finds its CSV files from any folder
 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm = make_data_module(config)
