@@ -240,6 +240,8 @@ def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None
     """A UserError saying how to pivot a file in long format (one row per series and timestamp,
     as neuralforecast's unique_id, ds, y), which repeats its dates; other files with repeated
     dates pass on to the usual error."""
+    if len(raw) < 1.5 * raw[date_column].nunique():  # a few repeated dates, not every date once per series
+        return
     texts = [c for c in raw.columns if c != date_column and not pd.api.types.is_numeric_dtype(raw[c])
              and pd.to_numeric(raw[c], errors="coerce").isna().all()]
     ids = [c for c in texts if raw[c].nunique() > 1 and not raw.duplicated([date_column, c]).any()]
@@ -297,30 +299,35 @@ def _regular(index: pd.DatetimeIndex) -> bool:
     return True
 
 
-def _grid_step(index: pd.DatetimeIndex) -> pd.Timedelta | None:
-    """The usual step, when every (increasing) timestamp is the first plus whole steps (some
-    may be missing); else None. Calendar steps (months) have no fixed length: None."""
+def _full_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex | None:
+    """The regular timestamps from the first to the last that hold every one of ``index`` (some
+    may be missing from it): at its usual step, or for monthly data at month starts or ends;
+    None when there is no such step."""
     if len(index) < 3:
         return None
     usual = pd.Series(index[1:] - index[:-1]).mode().iloc[0]
-    on_grid = ((index - index[0]) % usual == pd.Timedelta(0)).all()
-    return usual if on_grid else None
+    monthly = pd.Timedelta(days=28) <= usual <= pd.Timedelta(days=31)
+    for step in (usual, *((pd.offsets.MonthBegin(), pd.offsets.MonthEnd()) if monthly else ())):
+        full = pd.date_range(index[0], index[-1], freq=step, name=index.name)
+        if index.isin(full).all():
+            return full
+    return None
 
 
 def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.DataFrame:
     """``frame`` with the timestamps missing from its step inserted as rows of NaN (``insert``),
     the user told how many; else a UserError naming the first gap (or the first step off the
     usual one)."""
-    step = _grid_step(frame.index)
-    if step is None:
+    full = _full_range(frame.index)
+    if full is None:
         try:
             infer_freq(frame.index)  # raises, naming the first step off the usual one: the index is not regular
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
-    full = pd.date_range(frame.index[0], frame.index[-1], freq=step, name=frame.index.name)
-    gap = int(np.argmax(np.diff(frame.index.to_numpy()) != step.to_timedelta64()))
-    missing = (f"{len(full) - len(frame)} timestamp(s) missing at the step '{to_offset(step).freqstr}' "
-               f"(the first {frame.index[gap] + step}, between lines {gap + _HEADER_LINES} and {gap + 1 + _HEADER_LINES})")
+    gone = full.difference(frame.index)
+    row = int(frame.index.searchsorted(gone[0])) - 1  # the last row before the first gap
+    missing = (f"{len(gone)} timestamp(s) missing at the step '{full.freqstr}' "
+               f"(the first {gone[0]}, between lines {row + _HEADER_LINES} and {row + 1 + _HEADER_LINES})")
     if not insert:
         raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "
                         "(CLI: --fill), or fix the file")
@@ -346,7 +353,7 @@ def _fits(dates: pd.Series, path: Path) -> bool:
         _check_order(index, path)
     except UserError:
         return False
-    return _regular(index) or _grid_step(index) is not None
+    return _regular(index) or _full_range(index) is not None
 
 
 def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: Path) -> pd.Series:

@@ -269,6 +269,9 @@ def test_a_file_in_long_format_is_refused_with_how_to_pivot_it(tmp_path):
     assert load_series(path, date_column="ds").to_numpy().tolist() == wide[["a", "b"]].to_numpy().tolist()
     with pytest.raises(UserError, match="repeats the date"):  # repeated dates with no series column: as before
         load_series(write(tmp_path, [*csv_lines(3), csv_lines(3)[-1]], "repeated.csv"))
+    noted = [line + (",note" if i == 0 else f",remark {i}") for i, line in enumerate(csv_lines(6))]
+    with pytest.raises(UserError, match="line 4 repeats the date"):  # one repeated date, a text column that differs
+        load_series(write(tmp_path, noted[:3] + [noted[2].replace("remark 2", "remark 9")] + noted[3:], "noted.csv"))
 
 
 def test_whole_numbers_that_only_fit_as_unix_time_are_read_so_and_said(tmp_path, capsys):
@@ -305,6 +308,14 @@ def test_missing_timestamps_are_inserted_and_filled_when_asked(tmp_path, capsys,
             "inserted") in capsys.readouterr().err
     info = describe(gappy, split="0.6/0.2/0.2", in_len=2, out_len=1, fill=fill)
     assert info["rows"] == 30 and info["missing"] == 8  # 4 rows × 2 channels, counted before the fill
+    for freq in ("MS", "ME"):  # months have no fixed length: their gaps are found on the calendar
+        months = csv_lines(24, freq=freq)
+        gappy_months = write(tmp_path, months[:5] + months[7:], f"months-{freq}.csv")
+        with pytest.raises(UserError, match=rf"2 timestamp\(s\) missing at the step '{freq}' \(the first 2020-0"):
+            load_series(gappy_months)
+        filled = load_series(gappy_months, fill=fill)
+        assert filled.index.equals(load_series(write(tmp_path, months, f"all-{freq}.csv")).index)
+        assert infer_freq(filled.index) == freq
     off_step = edit(lines, 8, 0, "2020-01-01 06:20:00")  # a timestamp off the hourly step: not a gap to fill
     with pytest.raises(UserError, match=r"irregular time steps: line 8 \(2020-01-01 06:20:00\)"):
         load_series(write(tmp_path, off_step, "off.csv"), fill=fill)
