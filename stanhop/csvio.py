@@ -62,9 +62,9 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     a fill; without it such gaps are a UserError."""
     path = datasets.resolve(name_or_path)
     columns = [columns] if isinstance(columns, str) else columns
-    header = _header(path)
+    header, dialect = _open(path)
     _check_header(path, header, date_column, columns)
-    raw = _read(path, usecols=None if columns is None else [date_column, *columns], dtype={date_column: "str"})
+    raw = _read(path, dialect, usecols=None if columns is None else [date_column, *columns], dtype={date_column: "str"})
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
@@ -76,10 +76,9 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
                    "or a delimiter at the end of each line?)")
         raw = raw.drop(columns=unnamed)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
-    decimal = _dialect(path)["decimal"]
     channels = {}
     for name in names:
-        values = _to_float(raw[name], name, path, required=columns is not None, decimal=decimal)
+        values = _to_float(raw[name], name, path, required=columns is not None, decimal=dialect["decimal"])
         if values is not None:
             channels[name] = values
     if not channels:
@@ -139,18 +138,21 @@ def infer_freq(index: pd.DatetimeIndex) -> str:
 
 def header_of(name_or_path: str | os.PathLike) -> list[str]:
     """The column names of a registered data set or a CSV file, read from its header line alone."""
-    return [str(c) for c in _header(datasets.resolve(name_or_path))]
+    return [str(c) for c in _open(datasets.resolve(name_or_path))[0]]
 
 
-def _header(path: Path) -> pd.Index:
+def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
+    """The header of a CSV file within the size cap and in text, and read_csv's options for it
+    (its delimiter and decimal mark), found once for every read of the file that follows."""
     _check_size(path)
     _check_text(path)
-    return _read(path, nrows=0).columns
+    dialect = _dialect(path)
+    return _read(path, dialect, nrows=0).columns, dialect
 
 
-def _read(path: Path, **kwargs) -> pd.DataFrame:
+def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **_dialect(path), **kwargs)
+        return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **dialect, **kwargs)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header line and data rows") from None
     except UnicodeDecodeError:

@@ -84,11 +84,16 @@ def looks_like_path(text: str) -> bool:
     return Path(text).exists() or text.lower().endswith(".csv") or "/" in text or os.sep in text
 
 
-def why_missing(path: Path) -> str:
-    """Why a run's CSV file is not found where its config says: moved or deleted, or (a run
-    trained before paths were saved absolute) named relative to another folder."""
-    return "moved or deleted?" if path.is_absolute() else \
+def check_run_file(name: str, remedy: str) -> None:
+    """Raise UserError when a run's data ``name`` is a CSV path with no file there, saying why
+    (moved or deleted; or, for a run trained before paths were saved absolute, named relative
+    to another folder) and the command's ``remedy``."""
+    path = Path(name).expanduser()
+    if not looks_like_path(name) or path.is_file():
+        return
+    why = "moved or deleted?" if path.is_absolute() else \
         "the run names it relative to the folder it was trained in: run the command there"
+    raise UserError(f"the run's data file {name} is not found ({why}); {remedy}")
 
 
 def resolve(name_or_path: str | os.PathLike, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:

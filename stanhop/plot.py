@@ -60,17 +60,15 @@ def own_data(run) -> pd.DataFrame:
     from stanhop import datasets
     from stanhop.csvio import load_series
 
-    name = str(run.config.data.name)
-    path = Path(name).expanduser() if datasets.looks_like_path(name) else None
-    info = None if path is not None else datasets.lookup(name)
-    if info is not None:
-        candidates = [d / f"{info.name}.csv" for d in (datasets.data_dir(), datasets.cache_dir()) if d is not None]
-        path = next((p for p in candidates if p.is_file()), None)
-    if path is not None and info is None and not path.is_file():
-        raise UserError(f"the run's data file {name} is not found ({datasets.why_missing(path)}); "
-                        "give a CSV with --input (Python: frame=...)")
-    if path is None or not path.is_file():
-        raise UserError(f"the run's data '{name}' is not on this machine; give a CSV with --input (Python: frame=...)")
+    name, remedy = str(run.config.data.name), "give a CSV with --input (Python: frame=...)"
+    datasets.check_run_file(name, remedy)
+    if datasets.looks_like_path(name):
+        path = Path(name).expanduser()
+    else:
+        info = datasets.lookup(name)
+        path = datasets.local_copy(info.name) if info is not None else None
+    if path is None:
+        raise UserError(f"the run's data '{name}' is not on this machine; {remedy}")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
     end = run.data.borders.get("test", [0, len(frame)])[1]
     return frame.iloc[:end]

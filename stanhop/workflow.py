@@ -48,12 +48,9 @@ def run_data_module(run):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew."""
     from stanhop.data import Scaler
-    from stanhop.datasets import looks_like_path, why_missing
+    from stanhop.datasets import check_run_file
 
-    name = str(run.config.data.name)
-    if looks_like_path(name) and not Path(name).expanduser().exists():
-        raise UserError(f"the run's data file {name} is not found ({why_missing(Path(name))}); "
-                        "evaluate can read a copy with --data")
+    check_run_file(str(run.config.data.name), "evaluate can read a copy with --data")
     run.config.data.columns = list(run.data.columns)
     return make_data_module(run.config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
 
