@@ -256,13 +256,22 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
 @click.option("--split", default=None, help="Another split. [default: the run's]")
 @click.option("--quantize", type=click.Choice(["w8a8"]), default=None, help="Also report simulated W8A8 post-quantization MSE.")
 @click.option("--range", "act_range", default=None, help="W8A8's activation range estimator: minmax or percentile:P. [default: minmax]")
-def evaluate(run, data, split, quantize, act_range) -> None:
-    """Recompute test/val MSE, MAE and outlier statistics of a finished run."""
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(run, data, split, quantize, act_range, as_json) -> None:
+    """Recompute test/val MSE, MAE and outlier statistics of a finished run.
+
+    The figures of the run's own data and split go into its metrics.json; those of another
+    CSV (--data) or another split are only printed, and metrics.json keeps the run's own.
+    """
     from stanhop.workflow import evaluate as evaluate_run
 
     if act_range is not None and quantize is None:
         raise UserError("--range sets how --quantize w8a8 measures activations; add --quantize w8a8 or leave it out")
-    _print_metrics(evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range or "minmax"))
+    metrics = evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range or "minmax")
+    if as_json:
+        click.echo(json.dumps(metrics))
+    else:
+        _print_metrics(metrics)
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop tune runs/h24 --memory-size 64 --memory-strategy extremes --epochs 3")

@@ -201,7 +201,9 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     """Test and validation MSE/MAE, outlier statistics and (optionally) W8A8 MSE of a run.
 
     ``data``/``split`` evaluate on another CSV with the same columns or another split; the
-    run's own scaler is used either way. Results are merged into the run's metrics.json.
+    run's own scaler is used either way. Results are merged into the run's metrics.json when
+    they are of the run's own windows (``same_windows``); figures of other data or another
+    split are only returned, with a notice, so the run's own figures are never replaced.
     """
     from stanhop.evaluation import forecast_errors
     from stanhop.outliers import OutlierMonitor
@@ -230,6 +232,10 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     outliers = monitor.summary()
     val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
     previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
+    own = same_windows(run, dm) if run.data.borders else data is None and split is None
+    if not own:  # keep what describes the model; what was measured on the run's own windows does not apply
+        plugin = {k: v for k, v in previous.get("memory", {}).items() if not k.startswith("val_")}
+        previous = {key: previous[key] for key in RUN_FACTS if key in previous} | ({"memory": plugin} if plugin else {})
     from stanhop.memory import MemoryForecaster, memory_report
 
     if isinstance(run.model, MemoryForecaster):  # a memory plugin is attached: the side-by-side figures, on this data
@@ -250,8 +256,31 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     }
     if quantize is not None:
         metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, test["mse"], act_range, quantize)
-    write_json(run.path / METRICS, metrics)
+    if own:
+        write_json(run.path / METRICS, metrics)
+    else:
+        notice_to_stderr(f"{run.path / METRICS} is unchanged: it keeps the figures of the run's own data and split; "
+                         f"these are of {config.data.name}, split {config.data.split}")
     return metrics
+
+
+RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint")  # metrics.json's keys that describe the model
+
+
+def same_windows(run, dm) -> bool:
+    """Whether ``dm`` (set up) holds the run's own windows: the same split borders, and
+    training rows with the run's saved mean and scale (the same file, or a copy of it)."""
+    import numpy as np
+
+    from stanhop.data import Scaler
+
+    borders = {part: [int(start), int(end)] for part, (start, end) in dm.borders.items()}
+    if borders != run.data.borders:
+        return False
+    start, end = dm.borders["train"]
+    fitted = Scaler.fit(dm.frame.to_numpy(dtype=np.float64)[start:end])
+    return bool(np.allclose(fitted.mean, run.data.mean, rtol=1e-9, atol=1e-12)
+                and np.allclose(fitted.scale, run.data.scale, rtol=1e-9, atol=1e-12))
 
 
 QUANTIZATION_BITS = {"w8a8": (8, 8)}  # scheme -> (weight bits, activation bits)

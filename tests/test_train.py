@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,41 @@ def test_a_run_finds_its_csv_from_any_folder(tmp_path: Path, monkeypatch):
     assert gone.exit_code == 2
     assert f"the run's data file {tmp_path / 'work' / 'mine.csv'} is not found (moved or deleted?)" in gone.stderr
     assert CliRunner().invoke(cli.cli, ["evaluate", str(run), "--data", str(tmp_path / "moved.csv")]).exit_code == 0
+    # the same rows at another path: the run's own windows, so metrics.json takes the new path
+    assert json.loads((run / "metrics.json").read_text())["data"] == str(tmp_path / "moved.csv")
+
+
+def test_evaluate_on_other_data_or_split_keeps_the_runs_own_figures(smoke_run: Path, tmp_path: Path):
+    """metrics.json holds the run's own evaluation: another split, or a CSV with the same
+    columns but other values, is printed (or given as JSON) and leaves it as it was."""
+    own = (smoke_run / "metrics.json").read_bytes()
+    saved = json.loads(own)
+    saved_w8a8 = {**saved, "quantized": {"w8a8": {"mse": 1.0, "mae": 1.0, "range": "minmax", "mse_increase": 0.0}}}
+    (smoke_run / "metrics.json").write_text(json.dumps(saved_w8a8))  # figures that must not leak into other data's
+    own = (smoke_run / "metrics.json").read_bytes()
+
+    other_split = CliRunner().invoke(cli.cli, ["evaluate", str(smoke_run), "--split", "0.5/0.2/0.2", "--json"])
+    assert other_split.exit_code == 0, other_split.output
+    figures = json.loads(other_split.stdout)
+    assert figures["split"] == "0.5/0.2/0.2" and figures["params"] == saved["params"]
+    assert "quantized" not in figures
+    assert figures["test"]["mse"] != pytest.approx(saved["test"]["mse"], rel=1e-3)  # really the other split's windows
+    assert "metrics.json is unchanged" in other_split.stderr
+    assert (smoke_run / "metrics.json").read_bytes() == own
+
+    frame = pd.read_csv(Path(os.environ["STANHOP_DATA_DIR"]) / "ETTh1.csv")
+    frame[frame.columns[1:]] *= 1.5  # the same columns and dates, other values
+    frame.to_csv(tmp_path / "other.csv", index=False)
+    other_data = CliRunner().invoke(cli.cli, ["evaluate", str(smoke_run), "--data", str(tmp_path / "other.csv")])
+    assert other_data.exit_code == 0, other_data.output
+    assert "test MSE" in other_data.stdout and "w8a8" not in other_data.stdout
+    assert f"these are of {tmp_path / 'other.csv'}, split {saved['split']}" in other_data.stderr
+    assert (smoke_run / "metrics.json").read_bytes() == own
+
+    again = invoke("evaluate", str(smoke_run))  # its own data and split: recomputed into metrics.json
+    assert "is unchanged" not in again.stderr
+    assert json.loads((smoke_run / "metrics.json").read_text())["quantized"] == saved_w8a8["quantized"]
+    (smoke_run / "metrics.json").write_text(json.dumps(saved))
 
 
 def test_set_overrides_reach_the_model(smoke_run: Path):
