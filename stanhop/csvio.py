@@ -63,7 +63,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     path = datasets.resolve(name_or_path)
     columns = [columns] if isinstance(columns, str) else columns
     header, dialect = _open(path)
-    _check_header(path, header, date_column, columns)
+    _check_header(path, header, dialect, date_column, columns)
     raw = _read(path, dialect, usecols=None if columns is None else [date_column, *columns], dtype={date_column: "str"})
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
@@ -215,7 +215,8 @@ def _check_text(path: Path) -> None:
         raise UserError(f"{path} looks binary (it holds NUL bytes), not like a CSV text file")
 
 
-def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[str] | None) -> None:
+def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_column: str,
+                  columns: list[str] | None) -> None:
     names = [str(c) for c in header]
     if date_column not in names:
         hint = ""
@@ -233,9 +234,24 @@ def _check_header(path: Path, header: pd.Index, date_column: str, columns: list[
             raise UserError("columns is empty; name at least one channel or leave it out for all numeric columns")
         unknown = [c for c in columns if c not in names or c == date_column]
         if unknown:
+            _refuse_if_long_format(path, dialect, date_column)  # there the series are values of a column
             raise UserError(f"unknown column(s) {', '.join(unknown)} in {path}; channels there: {', '.join(n for n in names if n != date_column)}")
         if len(set(columns)) != len(columns):
             raise UserError(f"columns lists a column twice: {', '.join(columns)}")
+
+
+def refuse_long_format(name_or_path: str | os.PathLike, date_column: str) -> None:
+    """A UserError saying how to pivot the file when it is in long format; nothing otherwise.
+    For callers about to say that series they need are missing from the header: a file in
+    long format names its series in a column instead."""
+    path = datasets.resolve(name_or_path)
+    _refuse_if_long_format(path, _open(path)[1], date_column)
+
+
+def _refuse_if_long_format(path: Path, dialect: dict[str, str], date_column: str) -> None:
+    raw = _read(path, dialect, dtype={date_column: "str"})
+    if not raw[date_column].is_unique:
+        _refuse_long_format(raw, date_column, path)
 
 
 def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None:

@@ -74,6 +74,17 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
         shown = ", ".join(names[:10])[:200]
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); "
                         f"rename its timestamp column to '{date_column}', as in the data the run was trained on")
+    require_file_channels(path, names, channels, date_column, notify)
+
+
+def require_file_channels(path: str | os.PathLike, names: list[str], channels: list[str], date_column: str,
+                          notify: Notify | None = None) -> None:
+    """require_channels for a CSV file's header ``names``; a file in long format (its series
+    named in a column, not the header) gets the pandas call that pivots it instead."""
+    from stanhop.csvio import refuse_long_format
+
+    if any(c not in names for c in channels):
+        refuse_long_format(path, date_column)
     require_channels(names, channels, date_column, str(path), notify)
 
 
@@ -145,7 +156,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     date_column = date_column or run.data.date_column
     header = header_of(path)
     if date_column in header:  # else the reader below says so, and how to name it (--date-column)
-        channels_of(run, header, str(path), notify)
+        require_file_channels(path, header, list(run.data.columns), date_column, notify)
     frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None)
     frame = fill_missing(frame, fill) if fill else frame
     check_dates(run, frame.index, str(path))

@@ -265,6 +265,8 @@ def test_a_file_in_long_format_is_refused_with_how_to_pivot_it(tmp_path):
     with pytest.raises(UserError, match=r"one row per series and timestamp \(the series named in column 'unique_id', 2 of "
                                         r"them\); .* df.pivot\(index='ds', columns='unique_id', values='y'\)"):
         load_series(path, date_column="ds")
+    with pytest.raises(UserError, match="one row per series and timestamp"):  # not "unknown column(s) a"
+        load_series(path, date_column="ds", columns=["a"])
     long.pivot(index="ds", columns="unique_id", values="y").to_csv(path)  # as the message says
     assert load_series(path, date_column="ds").to_numpy().tolist() == wide[["a", "b"]].to_numpy().tolist()
     with pytest.raises(UserError, match="repeats the date"):  # repeated dates with no series column: as before

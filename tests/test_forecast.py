@@ -78,6 +78,17 @@ def test_missing_channels_are_named_alike_by_forecast_and_evaluate(run_dir, etth
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command, option", [("forecast", "--input"), ("evaluate", "--data")])
+def test_a_file_in_long_format_gets_the_pivot_hint_not_missing_channels(run_dir, etth1, tmp_path, command, option):
+    long = etth1.iloc[:60].reset_index().melt(id_vars="date", var_name="unique_id", value_name="y")
+    path = tmp_path / "long.csv"
+    long.to_csv(path, index=False)
+    result = invoke(command, run_dir, option, path)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "one row per series and timestamp (the series named in column 'unique_id', 7 of them)" in result.stderr
+    assert "df.pivot(index='date', columns='unique_id', values='y')" in result.stderr
+
+
 def test_evaluate_data_without_the_runs_date_column_says_to_rename_it(run_dir, etth1, tmp_path):
     path = tmp_path / "in.csv"
     etth1.iloc[:200].to_csv(path, index=True, index_label="time")
