@@ -86,7 +86,7 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fill, as_json) -> None:
     """Rows, columns, frequency, date range, missing values and split of a data set."""
-    from stanhop.errors import notice_to_stderr
+    from stanhop.errors import listing, notice_to_stderr
     from stanhop.splits import describe, unused_rows_notice  # pandas only: no torch or lightning to import
 
     info = describe(
@@ -98,10 +98,10 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
         return
     click.echo(f"data      {info['name']}")
     click.echo(f"rows      {info['rows']}")
-    click.echo(f"columns   {', '.join(info['columns'])}")
+    click.echo(f"columns   {listing(info['columns'])}")
     click.echo(f"freq      {info['freq']}")
     click.echo(f"dates     {info['start']} .. {info['end']}")
-    by_column = ", ".join(f"{k} {v}" for k, v in info["missing_by_column"].items() if v)
+    by_column = listing(f"{k} {v}" for k, v in info["missing_by_column"].items() if v)
     click.echo(f"missing   {info['missing']}" + (f" ({by_column}; before --fill)" if by_column else ""))
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
     for part, s in info["split"].items():

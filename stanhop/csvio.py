@@ -35,7 +35,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
-from stanhop.errors import UserError, notice_to_stderr
+from stanhop.errors import UserError, listing, notice_to_stderr
 
 FILLS = ("ffill", "interpolate")
 DEFAULT_MAX_CSV_BYTES = 2 * 1024**3
@@ -84,7 +84,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     if not channels:
         raise UserError(f"{path} has no numeric column besides '{date_column}'")
     if skipped := [name for name in names if name not in channels]:
-        _tell_once(f"{path}: ignoring the text column(s) {', '.join(map(str, skipped))}; "
+        _tell_once(f"{path}: ignoring the text column(s) {listing(skipped)}; "
                    "the channels are the numeric columns (name them with --columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
@@ -101,7 +101,7 @@ def fill_missing(frame: pd.DataFrame, fill: str | None) -> pd.DataFrame:
         raise UserError(f"{_describe_missing(frame)}; fill them with fill='ffill' or 'interpolate' (CLI: --fill) or fix the file")
     empty = [name for name in frame.columns if frame[name].isna().all()]
     if empty:
-        raise UserError(f"column(s) {', '.join(empty)} have no values at all; leave them out with columns=[...] (CLI: --columns)")
+        raise UserError(f"column(s) {listing(empty)} have no values at all; leave them out with columns=[...] (CLI: --columns)")
     if fill == "ffill":
         return frame.ffill().bfill()
     return frame.interpolate(method="linear", limit_direction="both")
@@ -235,7 +235,7 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
         unknown = [c for c in columns if c not in names or c == date_column]
         if unknown:
             _refuse_if_long_format(path, dialect, date_column)  # there the series are values of a column
-            raise UserError(f"unknown column(s) {', '.join(unknown)} in {path}; channels there: {', '.join(n for n in names if n != date_column)}")
+            raise UserError(f"unknown column(s) {listing(unknown)} in {path}; channels there: {listing(n for n in names if n != date_column)}")
         if len(set(columns)) != len(columns):
             raise UserError(f"columns lists a column twice: {', '.join(columns)}")
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from stanhop import datasets
 from stanhop.config import DataConfig
 from stanhop.csvio import infer_freq, load_series
-from stanhop.errors import UserError
+from stanhop.errors import UserError, listing
 from stanhop.splits import PARTS, describe, split_borders, window_range
 
 __all__ = [
@@ -182,7 +182,7 @@ class ForecastDataModule(LightningDataModule):
         """The configured target, else the registered data set's, else the last channel."""
         if self.cfg.target is not None:
             if self.cfg.target not in self.columns:
-                raise UserError(f"data.target '{self.cfg.target}' is not a channel; channels: {', '.join(self.columns)} "
+                raise UserError(f"data.target '{self.cfg.target}' is not a channel; channels: {listing(self.columns)} "
                                 "(choose one with --set data.target=NAME)")
             return self.cfg.target
         info = None if datasets.looks_like_path(str(self.cfg.name)) else datasets.lookup(str(self.cfg.name))

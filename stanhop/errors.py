@@ -16,6 +16,16 @@ class UserError(Exception):
     """A problem with the user's input; the message says what to do about it."""
 
 
+def listing(items, most: int = 12) -> str:
+    """Names joined by commas for a message; past ``most``, the first five and the last two
+    around the count (a CSV of hundreds of series, as Electricity's 321, would make one
+    message fill the screen)."""
+    items = [str(item) for item in items]
+    if len(items) <= most:
+        return ", ".join(items)
+    return f"{', '.join(items[:5])}, …, {', '.join(items[-2:])} ({len(items)} in all)"
+
+
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
     print(f"notice: {message}", file=sys.stderr)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError, notice_to_stderr, writable_folder
+from stanhop.errors import UserError, listing, notice_to_stderr, writable_folder
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
@@ -55,12 +55,12 @@ def require_channels(names: Iterable[Any], channels: list[str], date_column: str
     missing = [c for c in channels if c not in names]
     if missing:
         raise UserError(
-            f"{source} lacks the channel(s) {', '.join(missing)} the run was trained on "
-            f"(it needs {', '.join(channels)}; it has {', '.join(names) or 'none'})"
+            f"{source} lacks the channel(s) {listing(missing)} the run was trained on "
+            f"(it needs {listing(channels)}; it has {listing(names) or 'none'})"
         )
     extra = [n for n in names if n not in channels]
     if extra:
-        (notify or notice_to_stderr)(f"ignoring column(s) {', '.join(extra)} of {source}: the run was not trained on them")
+        (notify or notice_to_stderr)(f"ignoring column(s) {listing(extra)} of {source}: the run was not trained on them")
 
 
 def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: str, notify: Notify | None = None) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, listing
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 WHATS = ("forecast", "training", "outliers")
@@ -130,7 +130,7 @@ def _channels(run, channels: list[str] | None) -> list[str]:
         return [target_of(run)]
     unknown = [c for c in channels if c not in run.data.columns]
     if unknown:
-        raise UserError(f"unknown channel(s) {', '.join(unknown)}; the run's channels: {', '.join(run.data.columns)}")
+        raise UserError(f"unknown channel(s) {listing(unknown)}; the run's channels: {listing(run.data.columns)}")
     return list(channels)
 
 

@@ -634,3 +634,17 @@ def test_arbitrary_bytes_load_or_fail_with_user_error(blob):
         path = Path(folder) / "p.csv"
         path.write_bytes(b"date,a\n" + blob if blob[:1] == b"\x00" else blob)
         _check_loaded_or_user_error(path)
+
+
+def test_hundreds_of_series_are_listed_short_in_describe_and_errors(tmp_path):
+    """321 series (as Electricity's) would fill the screen: the first and last few and a count;
+    --json keeps them all."""
+    names = tuple(f"MT_{i:03d}" for i in range(321))
+    path = write(tmp_path, csv_lines(20, columns=names))
+    result = CliRunner().invoke(cli, ["data", "describe", str(path), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "columns   MT_000, MT_001, MT_002, MT_003, MT_004, …, MT_319, MT_320 (321 in all)\n" in result.stdout
+    assert json.loads(CliRunner().invoke(cli, ["data", "describe", str(path), *SMALL, "--json"]).stdout)["columns"] == list(names)
+    unknown = CliRunner().invoke(cli, ["data", "describe", str(path), *SMALL, "--columns", "MT_000,OT"])
+    assert unknown.exit_code == 2 and len(unknown.stderr) < 200, unknown.stderr
+    assert "unknown column(s) OT in" in unknown.stderr and "…, MT_319, MT_320 (321 in all)" in unknown.stderr
