@@ -101,6 +101,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     config.model.n_series = dm.n_series
     config.validate()
     check_memory_csv(config, dm.columns)  # read after training: checked now
+    fit_to_free_memory(config, dm)
     if not _is_child_process():
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
             if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
@@ -141,6 +142,35 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     if config.memory.kind is not None:
         return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress)
     return evaluate(run_dir, facts=facts, progress=progress)
+
+
+def fit_to_free_memory(config: Config, dm) -> None:
+    """Lower train.micro_batch_size (and the evaluation's windows per pass) when a training
+    step of the planned windows would not fit in this machine's free memory
+    (stanhop.footprint), with a notice. Training on the CPU in one process only, without
+    activation checkpointing (whose saved tensors do not tell its peak)."""
+    import torch
+
+    from stanhop import footprint
+    from stanhop.model import STanHopNet
+
+    t, m = config.train, config.model
+    on_gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and (torch.cuda.is_available() or torch.backends.mps.is_available()))
+    free = footprint.free_memory()
+    if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or m.checkpoint or free is None:
+        return
+    planned = min(t.micro_batch_size or t.batch_size, t.batch_size)
+    with torch.random.fork_rng(devices=[]):  # the run's own model is initialised from the seed's state, as before
+        model = STanHopNet(m)
+    measured = footprint.activations(model, m.in_len, m.n_series, bf16=t.precision == "bf16-mixed")
+    fitting = footprint.fit_micro_batch(planned, measured, free, m.n_series)
+    if fitting < planned:
+        notice_to_stderr(
+            f"a training step of {planned} windows of {m.n_series} series would hold ≈ "
+            f"{measured.step_peak(planned) / footprint.GiB:.1f} GiB of activations, and this machine has "
+            f"{free / footprint.GiB:.1f} GiB free: training goes {fitting} windows at a time (train.micro_batch_size "
+            f"{fitting}: the same gradients, more time per step)")
+        t.micro_batch_size = dm.eval_batch_size = fitting
 
 
 LOG_BACKUP = "metrics.before-resume.csv"
