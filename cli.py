@@ -363,11 +363,20 @@ def _backtest(run, frame, stride, output, fmt, as_json) -> None:
         return
     click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}) "
                f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
-    rows = [*metrics["per_channel"].items(), ("all", metrics["overall"])]
-    width = max(len(name) for name, _ in rows)
+    channels = list(metrics["per_channel"].items())
+    if len(channels) > BACKTEST_ROWS:  # hundreds of series: the first and last few, where to find the rest
+        where = f"{metrics_path(output)} has" if output is not None else "--json prints"
+        gap = [(f"… {len(channels) - 7} more channels ({where} them all)", None)]
+        channels = channels[:5] + gap + channels[-2:]
+    rows = [*channels, ("all", metrics["overall"])]
+    width = max(len(name) for name, m in rows if m is not None)
     click.echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}")
     for name, m in rows:
-        click.echo(f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  {m['mae_original_units']:>10.4f}")
+        click.echo(name if m is None else
+                   f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  {m['mae_original_units']:>10.4f}")
+
+
+BACKTEST_ROWS = 12  # channels shown one by one in a backtest's table
 
 
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"

@@ -228,3 +228,20 @@ def test_help_imports_neither_torch_nor_matplotlib():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'lightning', 'pandas'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_backtest_of_many_series_shows_the_first_and_last_few_and_where_the_rest_are(tmp_path):
+    t = np.arange(400)
+    frame = pd.DataFrame({f"s{j:02d}": np.sin(t / (5 + j)) for j in range(15)},
+                         index=pd.Index(pd.date_range("2020-01-01", periods=400, freq="h"), name="date"))
+    path = write_csv(frame, tmp_path / "wide.csv")
+    trained = invoke("train", "--config", str(ROOT / "configs" / "smoke.yaml"), "--data", str(path), "--split", "0.6/0.2/0.2",
+                     "--out", str(tmp_path / "run"), "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert trained.exit_code == 0, trained.output
+    shown = invoke("forecast", str(tmp_path / "run"), "--input", str(path), "--backtest")
+    lines = shown.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["s00", "s01", "s02", "s03", "s04", "…", "s13", "s14", "all"]
+    assert lines[7] == "… 8 more channels (--json prints them all)"
+    saved = invoke("forecast", str(tmp_path / "run"), "--input", str(path), "--backtest", "--output", str(tmp_path / "bt.csv"))
+    assert f"… 8 more channels ({tmp_path / 'bt.metrics.json'} has them all)" in saved.stdout
+    assert len(json.loads((tmp_path / "bt.metrics.json").read_text())["per_channel"]) == 15
