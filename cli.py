@@ -202,7 +202,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
     The run directory receives the config, weights (safetensors), the scaler (JSON), the
     CSV log, checkpoints and metrics.json.
     """
-    from stanhop.workflow import train as train_run
+    from stanhop.workflow import default_run_dir, train as train_run
 
     if resume is not None:
         _refuse_options_on_resume(click.get_current_context())
@@ -231,9 +231,14 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
         if config.memory.kind is None and (memory_size is not None or memory_strategy is not None):
             raise UserError("--memory-size and --memory-strategy choose a memory plugin's windows: "
                             "add --memory plug or --memory tune")
+    if resume is None and out is None:
+        out = default_run_dir(config)  # named here, to be told at the end
     metrics = train_run(config, out, force=force, resume=resume)
     if metrics:
         _print_metrics(metrics)
+        run_dir = resume or out
+        click.echo(f"the run is in {run_dir}: stanhop plot {run_dir} draws its forecast "
+                   f"(forecast, evaluate and tune take it too)", err=True)
 
 
 _RESUMABLE = ("resume", "max_epochs", "micro_batch_size")  # train's options that a resumed run may take

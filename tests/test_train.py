@@ -220,3 +220,12 @@ def test_help_imports_no_torch_or_lightning(command):
     assert "Example" in done.stdout  # every help shows a worked example
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert not imported & {"torch", "lightning", "pandas", "matplotlib"}
+
+
+def test_train_says_where_the_run_is(tmp_path: Path, monkeypatch, fast_smoke_args):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args])
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()  # runs/ETTh1-entmax-<time>, named when no --out is given
+    assert run.name.startswith("ETTh1-entmax-") and (run / "model.safetensors").is_file()
+    assert f"the run is in runs/{run.name}: stanhop plot runs/{run.name} draws its forecast" in result.stderr
