@@ -300,6 +300,41 @@ def tune(run, memory_size, memory_strategy, epochs) -> None:
     _print_metrics(add_memory(run, kind="tune", size=memory_size, strategy=memory_strategy, csv=csv, epochs=epochs))
 
 
+@cli.command(context_settings=CONTEXT, epilog="Example: stanhop runs studies/outliers --sort test_mse")
+@click.argument("folder", type=click.Path(), default="runs")
+@click.option("--sort", type=click.Choice(["name", "val_mse", "test_mse", "test_mae"]), default="name",
+              help="Order of the rows: by path, or by a figure, smallest first. [default: name]")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON list.")
+def runs(folder, sort, as_json) -> None:
+    """List the runs in FOLDER (default: runs) and below it, a row each: data, separation,
+    window lengths, parameters, epochs, and validation and test figures from metrics.json."""
+    from stanhop.catalog import list_runs  # YAML and JSON only: no torch
+
+    rows = list_runs(folder, sort)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    columns = [("run", "run"), ("data", "data"), ("separation", "separation"), ("in→out", "window"),
+               ("params", "params"), ("epochs", "epochs"), ("val MSE", "val_mse"), ("test MSE", "test_mse"),
+               ("test MAE", "test_mae")]
+    columns += [(label, key) for label, key in (("W8A8 MSE", "w8a8_mse"), ("memory", "memory"))
+                if any(row.get(key) is not None for row in rows)]
+    cells = [[label for label, _ in columns]]
+    for row in rows:
+        row = {**row, "window": f"{row['in_len']}→{row['out_len']}" if "in_len" in row else None}
+        cells.append([_cell(row.get(key)) for _, key in columns] + [row.get("note", "")])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for line in cells:
+        text = "  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
+        click.echo(f"{text}  {line[-1]}".rstrip() if len(line) > len(columns) else text.rstrip())
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 # ---------------------------------------------------------------- forecast / plot
 
 

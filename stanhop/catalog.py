@@ -1,0 +1,89 @@
+"""The runs under a folder, a row each: what `stanhop runs` lists.
+
+A row holds what tells runs apart (data, separation map, window lengths, size) beside their
+figures from metrics.json (validation and test MSE/MAE, W8A8 MSE, the memory plugin). Only
+YAML and JSON are read, never the weights, so listing hundreds of runs takes a moment; a run
+that cannot be read gets a row that says why instead of stopping the listing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stanhop.config import load_config
+from stanhop.errors import UserError
+from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json
+
+__all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
+
+SORT_KEYS = ("name", "val_mse", "test_mse", "test_mae")
+MAX_DEPTH = 3  # runs/…, a study's study/<variant>-seed<k>/, one folder of studies above that
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run directories (holding stanhop.json) in ``folder`` and below it, up to MAX_DEPTH
+    levels, by path; ``folder`` itself when it is a run. Nothing inside a run is searched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; give the folder your runs are in (stanhop train --out FOLDER/NAME)")
+    found, level = [], [folder]
+    for _ in range(MAX_DEPTH + 1):
+        below = []
+        for path in level:
+            if (path / MARKER).is_file():
+                found.append(path)
+            else:
+                below += [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        level = below
+    return sorted(found)
+
+
+def run_row(path: Path) -> dict[str, Any]:
+    """One run's settings and figures; ``note`` says what is missing or unusual."""
+    row: dict[str, Any] = {"run": str(path)}
+    try:
+        config = load_config(path / CONFIG)
+        metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
+    except UserError as err:
+        return {**row, "note": f"unreadable: {err}"}
+    m = config.model
+    data = str(config.data.name)
+    row.update(
+        data=Path(data).name if data.endswith(".csv") else data,
+        separation=m.separation + ("+gate" if m.gate else ""),
+        in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
+        val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),
+        test_mae=_figure(metrics, "test", "mae"), w8a8_mse=_figure(metrics.get("quantized", {}), "w8a8", "mse"),
+        memory=(metrics.get("memory") or {}).get("kind"),
+    )
+    if row["test_mse"] is None:
+        row["note"] = _what_is_missing(path)
+    return row
+
+
+def _what_is_missing(path: Path) -> str:
+    """For a run without test figures: the command that gives them."""
+    if (path / WEIGHTS).is_file():
+        return f"not evaluated: stanhop evaluate {path}"
+    if (path / "checkpoints" / "last.ckpt").is_file():
+        return f"unfinished: stanhop train --resume {path}"
+    return "unfinished before its first checkpoint: train it again with --force"
+
+
+def list_runs(folder: str | Path, sort: str = "name") -> list[dict[str, Any]]:
+    """A row per run under ``folder``, sorted by ``sort`` (a figure: smallest first, runs
+    without it last)."""
+    if sort not in SORT_KEYS:
+        raise UserError(f"unknown sort key {sort!r}; choose one of {', '.join(SORT_KEYS)}")
+    rows = [run_row(path) for path in find_runs(folder)]
+    if not rows:
+        raise UserError(f"no stanhop runs in {folder}; train one with 'stanhop train --out {Path(folder) / 'NAME'}'")
+    if sort != "name":
+        rows.sort(key=lambda row: (row.get(sort) is None, row.get(sort) or 0.0))
+    return rows
+
+
+def _figure(metrics: Any, part: str, key: str) -> float | None:
+    value = metrics.get(part, {}).get(key) if isinstance(metrics, dict) and isinstance(metrics.get(part), dict) else None
+    return float(value) if isinstance(value, (int, float)) else None

@@ -1,0 +1,80 @@
+"""`stanhop runs`: a row per run in a folder and below it, from the runs' own files."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.cli, ["runs", *map(str, args)])
+
+
+def copy_run(run_dir: Path, to: Path, *, test_mse: float | None = None) -> Path:
+    shutil.copytree(run_dir, to)
+    if test_mse is not None:
+        metrics = json.loads((to / "metrics.json").read_text())
+        metrics["test"]["mse"] = test_mse
+        (to / "metrics.json").write_text(json.dumps(metrics))
+    return to
+
+
+def test_runs_lists_every_run_below_a_folder_with_its_figures(run_dir, tmp_path):
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    copy_run(run_dir, tmp_path / "b-good", test_mse=0.25)
+    copy_run(run_dir, tmp_path / "study" / "softmax-seed0", test_mse=0.5)  # a study's runs, one level down
+    unfinished = copy_run(run_dir, tmp_path / "a-stopped")
+    (unfinished / "metrics.json").unlink()
+    (unfinished / "model.safetensors").unlink()
+    (tmp_path / "notes").mkdir()  # not a run: skipped
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+
+    result = invoke(tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["run", "data", "separation", "in→out", "params", "epochs", "val", "MSE", "test", "MSE",
+                                "test", "MAE"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert names == [str(tmp_path / "a-stopped"), str(tmp_path / "b-good"), str(tmp_path / "study" / "softmax-seed0")]
+    assert lines[1].endswith(f"unfinished: stanhop train --resume {tmp_path / 'a-stopped'}")
+    good = lines[2].split()
+    assert good[1:4] == ["ETTh1", "entmax", "24→8"] and good[4] == str(saved["params"])
+    assert good[6:9] == [f"{saved['val']['mse']:.4f}", "0.2500", f"{saved['test']['mae']:.4f}"]
+
+    by_mse = json.loads(invoke(tmp_path, "--sort", "test_mse", "--json").stdout)
+    assert [row["test_mse"] for row in by_mse] == [0.25, 0.5, None]  # smallest first, no figure last
+    assert by_mse[2]["note"].startswith("unfinished")
+
+
+def test_runs_says_why_a_run_cannot_be_read_and_goes_on(run_dir, tmp_path):
+    copy_run(run_dir, tmp_path / "fine")
+    broken = copy_run(run_dir, tmp_path / "broken")
+    (broken / "config.yaml").write_text("model: [unclosed")
+    not_evaluated = copy_run(run_dir, tmp_path / "trained")
+    (not_evaluated / "metrics.json").unlink()
+    rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
+    assert rows["broken"]["note"].startswith("unreadable: config file") and "not valid YAML" in rows["broken"]["note"]
+    assert rows["trained"]["note"] == f"not evaluated: stanhop evaluate {not_evaluated}"
+    assert rows["fine"]["test_mse"] is not None and "note" not in rows["fine"]
+
+
+def test_runs_refuses_a_folder_without_runs_in_one_line(tmp_path):
+    for folder, message in ((tmp_path / "missing", "is not a folder"), (tmp_path, "no stanhop runs in")):
+        result = invoke(folder)
+        assert result.exit_code == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_runs_imports_neither_torch_nor_lightning(run_dir, tmp_path):
+    copy_run(run_dir, tmp_path / "r")
+    code = ("import sys, cli; from click.testing import CliRunner; "
+            f"r = CliRunner().invoke(cli.cli, ['runs', {str(tmp_path)!r}]); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
