@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cli import cli
@@ -614,12 +614,17 @@ def _check_loaded_or_user_error(path: Path, **kwargs) -> None:
     assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.is_monotonic_increasing and frame.index.is_unique
     assert len(frame) >= 2 and frame.shape[1] >= 1 and all(dtype == np.float64 for dtype in frame.dtypes)
     assert np.isfinite(frame.to_numpy()).all()
-    assert len(frame) <= path.read_text(errors="replace").count("\n") + 1
-    infer_freq(frame.index)
+    freq = infer_freq(frame.index)
+    if kwargs.get("fill") is None:
+        assert len(frame) <= path.read_text(errors="replace").count("\n") + 1
+    else:  # missing timestamps were inserted: a row for every step from the first to the last
+        assert len(frame) == len(pd.date_range(frame.index[0], frame.index[-1], freq=freq))
 
 
 @PROPERTY
 @given(small_csvs(), st.sampled_from([None, "ffill", "interpolate"]))
+@example("date,a,a,a\n2021-03-01 00:00:00,0.0,,0.0\n2021-03-01 01:00:00,0.0,0.0,0.0\n2021-03-01 02:00:00,,0.0,\n"
+         "2021-03-01 05:00:00,0.0,0.0,", "ffill")  # two missing timestamps inserted: more rows than lines
 def test_small_csvs_load_consistently_or_fail_with_user_error(text, fill):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "p.csv"
