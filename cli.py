@@ -17,7 +17,7 @@ import traceback
 import click
 
 from stanhop import __version__
-from stanhop.errors import UserError
+from stanhop.errors import Terminated, UserError
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -36,9 +36,9 @@ class StanhopGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt as err:  # Ctrl+C; the message, if any, says what is left and how to go on
+        except KeyboardInterrupt as err:  # Ctrl+C or SIGTERM; the message, if any, says what is left and how to go on
             click.echo(f"\ninterrupted: {err}" if str(err) else "interrupted", err=True)  # after a progress bar's line
-            ctx.exit(130)
+            ctx.exit(143 if isinstance(err, Terminated) else 130)  # 128 + the signal, as the shell reports it
         except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly
             _silence_stdout()
             ctx.exit(141)  # as a Unix tool stopped by SIGPIPE
@@ -488,9 +488,9 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
     try:
         runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
                          progress_bars=progress_bars)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"the finished runs in {out} are kept: the same stanhop compare goes on from them "
-                                "(the unfinished run trains again)") from None
+    except KeyboardInterrupt as stop:  # Ctrl+C or SIGTERM (Terminated), told alike
+        raise type(stop)(f"the finished runs in {out} are kept: the same stanhop compare goes on from them "
+                         "(the unfinished run trains again)") from None
     summary, paths = write_summary(runs, out)
     click.echo("")
     click.echo(format_table(summary))

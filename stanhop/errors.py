@@ -16,6 +16,11 @@ class UserError(Exception):
     """A problem with the user's input; the message says what to do about it."""
 
 
+class Terminated(KeyboardInterrupt):
+    """A stop by SIGTERM (``kill``, a scheduler ending a job): handled as Ctrl+C is, with the
+    exit status of a process that SIGTERM ended (143)."""
+
+
 def listing(items, most: int = 12) -> str:
     """Names joined by commas for a message; past ``most``, the first five and the last two
     around the count (a CSV of hundreds of series, as Electricity's 321, would make one

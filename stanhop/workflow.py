@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import UserError, notice_to_stderr
+from stanhop.errors import Terminated, UserError, notice_to_stderr
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
     write_json,
@@ -119,7 +119,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
         raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
     except SystemExit:
         if trainer.interrupted:  # Lightning ends Ctrl+C with a silent sys.exit(1): say what is left and how to go on
-            raise KeyboardInterrupt(_after_interrupt(run_dir)) from None
+            stop = Terminated if trainer.received_sigterm else KeyboardInterrupt  # SIGTERM: at the next batch's end
+            raise stop(_after_interrupt(run_dir)) from None
         raise
     if not trainer.is_global_zero:
         return {}

@@ -70,9 +70,11 @@ def test_resume_after_a_kill_mid_epoch_finishes_all_epochs(tmp_path: Path):
     assert load_config(run / "config.yaml").train.micro_batch_size == 16
 
 
-def test_ctrl_c_during_training_says_how_to_go_on(tmp_path: Path, etth1_path):
-    """Lightning ends a Ctrl+C with a silent exit 1; stanhop says what is left, exits 130, and the
-    command it names continues the run."""
+@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_during_training_says_how_to_go_on(tmp_path: Path, etth1_path, stop, status):
+    """Lightning ends a Ctrl+C with a silent exit 1 (SIGTERM, as `kill` and job schedulers send:
+    at the next batch's end); stanhop says what is left, exits 128 + the signal, and the command
+    it names continues the run."""
     run = tmp_path / "run"
     env = {**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent)}
     proc = subprocess.Popen([STANHOP, "train", "--config", SMOKE, "--out", str(run), "--max-epochs", "1000",
@@ -80,9 +82,9 @@ def test_ctrl_c_during_training_says_how_to_go_on(tmp_path: Path, etth1_path):
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     stderr = proc.communicate(timeout=120)[1].decode()
-    assert proc.returncode == 130, stderr[-2000:]
+    assert proc.returncode == status, stderr[-2000:]
     assert f"interrupted: continue from the last checkpoint with: stanhop train --resume {run}" in stderr
     epochs = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
     result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--max-epochs", str(epochs + 1)])
