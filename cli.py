@@ -303,7 +303,7 @@ def tune(run, memory_size, memory_strategy, epochs) -> None:
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop runs studies/outliers --sort test_mse")
 @click.argument("folder", type=click.Path(), default="runs")
 @click.option("--sort", type=click.Choice(["name", "val_mse", "test_mse", "test_mae"]), default="name",
-              help="Order of the rows: by path, or by a figure, smallest first. [default: name]")
+              help="Order of the rows: by path, or by a figure, smallest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON list.")
 def runs(folder, sort, as_json) -> None:
     """List the runs in FOLDER (default: runs) and below it, a row each: data, separation,
