@@ -10,21 +10,24 @@ lowers the micro-batch to what fits in the free memory. Micro-batches give the s
 gradients as the whole batch (stanhop.training.accumulate_gradients), so only speed changes.
 
 Free memory is Linux's MemAvailable, within the process's cgroup limit (a container's) if
-it has one; elsewhere it is unknown and nothing is changed.
+it has one; elsewhere (macOS) the physical memory stands for it; where neither is known
+(Windows) nothing is changed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from stanhop.errors import UserError
 
-__all__ = ["Activations", "activations", "free_memory", "fit_micro_batch"]
+__all__ = ["Activations", "Memory", "activations", "free_memory", "fit_micro_batch"]
 
 GiB = 2**30
 PEAK_OVER_SAVED = 1.25  # a step's live peak over its saved tensors: 441.6 vs 363.6 MiB at h24 (torch's memory timeline)
@@ -68,16 +71,28 @@ def activations(model: nn.Module, in_len: int, n_series: int, *, bf16: bool = Fa
     return Activations(fixed=max(one - (two - one), 0), per_window=max(two - one, 1))
 
 
-def free_memory() -> int | None:
-    """Bytes this process may still take: MemAvailable, capped by a cgroup (v2 or v1) limit
-    less its usage; None where /proc/meminfo is not there (not Linux)."""
+class Memory(NamedTuple):
+    """What this machine has for a training step: ``bytes``, and how they were found (``kind``:
+    "free", or "in all" where only the physical memory is known)."""
+
+    bytes: int
+    kind: str
+
+
+MEMINFO = Path("/proc/meminfo")
+
+
+def free_memory() -> Memory | None:
+    """Linux: MemAvailable, capped by a cgroup (v2 or v1) limit less its usage ("free").
+    Elsewhere the physical memory, as ``os.sysconf`` gives it (macOS; "in all"); None where
+    neither is known (Windows)."""
     try:
-        meminfo = Path("/proc/meminfo").read_text()
+        meminfo = MEMINFO.read_text()
     except OSError:
-        return None
+        return _physical_memory()
     free = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")), None)
     if free is None:
-        return None
+        return _physical_memory()
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                          ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
         try:
@@ -87,19 +102,26 @@ def free_memory() -> int | None:
         if cap.isdigit() and int(cap) < 2**60:  # "max" or a huge number: no limit
             free = min(free, int(cap) - used)
         break
-    return free
+    return Memory(free, "free")
 
 
-def fit_micro_batch(planned: int, measured: Activations, free: int, n_series: int) -> int:
-    """``planned`` windows per pass if their step fits in USABLE × ``free`` bytes, else the most
+def _physical_memory() -> Memory | None:
+    try:
+        return Memory(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "in all")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return None
+
+
+def fit_micro_batch(planned: int, measured: Activations, memory: Memory, n_series: int) -> int:
+    """``planned`` windows per pass if their step fits in USABLE × the memory, else the most
     that do; a UserError when not even one window fits."""
-    budget = USABLE * free
+    budget = USABLE * memory.bytes
     if measured.step_peak(planned) <= budget:
         return planned
     fitting = math.floor((budget / PEAK_OVER_SAVED - measured.fixed) / measured.per_window)
     if fitting < 1:
         raise UserError(
             f"one window of {n_series} series holds ≈ {measured.step_peak(1) / GiB:.1f} GiB of activations in training, "
-            f"more than this machine has free ({free / GiB:.1f} GiB): choose fewer series (--columns), a shorter "
+            f"more than this machine has ({memory.bytes / GiB:.1f} GiB {memory.kind}): choose fewer series (--columns), a shorter "
             "--in-len, or a smaller model (--set model.d_model=...), or free memory")
     return fitting

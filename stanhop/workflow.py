@@ -157,19 +157,19 @@ def fit_to_free_memory(config: Config, dm) -> None:
 
     t, m = config.train, config.model
     on_gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and (torch.cuda.is_available() or torch.backends.mps.is_available()))
-    free = footprint.free_memory()
-    if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or m.checkpoint or free is None:
+    memory = footprint.free_memory()
+    if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or m.checkpoint or memory is None:
         return
     planned = min(t.micro_batch_size or t.batch_size, t.batch_size)
     with torch.random.fork_rng(devices=[]):  # the run's own model is initialised from the seed's state, as before
         model = STanHopNet(m)
     measured = footprint.activations(model, m.in_len, m.n_series, bf16=t.precision == "bf16-mixed")
-    fitting = footprint.fit_micro_batch(planned, measured, free, m.n_series)
+    fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series)
     if fitting < planned:
         notice_to_stderr(
             f"a training step of {planned} windows of {m.n_series} series would hold ≈ "
             f"{measured.step_peak(planned) / footprint.GiB:.1f} GiB of activations, and this machine has "
-            f"{free / footprint.GiB:.1f} GiB free: training goes {fitting} windows at a time (train.micro_batch_size "
+            f"{memory.bytes / footprint.GiB:.1f} GiB {memory.kind}: training goes {fitting} windows at a time (train.micro_batch_size "
             f"{fitting}: the same gradients, more time per step)")
         t.micro_batch_size = dm.eval_batch_size = fitting
 

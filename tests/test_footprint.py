@@ -46,23 +46,25 @@ def test_the_activations_of_many_windows_follow_from_one_and_two(n_series, dropo
 
 def test_the_micro_batch_is_the_most_windows_that_fit():
     measured = footprint.Activations(fixed=100 * 2**20, per_window=50 * 2**20)
-    free = 4 * 2**30
+    free = footprint.Memory(4 * 2**30, "free")
     assert footprint.fit_micro_batch(32, measured, free, 7) == 32  # 32 windows fit: unchanged
     fitting = footprint.fit_micro_batch(512, measured, free, 7)
-    budget = footprint.USABLE * free
+    budget = footprint.USABLE * free.bytes
     assert measured.step_peak(fitting) <= budget < measured.step_peak(fitting + 1)
-    with pytest.raises(UserError, match=r"one window of 7 series holds ≈ 0\.2 GiB .* more than this machine has free"):
-        footprint.fit_micro_batch(8, measured, 100 * 2**20, 7)
+    with pytest.raises(UserError, match=r"one window of 7 series holds ≈ 0\.2 GiB .* more than this machine has \(0\.1 GiB free\)"):
+        footprint.fit_micro_batch(8, measured, footprint.Memory(100 * 2**20, "free"), 7)
 
 
-def test_free_memory_is_read_on_linux():
+def test_free_memory_is_memavailable_on_linux_else_the_physical_memory(tmp_path, monkeypatch):
+    if not footprint.MEMINFO.exists():
+        pytest.skip("not Linux")
     free = footprint.free_memory()
-    if not Path("/proc/meminfo").exists():
-        assert free is None
-        return
-    available = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+    available = next(int(line.split()[1]) * 1024 for line in footprint.MEMINFO.read_text().splitlines()
                      if line.startswith("MemAvailable:"))
-    assert 0 < free <= available
+    assert free.kind == "free" and 0 < free.bytes <= available
+    monkeypatch.setattr(footprint, "MEMINFO", tmp_path / "no-meminfo")  # as on macOS
+    physical = footprint.free_memory()
+    assert physical.kind == "in all" and physical.bytes >= available
 
 
 def train(out: Path, *extra: str):
@@ -78,7 +80,7 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
 
     cfg = load_run(tmp_path / "plain").config.model
     measured = footprint.activations(STanHopNet(cfg), cfg.in_len, cfg.n_series)
-    free = measured.step_peak(10) / footprint.USABLE  # room for 10 of the batch's 64 windows
+    free = footprint.Memory(int(measured.step_peak(10) / footprint.USABLE) + 1, "free")  # room for 10 of the batch's 64 windows
     monkeypatch.setattr(footprint, "free_memory", lambda: free)
     lowered = train(tmp_path / "lowered")
     assert lowered.exit_code == 0, lowered.output
@@ -93,8 +95,8 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
     before, after = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("plain", "unmeasured"))
     assert after["test"] == before["test"] and after["val"] == before["val"]
 
-    monkeypatch.setattr(footprint, "free_memory", lambda: measured.step_peak(1) / 2)
+    monkeypatch.setattr(footprint, "free_memory", lambda: footprint.Memory(int(measured.step_peak(1) / 2), "in all"))
     refused = train(tmp_path / "refused")
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "one window of 7 series holds" in refused.stderr and "--columns" in refused.stderr
+    assert "one window of 7 series holds" in refused.stderr and "GiB in all)" in refused.stderr and "--columns" in refused.stderr
     assert not (tmp_path / "refused").exists()
