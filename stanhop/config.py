@@ -75,7 +75,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     deterministic: bool = False
-    limit_train_batches: float = 1.0  # fraction (<= 1.0) or number (> 1) of batches per epoch
+    limit_train_batches: float = 1.0  # batches per epoch: a fraction (1.0: all) or a whole number (1: one batch)
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: int = 1
     strategy: str = "auto"  # auto | ddp

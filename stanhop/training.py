@@ -165,6 +165,14 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*(Experiment logs|Checkpoint) directory .* exists and is not empty.*")
 
 
+def batches_per_epoch(limit: float) -> int | float | None:
+    """train.limit_train_batches as Lightning's Trainer takes it: a whole number counts batches
+    (1 is one batch), a fraction below 1.0 is a share of them; 1.0 (the default) is all (None)."""
+    if isinstance(limit, int) or limit > 1:
+        return int(limit)
+    return None if limit == 1.0 else float(limit)
+
+
 def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
     """A Trainer writing checkpoints and the CSV log inside ``run_dir`` (no lightning_logs/)."""
     t = config.train
@@ -176,7 +184,6 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
     if progress:
         callbacks.append(TQDMProgressBar(leave=True))
     quiet_lightning()
-    limit = t.limit_train_batches
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
@@ -186,7 +193,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         num_nodes=t.num_nodes,
         precision=t.precision,
         deterministic=t.deterministic,
-        limit_train_batches=None if limit == 1.0 else int(limit) if limit > 1 else float(limit),
+        limit_train_batches=batches_per_epoch(t.limit_train_batches),
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
         callbacks=callbacks,
         enable_progress_bar=progress,

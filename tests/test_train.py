@@ -229,3 +229,17 @@ def test_train_says_where_the_run_is(tmp_path: Path, monkeypatch, fast_smoke_arg
     (run,) = (tmp_path / "runs").iterdir()  # runs/ETTh1-entmax-<time>, named when no --out is given
     assert run.name.startswith("ETTh1-entmax-") and (run / "model.safetensors").is_file()
     assert f"the run is in runs/{run.name}: stanhop plot runs/{run.name} draws its forecast" in result.stderr
+
+
+def test_limit_train_batches_counts_batches_when_whole_and_shares_them_when_a_fraction(tmp_path: Path):
+    """As Lightning reads it: `--set train.limit_train_batches=1` is one batch an epoch (it was
+    taken for 1.0, the whole epoch), 0.5 half of them, 1.0 all."""
+    from stanhop.training import batches_per_epoch
+
+    assert [batches_per_epoch(v) for v in (1, 3, 3.0, 0.5, 1.0)] == [1, 3, 3, 0.5, None]
+    result = invoke("train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--set", "train.max_epochs=1",
+                    "--set", "train.limit_train_batches=1")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("val_mse")]
+    assert steps == [0]  # the one epoch's validation, logged after its one training step (step 0)
