@@ -319,14 +319,14 @@ def runs(folder, sort, as_json) -> None:
                ("test MAE", "test_mae")]
     columns += [(label, key) for label, key in (("W8A8 MSE", "w8a8_mse"), ("memory", "memory"))
                 if any(row.get(key) is not None for row in rows)]
-    cells = [[label for label, _ in columns]]
+    cells = [[label for label, _ in columns] + [""]]  # the last column: a note, left as it is
     for row in rows:
         row = {**row, "window": f"{row['in_len']}→{row['out_len']}" if "in_len" in row else None}
         cells.append([_cell(row.get(key)) for _, key in columns] + [row.get("note", "")])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    for line in cells:
+    for *line, note in cells:
         text = "  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
-        click.echo(f"{text}  {line[-1]}".rstrip() if len(line) > len(columns) else text.rstrip())
+        click.echo(f"{text}  {note}".rstrip())
 
 
 def _cell(value) -> str:
@@ -403,20 +403,17 @@ def _backtest(run, frame, stride, output, fmt, as_json) -> None:
         return
     click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}) "
                f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
-    channels = list(metrics["per_channel"].items())
-    if len(channels) > BACKTEST_ROWS:  # hundreds of series: the first and last few, where to find the rest
-        where = f"{metrics_path(output)} has" if output is not None else "--json prints"
-        gap = [(f"… {len(channels) - 7} more channels ({where} them all)", None)]
-        channels = channels[:5] + gap + channels[-2:]
-    rows = [*channels, ("all", metrics["overall"])]
+    from stanhop.errors import abridged
+
+    first, left_out, last = abridged(list(metrics["per_channel"].items()))  # hundreds of series: where the rest are
+    where = f"{metrics_path(output)} has" if output is not None else "--json prints"
+    gap = [(f"… {left_out} more channels ({where} them all)", None)] if left_out else []
+    rows = [*first, *gap, *last, ("all", metrics["overall"])]
     width = max(len(name) for name, m in rows if m is not None)
     click.echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}")
     for name, m in rows:
         click.echo(name if m is None else
                    f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  {m['mae_original_units']:>10.4f}")
-
-
-BACKTEST_ROWS = 12  # channels shown one by one in a backtest's table
 
 
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"

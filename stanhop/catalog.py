@@ -47,6 +47,8 @@ def run_row(path: Path) -> dict[str, Any]:
         metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
     except UserError as err:
         return {**row, "note": f"unreadable: {err}"}
+    if not isinstance(metrics, dict):
+        return {**row, "note": f"unreadable: {path / METRICS} does not hold a JSON object"}
     m = config.model
     data = str(config.data.name)
     row.update(
@@ -85,5 +87,6 @@ def list_runs(folder: str | Path, sort: str = "name") -> list[dict[str, Any]]:
 
 
 def _figure(metrics: Any, part: str, key: str) -> float | None:
-    value = metrics.get(part, {}).get(key) if isinstance(metrics, dict) and isinstance(metrics.get(part), dict) else None
+    section = metrics.get(part) if isinstance(metrics, dict) else None
+    value = section.get(key) if isinstance(section, dict) else None
     return float(value) if isinstance(value, (int, float)) else None

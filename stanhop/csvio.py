@@ -68,8 +68,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
-    if not raw[date_column].is_unique:
-        _refuse_long_format(raw, date_column, path)
+    _refuse_long_format(raw, date_column, path)
     index = _parse_dates(raw[date_column], path)
     if columns is None and (unnamed := [c for c in raw.columns if _UNNAMED.fullmatch(str(c))]):
         _tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
@@ -249,16 +248,14 @@ def refuse_long_format(name_or_path: str | os.PathLike, date_column: str) -> Non
 
 
 def _refuse_if_long_format(path: Path, dialect: dict[str, str], date_column: str) -> None:
-    raw = _read(path, dialect, dtype={date_column: "str"})
-    if not raw[date_column].is_unique:
-        _refuse_long_format(raw, date_column, path)
+    _refuse_long_format(_read(path, dialect, dtype={date_column: "str"}), date_column, path)
 
 
 def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None:
     """A UserError saying how to pivot a file in long format (one row per series and timestamp,
     as neuralforecast's unique_id, ds, y), which repeats its dates; other files with repeated
-    dates pass on to the usual error."""
-    if len(raw) < 1.5 * raw[date_column].nunique():  # a few repeated dates, not every date once per series
+    dates, and files without, pass on."""
+    if raw[date_column].is_unique or len(raw) < 1.5 * raw[date_column].nunique():  # few repeats: not one per series
         return
     texts = [c for c in raw.columns if c != date_column and not pd.api.types.is_numeric_dtype(raw[c])
              and pd.to_numeric(raw[c], errors="coerce").isna().all()]

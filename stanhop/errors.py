@@ -21,14 +21,22 @@ class Terminated(KeyboardInterrupt):
     exit status of a process that SIGTERM ended (143)."""
 
 
-def listing(items, most: int = 12) -> str:
-    """Names joined by commas for a message; past ``most``, the first five and the last two
-    around the count (a CSV of hundreds of series, as Electricity's 321, would make one
-    message fill the screen)."""
-    items = [str(item) for item in items]
+def abridged(items: list, most: int = 12) -> tuple[list, int, list]:
+    """(first, how many left out, last) of ``items``: all of them while there are at most
+    ``most``, else the first five and the last two (a CSV of hundreds of series, as
+    Electricity's 321, would make one message or table fill the screen)."""
     if len(items) <= most:
-        return ", ".join(items)
-    return f"{', '.join(items[:5])}, …, {', '.join(items[-2:])} ({len(items)} in all)"
+        return items, 0, []
+    return items[:5], len(items) - 7, items[-2:]
+
+
+def listing(items, most: int = 12) -> str:
+    """Names joined by commas for a message, ``abridged`` around their count."""
+    items = [str(item) for item in items]
+    first, left_out, last = abridged(items, most)
+    if not left_out:
+        return ", ".join(first)
+    return f"{', '.join(first)}, …, {', '.join(last)} ({len(items)} in all)"
 
 
 def notice_to_stderr(message: str) -> None:

@@ -101,7 +101,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     config.model.n_series = dm.n_series
     config.validate()
     check_memory_csv(config, dm.columns)  # read after training: checked now
-    fit_to_free_memory(config, dm)
+    module = Forecaster(config)
+    fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
     if not _is_child_process():
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
             if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
@@ -109,7 +110,6 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
             prepare_run_dir(run_dir, force=force)
         save_run_files(run_dir, config, data_info(dm, config))
 
-    module = Forecaster(config)
     timer = EpochTimer()
     trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
     earlier_log = protect_log(run_dir) if resume is not None else []
@@ -145,15 +145,14 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     return evaluate(run_dir, facts=facts, progress=progress)
 
 
-def fit_to_free_memory(config: Config, dm) -> None:
+def fit_to_free_memory(config: Config, dm, model) -> None:
     """Lower train.micro_batch_size (and the evaluation's windows per pass) when a training
-    step of the planned windows would not fit in this machine's free memory
+    step of the planned windows of ``model`` would not fit in this machine's free memory
     (stanhop.footprint), with a notice. Training on the CPU in one process only, without
     activation checkpointing (whose saved tensors do not tell its peak)."""
     import torch
 
     from stanhop import footprint
-    from stanhop.model import STanHopNet
 
     t, m = config.train, config.model
     on_gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and (torch.cuda.is_available() or torch.backends.mps.is_available()))
@@ -161,8 +160,6 @@ def fit_to_free_memory(config: Config, dm) -> None:
     if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or m.checkpoint or memory is None:
         return
     planned = min(t.micro_batch_size or t.batch_size, t.batch_size)
-    with torch.random.fork_rng(devices=[]):  # the run's own model is initialised from the seed's state, as before
-        model = STanHopNet(m)
     measured = footprint.activations(model, m.in_len, m.n_series, bf16=t.precision == "bf16-mixed")
     fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series)
     if fitting < planned:
