@@ -339,22 +339,29 @@ def _cell(value) -> str:
 
 
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop forecast runs/h24 --input recent.csv --output pred.csv\n\n"
-             "stanhop forecast runs/h24 --input ETTh1.csv --backtest --stride 1 --output backtest.parquet")
+             "stanhop forecast runs/h24 --input ETTh1.csv --backtest --stride 1 --output backtest.parquet\n\n"
+             "stanhop forecast runs/h24 --backtest --horizon 48   # the test split, two passes of 24")
 @click.argument("run", type=click.Path())
-@click.option("--input", "input_path", required=True, help="CSV holding the run's channels (by name) and a date column.")
+@click.option("--input", "input_path", default=None,
+              help="CSV holding the run's channels (by name) and a date column. [default: the run's own data: all of it; "
+                   "with --backtest, its test split]")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="File for the table. [default: CSV on stdout; backtest: metrics only]")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default=None, help="Table format. [default: by --output's extension, else csv]")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
+@click.option("--horizon", type=click.IntRange(min=1), default=None,
+              help="Steps to forecast; past the run's out_len the forecast is fed back as input (recursive). [default: out_len]")
 @click.option("--backtest", is_flag=True, help="Forecast every window of the CSV beside the truth and report MSE/MAE.")
 @click.option("--stride", type=click.IntRange(min=1), default=None, help="Rows between backtest windows. [default: the horizon]")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest metrics as one JSON object.")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
-def forecast(run, input_path, output, fmt, force, backtest, stride, as_json, date_column, fill) -> None:
+def forecast(run, input_path, output, fmt, force, horizon, backtest, stride, as_json, date_column, fill) -> None:
     """Forecast the horizon after the end of a CSV with a trained run, or backtest every window.
 
     The last in_len rows are scaled with the run's scaler, forecast and scaled back: one row
     per future step, timestamps continuing the CSV's frequency, one column per channel.
+    A --horizon past the run's out_len appends each forecast to the input and forecasts
+    again (errors compound; a backtest with that horizon measures them).
     --backtest writes a long table (window_start, timestamp, step, <channel>_pred,
     <channel>_true) and prints MSE/MAE per channel and overall; with --output the metrics
     also go to <output>.metrics.json.
@@ -364,21 +371,30 @@ def forecast(run, input_path, output, fmt, force, backtest, stride, as_json, dat
     fmt = output_format(output, fmt)
     if not backtest and (stride is not None or as_json):
         raise UserError("--stride and --json are for --backtest; add --backtest or leave them out")
+    if input_path is None and (date_column or fill):
+        raise UserError("--date-column and --fill are for an --input CSV; the run's own data is read with its own settings")
     if output is None and fmt == "parquet" and not backtest:
         raise UserError("parquet is not for the terminal; give --output FILE.parquet")
     if output is not None:
         check_output(output, force=force)
         if backtest:
             check_output(metrics_path(output), force=force)
-    from stanhop.forecast import read_input, write_table
+    from stanhop.errors import notice_to_stderr
+    from stanhop.forecast import own_data, read_input, write_table
     from stanhop.runs import load_run
 
     loaded = load_run(run)
-    frame = read_input(loaded, input_path, date_column=date_column, fill=fill)
+    if input_path is None:
+        frame = own_data(loaded, "test" if backtest else "all")
+        rows = "its test split and the in_len rows before it" if backtest else "all of it"
+        notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
+                         f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
+    else:
+        frame = read_input(loaded, input_path, date_column=date_column, fill=fill)
     if backtest:
-        _backtest(loaded, frame, stride, output, fmt, as_json)
+        _backtest(loaded, frame, stride, horizon, output, fmt, as_json)
         return
-    table = loaded.forecast(frame)
+    table = loaded.forecast(frame, horizon=horizon)
     if output is None:
         click.echo(table.to_csv(), nl=False)
         return
@@ -386,10 +402,10 @@ def forecast(run, input_path, output, fmt, force, backtest, stride, as_json, dat
     click.echo(f"wrote {output} ({len(table)} steps from {table.index[0]} to {table.index[-1]})", err=True)
 
 
-def _backtest(run, frame, stride, output, fmt, as_json) -> None:
+def _backtest(run, frame, stride, horizon, output, fmt, as_json) -> None:
     from stanhop.forecast import backtest_stream, metrics_path, write_metrics, write_table
 
-    stream = backtest_stream(run, frame, stride=stride)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
             pass
@@ -401,7 +417,9 @@ def _backtest(run, frame, stride, output, fmt, as_json) -> None:
     if as_json:
         click.echo(json.dumps(metrics))
         return
-    click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}) "
+    ahead = f", horizon {metrics['horizon']} (recursive)" if metrics["horizon"] > metrics["out_len"] else (
+        f", horizon {metrics['horizon']}" if metrics["horizon"] < metrics["out_len"] else "")
+    click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
                f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
     from stanhop.errors import abridged
 
@@ -427,11 +445,13 @@ def _backtest(run, frame, stride, output, fmt, as_json) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing --output file.")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
-def plot(run, input_path, channels, output, what, force, date_column, fill) -> None:
+@click.option("--horizon", type=click.IntRange(min=1), default=None,
+              help="Steps to forecast; past the run's out_len recursively, as forecast --horizon. [default: out_len]")
+def plot(run, input_path, channels, output, what, force, date_column, fill, horizon) -> None:
     """Draw a run's forecast against the truth, its training curves, or its outlier statistics.
 
-    The forecast starts out_len rows before the end of the data, so the truth is drawn beside
-    it; a CSV shorter than in_len + out_len rows is forecast past its end.
+    The forecast starts out_len (or --horizon) rows before the end of the data, so the truth
+    is drawn beside it; a CSV shorter than in_len + that many rows is forecast past its end.
     """
     from pathlib import Path
 
@@ -439,8 +459,8 @@ def plot(run, input_path, channels, output, what, force, date_column, fill) -> N
     from stanhop.runs import check_run_dir
 
     check_run_dir(run)
-    if what != "forecast" and (input_path or channels or date_column or fill):
-        raise UserError(f"--input, --channels, --date-column and --fill are for --what forecast, not {what}")
+    if what != "forecast" and (input_path or channels or date_column or fill or horizon):
+        raise UserError(f"--input, --channels, --date-column, --fill and --horizon are for --what forecast, not {what}")
     path = Path(output) if output is not None else Path(run) / "plots" / f"{what}.png"
     figure_format(path)
     from stanhop.forecast import check_output
@@ -452,7 +472,7 @@ def plot(run, input_path, channels, output, what, force, date_column, fill) -> N
 
         loaded = load_run(run)
         frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill)
-        figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels))
+        figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon)
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)

@@ -7,6 +7,12 @@ the input to the model's units and the forecast back:
 
     z = (x - mean) / scale,   ŷ = model(z[-in_len:]) * scale + mean.
 
+A horizon longer than the run's ``out_len`` is forecast recursively: the forecast is
+appended to the input and the model forecasts again from the last ``in_len`` rows, until
+the horizon is covered (its steps past ``out_len`` come from forecasts, so their errors
+compound; a backtest with the same horizon measures them). A shorter horizon is the first
+steps of one forecast.
+
 A backtest slides the input window over the whole series (window start t = 0, stride,
 2·stride, …) and compares each forecast with the rows that follow it:
 
@@ -163,6 +169,37 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     return frame[list(run.data.columns)]
 
 
+OWN_PARTS = ("all", "through_test", "test")
+
+
+def own_data(run, part: str = "all") -> pd.DataFrame:
+    """The run's own series, if its file is on this machine: ``all`` of it (a forecast past its
+    end), ``through_test`` (up to the end of the run's test split), or ``test`` (the test
+    split and the in_len rows before it: the windows ``stanhop evaluate`` scores).
+
+    Never downloads: a registered data set must already be in $STANHOP_DATA_DIR or the cache.
+    """
+    from stanhop import datasets
+    from stanhop.csvio import load_series
+
+    if part not in OWN_PARTS:
+        raise ValueError(f"part must be one of {OWN_PARTS}, got {part!r}")
+    name, remedy = str(run.config.data.name), "give a CSV with --input (Python: pass a DataFrame)"
+    datasets.check_run_file(name, remedy)
+    if datasets.looks_like_path(name):
+        path = Path(name).expanduser()
+    else:
+        info = datasets.lookup(name)
+        path = datasets.local_copy(info.name) if info is not None else None
+    if path is None:
+        raise UserError(f"the run's data '{name}' is not on this machine; {remedy}")
+    frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
+    start, end = run.data.borders.get("test", [len(frame), len(frame)])
+    if part == "all":
+        return frame
+    return frame.iloc[max(start - run.config.model.in_len, 0) if part == "test" else 0 : end]
+
+
 # ---------------------------------------------------------------- forecast
 
 
@@ -180,27 +217,61 @@ def predict(run, inputs: np.ndarray) -> np.ndarray:
         return run.model(torch.from_numpy(inputs)).float().numpy()
 
 
+def rollout(run, inputs: np.ndarray, horizon: int) -> np.ndarray:
+    """Scaled float32 inputs (b, in_len, c) -> scaled forecasts (b, horizon, c): one forecast
+    of out_len steps, then, while steps are missing, another from the last in_len steps of
+    the input followed by the forecasts so far."""
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    parts: list[np.ndarray] = []  # each (b, out_len, c)
+    window = inputs
+    for _ in range(-(-horizon // out_len)):
+        parts.append(predict(run, window))
+        window = np.concatenate([window, parts[-1]], axis=1)[:, -in_len:]
+    return np.concatenate(parts, axis=1)[:, :horizon]
+
+
+def horizon_of(run, horizon: int | None) -> int:
+    """``horizon`` checked (a whole number >= 1), or the run's out_len when None."""
+    if horizon is None:
+        return run.config.model.out_len
+    if not isinstance(horizon, numbers.Integral) or isinstance(horizon, bool) or horizon < 1:
+        raise UserError(f"horizon must be a whole number >= 1, got {horizon!r}")
+    return int(horizon)
+
+
+def recursive_notice(run, horizon: int) -> str:
+    """What a forecast past the run's out_len is made of, and how to measure it."""
+    out_len = run.config.model.out_len
+    return (f"the run forecasts {out_len} steps at a time: steps {out_len + 1}-{horizon} are forecast from its own "
+            f"forecasts ({-(-horizon // out_len)} passes), so their errors compound; "
+            f"stanhop forecast {run.path} --backtest --horizon {horizon} measures them on the run's test split")
+
+
 def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeIndex:
     """The ``steps`` timestamps after ``index[-1]`` at frequency ``freq``."""
     return pd.date_range(start=index[-1], periods=steps + 1, freq=freq)[1:]
 
 
-def forecast(run, frame: pd.DataFrame, *, notify: Notify | None = None) -> pd.DataFrame:
-    """Forecast the ``out_len`` steps after the last row of ``frame``, in original units.
+def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, notify: Notify | None = None) -> pd.DataFrame:
+    """Forecast the ``horizon`` (default ``out_len``) steps after the last row of ``frame``, in
+    original units; past ``out_len`` recursively, with a notice.
 
     Uses the last ``in_len`` rows (they must be complete). Returns one row per future step,
     indexed by the timestamps that continue the input's frequency, one column per channel.
     """
+    horizon = horizon_of(run, horizon)
     frame = align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    if horizon > out_len:
+        (notify or notice_to_stderr)(recursive_notice(run, horizon))
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
     check_complete(window, f"the last {in_len} rows (the forecast's input)")
     scaler = scaler_of(run)
     z = scaler.transform(window.to_numpy()).astype(np.float32)[None]  # (1, in_len, c)
-    prediction = scaler.inverse_transform(predict(run, z)[0].astype(np.float64))  # (out_len, c)
-    index = future_index(frame.index, out_len, run.data.freq).rename(frame.index.name or run.data.date_column)
+    prediction = scaler.inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
+    index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
     return pd.DataFrame(prediction, index=index, columns=list(run.data.columns))
 
 
@@ -254,37 +325,41 @@ class BacktestStream:
         return {**self.facts, **self.errors.result()}
 
 
-def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, batch_size: int = 256,
-                    notify: Notify | None = None) -> BacktestStream:
-    """Check the input now; forecast its windows lazily, ``batch_size`` at a time."""
+def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
+                    batch_size: int = 256, notify: Notify | None = None) -> BacktestStream:
+    """Check the input now; forecast its windows lazily, ``batch_size`` at a time, each
+    ``horizon`` steps (default out_len; past it recursively, as :func:`forecast`)."""
+    horizon = horizon_of(run, horizon)
     frame = align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
-    stride = out_len if stride is None else stride
+    stride = horizon if stride is None else stride
     if not isinstance(stride, numbers.Integral) or isinstance(stride, bool) or stride < 1:
         raise UserError(f"stride must be a whole number >= 1, got {stride!r}")
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise UserError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if len(frame) < in_len + out_len:
-        raise UserError(f"a backtest needs at least in_len + out_len = {in_len + out_len} rows, the input has {len(frame)}")
-    starts = np.arange(0, len(frame) - in_len - out_len + 1, int(stride))
-    last = starts[-1] + in_len + out_len
+    if len(frame) < in_len + horizon:
+        needs = "in_len + out_len" if horizon == out_len else "in_len + horizon"
+        raise UserError(f"a backtest needs at least {needs} = {in_len + horizon} rows, the input has {len(frame)}")
+    starts = np.arange(0, len(frame) - in_len - horizon + 1, int(stride))
+    last = starts[-1] + in_len + horizon
     check_complete(frame.iloc[:last], "the backtest's rows")
     errors = BacktestErrors(list(run.data.columns), run.data.scale)
-    facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len,
+    facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]])}
-    return BacktestStream(_chunks(run, frame, starts, int(batch_size), errors), errors, facts)
+    return BacktestStream(_chunks(run, frame, starts, horizon, int(batch_size), errors), errors, facts)
 
 
-def _chunks(run, frame: pd.DataFrame, starts: np.ndarray, batch_size: int, errors: BacktestErrors) -> Iterator[pd.DataFrame]:
-    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+def _chunks(run, frame: pd.DataFrame, starts: np.ndarray, horizon: int, batch_size: int,
+            errors: BacktestErrors) -> Iterator[pd.DataFrame]:
+    in_len = run.config.model.in_len
     scaler = scaler_of(run)
     original = frame.to_numpy()  # (n, c)
     z = scaler.transform(original).astype(np.float32)  # (n, c), as the training data module scales
     for first in range(0, len(starts), batch_size):
         batch = starts[first : first + batch_size]  # (b,)
         x = z[batch[:, None] + np.arange(in_len)]  # (b, in_len, c)
-        rows = batch[:, None] + in_len + np.arange(out_len)  # (b, out_len)
-        prediction = predict(run, x)  # (b, out_len, c)
+        rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)
+        prediction = rollout(run, x, horizon)  # (b, horizon, c)
         errors.update(prediction, z[rows])
         yield _long_table(frame, batch, rows, scaler.inverse_transform(prediction.astype(np.float64)), original[rows])
 
@@ -304,14 +379,15 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
     return pd.DataFrame(table)
 
 
-def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, batch_size: int = 256,
-             notify: Notify | None = None) -> Backtest:
-    """Forecast every window of ``frame`` (stride default: the horizon) beside the truth.
+def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
+             batch_size: int = 256, notify: Notify | None = None) -> Backtest:
+    """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
+    default: the horizon) beside the truth.
 
     Returns the long table in original units and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
-    stream = backtest_stream(run, frame, stride=stride, batch_size=batch_size, notify=notify)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, batch_size=batch_size, notify=notify)
     table = pd.concat(list(stream.chunks), ignore_index=True)
     return Backtest(table=table, metrics=stream.metrics())
 

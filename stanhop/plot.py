@@ -52,58 +52,41 @@ def target_of(run) -> str:
     return info.target if info is not None and info.target in run.data.columns else run.data.columns[-1]
 
 
-def own_data(run) -> pd.DataFrame:
-    """The run's own series up to the end of its test split, if its file is on this machine.
+def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(history, forecast, truth): forecast ``horizon`` steps (default out_len) from the window
+    ending ``horizon`` rows before the end when the frame has them (truth = those rows), else
+    past the end (truth None)."""
+    from stanhop.forecast import align, forecast, horizon_of
 
-    Never downloads: a registered data set must already be in $STANHOP_DATA_DIR or the cache.
-    """
-    from stanhop import datasets
-    from stanhop.csvio import load_series
-
-    name, remedy = str(run.config.data.name), "give a CSV with --input (Python: frame=...)"
-    datasets.check_run_file(name, remedy)
-    if datasets.looks_like_path(name):
-        path = Path(name).expanduser()
-    else:
-        info = datasets.lookup(name)
-        path = datasets.local_copy(info.name) if info is not None else None
-    if path is None:
-        raise UserError(f"the run's data '{name}' is not on this machine; {remedy}")
-    frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
-    end = run.data.borders.get("test", [0, len(frame)])[1]
-    return frame.iloc[:end]
-
-
-def forecast_with_truth(run, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
-    """(history, forecast, truth): forecast from the window ending ``out_len`` rows before the
-    end when the frame has them (truth = those rows), else past the end (truth None)."""
-    from stanhop.forecast import align, forecast
-
+    horizon = horizon_of(run, horizon)
     frame = align(run, frame)
-    in_len, out_len = run.config.model.in_len, run.config.model.out_len
-    if len(frame) >= in_len + out_len:
-        history, truth = frame.iloc[:-out_len], frame.iloc[-out_len:]
+    if len(frame) >= run.config.model.in_len + horizon:
+        history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
     else:
         history, truth = frame, None
-    return history, forecast(run, history), truth
+    return history, forecast(run, history, horizon=horizon), truth
 
 
 def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
-                  history: int | None = None):
+                  history: int | None = None, horizon: int | None = None):
     """History, forecast and (where known) truth of each channel, one panel per channel.
 
     ``run``: a Run or a run directory; ``frame``: the series (default: the run's own data up
     to its test end); ``channels``: default the run's target; ``history``: rows of history
-    drawn (default min(in_len, max(3·out_len, 48))). Titles give the MSE when truth is known,
-    in original units and scaled (÷ scale²), the latter over all channels as in metrics.json.
+    drawn (default min(in_len, max(3·horizon, 48))); ``horizon``: steps forecast (default
+    out_len; past it recursively). Titles give the MSE when truth is known, in original units
+    and scaled (÷ scale²), the latter over all channels as in metrics.json.
     """
+    from stanhop.forecast import own_data
     from stanhop.runs import load_run
 
     run = run if hasattr(run, "model") else load_run(run)
     channels = _channels(run, channels)
-    past, future, truth = forecast_with_truth(run, own_data(run) if frame is None else frame)
-    in_len, out_len = run.config.model.in_len, run.config.model.out_len
-    shown = past.iloc[-(history or min(in_len, max(3 * out_len, 48))):]
+    frame = own_data(run, "through_test") if frame is None else frame
+    past, future, truth = forecast_with_truth(run, frame, horizon)
+    in_len, steps = run.config.model.in_len, len(future)
+    shown = past.iloc[-(history or min(in_len, max(3 * steps, 48))):]
     errors = None if truth is None else _squared_errors(run, future, truth)
 
     fig = _figure(10, 1.2 + 2.6 * len(channels))
@@ -121,7 +104,7 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     start = past.index[-1]
     shown = (f"{start:%Y-%m-%d}" if start == start.normalize()  # daily or coarser: no 00:00:00
              else f"{start:%Y-%m-%d %H:%M}" if start == start.floor("min") else str(start))
-    fig.suptitle(f"{run.path.name}: {out_len}-step forecast from {shown} (input {in_len} steps){summary}", fontsize=11)
+    fig.suptitle(f"{run.path.name}: {steps}-step forecast from {shown} (input {in_len} steps){summary}", fontsize=11)
     return fig
 
 

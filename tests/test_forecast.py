@@ -1,5 +1,6 @@
 """`stanhop forecast` and the library's run.forecast / run.backtest on CSVs cut from ETTh1."""
 
+import io
 import json
 from pathlib import Path
 
@@ -216,6 +217,70 @@ def test_backtest_cli_writes_table_and_metrics(run, run_dir, etth1, tmp_path):
     assert printed.exit_code == 0 and json.loads(printed.stdout)["windows"] == (150 - in_len - out_len) // 3 + 1
     short = invoke("forecast", run_dir, "--input", write_csv(rows.iloc[: in_len + out_len - 1], tmp_path / "s.csv"), "--backtest")
     assert short.exit_code == 2 and "in_len + out_len" in short.stderr
+
+
+def test_a_shorter_horizon_is_the_first_steps_and_a_longer_one_forecasts_from_the_forecast(run, etth1, capsys):
+    """Past out_len the forecast is appended to the input and forecast again: the same as
+    forecasting, by hand, the input followed by the forecasts so far."""
+    out_len = run.config.model.out_len
+    cut = etth1.iloc[1000:1100]
+    plain = run.forecast(cut)
+    pd.testing.assert_frame_equal(run.forecast(cut, horizon=3), plain.iloc[:3])
+    assert "steps" not in capsys.readouterr().err
+
+    horizon = 2 * out_len + 3
+    long = run.forecast(cut, horizon=horizon)
+    assert list(long.index) == list(pd.date_range(cut.index[-1], periods=horizon + 1, freq="h")[1:])
+    pd.testing.assert_frame_equal(long.iloc[:out_len], plain)
+    second = run.forecast(pd.concat([cut, plain]))
+    third = run.forecast(pd.concat([cut, long.iloc[: 2 * out_len]]))
+    np.testing.assert_allclose(long.iloc[out_len : 2 * out_len].to_numpy(), second.to_numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(long.iloc[2 * out_len :].to_numpy(), third.iloc[:3].to_numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(long.iloc[out_len : 2 * out_len].to_numpy(), plain.to_numpy())
+    assert f"steps {out_len + 1}-{horizon} are forecast from its own forecasts (3 passes)" in capsys.readouterr().err
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(UserError, match="horizon must be a whole number"):
+            run.forecast(cut, horizon=bad)
+
+
+def test_a_backtest_with_a_longer_horizon_scores_the_recursive_forecasts(run, etth1):
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    rows, horizon = etth1.iloc[700:900], out_len + 5
+    result = run.backtest(rows, stride=9, horizon=horizon, batch_size=7)
+    windows = (len(rows) - in_len - horizon) // 9 + 1
+    assert result.metrics["windows"] == windows and len(result.table) == windows * horizon
+    assert result.metrics["horizon"] == horizon and result.metrics["stride"] == 9
+    assert list(result.table["step"][:horizon]) == list(range(1, horizon + 1))
+    second = result.table[result.table["window_start"] == rows.index[9]]
+    np.testing.assert_allclose(second[[f"{c}_pred" for c in rows.columns]].to_numpy(),
+                               run.forecast(rows.iloc[: 9 + in_len], horizon=horizon).to_numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(second[[f"{c}_true" for c in rows.columns]].to_numpy(),
+                                  rows.iloc[9 + in_len : 9 + in_len + horizon].to_numpy())
+    same = run.backtest(rows, stride=9, horizon=out_len)
+    assert same.metrics == run.backtest(rows, stride=9).metrics
+    assert run.backtest(rows, horizon=horizon).metrics["stride"] == horizon  # default stride: the horizon
+    with pytest.raises(UserError, match=f"in_len \\+ horizon = {in_len + 190}"):
+        run.backtest(rows, horizon=190)
+
+
+def test_without_input_forecast_continues_the_runs_data_and_backtest_scores_its_test_split(run, run_dir, etth1):
+    out_len = run.config.model.out_len
+    result = invoke("forecast", run_dir, "--horizon", out_len + 2)
+    assert result.exit_code == 0, result.output
+    assert "the run's own data" in result.stderr and "all of it" in result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout), index_col="date", parse_dates=["date"])
+    pd.testing.assert_frame_equal(table, run.forecast(etth1, horizon=out_len + 2), check_freq=False, rtol=1e-12)
+    assert table.index[0] == etth1.index[-1] + pd.Timedelta(hours=1)
+
+    scored = invoke("forecast", run_dir, "--backtest", "--stride", 1, "--json")
+    assert scored.exit_code == 0, scored.output
+    assert "its test split" in scored.stderr
+    test = json.loads(scored.stdout)
+    assert test["overall"]["mse"] == pytest.approx(run.metrics["test"]["mse"], rel=1e-6)
+    assert test["windows"] == run.data.borders["test"][1] - run.data.borders["test"][0] - out_len + 1
+    for option in ("--date-column", "--fill"):
+        refused = invoke("forecast", run_dir, option, "date" if option == "--date-column" else "ffill")
+        assert refused.exit_code == 2 and "for an --input CSV" in refused.stderr
 
 
 def test_help_imports_neither_torch_nor_matplotlib():

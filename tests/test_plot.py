@@ -67,6 +67,24 @@ def test_forecast_figure_draws_the_forecast_from_out_len_rows_before_the_end(run
     assert f"forecast from {cut.index[-out_len - 1]:%Y-%m-%d %H:%M} (" in title  # hourly: minutes, no seconds
 
 
+def test_forecast_figure_with_a_horizon_starts_that_many_rows_before_the_end(run, run_dir, etth1, tmp_path):
+    horizon = 2 * run.config.model.out_len + 1
+    cut = etth1.iloc[900:1000]
+    fig = plot_forecast(run, cut, horizon=horizon)
+    lines = {line.get_label(): line for line in fig.get_axes()[0].get_lines()}
+    np.testing.assert_allclose(lines["forecast"].get_ydata()[1:],
+                               run.forecast(cut.iloc[:-horizon], horizon=horizon)["OT"].to_numpy())
+    np.testing.assert_allclose(lines["truth"].get_ydata()[1:], cut["OT"].iloc[-horizon:].to_numpy())
+    assert f"{horizon}-step" in fig._suptitle.get_text()
+    source = tmp_path / "in.csv"
+    cut.to_csv(source, index_label="date")
+    result = invoke("plot", run_dir, "--input", source, "--horizon", horizon, "--output", tmp_path / "h.png")
+    assert result.exit_code == 0, result.output
+    check_png(tmp_path / "h.png", colours=(COLOURS["truth"], COLOURS["forecast"]))
+    refused = invoke("plot", run_dir, "--what", "training", "--horizon", horizon)
+    assert refused.exit_code == 2 and "--horizon" in refused.stderr
+
+
 def test_forecast_past_the_end_when_there_is_no_truth(run, etth1):
     short = etth1.iloc[:run.config.model.in_len + 2]
     fig = plot_forecast(run, short)
@@ -145,7 +163,7 @@ def test_a_run_whose_csv_is_gone_says_why_and_what_to_give(run_dir, tmp_path, na
     shutil.copytree(run_dir, run)
     config = run / "config.yaml"
     config.write_text(config.read_text().replace("name: ETTh1", f"name: {name}"))
-    for command, option in (("plot", "--input"), ("evaluate", "--data")):
+    for command, option in (("plot", "--input"), ("evaluate", "--data"), ("forecast", "--input")):
         result = invoke(command, run, *(["--output", tmp_path / "fig.png"] if command == "plot" else []))
         assert result.exit_code == 2 and f"the run's data file {name} is not found (" in result.stderr, result.output
         assert why in result.stderr and option in result.stderr
