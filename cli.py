@@ -192,15 +192,20 @@ _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start":
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. [default: runs/<data>-<separation>-<timestamp>]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run from its last checkpoint (--max-epochs may change its limit).")
+@click.option("--init-from", type=click.Path(file_okay=False), default=None,
+              help="A new run whose model starts from this finished run's weights (fine-tuning, e.g. on newer --data); "
+                   "its config is the default.")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
 def train(config_path, data, date_column, columns, split, in_len, out_len, separation, gate, max_epochs, batch_size,
           micro_batch_size, seed,
           deterministic, memory, memory_size, memory_strategy, accelerator, devices, strategy, num_nodes, precision,
-          overrides, out, force, resume, fill) -> None:
+          overrides, out, force, resume, init_from, fill) -> None:
     """Train STanHop-Net on ETTh1 or a CSV; print test MSE/MAE and outlier statistics.
 
     The run directory receives the config, weights (safetensors), the scaler (JSON), the
-    CSV log, checkpoints and metrics.json.
+    CSV log, checkpoints and metrics.json. With --init-from RUN the model starts from RUN's
+    weights, and RUN's config.yaml stands in for --config: the same model and channels,
+    the data, split and training settings as given (e.g. --data newer.csv --set train.lr=1e-5).
     """
     from stanhop.workflow import default_run_dir, train as train_run
 
@@ -227,13 +232,18 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             "memory.strategy": memory_strategy, "memory.csv": strategy_csv, "train.accelerator": accelerator,
             "train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes, "train.precision": precision,
         })
+        if init_from is not None and config_path is None:  # the run's own settings, as far as it has them
+            from stanhop.runs import CONFIG, check_run_dir
+
+            own = check_run_dir(init_from) / CONFIG
+            config_path = own if own.is_file() else None  # else the training says what is missing
         config = _build_config(config_path, chosen + list(overrides))
         if config.memory.kind is None and (memory_size is not None or memory_strategy is not None):
             raise UserError("--memory-size and --memory-strategy choose a memory plugin's windows: "
                             "add --memory plug or --memory tune")
     if resume is None and out is None:
         out = default_run_dir(config)  # named here, to be told at the end
-    metrics = train_run(config, out, force=force, resume=resume)
+    metrics = train_run(config, out, force=force, resume=resume, init_from=init_from)
     if metrics:
         _print_metrics(metrics)
         run_dir = resume or out

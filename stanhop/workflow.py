@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import Terminated, UserError, notice_to_stderr
+from stanhop.errors import Terminated, UserError, listing, notice_to_stderr
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
     write_json,
@@ -64,13 +65,16 @@ def data_info(dm, config: Config) -> DataInfo:
 
 
 def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
-          progress: bool = True, callbacks: list | None = None) -> dict[str, Any]:
+          init_from: str | Path | None = None, progress: bool = True, callbacks: list | None = None) -> dict[str, Any]:
     """Train STanHop-Net into a run directory and return its metrics (also in metrics.json).
 
     ``resume``: continue the run in that directory from its last checkpoint (epoch,
-    optimiser, schedule and early-stopping state). ``callbacks``: extra Lightning callbacks.
-    The checkpoint is loaded with ``weights_only=True``: tensors and plain containers only,
-    never arbitrary pickled objects.
+    optimiser, schedule and early-stopping state). ``init_from``: a new run whose model
+    starts from that finished run's weights (fine-tuning, e.g. on newer data); the model
+    settings and channels must be the run's, the optimiser and epochs start anew, and the
+    scaler is fit on the new training rows as in any run. ``callbacks``: extra Lightning
+    callbacks. The checkpoint is loaded with ``weights_only=True``: tensors and plain
+    containers only, never arbitrary pickled objects.
     """
     import lightning as L
     import torch
@@ -91,6 +95,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
             raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config)
+        source = None if init_from is None else starting_run(init_from, run_dir, config)
         if not _is_child_process():  # refused before the data is read; created after (below)
             check_new_run_dir(run_dir, force=force)
         ckpt = None
@@ -102,6 +107,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     config.validate()
     check_memory_csv(config, dm.columns)  # read after training: checked now
     module = Forecaster(config)
+    if init_from is not None:
+        start_from(module.model, source, config, dm.columns)
     fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
     if not _is_child_process():
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
@@ -139,10 +146,72 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
         "epochs": trainer.current_epoch,
         "train_seconds": round(timer.seconds, 1),
         "best_checkpoint": Path(best).name,
+        **({} if init_from is None else {"init_from": str(source.path)}),
     }
     if config.memory.kind is not None:
         return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress)
     return evaluate(run_dir, facts=facts, progress=progress)
+
+
+# the model settings that decide the weights' shapes and meaning: a run starts from another's
+# weights only where these are the same
+WEIGHT_SETTINGS = ("n_series", "in_len", "out_len", "seg_len", "win_size", "d_model", "d_ff", "n_heads", "e_layers",
+                   "factor", "separation", "gate")
+
+
+@dataclass
+class StartingRun:
+    """A finished run whose weights a new run starts from (``train --init-from``)."""
+
+    path: Path
+    config: Config
+    data: DataInfo
+
+
+def starting_run(path: str | Path, run_dir: Path, config: Config) -> StartingRun:
+    """The finished run at ``path``, checked before any work: complete, not the new run's own
+    folder (it is kept), and whose channels the new data has. When the config names no
+    channels, the run's are chosen, in its order."""
+    from stanhop.config import load_config
+    from stanhop.runs import CONFIG, SCALER, WEIGHTS
+
+    source = check_run_dir(path)
+    for name in (CONFIG, SCALER, WEIGHTS):
+        if not (source / name).is_file():
+            raise UserError(f"--init-from {source}: its {name} is missing (did its training finish?)")
+    if run_dir.resolve() == source.resolve():
+        raise UserError(f"--init-from {source} is the run to start from and is kept: give the new run another --out")
+    start = StartingRun(source, load_config(source / CONFIG), DataInfo.from_dict(read_json(source / SCALER)))
+    if config.data.columns is None:
+        from stanhop.datasets import looks_like_path
+
+        name = str(config.data.name)
+        if looks_like_path(name) and Path(name).expanduser().is_file():  # said in forecast's words
+            from stanhop.csvio import header_of
+            from stanhop.forecast import require_file_channels
+
+            path = Path(name).expanduser()
+            require_file_channels(path, header_of(path), start.data.columns, config.data.date_column)
+        config.data.columns = list(start.data.columns)
+    return start
+
+
+def start_from(model, source: StartingRun, config: Config, columns: list[str]) -> None:
+    """Load ``source``'s weights into ``model`` (built from ``config``), after checking that
+    both models have the same settings and the new data the same channels, in order."""
+    from stanhop.runs import WEIGHTS, load_weights
+
+    different = [f"{key} ({getattr(config.model, key)!r} here, {getattr(source.config.model, key)!r} there)"
+                 for key in WEIGHT_SETTINGS if getattr(config.model, key) != getattr(source.config.model, key)]
+    if list(columns) != list(source.data.columns):
+        raise UserError(f"--init-from {source.path}: it was trained on the channels {listing(source.data.columns)}, "
+                        f"and this data gives {listing(columns)}; choose its channels, in its order, with --columns")
+    if different:
+        raise UserError(f"--init-from {source.path}: its model differs in {', '.join(different)}; "
+                        f"start from a run with these settings, or train with its own (leave out --config and the model options)")
+    load_weights(model, source.path / WEIGHTS)
+    if not _is_child_process():
+        notice_to_stderr(f"the model starts from the weights of {source.path}")
 
 
 def fit_to_free_memory(config: Config, dm, model) -> None:

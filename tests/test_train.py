@@ -243,3 +243,52 @@ def test_limit_train_batches_counts_batches_when_whole_and_shares_them_when_a_fr
     with open(tmp_path / "run" / "logs" / "metrics.csv") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("val_mse")]
     assert steps == [0]  # the one epoch's validation, logged after its one training step (step 0)
+
+
+def test_init_from_starts_a_new_run_from_a_finished_runs_weights(run_dir: Path, tmp_path: Path):
+    """With a learning rate too small to move a float32 weight, the new run's model is the
+    old one: the same weights and test MSE. Trained from scratch alike, it is not."""
+    from safetensors.torch import load_file
+
+    tiny = ["--max-epochs", "1", "--set", "train.lr=1e-30", "--set", "train.limit_train_batches=2"]
+    result = invoke("train", "--init-from", str(run_dir), "--out", str(tmp_path / "tuned"), *tiny)
+    assert result.exit_code == 0, result.output
+    assert f"the model starts from the weights of {run_dir}" in result.stderr
+    tuned, source = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "tuned", run_dir))
+    assert tuned["init_from"] == str(run_dir) and tuned["epochs"] == 1
+    assert tuned["test"]["mse"] == pytest.approx(source["test"]["mse"], rel=1e-6)
+    old, new = (load_file(str(d / "model.safetensors")) for d in (run_dir, tmp_path / "tuned"))
+    assert all(torch_equal(old[k], new[k]) for k in old)
+    assert load_run(tmp_path / "tuned").config.model == load_run(run_dir).config.model  # its config stood in
+
+    fresh = invoke("train", "--config", str(run_dir / "config.yaml"), "--out", str(tmp_path / "fresh"), *tiny)
+    assert fresh.exit_code == 0, fresh.output
+    scratch = json.loads((tmp_path / "fresh" / "metrics.json").read_text())["test"]["mse"]
+    assert abs(scratch - source["test"]["mse"]) > 0.01 * source["test"]["mse"]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_init_from_refuses_another_model_other_channels_and_its_own_folder(run_dir: Path, tmp_path: Path, etth1):
+    d_model = load_run(run_dir).config.model.d_model
+    wider = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--out", str(tmp_path / "a"),
+                                         "--set", f"model.d_model={2 * d_model}"])
+    assert wider.exit_code == 2 and f"d_model ({2 * d_model} here, {d_model} there)" in wider.stderr
+    renamed = tmp_path / "renamed.csv"
+    etth1.rename(columns={"OT": "oil"}).to_csv(renamed, index_label="date")
+    other = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--out", str(tmp_path / "b"),
+                                         "--data", str(renamed)])
+    assert other.exit_code == 2 and "lacks the channel(s) OT" in other.stderr
+    before = sorted(p.name for p in run_dir.iterdir())
+    same = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--out", str(run_dir), "--force"])
+    assert same.exit_code == 2 and "is kept" in same.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    both = CliRunner().invoke(cli.cli, ["train", "--resume", str(run_dir), "--init-from", str(run_dir)])
+    assert both.exit_code == 2 and "--init-from" in both.stderr
+    assert not any((tmp_path / name).exists() for name in ("a", "b"))
+    gone = CliRunner().invoke(cli.cli, ["train", "--init-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")])
+    assert gone.exit_code == 2 and "nowhere" in gone.stderr and "Traceback" not in gone.output
