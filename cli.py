@@ -360,12 +360,15 @@ def _cell(value) -> str:
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @click.option("--horizon", type=click.IntRange(min=1), default=None,
               help="Steps to forecast; past the run's out_len the forecast is fed back as input (recursive). [default: out_len]")
+@click.option("--intervals", default=None, metavar="LEVELS",
+              help="Prediction intervals at these levels in percent, e.g. 80,95: <channel>_lo80 and _hi80 columns "
+                   "(split conformal, calibrated on the run's validation split); a backtest reports their coverage.")
 @click.option("--backtest", is_flag=True, help="Forecast every window of the CSV beside the truth and report MSE/MAE.")
 @click.option("--stride", type=click.IntRange(min=1), default=None, help="Rows between backtest windows. [default: the horizon]")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest metrics as one JSON object.")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
-def forecast(run, input_path, output, fmt, force, horizon, backtest, stride, as_json, date_column, fill) -> None:
+def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, stride, as_json, date_column, fill) -> None:
     """Forecast the horizon after the end of a CSV with a trained run, or backtest every window.
 
     The last in_len rows are scaled with the run's scaler, forecast and scaled back: one row
@@ -378,6 +381,9 @@ def forecast(run, input_path, output, fmt, force, horizon, backtest, stride, as_
     """
     from stanhop.forecast import check_output, metrics_path, output_format
 
+    from stanhop.intervals import parse_levels
+
+    parse_levels(intervals)  # a mistake is told before any work
     fmt = output_format(output, fmt)
     if not backtest and (stride is not None or as_json):
         raise UserError("--stride and --json are for --backtest; add --backtest or leave them out")
@@ -402,9 +408,9 @@ def forecast(run, input_path, output, fmt, force, horizon, backtest, stride, as_
     else:
         frame = read_input(loaded, input_path, date_column=date_column, fill=fill)
     if backtest:
-        _backtest(loaded, frame, stride, horizon, output, fmt, as_json)
+        _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json)
         return
-    table = loaded.forecast(frame, horizon=horizon)
+    table = loaded.forecast(frame, horizon=horizon, intervals=intervals)
     if output is None:
         click.echo(table.to_csv(), nl=False)
         return
@@ -412,10 +418,10 @@ def forecast(run, input_path, output, fmt, force, horizon, backtest, stride, as_
     click.echo(f"wrote {output} ({len(table)} steps from {table.index[0]} to {table.index[-1]})", err=True)
 
 
-def _backtest(run, frame, stride, horizon, output, fmt, as_json) -> None:
+def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> None:
     from stanhop.forecast import backtest_stream, metrics_path, write_metrics, write_table
 
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
             pass
@@ -438,10 +444,17 @@ def _backtest(run, frame, stride, horizon, output, fmt, as_json) -> None:
     gap = [(f"… {left_out} more channels ({where} them all)", None)] if left_out else []
     rows = [*first, *gap, *last, ("all", metrics["overall"])]
     width = max(len(name) for name, m in rows if m is not None)
-    click.echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}")
+    coverage = metrics.get("coverage", {})  # {level: {"overall", "per_channel"}}: the share inside each interval
+
+    def inside(name: str) -> str:
+        return "".join(f"  {(c['overall'] if name == 'all' else c['per_channel'][name]):>8.1%}" for c in coverage.values())
+
+    click.echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}"
+               + "".join(f"  {'in ' + level + '%':>8}" for level in coverage))
     for name, m in rows:
         click.echo(name if m is None else
-                   f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  {m['mae_original_units']:>10.4f}")
+                   f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  "
+                   f"{m['mae_original_units']:>10.4f}{inside(name)}")
 
 
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"
@@ -457,7 +470,8 @@ def _backtest(run, frame, stride, horizon, output, fmt, as_json) -> None:
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
 @click.option("--horizon", type=click.IntRange(min=1), default=None,
               help="Steps to forecast; past the run's out_len recursively, as forecast --horizon. [default: out_len]")
-def plot(run, input_path, channels, output, what, force, date_column, fill, horizon) -> None:
+@click.option("--intervals", default=None, metavar="LEVELS", help="Prediction intervals to draw as bands, e.g. 80,95 (as forecast --intervals).")
+def plot(run, input_path, channels, output, what, force, date_column, fill, horizon, intervals) -> None:
     """Draw a run's forecast against the truth, its training curves, or its outlier statistics.
 
     The forecast starts out_len (or --horizon) rows before the end of the data, so the truth
@@ -469,8 +483,11 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
     from stanhop.runs import check_run_dir
 
     check_run_dir(run)
-    if what != "forecast" and (input_path or channels or date_column or fill or horizon):
-        raise UserError(f"--input, --channels, --date-column, --fill and --horizon are for --what forecast, not {what}")
+    if what != "forecast" and (input_path or channels or date_column or fill or horizon or intervals):
+        raise UserError(f"--input, --channels, --date-column, --fill, --horizon and --intervals are for --what forecast, not {what}")
+    from stanhop.intervals import parse_levels
+
+    parse_levels(intervals)  # a mistake is told before any work
     path = Path(output) if output is not None else Path(run) / "plots" / f"{what}.png"
     figure_format(path)
     from stanhop.forecast import check_output
@@ -482,7 +499,8 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
 
         loaded = load_run(run)
         frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill)
-        figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon)
+        figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
+                             intervals=intervals)
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)

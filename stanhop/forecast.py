@@ -169,22 +169,23 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     return frame[list(run.data.columns)]
 
 
-OWN_PARTS = ("all", "through_test", "test")
+OWN_PARTS = ("all", "through_test", "val", "test")
 
 
-def own_data(run, part: str = "all") -> pd.DataFrame:
+def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)") -> pd.DataFrame:
     """The run's own series, if its file is on this machine: ``all`` of it (a forecast past its
-    end), ``through_test`` (up to the end of the run's test split), or ``test`` (the test
+    end), ``through_test`` (up to the end of the run's test split), or ``val`` / ``test`` (that
     split and the in_len rows before it: the windows ``stanhop evaluate`` scores).
 
     Never downloads: a registered data set must already be in $STANHOP_DATA_DIR or the cache.
+    ``remedy`` ends the error when the file is not here.
     """
     from stanhop import datasets
     from stanhop.csvio import load_series
 
     if part not in OWN_PARTS:
         raise ValueError(f"part must be one of {OWN_PARTS}, got {part!r}")
-    name, remedy = str(run.config.data.name), "give a CSV with --input (Python: pass a DataFrame)"
+    name = str(run.config.data.name)
     datasets.check_run_file(name, remedy)
     if datasets.looks_like_path(name):
         path = Path(name).expanduser()
@@ -194,10 +195,10 @@ def own_data(run, part: str = "all") -> pd.DataFrame:
     if path is None:
         raise UserError(f"the run's data '{name}' is not on this machine; {remedy}")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
-    start, end = run.data.borders.get("test", [len(frame), len(frame)])
     if part == "all":
         return frame
-    return frame.iloc[max(start - run.config.model.in_len, 0) if part == "test" else 0 : end]
+    start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])
+    return frame.iloc[max(start - run.config.model.in_len, 0) if part in ("val", "test") else 0 : end]
 
 
 # ---------------------------------------------------------------- forecast
@@ -252,14 +253,20 @@ def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeI
     return pd.date_range(start=index[-1], periods=steps + 1, freq=freq)[1:]
 
 
-def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, notify: Notify | None = None) -> pd.DataFrame:
+def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=None,
+             notify: Notify | None = None) -> pd.DataFrame:
     """Forecast the ``horizon`` (default ``out_len``) steps after the last row of ``frame``, in
     original units; past ``out_len`` recursively, with a notice.
 
     Uses the last ``in_len`` rows (they must be complete). Returns one row per future step,
-    indexed by the timestamps that continue the input's frequency, one column per channel.
+    indexed by the timestamps that continue the input's frequency, one column per channel;
+    with ``intervals`` (levels in percent, e.g. "80,95" or [80, 95]) each channel is followed
+    by its conformal interval at each level, ``<channel>_lo80``, ``<channel>_hi80``, …
+    (:mod:`stanhop.intervals`, calibrated on the run's validation split).
     """
-    horizon = horizon_of(run, horizon)
+    from stanhop.intervals import conformal_half_widths, parse_levels
+
+    horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     frame = align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     if horizon > out_len:
@@ -272,33 +279,63 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, notify: No
     z = scaler.transform(window.to_numpy()).astype(np.float32)[None]  # (1, in_len, c)
     prediction = scaler.inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
     index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
-    return pd.DataFrame(prediction, index=index, columns=list(run.data.columns))
+    widths = conformal_half_widths(run, horizon, levels) if levels else {}
+    return pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
+
+
+def with_intervals(columns: list[str], prediction: np.ndarray, widths: dict[float, np.ndarray], scale: np.ndarray,
+                   suffix: str = "") -> dict[str, np.ndarray]:
+    """Columns of a forecast table: each channel's ``prediction`` (rows, c) in original units
+    (named ``<channel><suffix>``), then its interval at each level, ``<channel>_lo<level>`` and
+    ``_hi<level>``, from the scaled half-widths (rows, c) of ``widths``."""
+    from stanhop.intervals import label
+
+    table = {}
+    for i, name in enumerate(columns):
+        table[f"{name}{suffix}"] = prediction[:, i]
+        for level, width in widths.items():
+            half = width[:, i].astype(np.float64) * scale[i]
+            table[f"{name}_lo{label(level)}"] = prediction[:, i] - half
+            table[f"{name}_hi{label(level)}"] = prediction[:, i] + half
+    return table
 
 
 # ---------------------------------------------------------------- backtest
 
 
 class BacktestErrors:
-    """Per-channel sums of squared and absolute scaled errors over every forecast element."""
+    """Per-channel sums of squared and absolute scaled errors over every forecast element, and
+    with interval half-widths ({level: (t, c) scaled}) the count of elements inside each."""
 
-    def __init__(self, columns: list[str], scale: list[float]):
+    def __init__(self, columns: list[str], scale: list[float], widths: dict[float, np.ndarray] | None = None):
         self.columns, self.scale = list(columns), np.asarray(scale, dtype=np.float64)
         self.sq = np.zeros(len(columns))
         self.ab = np.zeros(len(columns))
+        self.widths = widths or {}
+        self.inside = {level: np.zeros(len(columns)) for level in self.widths}
         self.n = 0  # elements per channel
 
     def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:  # (b, t, c) scaled
         error = prediction.astype(np.float64) - truth.astype(np.float64)
         self.sq += np.square(error).sum(axis=(0, 1))
         self.ab += np.abs(error).sum(axis=(0, 1))
+        for level, width in self.widths.items():
+            self.inside[level] += (np.abs(error) <= width[None]).sum(axis=(0, 1))
         self.n += error.shape[0] * error.shape[1]
 
     def result(self) -> dict[str, Any]:
+        from stanhop.intervals import label
+
         n = max(self.n, 1)
         mse, mae = self.sq / n, self.ab / n
         per = {c: _metrics(mse[i], mae[i], mse[i] * self.scale[i] ** 2, mae[i] * self.scale[i]) for i, c in enumerate(self.columns)}
         overall = _metrics(mse.mean(), mae.mean(), (mse * self.scale**2).mean(), (mae * self.scale).mean())
-        return {"overall": overall, "per_channel": per}
+        result: dict[str, Any] = {"overall": overall, "per_channel": per}
+        if self.widths:  # the share of forecast elements inside each level's interval
+            result["coverage"] = {label(level): {"overall": float(inside.mean() / n),
+                                                 "per_channel": {c: float(inside[i] / n) for i, c in enumerate(self.columns)}}
+                                  for level, inside in self.inside.items()}
+        return result
 
 
 def _metrics(*values: float) -> dict[str, float]:
@@ -326,10 +363,13 @@ class BacktestStream:
 
 
 def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
-                    batch_size: int = 256, notify: Notify | None = None) -> BacktestStream:
+                    intervals=None, batch_size: int = 256, notify: Notify | None = None) -> BacktestStream:
     """Check the input now; forecast its windows lazily, ``batch_size`` at a time, each
-    ``horizon`` steps (default out_len; past it recursively, as :func:`forecast`)."""
-    horizon = horizon_of(run, horizon)
+    ``horizon`` steps (default out_len; past it recursively, as :func:`forecast`), with the
+    conformal ``intervals`` (levels in percent) and their coverage when given."""
+    from stanhop.intervals import conformal_half_widths, parse_levels
+
+    horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     frame = align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     stride = horizon if stride is None else stride
@@ -343,7 +383,7 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     starts = np.arange(0, len(frame) - in_len - horizon + 1, int(stride))
     last = starts[-1] + in_len + horizon
     check_complete(frame.iloc[:last], "the backtest's rows")
-    errors = BacktestErrors(list(run.data.columns), run.data.scale)
+    errors = BacktestErrors(list(run.data.columns), run.data.scale, conformal_half_widths(run, horizon, levels) if levels else {})
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]])}
     return BacktestStream(_chunks(run, frame, starts, horizon, int(batch_size), errors), errors, facts)
@@ -361,25 +401,32 @@ def _chunks(run, frame: pd.DataFrame, starts: np.ndarray, horizon: int, batch_si
         rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)
         prediction = rollout(run, x, horizon)  # (b, horizon, c)
         errors.update(prediction, z[rows])
-        yield _long_table(frame, batch, rows, scaler.inverse_transform(prediction.astype(np.float64)), original[rows])
+        yield _long_table(frame, batch, rows, scaler.inverse_transform(prediction.astype(np.float64)), original[rows],
+                          errors.widths, errors.scale)
 
 
-def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, prediction: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
-    """One row per (window, step): window_start, timestamp, step, <channel>_pred, <channel>_true."""
+def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
+                widths: dict[float, np.ndarray], scale: np.ndarray) -> pd.DataFrame:
+    """One row per (window, step): window_start, timestamp, step, then per channel <channel>_pred,
+    its interval bounds at each level (<channel>_lo80, _hi80, …) and <channel>_true."""
     b, t, c = prediction.shape
     table = {
         "window_start": np.repeat(frame.index[starts], t),
         "timestamp": frame.index[rows.reshape(-1)],
         "step": np.tile(np.arange(1, t + 1), b),
     }
-    flat_prediction, flat_truth = prediction.reshape(b * t, c), truth.reshape(b * t, c)
+    flat_truth = truth.reshape(b * t, c)
+    tiled = {level: np.tile(width, (b, 1)) for level, width in widths.items()}  # (b·t, c): each window's steps
+    predicted = with_intervals(list(frame.columns), prediction.reshape(b * t, c), tiled, scale, suffix="_pred")
+    per_channel = 1 + 2 * len(widths)
+    keys = list(predicted)
     for i, name in enumerate(frame.columns):
-        table[f"{name}_pred"] = flat_prediction[:, i]
+        table.update({key: predicted[key] for key in keys[i * per_channel : (i + 1) * per_channel]})
         table[f"{name}_true"] = flat_truth[:, i]
     return pd.DataFrame(table)
 
 
-def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
+def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None, intervals=None,
              batch_size: int = 256, notify: Notify | None = None) -> Backtest:
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
     default: the horizon) beside the truth.
@@ -387,7 +434,8 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     Returns the long table in original units and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, batch_size=batch_size, notify=notify)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
+                             notify=notify)
     table = pd.concat(list(stream.chunks), ignore_index=True)
     return Backtest(table=table, metrics=stream.metrics())
 

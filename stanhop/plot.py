@@ -52,11 +52,11 @@ def target_of(run) -> str:
     return info.target if info is not None and info.target in run.data.columns else run.data.columns[-1]
 
 
-def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None
+def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, intervals=None
                         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(history, forecast, truth): forecast ``horizon`` steps (default out_len) from the window
     ending ``horizon`` rows before the end when the frame has them (truth = those rows), else
-    past the end (truth None)."""
+    past the end (truth None); the forecast has the ``intervals``' columns when given."""
     from stanhop.forecast import align, forecast, horizon_of
 
     horizon = horizon_of(run, horizon)
@@ -65,34 +65,38 @@ def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None
         history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
     else:
         history, truth = frame, None
-    return history, forecast(run, history, horizon=horizon), truth
+    return history, forecast(run, history, horizon=horizon, intervals=intervals), truth
 
 
 def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
-                  history: int | None = None, horizon: int | None = None):
+                  history: int | None = None, horizon: int | None = None, intervals=None):
     """History, forecast and (where known) truth of each channel, one panel per channel.
 
     ``run``: a Run or a run directory; ``frame``: the series (default: the run's own data up
     to its test end); ``channels``: default the run's target; ``history``: rows of history
     drawn (default min(in_len, max(3·horizon, 48))); ``horizon``: steps forecast (default
-    out_len; past it recursively). Titles give the MSE when truth is known, in original units
+    out_len; past it recursively); ``intervals``: levels in percent drawn as bands around the
+    forecast (stanhop.intervals). Titles give the MSE when truth is known, in original units
     and scaled (÷ scale²), the latter over all channels as in metrics.json.
     """
+    from stanhop.intervals import parse_levels
+
     from stanhop.forecast import own_data
     from stanhop.runs import load_run
 
     run = run if hasattr(run, "model") else load_run(run)
     channels = _channels(run, channels)
     frame = own_data(run, "through_test") if frame is None else frame
-    past, future, truth = forecast_with_truth(run, frame, horizon)
+    levels = parse_levels(intervals)
+    past, future, truth = forecast_with_truth(run, frame, horizon, levels)
     in_len, steps = run.config.model.in_len, len(future)
     shown = past.iloc[-(history or min(in_len, max(3 * steps, 48))):]
-    errors = None if truth is None else _squared_errors(run, future, truth)
+    errors = None if truth is None else _squared_errors(run, future[run.data.columns], truth)
 
     fig = _figure(10, 1.2 + 2.6 * len(channels))
     axes = fig.subplots(len(channels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, name in zip(axes, channels):
-        _draw_channel(ax, name, shown, future, truth, past.index[-1])
+        _draw_channel(ax, name, shown, future, truth, past.index[-1], levels)
         if errors is not None:
             i = run.data.columns.index(name)
             ax.set_title(f"{name}: MSE {errors[0][:, i].mean():.3g} (original units), {errors[1][:, i].mean():.3f} (scaled)", fontsize=10)
@@ -123,7 +127,13 @@ def _squared_errors(run, future: pd.DataFrame, truth: pd.DataFrame) -> tuple[np.
     return np.square(error), np.square(error / np.asarray(run.data.scale))
 
 
-def _draw_channel(ax, name: str, shown: pd.DataFrame, future: pd.DataFrame, truth: pd.DataFrame | None, origin) -> None:
+def _draw_channel(ax, name: str, shown: pd.DataFrame, future: pd.DataFrame, truth: pd.DataFrame | None, origin,
+                  levels: list[float]) -> None:
+    from stanhop.intervals import label
+
+    for i, level in enumerate(sorted(levels, reverse=True)):  # the widest palest, under the narrower ones
+        ax.fill_between(future.index, future[f"{name}_lo{label(level)}"], future[f"{name}_hi{label(level)}"], lw=0,
+                        color=COLOURS["forecast"], alpha=0.14 + 0.12 * i, label=f"{label(level)}% interval")
     ax.plot(shown.index, shown[name], color=COLOURS["history"], lw=1.3, label="history")
     if truth is not None:  # joined to the last history point so the line is unbroken
         ax.plot(shown.index[-1:].append(truth.index), [shown[name].iloc[-1], *truth[name]], color=COLOURS["truth"], lw=1.6, label="truth")

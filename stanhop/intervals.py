@@ -1,0 +1,90 @@
+"""Prediction intervals by split conformal prediction on the run's validation split.
+
+The run forecasts every validation window (the windows ``stanhop evaluate`` scores on the
+val split, evenly thinned when there are very many) and keeps each forecast element's
+absolute error in scaled units, e = |ŷ - y|, per horizon step s and channel c. For a level
+L (in percent) the half-width is the conformal quantile of those n errors,
+
+    q_{s,c} = the k-th smallest e_{s,c},   k = ⌈(n + 1) · L / 100⌉,
+
+and the interval of a forecast is ŷ ± q_{s,c} · scale_c in original units. When the test
+windows are exchangeable with the validation ones, each element lies inside with
+probability at least L % (split conformal prediction; Vovk et al. 2005, Lei et al. 2018);
+on drifting series the coverage a backtest reports is the honest figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from stanhop.errors import UserError
+
+MAX_ELEMENTS = 50_000_000  # errors kept (windows × horizon × channels): 200 MB of float32
+REMEDY = "prediction intervals are calibrated on the run's validation split: run the command where its data is"
+
+
+def parse_levels(text: str | Iterable[float] | None) -> list[float]:
+    """'80,95' (or numbers) -> [80.0, 95.0]: distinct levels strictly between 0 and 100, sorted
+    (None or no numbers: none)."""
+    if text is None:
+        return []
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    levels = []
+    for item in items:
+        try:
+            level = float(item)
+        except (TypeError, ValueError):
+            raise UserError(f"interval levels are percentages such as 80,95; got {item!r}") from None
+        if not 0 < level < 100:
+            raise UserError(f"an interval level is a percentage between 0 and 100 (exclusive), got {item!r}")
+        levels.append(level)
+    return sorted(set(levels))
+
+
+def label(level: float) -> str:
+    """80.0 -> '80', 97.5 -> '97.5': the suffix of the interval columns."""
+    return f"{level:g}"
+
+
+def calibration_errors(run, horizon: int) -> np.ndarray:
+    """|ŷ - y| in scaled units over the run's validation windows: (n, horizon, c) float32."""
+    from stanhop.forecast import own_data, rollout, scaler_of
+
+    in_len = run.config.model.in_len
+    frame = own_data(run, "val", remedy=REMEDY)
+    z = scaler_of(run).transform(frame.to_numpy()).astype(np.float32)  # (rows, c)
+    count = len(z) - in_len - horizon + 1
+    if count < 1:
+        raise UserError(f"the run's validation split ({len(z) - in_len} rows) is shorter than the horizon "
+                        f"({horizon}): no window to calibrate intervals on; ask for a shorter --horizon")
+    most = max(1, MAX_ELEMENTS // (horizon * z.shape[1]))
+    starts = np.unique(np.linspace(0, count - 1, min(count, most)).round().astype(int))  # evenly thinned
+    errors = []
+    for first in range(0, len(starts), 256):
+        batch = starts[first : first + 256]  # (b,)
+        x = z[batch[:, None] + np.arange(in_len)]  # (b, in_len, c)
+        truth = z[batch[:, None] + in_len + np.arange(horizon)]  # (b, horizon, c)
+        errors.append(np.abs(rollout(run, x, horizon) - truth))
+    return np.concatenate(errors)
+
+
+def half_widths(errors: np.ndarray, levels: list[float]) -> dict[float, np.ndarray]:
+    """The conformal quantile of ``errors`` (n, horizon, c) at each level: {level: (horizon, c)}."""
+    n = len(errors)
+    widths = {}
+    for level in levels:
+        k = math.ceil((n + 1) * level / 100)
+        if k > n:
+            needed = math.ceil(100 / (100 - level)) - 1
+            raise UserError(f"a {label(level)}% interval needs at least {needed} validation windows, and the run's "
+                            f"validation split has {n}: ask for a lower level")
+        widths[level] = np.partition(errors, k - 1, axis=0)[k - 1]
+    return widths
+
+
+def conformal_half_widths(run, horizon: int, levels: list[float]) -> dict[float, np.ndarray]:
+    """{level: (horizon, c) half-widths in scaled units} from the run's validation windows."""
+    return half_widths(calibration_errors(run, horizon), levels)
