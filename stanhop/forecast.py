@@ -193,7 +193,8 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
         info = datasets.lookup(name)
         path = datasets.local_copy(info.name) if info is not None else None
     if path is None:
-        raise UserError(f"the run's data '{name}' is not on this machine; {remedy}")
+        fetch = f" (`stanhop data describe {info.name}` downloads it)" if info is not None else ""
+        raise UserError(f"the run's data '{name}' is not on this machine{fetch}; {remedy}")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
     if part == "all":
         return frame

@@ -155,3 +155,12 @@ def _csv(frame: pd.DataFrame, folder: Path) -> Path:
     path = folder / "in.csv"
     frame.to_csv(path, index_label="date")
     return path
+
+
+def test_intervals_need_the_runs_own_data_and_say_how_to_get_it(run_dir, etth1, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANHOP_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = invoke("forecast", run_dir, "--input", _csv(etth1.iloc[:100], tmp_path), "--intervals", "80")
+    assert result.exit_code == 2
+    assert "'ETTh1' is not on this machine (`stanhop data describe ETTh1` downloads it)" in result.stderr
+    assert "calibrated on the run's validation split" in result.stderr
