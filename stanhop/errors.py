@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -39,9 +40,31 @@ def listing(items, most: int = 12) -> str:
     return f"{', '.join(first)}, …, {', '.join(last)} ({len(items)} in all)"
 
 
+_ALIASES: dict[str, str] = {}  # text of messages -> the name the user knows it by
+
+
+@contextmanager
+def known_as(text: str, name: str):
+    """Within the block, messages (notices and UserErrors leaving it) say ``name`` for ``text``:
+    a DataFrame written to a temporary CSV is "the DataFrame", not that file's path."""
+    _ALIASES[text] = name
+    try:
+        yield
+    except UserError as err:
+        raise UserError(aliased(str(err))) from None
+    finally:
+        _ALIASES.pop(text, None)
+
+
+def aliased(message: str) -> str:
+    for text, name in sorted(_ALIASES.items(), key=lambda item: -len(item[0])):  # longest first
+        message = message.replace(text, name)
+    return message
+
+
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
-    print(f"notice: {message}", file=sys.stderr)
+    print(f"notice: {aliased(message)}", file=sys.stderr)
 
 
 def writable_folder(folder: str | os.PathLike, option: str) -> Path:

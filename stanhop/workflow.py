@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import pickle
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import Terminated, UserError, listing, notice_to_stderr
+from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, writable_folder
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
     write_json,
@@ -65,17 +66,55 @@ def data_info(dm, config: Config) -> DataInfo:
 
 
 def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
-          init_from: str | Path | None = None, progress: bool = True, callbacks: list | None = None) -> dict[str, Any]:
+          init_from: str | Path | None = None, frame=None, progress: bool = True,
+          callbacks: list | None = None) -> dict[str, Any]:
     """Train STanHop-Net into a run directory and return its metrics (also in metrics.json).
 
     ``resume``: continue the run in that directory from its last checkpoint (epoch,
     optimiser, schedule and early-stopping state). ``init_from``: a new run whose model
     starts from that finished run's weights (fine-tuning, e.g. on newer data); the model
     settings and channels must be the run's, the optimiser and epochs start anew, and the
-    scaler is fit on the new training rows as in any run. ``callbacks``: extra Lightning
-    callbacks. The checkpoint is loaded with ``weights_only=True``: tensors and plain
-    containers only, never arbitrary pickled objects.
+    scaler is fit on the new training rows as in any run. ``frame``: train on this pandas
+    DataFrame instead of ``config.data.name`` (wide, or long as neuralforecast's unique_id,
+    ds, y; :mod:`stanhop.frames`); it is saved as RUN/data.csv, the run's data from then on.
+    ``callbacks``: extra Lightning callbacks. The checkpoint is loaded with
+    ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
     """
+    if frame is None:
+        return _train(config, out, force=force, resume=resume, init_from=init_from, progress=progress, callbacks=callbacks)
+    if resume is not None:
+        raise UserError("a resumed run reads its own data: leave out the DataFrame")
+    if (config.train.devices, config.train.num_nodes) != (1, 1):
+        raise UserError("training from a DataFrame runs in one process: write it to a CSV to train on several devices")
+    run_dir = check_new_run_dir(Path(out) if out is not None else default_run_dir(config), force=force)
+    with staged_frame(frame, run_dir, config) as staged:
+        return _train(config, run_dir, force=force, init_from=init_from, progress=progress, callbacks=callbacks,
+                      staged=staged)
+
+
+@contextmanager
+def staged_frame(frame, run_dir: Path, config: Config):
+    """Write ``frame`` as a CSV beside ``run_dir`` and point ``config.data.name`` at it, for the
+    training to read like any CSV (which moves it into the run once the data is accepted);
+    on the way out remove a file the training did not take. Messages name the DataFrame,
+    not the file."""
+    from stanhop.frames import write_frame
+
+    staged = writable_folder(run_dir.parent, "--out") / f".{run_dir.name}.data.csv.tmp"
+    try:
+        with known_as(str(staged.resolve()), "the DataFrame"), known_as(str(staged), "the DataFrame"):
+            write_frame(frame, staged, config.data.date_column, config.data.fill)
+            config.data.name = str(staged.resolve())
+            yield staged
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
+           init_from: str | Path | None = None, progress: bool = True, callbacks: list | None = None,
+           staged: Path | None = None) -> dict[str, Any]:
+    """:func:`train` from ``config.data.name``; ``staged``: a DataFrame's CSV (staged_frame)
+    that becomes RUN/data.csv once its data is read and the run's folder made."""
     import lightning as L
     import torch
 
@@ -112,9 +151,11 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
     if not _is_child_process():
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
+            prepare_run_dir(run_dir, force=force)
+            if staged is not None:  # the DataFrame's CSV becomes the run's own data
+                config.data.name = str(staged.replace(run_dir / "data.csv").resolve())
             if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
                 notice_to_stderr(unused)
-            prepare_run_dir(run_dir, force=force)
         save_run_files(run_dir, config, data_info(dm, config))
 
     timer = EpochTimer()

@@ -1,0 +1,66 @@
+"""A pandas DataFrame given from Python, as the CSV that every reader of stanhop takes.
+
+Two layouts are accepted:
+
+- wide: one row per timestamp (a DatetimeIndex, or the config's date column) and one column
+  per series;
+- long, as neuralforecast's: columns ``unique_id``, ``ds`` and ``y``, one row per series and
+  timestamp; it is pivoted to wide, one column per ``unique_id``.
+
+Writing the frame to a file, and reading it back through :mod:`stanhop.csvio`, gives it the
+same checks as a CSV (regular steps, numeric columns, empty cells) and leaves the run a copy
+of its data that evaluate, forecast and plot find as for any CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from stanhop.errors import UserError, notice_to_stderr
+
+LONG_COLUMNS = ("unique_id", "ds", "y")
+
+
+def wide_frame(frame: pd.DataFrame, date_column: str, fill: str | None = None) -> pd.DataFrame:
+    """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
+    timestamps; without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time."""
+    wide = _wide(frame, date_column)
+    empty = wide.drop(columns=[date_column]).select_dtypes("number").isna()
+    if fill is None and empty.to_numpy().any():
+        row, col = (int(v[0]) for v in empty.to_numpy().nonzero())
+        raise UserError(f"the DataFrame has {int(empty.to_numpy().sum())} empty (NaN) cell(s), the first in column "
+                        f"'{empty.columns[col]}' at {wide[date_column].iloc[row]}; fill them (data.fill='ffill' or "
+                        f"'interpolate') or drop those rows")
+    return wide
+
+
+def _wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
+    if set(LONG_COLUMNS) <= set(frame.columns):
+        repeated = frame.duplicated(["unique_id", "ds"])
+        if repeated.any():
+            first = frame[repeated].iloc[0]
+            raise UserError(f"the long DataFrame has {int(repeated.sum())} repeated (unique_id, ds) pair(s), the first "
+                            f"({first['unique_id']}, {first['ds']}); keep one row per series and timestamp")
+        wide = frame.pivot(index="ds", columns="unique_id", values="y")
+        wide.columns = [str(c) for c in wide.columns]
+        notice_to_stderr(f"the long DataFrame (unique_id, ds, y) is read as {wide.shape[1]} series, one column each")
+        return wide.rename_axis(date_column).reset_index()
+    if isinstance(frame.index, pd.DatetimeIndex):
+        if date_column in frame.columns:
+            raise UserError(f"the DataFrame has both a DatetimeIndex and a '{date_column}' column; keep one of them")
+        return frame.rename_axis(date_column).reset_index()
+    if date_column in frame.columns:
+        return frame
+    raise UserError(f"the DataFrame needs its timestamps as a DatetimeIndex or a '{date_column}' column "
+                    f"(data.date_column), or neuralforecast's long columns unique_id, ds, y")
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: str | None = None) -> Path:
+    """Write ``frame`` as a comma-separated CSV (pandas' ISO dates, floats that read back exactly)."""
+    path = Path(path)
+    wide_frame(frame, date_column, fill).to_csv(path, index=False)
+    return path

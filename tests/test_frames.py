@@ -1,0 +1,75 @@
+"""Training from a pandas DataFrame (workflow.train(config, out, frame=df)): wide or long
+(neuralforecast's unique_id, ds, y), saved as the run's data.csv."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stanhop.config import apply_overrides, load_config
+from stanhop.errors import UserError
+from stanhop.frames import wide_frame
+from stanhop.runs import load_run
+from stanhop.workflow import train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["data.split=0.6/0.2/0.2", "train.max_epochs=1", "train.limit_train_batches=3"]
+
+
+def smoke(*settings: str):
+    return apply_overrides(load_config(ROOT / "configs" / "smoke.yaml"), [*QUICK, *settings])
+
+
+def test_a_dataframe_trains_as_its_csv_does_and_stays_with_the_run(etth1, tmp_path):
+    frame = etth1.iloc[:1200]
+    csv = tmp_path / "cut.csv"
+    frame.to_csv(csv, index_label="date")
+    from_csv = train(smoke(f"data.name={csv}"), tmp_path / "csv", progress=False)
+    from_frame = train(smoke(), tmp_path / "frame", frame=frame, progress=False)
+    assert from_frame["test"]["mse"] == pytest.approx(from_csv["test"]["mse"], rel=1e-9)
+
+    run = load_run(tmp_path / "frame")
+    assert run.config.data.name == str((tmp_path / "frame" / "data.csv").resolve())
+    saved = pd.read_csv(tmp_path / "frame" / "data.csv", index_col="date", parse_dates=["date"])
+    pd.testing.assert_frame_equal(saved, frame, check_freq=False, check_names=False)
+    assert not list(tmp_path.glob(".*.tmp"))  # the staged file became the run's
+    pd.testing.assert_frame_equal(run.forecast(saved), run.forecast(frame))
+
+
+def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsys):
+    frame = etth1.iloc[:1200, :3]
+    long = frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
+    wide = wide_frame(long.sample(frac=1.0, random_state=0), "date").set_index("date")  # row order does not matter
+    pd.testing.assert_frame_equal(wide, frame[sorted(frame.columns)], check_names=False, check_freq=False)
+    assert "read as 3 series" in capsys.readouterr().err
+    metrics = train(smoke(), tmp_path / "long", frame=long, progress=False)
+    assert load_run(tmp_path / "long").config.model.n_series == 3 and np.isfinite(metrics["test"]["mse"])
+    repeated = pd.concat([long, long.iloc[:1]])
+    with pytest.raises(UserError, match="repeated \\(unique_id, ds\\) pair"):
+        wide_frame(repeated, "date")
+
+
+def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, tmp_path, capsys):
+    holed = etth1.iloc[:1200].copy()
+    holed.iloc[50, 2] = np.nan
+    with pytest.raises(UserError) as told:
+        train(smoke(), tmp_path / "holed", frame=holed, progress=False)
+    assert str(told.value).startswith("the DataFrame has 1 empty (NaN) cell(s), the first in column 'MUFL' at "
+                                      f"{holed.index[50]}; fill them")
+    filled = train(smoke("data.fill=interpolate"), tmp_path / "filled", frame=holed, progress=False)
+    assert np.isfinite(filled["test"]["mse"])
+    (tmp_path / "filled").rename(tmp_path.parent / f"{tmp_path.name}-filled")  # the folder below must end empty
+    irregular = etth1.iloc[:1200].drop(etth1.index[100:103])
+    with pytest.raises(UserError) as told:
+        train(smoke(), tmp_path / "gap", frame=irregular, progress=False)
+    assert "the DataFrame" in str(told.value) and ".tmp" not in str(told.value), told.value
+    texty = etth1.iloc[:1200].assign(station="north")
+    train(smoke(), tmp_path / "texty", frame=texty, progress=False)
+    assert "notice: the DataFrame: ignoring the text column(s) station" in capsys.readouterr().err
+    (tmp_path / "texty").rename(tmp_path.parent / f"{tmp_path.name}-texty")
+    with pytest.raises(UserError, match="DatetimeIndex or a 'date' column"):
+        train(smoke(), tmp_path / "plain", frame=etth1.iloc[:1200].reset_index(drop=True), progress=False)
+    with pytest.raises(UserError, match="must be a pandas DataFrame"):
+        train(smoke(), tmp_path / "array", frame=etth1.to_numpy(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
