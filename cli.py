@@ -410,7 +410,9 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     if backtest:
         _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json)
         return
-    table = loaded.forecast(frame, horizon=horizon, intervals=intervals)
+    from stanhop.forecast import forecast as forecast_frame
+
+    table = forecast_frame(loaded, frame, horizon=horizon, intervals=intervals, progress=True)
     if output is None:
         click.echo(table.to_csv(), nl=False)
         return
@@ -421,7 +423,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
 def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> None:
     from stanhop.forecast import backtest_stream, metrics_path, write_metrics, write_table
 
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, progress=True)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
             pass
@@ -500,7 +502,7 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
         loaded = load_run(run)
         frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
-                             intervals=intervals)
+                             intervals=intervals, progress=True)
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)

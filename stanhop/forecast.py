@@ -232,6 +232,12 @@ def rollout(run, inputs: np.ndarray, horizon: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)[:, :horizon]
 
 
+def windows_per_batch(run, most: int = 256) -> int:
+    """Windows forecast at once: ``most``, fewer for many series (a window of Electricity's 321
+    holds 46 times the activations of one of ETTh1's 7), about 16k series-windows a batch."""
+    return max(1, min(most, 16384 // len(run.data.columns)))
+
+
 def horizon_of(run, horizon: int | None) -> int:
     """``horizon`` checked (a whole number >= 1), or the run's out_len when None."""
     if horizon is None:
@@ -255,7 +261,7 @@ def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeI
 
 
 def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=None,
-             notify: Notify | None = None) -> pd.DataFrame:
+             notify: Notify | None = None, progress: bool = False) -> pd.DataFrame:
     """Forecast the ``horizon`` (default ``out_len``) steps after the last row of ``frame``, in
     original units; past ``out_len`` recursively, with a notice.
 
@@ -280,7 +286,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     z = scaler.transform(window.to_numpy()).astype(np.float32)[None]  # (1, in_len, c)
     prediction = scaler.inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
     index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
-    widths = conformal_half_widths(run, horizon, levels) if levels else {}
+    widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     return pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
 
 
@@ -364,16 +370,19 @@ class BacktestStream:
 
 
 def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
-                    intervals=None, batch_size: int = 256, notify: Notify | None = None) -> BacktestStream:
-    """Check the input now; forecast its windows lazily, ``batch_size`` at a time, each
-    ``horizon`` steps (default out_len; past it recursively, as :func:`forecast`), with the
-    conformal ``intervals`` (levels in percent) and their coverage when given."""
+                    intervals=None, batch_size: int | None = None, notify: Notify | None = None,
+                    progress: bool = False) -> BacktestStream:
+    """Check the input now; forecast its windows lazily, ``batch_size`` (default:
+    windows_per_batch) at a time, each ``horizon`` steps (default out_len; past it
+    recursively, as :func:`forecast`), with the conformal ``intervals`` (levels in percent)
+    and their coverage when given. ``progress``: progress bars on stderr."""
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     frame = align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     stride = horizon if stride is None else stride
+    batch_size = windows_per_batch(run) if batch_size is None else batch_size
     if not isinstance(stride, numbers.Integral) or isinstance(stride, bool) or stride < 1:
         raise UserError(f"stride must be a whole number >= 1, got {stride!r}")
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
@@ -384,19 +393,22 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     starts = np.arange(0, len(frame) - in_len - horizon + 1, int(stride))
     last = starts[-1] + in_len + horizon
     check_complete(frame.iloc[:last], "the backtest's rows")
-    errors = BacktestErrors(list(run.data.columns), run.data.scale, conformal_half_widths(run, horizon, levels) if levels else {})
+    widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
+    errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]])}
-    return BacktestStream(_chunks(run, frame, starts, horizon, int(batch_size), errors), errors, facts)
+    return BacktestStream(_chunks(run, frame, starts, horizon, int(batch_size), errors, progress), errors, facts)
 
 
 def _chunks(run, frame: pd.DataFrame, starts: np.ndarray, horizon: int, batch_size: int,
-            errors: BacktestErrors) -> Iterator[pd.DataFrame]:
+            errors: BacktestErrors, progress: bool) -> Iterator[pd.DataFrame]:
+    from tqdm.auto import tqdm
+
     in_len = run.config.model.in_len
     scaler = scaler_of(run)
     original = frame.to_numpy()  # (n, c)
     z = scaler.transform(original).astype(np.float32)  # (n, c), as the training data module scales
-    for first in range(0, len(starts), batch_size):
+    for first in tqdm(range(0, len(starts), batch_size), desc="backtest", unit="batch", leave=False, disable=not progress):
         batch = starts[first : first + batch_size]  # (b,)
         x = z[batch[:, None] + np.arange(in_len)]  # (b, in_len, c)
         rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)
@@ -428,7 +440,7 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
 
 
 def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None, intervals=None,
-             batch_size: int = 256, notify: Notify | None = None) -> Backtest:
+             batch_size: int | None = None, notify: Notify | None = None) -> Backtest:
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
     default: the horizon) beside the truth.
 

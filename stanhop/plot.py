@@ -52,7 +52,7 @@ def target_of(run) -> str:
     return info.target if info is not None and info.target in run.data.columns else run.data.columns[-1]
 
 
-def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, intervals=None
+def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, intervals=None, progress: bool = False
                         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(history, forecast, truth): forecast ``horizon`` steps (default out_len) from the window
     ending ``horizon`` rows before the end when the frame has them (truth = those rows), else
@@ -65,18 +65,18 @@ def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, in
         history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
     else:
         history, truth = frame, None
-    return history, forecast(run, history, horizon=horizon, intervals=intervals), truth
+    return history, forecast(run, history, horizon=horizon, intervals=intervals, progress=progress), truth
 
 
 def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
-                  history: int | None = None, horizon: int | None = None, intervals=None):
+                  history: int | None = None, horizon: int | None = None, intervals=None, progress: bool = False):
     """History, forecast and (where known) truth of each channel, one panel per channel.
 
     ``run``: a Run or a run directory; ``frame``: the series (default: the run's own data up
     to its test end); ``channels``: default the run's target; ``history``: rows of history
     drawn (default min(in_len, max(3·horizon, 48))); ``horizon``: steps forecast (default
     out_len; past it recursively); ``intervals``: levels in percent drawn as bands around the
-    forecast (stanhop.intervals). Titles give the MSE when truth is known, in original units
+    forecast (stanhop.intervals; ``progress``: a bar while they are calibrated). Titles give the MSE when truth is known, in original units
     and scaled (÷ scale²), the latter over all channels as in metrics.json.
     """
     from stanhop.intervals import parse_levels
@@ -88,7 +88,7 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     channels = _channels(run, channels)
     frame = own_data(run, "through_test") if frame is None else frame
     levels = parse_levels(intervals)
-    past, future, truth = forecast_with_truth(run, frame, horizon, levels)
+    past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress)
     in_len, steps = run.config.model.in_len, len(future)
     shown = past.iloc[-(history or min(in_len, max(3 * steps, 48))):]
     errors = None if truth is None else _squared_errors(run, future[run.data.columns], truth)

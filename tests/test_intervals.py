@@ -164,3 +164,20 @@ def test_intervals_need_the_runs_own_data_and_say_how_to_get_it(run_dir, etth1, 
     assert result.exit_code == 2
     assert "'ETTh1' is not on this machine (`stanhop data describe ETTh1` downloads it)" in result.stderr
     assert "calibrated on the run's validation split" in result.stderr
+
+
+def test_calibration_takes_at_most_max_windows_evenly_spaced(run, etth1, monkeypatch):
+    """Many validation windows are thinned to MAX_WINDOWS, the first and the last kept."""
+    from stanhop import intervals
+    from stanhop.forecast import windows_per_batch
+
+    out_len = run.config.model.out_len
+    every = intervals.calibration_errors(run, out_len)  # (n, out_len, c)
+    monkeypatch.setattr(intervals, "MAX_WINDOWS", 20)
+    thinned = intervals.calibration_errors(run, out_len)
+    assert len(every) > 100 and len(thinned) == 20
+    picked = np.linspace(0, len(every) - 1, 20).round().astype(int)
+    np.testing.assert_allclose(thinned, every[picked], rtol=1e-5, atol=1e-6)
+    assert windows_per_batch(run) == 256  # 7 series
+    run_321 = type("R", (), {"data": type("D", (), {"columns": [f"s{i}" for i in range(321)]})})()
+    assert windows_per_batch(run_321) == 51  # ≈ 16k series-windows a batch
