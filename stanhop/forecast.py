@@ -276,12 +276,12 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     frame = align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
-    if horizon > out_len:
-        (notify or notice_to_stderr)(recursive_notice(run, horizon))
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
     check_complete(window, f"the last {in_len} rows (the forecast's input)")
+    if horizon > out_len:  # the input accepted: tell what the forecast will be made of
+        (notify or notice_to_stderr)(recursive_notice(run, horizon))
     scaler = scaler_of(run)
     z = scaler.transform(window.to_numpy()).astype(np.float32)[None]  # (1, in_len, c)
     prediction = scaler.inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
