@@ -129,6 +129,7 @@ def _print_metrics(metrics: dict) -> None:
     rows = [
         ("test MSE", test["mse"]), ("test MAE", test["mae"]),
         ("test MSE (original units)", test["mse_original_units"]), ("test MAE (original units)", test["mae_original_units"]),
+        *_baseline_rows(metrics.get("baselines", {})),
         ("val MSE", val["mse"]), ("val MAE", val["mae"]),
         ("kurtosis (avg)", out["kurtosis_avg"]), ("inf-norm (max)", out["inf_norm_max"]),
     ]
@@ -142,6 +143,14 @@ def _print_metrics(metrics: dict) -> None:
     click.echo(", ".join(facts))
     if "memory" in metrics:
         _print_memory(metrics["memory"])
+
+
+def _baseline_rows(baselines: dict) -> list[tuple[str, float]]:
+    """The naive forecasts' test MSE, the yardstick for the model's (stanhop.baselines)."""
+    rows = [("naive test MSE, last value", baselines["naive"]["mse"])] if "naive" in baselines else []
+    if "seasonal_naive" in baselines:
+        rows.append((f"naive test MSE, {baselines['seasonal_naive']['season']} steps back", baselines["seasonal_naive"]["mse"]))
+    return rows
 
 
 def _print_memory(memory: dict) -> None:
@@ -457,6 +466,10 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> N
         click.echo(name if m is None else
                    f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  "
                    f"{m['mae_original_units']:>10.4f}{inside(name)}")
+    from stanhop.baselines import describe
+
+    click.echo("on the same windows (scaled): " + "; ".join(
+        f"{label} MSE {b['mse']:.4f}, MAE {b['mae']:.4f}" for label, b in describe(metrics["baselines"])))
 
 
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"

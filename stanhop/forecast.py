@@ -395,8 +395,12 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     check_complete(frame.iloc[:last], "the backtest's rows")
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)
+    from stanhop.baselines import naive_errors, season_of
+
+    z = scaler_of(run).transform(frame.iloc[:last].to_numpy()).astype(np.float32)  # (rows, c)
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
-             "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]])}
+             "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]]),
+             "baselines": naive_errors(z, starts, in_len, horizon, season_of(run.data.freq))}
     return BacktestStream(_chunks(run, frame, starts, horizon, int(batch_size), errors, progress), errors, facts)
 
 

@@ -369,6 +369,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         test = forecast_errors(run.model, bar(test_loader, "test"), run.data.mean, run.data.scale)
     outliers = monitor.summary()
     val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
+    baselines = test_baselines(dm, config.model.in_len, config.model.out_len)
     previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
     own = same_windows(run, dm) if run.data.borders else data is None and split is None
     if not own:  # keep what describes the model; what was measured on the run's own windows does not apply
@@ -383,6 +384,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         **previous,
         "test": test,
         "val": {"mse": val["mse"], "mae": val["mae"]},
+        "baselines": baselines,
         "outliers": outliers,
         **(facts or {}),
         "separation": config.model.separation,
@@ -403,6 +405,17 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
 
 
 RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint")  # metrics.json's keys that describe the model
+
+
+def test_baselines(dm, in_len: int, out_len: int) -> dict[str, dict[str, float]]:
+    """The naive and seasonal naive forecasts' MSE/MAE on ``dm``'s test windows (scaled units)."""
+    import numpy as np
+
+    from stanhop.baselines import naive_errors, season_of
+    from stanhop.splits import window_range
+
+    first, count = window_range("test", dm.borders, in_len, out_len)
+    return naive_errors(dm.series.numpy(), np.arange(first, first + count), in_len, out_len, season_of(dm.freq))
 
 
 def same_windows(run, dm) -> bool:
