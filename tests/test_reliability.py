@@ -77,13 +77,20 @@ def test_ctrl_c_or_sigterm_during_training_says_how_to_go_on(tmp_path: Path, ett
     it names continues the run."""
     run = tmp_path / "run"
     env = {**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent)}
+    # as from a terminal: a shell's background job (`make test &`) starts with SIGINT ignored, and the
+    # training would never see the Ctrl+C
     proc = subprocess.Popen([STANHOP, "train", "--config", SMOKE, "--out", str(run), "--max-epochs", "1000",
-                             "--set", "train.patience=1000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 300
-    while not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(stop)
-    stderr = proc.communicate(timeout=120)[1].decode()
+                             "--set", "train.patience=1000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(stop)
+        stderr = proc.communicate(timeout=120)[1].decode()
+    finally:  # a training that did not stop is not left running (1000 epochs)
+        proc.kill()
+        proc.wait()
     assert proc.returncode == status, stderr[-2000:]
     assert f"interrupted: continue from the last checkpoint with: stanhop train --resume {run}" in stderr
     epochs = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
