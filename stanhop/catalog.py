@@ -61,6 +61,8 @@ def run_row(path: Path) -> dict[str, Any]:
     )
     if row["test_mse"] is None:
         row["note"] = _what_is_missing(path)
+    elif metrics.get("init_from"):  # train --init-from: the run it started from
+        row["note"] = f"from {metrics['init_from']}"
     return row
 
 

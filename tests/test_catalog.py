@@ -63,6 +63,14 @@ def test_runs_says_why_a_run_cannot_be_read_and_goes_on(run_dir, tmp_path):
     assert rows["fine"]["test_mse"] is not None and "note" not in rows["fine"]
 
 
+def test_runs_names_the_run_a_fine_tuned_one_started_from(run_dir, tmp_path):
+    tuned = copy_run(run_dir, tmp_path / "tuned")
+    metrics = json.loads((tuned / "metrics.json").read_text())
+    (tuned / "metrics.json").write_text(json.dumps({**metrics, "init_from": str(run_dir)}))
+    result = invoke(tmp_path)
+    assert result.exit_code == 0 and result.stdout.splitlines()[1].endswith(f"from {run_dir}")
+
+
 def test_runs_refuses_a_folder_without_runs_in_one_line(tmp_path):
     for folder, message in ((tmp_path / "missing", "is not a folder"), (tmp_path, "no stanhop runs in")):
         result = invoke(folder)
