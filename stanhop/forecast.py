@@ -97,12 +97,17 @@ def require_file_channels(path: str | os.PathLike, names: list[str], channels: l
 def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify | None = None) -> pd.DataFrame:
     """``frame`` as the run's channels in the run's order: float64, DatetimeIndex of the run's frequency.
 
-    Accepts a DatetimeIndex or the run's date column. NaNs are kept (the caller decides
-    which rows must be complete).
+    Accepts a DatetimeIndex, the run's date column, or a long frame as neuralforecast's
+    (unique_id, ds, y: one series per unique_id). NaNs are kept (the caller decides which
+    rows must be complete).
     """
+    from stanhop.frames import LONG_COLUMNS, to_wide
+
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
     date = run.data.date_column
+    if set(LONG_COLUMNS) <= set(frame.columns):
+        frame = to_wide(frame, date)
     if date in frame.columns:
         try:
             index = pd.DatetimeIndex(pd.to_datetime(frame[date]), name=date)

@@ -26,7 +26,7 @@ LONG_COLUMNS = ("unique_id", "ds", "y")
 def wide_frame(frame: pd.DataFrame, date_column: str, fill: str | None = None) -> pd.DataFrame:
     """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
     timestamps; without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time."""
-    wide = _wide(frame, date_column)
+    wide = to_wide(frame, date_column)
     empty = wide.drop(columns=[date_column]).select_dtypes("number").isna()
     if fill is None and empty.to_numpy().any():
         row, col = (int(v[0]) for v in empty.to_numpy().nonzero())
@@ -36,7 +36,9 @@ def wide_frame(frame: pd.DataFrame, date_column: str, fill: str | None = None) -
     return wide
 
 
-def _wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
+def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
+    """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
+    timestamps; empty cells are kept."""
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
     if set(LONG_COLUMNS) <= set(frame.columns):

@@ -73,3 +73,10 @@ def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, t
     with pytest.raises(UserError, match="must be a pandas DataFrame"):
         train(smoke(), tmp_path / "array", frame=etth1.to_numpy(), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form(run, etth1):
+    wide = etth1.iloc[3000:3300]
+    long = wide.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
+    pd.testing.assert_frame_equal(run.forecast(long, horizon=10), run.forecast(wide, horizon=10), check_names=False)
+    assert run.backtest(long, stride=5).metrics == run.backtest(wide, stride=5).metrics
