@@ -296,10 +296,11 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
 
 
 def with_intervals(columns: list[str], prediction: np.ndarray, widths: dict[float, np.ndarray], scale: np.ndarray,
-                   suffix: str = "") -> dict[str, np.ndarray]:
+                   suffix: str = "", truth: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Columns of a forecast table: each channel's ``prediction`` (rows, c) in original units
     (named ``<channel><suffix>``), then its interval at each level, ``<channel>_lo<level>`` and
-    ``_hi<level>``, from the scaled half-widths (rows, c) of ``widths``."""
+    ``_hi<level>``, from the scaled half-widths (rows, c) of ``widths``, then its ``truth``
+    (rows, c) as ``<channel>_true`` when given."""
     from stanhop.intervals import label
 
     table = {}
@@ -309,6 +310,8 @@ def with_intervals(columns: list[str], prediction: np.ndarray, widths: dict[floa
             half = width[:, i].astype(np.float64) * scale[i]
             table[f"{name}_lo{label(level)}"] = prediction[:, i] - half
             table[f"{name}_hi{label(level)}"] = prediction[:, i] + half
+        if truth is not None:
+            table[f"{name}_true"] = truth[:, i]
     return table
 
 
@@ -437,14 +440,9 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
         "timestamp": frame.index[rows.reshape(-1)],
         "step": np.tile(np.arange(1, t + 1), b),
     }
-    flat_truth = truth.reshape(b * t, c)
     tiled = {level: np.tile(width, (b, 1)) for level, width in widths.items()}  # (b·t, c): each window's steps
-    predicted = with_intervals(list(frame.columns), prediction.reshape(b * t, c), tiled, scale, suffix="_pred")
-    per_channel = 1 + 2 * len(widths)
-    keys = list(predicted)
-    for i, name in enumerate(frame.columns):
-        table.update({key: predicted[key] for key in keys[i * per_channel : (i + 1) * per_channel]})
-        table[f"{name}_true"] = flat_truth[:, i]
+    table.update(with_intervals(list(frame.columns), prediction.reshape(b * t, c), tiled, scale, suffix="_pred",
+                                truth=truth.reshape(b * t, c)))
     return pd.DataFrame(table)
 
 
