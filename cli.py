@@ -389,7 +389,6 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     also go to <output>.metrics.json.
     """
     from stanhop.forecast import check_output, metrics_path, output_format
-
     from stanhop.intervals import parse_levels
 
     parse_levels(intervals)  # a mistake is told before any work
@@ -419,9 +418,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     if backtest:
         _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json)
         return
-    from stanhop.forecast import forecast as forecast_frame
-
-    table = forecast_frame(loaded, frame, horizon=horizon, intervals=intervals, progress=True)
+    table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True)
     if output is None:
         click.echo(table.to_csv(), nl=False)
         return
@@ -444,8 +441,8 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> N
     if as_json:
         click.echo(json.dumps(metrics))
         return
-    ahead = f", horizon {metrics['horizon']} (recursive)" if metrics["horizon"] > metrics["out_len"] else (
-        f", horizon {metrics['horizon']}" if metrics["horizon"] < metrics["out_len"] else "")
+    horizon, out_len = metrics["horizon"], metrics["out_len"]
+    ahead = "" if horizon == out_len else f", horizon {horizon}{' (recursive)' if horizon > out_len else ''}"
     click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
                f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
     from stanhop.errors import abridged

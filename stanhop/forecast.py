@@ -237,6 +237,25 @@ def rollout(run, inputs: np.ndarray, horizon: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)[:, :horizon]
 
 
+def scaled(run, frame: pd.DataFrame) -> np.ndarray:
+    """``frame``'s values in the model's units, as the training data module scales: (rows, c) float32."""
+    return scaler_of(run).transform(frame.to_numpy()).astype(np.float32)
+
+
+def window_forecasts(run, z: np.ndarray, starts: np.ndarray, horizon: int, batch_size: int, *, desc: str,
+                     progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ``horizon``-step forecasts of the windows of the scaled series ``z`` (n, c) that start at
+    ``starts``, ``batch_size`` at a time: (the batch's starts (b,), its target rows (b, horizon),
+    its forecasts (b, horizon, c)), with a progress bar named ``desc`` when ``progress``."""
+    from tqdm.auto import tqdm
+
+    in_len = run.config.model.in_len
+    for first in tqdm(range(0, len(starts), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
+        batch = starts[first : first + batch_size]  # (b,)
+        rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)
+        yield batch, rows, rollout(run, z[batch[:, None] + np.arange(in_len)], horizon)
+
+
 def windows_per_batch(run, most: int = 256) -> int:
     """Windows forecast at once: ``most``, fewer for many series (a window of Electricity's 321
     holds 46 times the activations of one of ETTh1's 7), about 16k series-windows a batch."""
@@ -287,9 +306,8 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     check_complete(window, f"the last {in_len} rows (the forecast's input)")
     if horizon > out_len:  # the input accepted: tell what the forecast will be made of
         (notify or notice_to_stderr)(recursive_notice(run, horizon))
-    scaler = scaler_of(run)
-    z = scaler.transform(window.to_numpy()).astype(np.float32)[None]  # (1, in_len, c)
-    prediction = scaler.inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
+    z = scaled(run, window)[None]  # (1, in_len, c)
+    prediction = scaler_of(run).inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
     index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     return pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
@@ -401,30 +419,23 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     starts = np.arange(0, len(frame) - in_len - horizon + 1, int(stride))
     last = starts[-1] + in_len + horizon
     check_complete(frame.iloc[:last], "the backtest's rows")
-    widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
-    errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)
     from stanhop.baselines import naive_errors, season_of
 
-    z = scaler_of(run).transform(frame.iloc[:last].to_numpy()).astype(np.float32)  # (rows, c)
+    frame = frame.iloc[:last]  # the rows the windows use
+    z = scaled(run, frame)  # (rows, c)
+    widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
+    errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]]),
              "baselines": naive_errors(z, starts, in_len, horizon, season_of(run.data.freq))}
-    return BacktestStream(_chunks(run, frame, starts, horizon, int(batch_size), errors, progress), errors, facts)
+    return BacktestStream(_chunks(run, frame, z, starts, horizon, int(batch_size), errors, progress), errors, facts)
 
 
-def _chunks(run, frame: pd.DataFrame, starts: np.ndarray, horizon: int, batch_size: int,
+def _chunks(run, frame: pd.DataFrame, z: np.ndarray, starts: np.ndarray, horizon: int, batch_size: int,
             errors: BacktestErrors, progress: bool) -> Iterator[pd.DataFrame]:
-    from tqdm.auto import tqdm
-
-    in_len = run.config.model.in_len
-    scaler = scaler_of(run)
-    original = frame.to_numpy()  # (n, c)
-    z = scaler.transform(original).astype(np.float32)  # (n, c), as the training data module scales
-    for first in tqdm(range(0, len(starts), batch_size), desc="backtest", unit="batch", leave=False, disable=not progress):
-        batch = starts[first : first + batch_size]  # (b,)
-        x = z[batch[:, None] + np.arange(in_len)]  # (b, in_len, c)
-        rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)
-        prediction = rollout(run, x, horizon)  # (b, horizon, c)
+    # frame: the rows in original units, z: the same scaled (n, c)
+    scaler, original = scaler_of(run), frame.to_numpy()
+    for batch, rows, prediction in window_forecasts(run, z, starts, horizon, batch_size, desc="backtest", progress=progress):
         errors.update(prediction, z[rows])
         yield _long_table(frame, batch, rows, scaler.inverse_transform(prediction.astype(np.float64)), original[rows],
                           errors.widths, errors.scale)

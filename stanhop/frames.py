@@ -23,19 +23,6 @@ from stanhop.errors import UserError, notice_to_stderr
 LONG_COLUMNS = ("unique_id", "ds", "y")
 
 
-def wide_frame(frame: pd.DataFrame, date_column: str, fill: str | None = None) -> pd.DataFrame:
-    """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
-    timestamps; without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time."""
-    wide = to_wide(frame, date_column)
-    empty = wide.drop(columns=[date_column]).select_dtypes("number").isna()
-    if fill is None and empty.to_numpy().any():
-        row, col = (int(v[0]) for v in empty.to_numpy().nonzero())
-        raise UserError(f"the DataFrame has {int(empty.to_numpy().sum())} empty (NaN) cell(s), the first in column "
-                        f"'{empty.columns[col]}' at {wide[date_column].iloc[row]}; fill them (data.fill='ffill' or "
-                        f"'interpolate') or drop those rows")
-    return wide
-
-
 def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
     """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
     timestamps; empty cells are kept."""
@@ -62,7 +49,16 @@ def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: str | None = None) -> Path:
-    """Write ``frame`` as a comma-separated CSV (pandas' ISO dates, floats that read back exactly)."""
+    """Write ``frame`` (wide or long) as a wide comma-separated CSV (pandas' ISO dates, floats that
+    read back exactly); without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time."""
+    wide = to_wide(frame, date_column)
+    numbers = wide.drop(columns=[date_column]).select_dtypes("number")
+    empty = numbers.isna().to_numpy()  # (rows, numeric columns)
+    if fill is None and empty.any():
+        row, col = (int(v[0]) for v in empty.nonzero())
+        raise UserError(f"the DataFrame has {int(empty.sum())} empty (NaN) cell(s), the first in column "
+                        f"'{numbers.columns[col]}' at {wide[date_column].iloc[row]}; fill them (data.fill='ffill' "
+                        f"or 'interpolate') or drop those rows")
     path = Path(path)
-    wide_frame(frame, date_column, fill).to_csv(path, index=False)
+    wide.to_csv(path, index=False)
     return path

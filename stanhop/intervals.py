@@ -53,27 +53,19 @@ def label(level: float) -> str:
 def calibration_errors(run, horizon: int, *, progress: bool = False) -> np.ndarray:
     """|ŷ - y| in scaled units over the run's validation windows (at most MAX_WINDOWS, evenly
     spaced): (n, horizon, c) float32. ``progress``: a progress bar on stderr."""
-    from tqdm.auto import tqdm
-
-    from stanhop.forecast import own_data, rollout, scaler_of, windows_per_batch
+    from stanhop.forecast import own_data, scaled, window_forecasts, windows_per_batch
 
     in_len = run.config.model.in_len
-    frame = own_data(run, "val", remedy=REMEDY)
-    z = scaler_of(run).transform(frame.to_numpy()).astype(np.float32)  # (rows, c)
+    z = scaled(run, own_data(run, "val", remedy=REMEDY))  # (rows, c)
     count = len(z) - in_len - horizon + 1
     if count < 1:
         raise UserError(f"the run's validation split ({len(z) - in_len} rows) is shorter than the horizon "
                         f"({horizon}): no window to calibrate intervals on; ask for a shorter --horizon")
     most = max(1, min(MAX_WINDOWS, MAX_ELEMENTS // (horizon * z.shape[1])))
     starts = np.unique(np.linspace(0, count - 1, min(count, most)).round().astype(int))  # evenly thinned
-    errors, size = [], windows_per_batch(run)
-    for first in tqdm(range(0, len(starts), size), desc="calibrating intervals", unit="batch", leave=False,
-                      disable=not progress):
-        batch = starts[first : first + size]  # (b,)
-        x = z[batch[:, None] + np.arange(in_len)]  # (b, in_len, c)
-        truth = z[batch[:, None] + in_len + np.arange(horizon)]  # (b, horizon, c)
-        errors.append(np.abs(rollout(run, x, horizon) - truth))
-    return np.concatenate(errors)
+    batches = window_forecasts(run, z, starts, horizon, windows_per_batch(run), desc="calibrating intervals",
+                               progress=progress)
+    return np.concatenate([np.abs(prediction - z[rows]) for _, rows, prediction in batches])
 
 
 def half_widths(errors: np.ndarray, levels: list[float]) -> dict[float, np.ndarray]:

@@ -152,12 +152,12 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
 
-    def forecast(self, frame, horizon=None, intervals=None):
+    def forecast(self, frame, horizon=None, intervals=None, **kwargs):
         """Forecast ``horizon`` steps (default out_len) past the end of ``frame``, with conformal
         ``intervals`` (levels in percent) if given; see :func:`stanhop.forecast.forecast`."""
         from stanhop.forecast import forecast
 
-        return forecast(self, frame, horizon=horizon, intervals=intervals)
+        return forecast(self, frame, horizon=horizon, intervals=intervals, **kwargs)
 
     def backtest(self, frame, **kwargs):
         """Forecast every window of ``frame`` beside the truth; see :func:`stanhop.forecast.backtest`."""

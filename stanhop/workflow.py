@@ -80,6 +80,8 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     ``callbacks``: extra Lightning callbacks. The checkpoint is loaded with
     ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
     """
+    if resume is not None and init_from is not None:
+        raise UserError("a resumed run continues from its own checkpoint: leave out init_from")
     if frame is None:
         return _train(config, out, force=force, resume=resume, init_from=init_from, progress=progress, callbacks=callbacks)
     if resume is not None:
@@ -127,6 +129,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if config.train.accelerator == "gpu" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
         raise UserError("--accelerator gpu: torch finds no GPU on this machine (a CPU-only torch build, or no driver); "
                         "use --accelerator auto or cpu")
+    source = None  # the finished run whose weights the model starts from (init_from)
     if resume is not None:
         run_dir = check_run_dir(resume)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -146,7 +149,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     config.validate()
     check_memory_csv(config, dm.columns)  # read after training: checked now
     module = Forecaster(config)
-    if init_from is not None:
+    if source is not None:
         start_from(module.model, source, config, dm.columns)
     fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
     if not _is_child_process():
@@ -187,7 +190,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         "epochs": trainer.current_epoch,
         "train_seconds": round(timer.seconds, 1),
         "best_checkpoint": Path(best).name,
-        **({} if init_from is None else {"init_from": str(source.path)}),
+        **({} if source is None else {"init_from": str(source.path)}),
     }
     if config.memory.kind is not None:
         return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress)
@@ -242,11 +245,11 @@ def start_from(model, source: StartingRun, config: Config, columns: list[str]) -
     both models have the same settings and the new data the same channels, in order."""
     from stanhop.runs import WEIGHTS, load_weights
 
-    different = [f"{key} ({getattr(config.model, key)!r} here, {getattr(source.config.model, key)!r} there)"
-                 for key in WEIGHT_SETTINGS if getattr(config.model, key) != getattr(source.config.model, key)]
     if list(columns) != list(source.data.columns):
         raise UserError(f"--init-from {source.path}: it was trained on the channels {listing(source.data.columns)}, "
                         f"and this data gives {listing(columns)}; choose its channels, in its order, with --columns")
+    different = [f"{key} ({getattr(config.model, key)!r} here, {getattr(source.config.model, key)!r} there)"
+                 for key in WEIGHT_SETTINGS if getattr(config.model, key) != getattr(source.config.model, key)]
     if different:
         raise UserError(f"--init-from {source.path}: its model differs in {', '.join(different)}; "
                         f"start from a run with these settings, or train with its own (leave out --config and the model options)")

@@ -9,7 +9,7 @@ import pytest
 
 from stanhop.config import apply_overrides, load_config
 from stanhop.errors import UserError
-from stanhop.frames import wide_frame
+from stanhop.frames import to_wide
 from stanhop.runs import load_run
 from stanhop.workflow import train
 
@@ -40,14 +40,14 @@ def test_a_dataframe_trains_as_its_csv_does_and_stays_with_the_run(etth1, tmp_pa
 def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsys):
     frame = etth1.iloc[:1200, :3]
     long = frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
-    wide = wide_frame(long.sample(frac=1.0, random_state=0), "date").set_index("date")  # row order does not matter
+    wide = to_wide(long.sample(frac=1.0, random_state=0), "date").set_index("date")  # row order does not matter
     pd.testing.assert_frame_equal(wide, frame[sorted(frame.columns)], check_names=False, check_freq=False)
     assert "read as 3 series" in capsys.readouterr().err
     metrics = train(smoke(), tmp_path / "long", frame=long, progress=False)
     assert load_run(tmp_path / "long").config.model.n_series == 3 and np.isfinite(metrics["test"]["mse"])
     repeated = pd.concat([long, long.iloc[:1]])
     with pytest.raises(UserError, match="repeated \\(unique_id, ds\\) pair"):
-        wide_frame(repeated, "date")
+        to_wide(repeated, "date")
 
 
 def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, tmp_path, capsys):
