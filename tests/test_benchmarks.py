@@ -4,9 +4,11 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from stanhop.config import load_config
 from stanhop.model import STanHopNet
@@ -54,3 +56,17 @@ def test_the_json_line_keeps_the_fastest_step_against_the_highest_matmul_rate_of
     assert figures["s_per_step"] == 2.2 and figures["efficiency"] == pytest.approx(92.0 / 140.0, abs=1e-3)
     assert figures["fwd_samples_per_s"] == 210.0 and figures["peak_rss_mib"] == 1450
     assert not any(key.startswith("_") for key in figures)
+
+
+def test_the_step_profile_clock_times_every_operator_once_forward_and_backward(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # step_profile imports train_step as its neighbour
+    clock = load_script("step_profile").OperatorClock()
+    a = torch.randn(256, 256, requires_grad=True)
+    b = torch.randn(256, 256, requires_grad=True)
+    start = time.perf_counter()
+    with clock:
+        (a @ b).relu().sum().backward()
+    elapsed = time.perf_counter() - start
+    assert clock.calls["mm"] == 3  # a @ b, then the gradients of a and b
+    assert clock.calls["relu"] == 1 and clock.calls["sum"] == 1
+    assert 0 < sum(clock.seconds.values()) <= elapsed  # each call timed once, none nested in another
