@@ -407,7 +407,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     return metrics
 
 
-RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint")  # metrics.json's keys that describe the model
+RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint", "init_from")  # metrics.json's keys that describe the model
 
 
 def test_baselines(dm, in_len: int, out_len: int) -> dict[str, dict[str, float]]:

@@ -260,6 +260,8 @@ def test_init_from_starts_a_new_run_from_a_finished_runs_weights(run_dir: Path, 
     old, new = (load_file(str(d / "model.safetensors")) for d in (run_dir, tmp_path / "tuned"))
     assert all(torch_equal(old[k], new[k]) for k in old)
     assert load_run(tmp_path / "tuned").config.model == load_run(run_dir).config.model  # its config stood in
+    elsewhere = invoke("evaluate", str(tmp_path / "tuned"), "--split", "0.5/0.2/0.2", "--json")
+    assert json.loads(elsewhere.stdout)["init_from"] == str(run_dir)  # it describes the model, on any data
 
     fresh = invoke("train", "--config", str(run_dir / "config.yaml"), "--out", str(tmp_path / "fresh"), *tiny)
     assert fresh.exit_code == 0, fresh.output
