@@ -326,7 +326,8 @@ def tune(run, memory_size, memory_strategy, epochs) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON list.")
 def runs(folder, sort, as_json) -> None:
     """List the runs in FOLDER (default: runs) and below it, a row each: data, separation,
-    window lengths, parameters, epochs, and validation and test figures from metrics.json."""
+    window lengths, parameters, epochs, and validation and test figures from metrics.json
+    (beside the test MSE of the seasonal naive forecast on the same windows)."""
     from stanhop.catalog import list_runs  # YAML and JSON only: no torch
 
     rows = list_runs(folder, sort)
@@ -336,7 +337,8 @@ def runs(folder, sort, as_json) -> None:
     columns = [("run", "run"), ("data", "data"), ("separation", "separation"), ("in→out", "window"),
                ("params", "params"), ("epochs", "epochs"), ("val MSE", "val_mse"), ("test MSE", "test_mse"),
                ("test MAE", "test_mae")]
-    columns += [(label, key) for label, key in (("W8A8 MSE", "w8a8_mse"), ("memory", "memory"))
+    columns += [(label, key) for label, key in (("seasonal naive", "seasonal_naive_mse"), ("W8A8 MSE", "w8a8_mse"),
+                                                ("memory", "memory"))
                 if any(row.get(key) is not None for row in rows)]
     cells = [[label for label, _ in columns] + [""]]  # the last column: a note, left as it is
     for row in rows:

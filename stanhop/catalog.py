@@ -1,7 +1,8 @@
 """The runs under a folder, a row each: what `stanhop runs` lists.
 
 A row holds what tells runs apart (data, separation map, window lengths, size) beside their
-figures from metrics.json (validation and test MSE/MAE, W8A8 MSE, the memory plugin). Only
+figures from metrics.json (validation and test MSE/MAE, the naive forecasts' test MSE on the
+same windows, W8A8 MSE, the memory plugin). Only
 YAML and JSON are read, never the weights, so listing hundreds of runs takes a moment; a run
 that cannot be read gets a row that says why instead of stopping the listing.
 """
@@ -58,6 +59,8 @@ def run_row(path: Path) -> dict[str, Any]:
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),
         test_mae=_figure(metrics, "test", "mae"), w8a8_mse=_figure(metrics.get("quantized", {}), "w8a8", "mse"),
         memory=(metrics.get("memory") or {}).get("kind"),
+        naive_mse=_figure(metrics.get("baselines", {}), "naive", "mse"),
+        seasonal_naive_mse=_figure(metrics.get("baselines", {}), "seasonal_naive", "mse"),
     )
     if row["test_mse"] is None:
         row["note"] = _what_is_missing(path)

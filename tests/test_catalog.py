@@ -38,17 +38,19 @@ def test_runs_lists_every_run_below_a_folder_with_its_figures(run_dir, tmp_path)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["run", "data", "separation", "in→out", "params", "epochs", "val", "MSE", "test", "MSE",
-                                "test", "MAE"]
+                                "test", "MAE", "seasonal", "naive"]
     names = [line.split()[0] for line in lines[1:]]
     assert names == [str(tmp_path / "a-stopped"), str(tmp_path / "b-good"), str(tmp_path / "study" / "softmax-seed0")]
     assert lines[1].endswith(f"unfinished: stanhop train --resume {tmp_path / 'a-stopped'}")
     good = lines[2].split()
     assert good[1:4] == ["ETTh1", "entmax", "24→8"] and good[4] == str(saved["params"])
     assert good[6:9] == [f"{saved['val']['mse']:.4f}", "0.2500", f"{saved['test']['mae']:.4f}"]
+    assert good[9] == f"{saved['baselines']['seasonal_naive']['mse']:.4f}"  # the yardstick on the same windows
 
     by_mse = json.loads(invoke(tmp_path, "--sort", "test_mse", "--json").stdout)
     assert [row["test_mse"] for row in by_mse] == [0.25, 0.5, None]  # smallest first, no figure last
     assert by_mse[2]["note"].startswith("unfinished")
+    assert by_mse[0]["naive_mse"] == saved["baselines"]["naive"]["mse"]
 
 
 def test_runs_says_why_a_run_cannot_be_read_and_goes_on(run_dir, tmp_path):
