@@ -293,12 +293,13 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     indexed by the timestamps that continue the input's frequency, one column per channel;
     with ``intervals`` (levels in percent, e.g. "80,95" or [80, 95]) each channel is followed
     by its conformal interval at each level, ``<channel>_lo80``, ``<channel>_hi80``, …
-    (:mod:`stanhop.intervals`, calibrated on the run's validation split).
+    (:mod:`stanhop.intervals`, calibrated on the run's validation split). A long ``frame``
+    (unique_id, ds, y) gets its forecast long: unique_id, ds, STanHop, STanHop-lo-80, … .
     """
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
-    frame = align(run, frame, notify=notify)
+    given, frame = frame, align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
@@ -310,7 +311,18 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     prediction = scaler_of(run).inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
     index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
-    return pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
+    table = pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
+    return _as_given(run, table, given, levels)
+
+
+def _as_given(run, table: pd.DataFrame, given, levels: list[float], **long_layout) -> pd.DataFrame:
+    """``table`` long (frames.to_long) where the input ``given`` was long, else as it is."""
+    from stanhop.frames import is_long, to_long
+    from stanhop.intervals import label
+
+    if not is_long(given):
+        return table
+    return to_long(table, list(run.data.columns), given, levels=[label(level) for level in levels], **long_layout)
 
 
 def with_intervals(columns: list[str], prediction: np.ndarray, widths: dict[float, np.ndarray], scale: np.ndarray,
@@ -462,12 +474,16 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
     default: the horizon) beside the truth.
 
-    Returns the long table in original units and the metrics: ``overall`` and
+    Returns the long table in original units (for a long ``frame``, neuralforecast's layout:
+    unique_id, ds, window_start, step, y, STanHop, …) and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
                              notify=notify)
+    from stanhop.intervals import parse_levels
+
     table = pd.concat(list(stream.chunks), ignore_index=True)
+    table = _as_given(run, table, frame, parse_levels(intervals), prediction="_pred", keep=("window_start", "step"))
     return Backtest(table=table, metrics=stream.metrics())
 
 

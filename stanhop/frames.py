@@ -5,7 +5,8 @@ Two layouts are accepted:
 - wide: one row per timestamp (a DatetimeIndex, or the config's date column) and one column
   per series;
 - long, as neuralforecast's: columns ``unique_id``, ``ds`` and ``y``, one row per series and
-  timestamp; it is pivoted to wide, one column per ``unique_id``.
+  timestamp; it is pivoted to wide, one column per ``unique_id``. Forecasts of a long frame
+  are given back long (``to_long``), as neuralforecast gives its own.
 
 Writing the frame to a file, and reading it back through :mod:`stanhop.csvio`, gives it the
 same checks as a CSV (regular steps, numeric columns, empty cells) and leaves the run a copy
@@ -21,6 +22,37 @@ import pandas as pd
 from stanhop.errors import UserError, notice_to_stderr
 
 LONG_COLUMNS = ("unique_id", "ds", "y")
+MODEL_COLUMN = "STanHop"  # a long forecast's column, named after the model as neuralforecast names its own
+
+
+def is_long(frame) -> bool:
+    """Whether ``frame`` is a DataFrame in neuralforecast's long layout (unique_id, ds, y)."""
+    return isinstance(frame, pd.DataFrame) and set(LONG_COLUMNS) <= set(frame.columns)
+
+
+def to_long(table: pd.DataFrame, channels: list[str], ids: pd.DataFrame, *, levels: list[str] = (),
+            prediction: str = "", keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A wide forecast ``table`` (per channel ``<channel><prediction>``, its interval bounds
+    ``<channel>_lo<level>``/``_hi<level>`` for each label of ``levels`` ("80", "97.5"), and
+    ``<channel>_true`` where present) in the long layout of
+    ``ids``, the long frame it came from: unique_id (as that frame writes it), ds, the ``keep``
+    columns, y (the truth, where present), STanHop, STanHop-lo-80, STanHop-hi-80, …; series by
+    series, as neuralforecast orders its forecasts. ``ds`` is the table's ``timestamp`` column,
+    else its index."""
+    original = {str(u): u for u in pd.unique(ids["unique_id"])}
+    ds = table["timestamp"].to_numpy() if "timestamp" in table.columns else table.index.to_numpy()
+    parts = []
+    for name in channels:
+        part = {"unique_id": [original.get(name, name)] * len(table), "ds": ds,
+                **{key: table[key].to_numpy() for key in keep}}
+        if f"{name}_true" in table.columns:
+            part["y"] = table[f"{name}_true"].to_numpy()
+        part[MODEL_COLUMN] = table[f"{name}{prediction}"].to_numpy()
+        for level in levels:
+            for side in ("lo", "hi"):
+                part[f"{MODEL_COLUMN}-{side}-{level}"] = table[f"{name}_{side}{level}"].to_numpy()
+        parts.append(pd.DataFrame(part))
+    return pd.concat(parts, ignore_index=True)
 
 
 def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 
 from stanhop.config import apply_overrides, load_config
 from stanhop.errors import UserError
-from stanhop.frames import to_wide
+from stanhop.frames import to_long, to_wide
 from stanhop.runs import load_run
 from stanhop.workflow import train
 
@@ -75,8 +75,31 @@ def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, t
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form(run, etth1):
+def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_long(run, etth1):
+    """The same numbers as the wide form's, in neuralforecast's layout: a row per series and
+    step, series by series, the forecast in a column named after the model."""
     wide = etth1.iloc[3000:3300]
     long = wide.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
-    pd.testing.assert_frame_equal(run.forecast(long, horizon=10), run.forecast(wide, horizon=10), check_names=False)
-    assert run.backtest(long, stride=5).metrics == run.backtest(wide, stride=5).metrics
+    got, plain = run.forecast(long, horizon=10, intervals=[80]), run.forecast(wide, horizon=10, intervals=[80])
+    assert list(got.columns) == ["unique_id", "ds", "STanHop", "STanHop-lo-80", "STanHop-hi-80"]
+    assert list(pd.unique(got["unique_id"])) == list(run.data.columns) and len(got) == 10 * len(run.data.columns)
+    for name, one in got.groupby("unique_id", sort=False):
+        np.testing.assert_array_equal(one["ds"].to_numpy(), plain.index.to_numpy())
+        for column, wide_column in (("STanHop", name), ("STanHop-lo-80", f"{name}_lo80"), ("STanHop-hi-80", f"{name}_hi80")):
+            np.testing.assert_array_equal(one[column].to_numpy(), plain[wide_column].to_numpy())
+
+    long_backtest, wide_backtest = run.backtest(long, stride=5), run.backtest(wide, stride=5)
+    assert long_backtest.metrics == wide_backtest.metrics
+    table, reference = long_backtest.table, wide_backtest.table
+    assert list(table.columns) == ["unique_id", "ds", "window_start", "step", "y", "STanHop"]
+    ot = table[table["unique_id"] == "OT"]
+    np.testing.assert_array_equal(ot["ds"].to_numpy(), reference["timestamp"].to_numpy())
+    np.testing.assert_array_equal(ot["y"].to_numpy(), reference["OT_true"].to_numpy())
+    np.testing.assert_array_equal(ot["STanHop"].to_numpy(), reference["OT_pred"].to_numpy())
+
+
+def test_a_long_forecast_keeps_the_ids_as_the_frame_wrote_them():
+    table = pd.DataFrame({"1": [1.0, 2.0], "2": [3.0, 4.0]}, index=pd.date_range("2024-01-01", periods=2, freq="D"))
+    ids = pd.DataFrame({"unique_id": [1, 2], "ds": ["2023-12-31"] * 2, "y": [0.0, 0.0]})
+    got = to_long(table, ["1", "2"], ids)
+    assert got["unique_id"].tolist() == [1, 1, 2, 2] and got["STanHop"].tolist() == [1.0, 2.0, 3.0, 4.0]
