@@ -73,6 +73,13 @@ def describe(baselines: dict[str, dict[str, float]]) -> list[tuple[str, dict[str
     return [(labels[name], figures) for name, figures in baselines.items()]
 
 
+def better_than(mse: float, baselines: dict[str, dict[str, float]]) -> tuple[str, dict[str, float]] | None:
+    """(label, figures) of the baseline with the lowest MSE, where that is below the model's
+    ``mse``; None where the model beats every baseline."""
+    best = min(describe(baselines), key=lambda item: item[1]["mse"], default=None)
+    return best if best is not None and best[1]["mse"] < mse else None
+
+
 def skill(mse: float, baseline_mse: float) -> float:
     """1 - MSE / baseline MSE: the share of the baseline's squared error the model removes."""
     return 1.0 - mse / baseline_mse if baseline_mse > 0 else math.nan

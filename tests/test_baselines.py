@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from stanhop.baselines import naive_errors, season_of, skill
+from stanhop.baselines import better_than, naive_errors, season_of, skill
 
 
 def test_seasons_follow_the_data_step():
@@ -35,6 +35,14 @@ def test_a_seasonal_series_is_forecast_exactly_by_its_seasonal_naive():
     assert skill(0.25, 1.0) == pytest.approx(0.75)
 
 
+def test_better_than_names_the_best_baseline_below_the_model():
+    baselines = {"naive": {"mse": 1.2, "mae": 0.9}, "seasonal_naive": {"mse": 0.4, "mae": 0.5, "season": 24}}
+    assert better_than(0.3, baselines) is None
+    assert better_than(0.5, baselines) == ("seasonal naive (24 steps back)", baselines["seasonal_naive"])
+    assert better_than(2.0, {"naive": baselines["naive"]}) == ("naive (last value)", baselines["naive"])
+    assert better_than(2.0, {}) is None  # a run from before the yardsticks
+
+
 def test_evaluate_and_backtest_report_the_same_yardsticks_on_the_test_windows(run, run_dir, etth1):
     result = CliRunner().invoke(cli.cli, ["evaluate", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
@@ -49,3 +57,6 @@ def test_evaluate_and_backtest_report_the_same_yardsticks_on_the_test_windows(ru
     printed = CliRunner().invoke(cli.cli, ["evaluate", str(run_dir)])
     assert f"naive test MSE, last value     {baselines['naive']['mse']:.4f}" in printed.stdout
     assert f"naive test MSE, 24 steps back  {baselines['seasonal_naive']['mse']:.4f}" in printed.stdout
+    test_mse = json.loads(result.stdout)["test"]["mse"]
+    beaten = min(b["mse"] for b in baselines.values()) < test_mse
+    assert ("has a lower test MSE than the model" in printed.stderr) == beaten  # a notice only where one is lower
