@@ -39,7 +39,7 @@ from stanhop.errors import UserError, listing, notice_to_stderr
 
 FILLS = ("ffill", "interpolate")
 DEFAULT_MAX_CSV_BYTES = 2 * 1024**3
-_HEADER_LINES = 2  # row i of the frame is line i + 2 of the file
+FIRST_ROW_LINE = 2  # the file line of the frame's row 0: row i is line i + 2
 
 
 def load_series(
@@ -130,7 +130,7 @@ def infer_freq(index: pd.DatetimeIndex) -> str:
         return to_offset(usual).freqstr
     first = int(np.argmax((steps != usual).to_numpy()))
     raise UserError(
-        f"irregular time steps: line {first + 1 + _HEADER_LINES} ({index[first + 1]}) comes {steps[first]} after "
+        f"irregular time steps: line {first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes {steps[first]} after "
         f"the line before, but the usual step is {usual}; fill in the missing timestamps or resample the file"
     )
 
@@ -281,7 +281,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     name = text.name
     empty = text.isna().to_numpy()
     if empty.any():
-        line = int(np.argmax(empty)) + _HEADER_LINES
+        line = int(np.argmax(empty)) + FIRST_ROW_LINE
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
     try:
         dates = _to_datetime(text, dayfirst=bool(text.str.match(_DAY_DOT_MONTH).all()))
@@ -297,7 +297,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     if bad.any():
         row = int(np.argmax(bad))
         raise UserError(
-            f"{path}: line {row + _HEADER_LINES} has a date that cannot be read: {text.iloc[row]!r} in column '{name}' "
+            f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {text.iloc[row]!r} in column '{name}' "
             f"(expected e.g. 2016-07-01 00:00:00, one format for the whole column)"
         )
     index = pd.DatetimeIndex(dates, name=name)
@@ -342,7 +342,7 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.Dat
     gone = full.difference(frame.index)
     row = int(frame.index.searchsorted(gone[0])) - 1  # the last row before the first gap
     missing = (f"{len(gone)} timestamp(s) missing at the step '{full.freqstr}' "
-               f"(the first {gone[0]}, between lines {row + _HEADER_LINES} and {row + 1 + _HEADER_LINES})")
+               f"(the first {gone[0]}, between lines {row + FIRST_ROW_LINE} and {row + 1 + FIRST_ROW_LINE})")
     if not insert:
         raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "
                         "(CLI: --fill), or fix the file")
@@ -432,7 +432,7 @@ def _check_order(index: pd.DatetimeIndex, path: Path) -> None:
     if not wrong.any():
         return
     row = int(np.argmax(wrong)) + 1
-    line = row + _HEADER_LINES
+    line = row + FIRST_ROW_LINE
     if steps[row - 1] == np.timedelta64(0):
         raise UserError(f"{path}: line {line} repeats the date {index[row]} of the line before; each timestamp must appear once")
     raise UserError(f"{path}: dates are not in increasing order: line {line} ({index[row]}) comes after {index[row - 1]}; sort the file by date")
@@ -452,11 +452,11 @@ def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal:
             return None
         if bad.any():
             row = int(np.argmax(bad))
-            raise UserError(f"{path}: column '{name}' has a non-numeric value {text.iloc[row]!r} at line {row + _HEADER_LINES}")
+            raise UserError(f"{path}: column '{name}' has a non-numeric value {text.iloc[row]!r} at line {row + FIRST_ROW_LINE}")
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
         row = int(np.argmax(infinite))
-        raise UserError(f"{path}: column '{name}' has an infinite value at line {row + _HEADER_LINES}")
+        raise UserError(f"{path}: column '{name}' has an infinite value at line {row + FIRST_ROW_LINE}")
     return values.reset_index(drop=True)
 
 
@@ -464,5 +464,5 @@ def _describe_missing(frame: pd.DataFrame) -> str:
     empty = frame.isna().to_numpy()
     rows = np.flatnonzero(empty.any(axis=1))
     first_col = frame.columns[int(np.argmax(empty[rows[0]]))]
-    lines = ", ".join(str(r + _HEADER_LINES) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    lines = ", ".join(str(r + FIRST_ROW_LINE) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
     return f"{int(empty.sum())} empty cell(s), first in column '{first_col}', at line(s) {lines}"

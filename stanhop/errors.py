@@ -7,6 +7,7 @@ internal error (exit 1).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -40,14 +41,17 @@ def listing(items, most: int = 12) -> str:
     return f"{', '.join(first)}, …, {', '.join(last)} ({len(items)} in all)"
 
 
-_ALIASES: dict[str, str] = {}  # text of messages -> the name the user knows it by
+_ALIASES: dict[str, tuple[str, int | None]] = {}  # text of messages -> (the name the user knows it by, line of row 0)
 
 
 @contextmanager
-def known_as(text: str, name: str):
+def known_as(text: str, name: str, *, first_row_line: int | None = None):
     """Within the block, messages (notices and UserErrors leaving it) say ``name`` for ``text``:
-    a DataFrame written to a temporary CSV is "the DataFrame", not that file's path."""
-    _ALIASES[text] = name
+    a DataFrame written to a temporary CSV is "the DataFrame", not that file's path. With
+    ``first_row_line`` (the file line that holds the frame's row 0), such a message also names
+    rows by their position in the frame (pandas' iloc, from 0) instead of the file's lines,
+    and says ``name`` for "the file"."""
+    _ALIASES[text] = (name, first_row_line)
     try:
         yield
     except UserError as err:
@@ -57,9 +61,26 @@ def known_as(text: str, name: str):
 
 
 def aliased(message: str) -> str:
-    for text, name in sorted(_ALIASES.items(), key=lambda item: -len(item[0])):  # longest first
-        message = message.replace(text, name)
+    for text, (name, first_row_line) in sorted(_ALIASES.items(), key=lambda item: -len(item[0])):  # longest first
+        if text in message:
+            message = message.replace(text, name)
+            if first_row_line is not None:
+                message = _as_rows(message, first_row_line).replace("the file", name)
     return message
+
+
+_LINE_NUMBERS = re.compile(r"\b(line\(s\)|lines|line) (\d+(?:, \d+)*(?: and \d+\b(?! more))?)")
+
+
+def _as_rows(message: str, first_row_line: int) -> str:
+    """'line 7' -> 'position 5', 'between lines 101 and 102' -> 'between positions 99 and
+    100' for a file whose line 2 holds row 0: rows as pandas' iloc counts them."""
+
+    def positions(match: re.Match) -> str:
+        numbers = re.sub(r"\d+", lambda n: str(int(n.group()) - first_row_line), match.group(2))
+        return f"{match.group(1).replace('line', 'position')} {numbers}"
+
+    return _LINE_NUMBERS.sub(positions, message)
 
 
 def notice_to_stderr(message: str) -> None:

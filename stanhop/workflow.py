@@ -100,11 +100,13 @@ def staged_frame(frame, run_dir: Path, config: Config):
     training to read like any CSV (which moves it into the run once the data is accepted);
     on the way out remove a file the training did not take. Messages name the DataFrame,
     not the file."""
+    from stanhop.csvio import FIRST_ROW_LINE
     from stanhop.frames import write_frame
 
     staged = writable_folder(run_dir.parent, "--out") / f".{run_dir.name}.data.csv.tmp"
     try:
-        with known_as(str(staged.resolve()), "the DataFrame"), known_as(str(staged), "the DataFrame"):
+        with (known_as(str(staged.resolve()), "the DataFrame", first_row_line=FIRST_ROW_LINE),
+              known_as(str(staged), "the DataFrame", first_row_line=FIRST_ROW_LINE)):
             write_frame(frame, staged, config.data.date_column, config.data.fill)
             config.data.name = str(staged.resolve())
             yield staged

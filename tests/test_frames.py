@@ -64,6 +64,11 @@ def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, t
     with pytest.raises(UserError) as told:
         train(smoke(), tmp_path / "gap", frame=irregular, progress=False)
     assert "the DataFrame" in str(told.value) and ".tmp" not in str(told.value), told.value
+    assert "between positions 99 and 100" in str(told.value) and "line" not in str(told.value)  # as iloc counts
+    assert str(told.value).endswith("or fix the DataFrame")
+    backwards = etth1.iloc[:1200].iloc[::-1]
+    with pytest.raises(UserError, match=rf"position 1 \({backwards.index[1]}\) comes after .*; sort the DataFrame by date"):
+        train(smoke(), tmp_path / "backwards", frame=backwards, progress=False)
     texty = etth1.iloc[:1200].assign(station="north")
     train(smoke(), tmp_path / "texty", frame=texty, progress=False)
     assert "notice: the DataFrame: ignoring the text column(s) station" in capsys.readouterr().err
@@ -103,3 +108,12 @@ def test_a_long_forecast_keeps_the_ids_as_the_frame_wrote_them():
     ids = pd.DataFrame({"unique_id": [1, 2], "ds": ["2023-12-31"] * 2, "y": [0.0, 0.0]})
     got = to_long(table, ["1", "2"], ids)
     assert got["unique_id"].tolist() == [1, 1, 2, 2] and got["STanHop"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_file_lines_become_frame_positions_only_in_messages_about_the_frame():
+    from stanhop.errors import aliased, known_as
+
+    with known_as("/tmp/x.csv", "the DataFrame", first_row_line=2):
+        assert (aliased("/tmp/x.csv: empty cell(s) at line(s) 3, 9 and 12 more; fix the file")
+                == "the DataFrame: empty cell(s) at position(s) 1, 7 and 12 more; fix the DataFrame")
+        assert aliased("other.csv: line 9 is bad; fix the file") == "other.csv: line 9 is bad; fix the file"
