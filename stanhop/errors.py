@@ -83,6 +83,12 @@ def _as_rows(message: str, first_row_line: int) -> str:
     return _LINE_NUMBERS.sub(positions, message)
 
 
+def redrawn_bars() -> bool:
+    """Whether stderr shows progress bars as they are redrawn: a terminal or a Jupyter notebook,
+    not a log file (where each redraw would be a line of its own)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
     print(f"notice: {aliased(message)}", file=sys.stderr)

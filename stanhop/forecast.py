@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError, listing, notice_to_stderr, writable_folder
+from stanhop.errors import UserError, listing, notice_to_stderr, redrawn_bars, writable_folder
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
@@ -250,7 +250,8 @@ def window_forecasts(run, z: np.ndarray, starts: np.ndarray, horizon: int, batch
     from tqdm.auto import tqdm
 
     in_len = run.config.model.in_len
-    for first in tqdm(range(0, len(starts), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
+    bars = progress and redrawn_bars()
+    for first in tqdm(range(0, len(starts), batch_size), desc=desc, unit="batch", leave=False, disable=not bars):
         batch = starts[first : first + batch_size]  # (b,)
         rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)
         yield batch, rows, rollout(run, z[batch[:, None] + np.arange(in_len)], horizon)

@@ -12,6 +12,8 @@ batch's, while only one micro-batch's activations are kept at a time.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -25,7 +27,7 @@ from torch.nn import functional as F
 
 from stanhop.allocator import retain_freed_memory
 from stanhop.config import Config
-from stanhop.errors import UserError
+from stanhop.errors import UserError, redrawn_bars
 from stanhop.model import STanHopNet
 
 
@@ -151,6 +153,32 @@ class EpochTimer(Callback):
         self.seconds = float(state.get("seconds", 0.0))
 
 
+class EpochLines(Callback):
+    """One line per epoch on stderr, for a log file (errors.redrawn_bars false), where a progress
+    bar would write hundreds of redrawn lines: the epoch, the training loss, the validation
+    MSE, the best validation MSE so far and the epoch's seconds."""
+
+    def __init__(self):
+        self.started, self.best = time.perf_counter(), float("inf")
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.global_rank != 0:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if "train_loss_epoch" in metrics:
+            parts.append(f"train_loss {float(metrics['train_loss_epoch']):.4f}")
+        if "val_mse" in metrics:
+            earlier = [c.best_model_score for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+            self.best = min([self.best, float(metrics["val_mse"]), *(float(b) for b in earlier if b is not None)])
+            parts.append(f"val_mse {float(metrics['val_mse']):.4f} (best {self.best:.4f})")
+        parts.append(f"{time.perf_counter() - self.started:.0f} s")
+        print(", ".join(parts), file=sys.stderr, flush=True)
+
+
 def quiet_lightning() -> None:
     """Keep the terminal for the progress bar and our results: no tips, device banners or
     deprecation chatter from Lightning's own loggers (warnings about the user's setup stay)."""
@@ -161,6 +189,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # a small data set has fewer batches an epoch than log_every_n_steps: its epochs are still logged
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     # on --resume the run's log and checkpoint folders exist by design
     warnings.filterwarnings("ignore", message=r".*(Experiment logs|Checkpoint) directory .* exists and is not empty.*")
 
@@ -181,8 +211,9 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_mse", mode="min", save_last=True),
         *(extra_callbacks or []),
     ]
+    bars = progress and redrawn_bars()  # in a log file, a line per epoch instead of a redrawn bar
     if progress:
-        callbacks.append(TQDMProgressBar(leave=True))
+        callbacks.append(TQDMProgressBar(leave=True) if bars else EpochLines())
     quiet_lightning()
     return L.Trainer(
         default_root_dir=run_dir,
@@ -196,7 +227,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         limit_train_batches=batches_per_epoch(t.limit_train_batches),
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
         callbacks=callbacks,
-        enable_progress_bar=progress,
+        enable_progress_bar=bars,
         enable_model_summary=False,
         log_every_n_steps=10,
     )

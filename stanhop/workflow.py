@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, writable_folder
+from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
 from stanhop.runs import (
     METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
     write_json,
@@ -367,7 +367,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     from tqdm.auto import tqdm
 
     def bar(loader, what: str):
-        return tqdm(loader, desc=what, unit="batch", leave=False, disable=not progress)
+        return tqdm(loader, desc=what, unit="batch", leave=False, disable=not (progress and redrawn_bars()))
 
     test_loader, val_loader = dm.test_dataloader(), dm.val_dataloader()
     with OutlierMonitor(run.model) as monitor:  # the outlier statistics come from the test pass's activations

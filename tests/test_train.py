@@ -1,9 +1,11 @@
 """`stanhop train` / `stanhop evaluate` end to end on the smoke config, through the real CLI."""
 
 import csv
+import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -229,6 +231,15 @@ def test_train_says_where_the_run_is(tmp_path: Path, monkeypatch, fast_smoke_arg
     (run,) = (tmp_path / "runs").iterdir()  # runs/ETTh1-entmax-<time>, named when no --out is given
     assert run.name.startswith("ETTh1-entmax-") and (run / "model.safetensors").is_file()
     assert f"the run is in runs/{run.name}: stanhop plot runs/{run.name} draws its forecast" in result.stderr
+    # stderr is no terminal here (as a log file): a line per epoch, no redrawn progress bars
+    lines = re.findall(r"^epoch (\d+)/\d+, train_loss [\d.]+, val_mse ([\d.]+) \(best ([\d.]+)\), \d+ s$",
+                       result.stderr, flags=re.M)
+    with open(run / "logs" / "metrics.csv") as f:
+        logged = [float(row["val_mse"]) for row in csv.DictReader(f) if row.get("val_mse")]
+    assert [int(epoch) for epoch, _, _ in lines] == list(range(1, len(logged) + 1))
+    assert [float(v) for _, v, _ in lines] == pytest.approx(logged, abs=1e-4)
+    assert [float(b) for _, _, b in lines] == pytest.approx(list(itertools.accumulate(logged, min)), abs=1e-4)
+    assert "it/s" not in result.stderr and "batch/s" not in result.stderr
 
 
 def test_limit_train_batches_counts_batches_when_whole_and_shares_them_when_a_fraction(tmp_path: Path):
