@@ -479,10 +479,10 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     unique_id, ds, window_start, step, y, STanHop, …) and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
-                             notify=notify)
     from stanhop.intervals import parse_levels
 
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
+                             notify=notify)
     table = pd.concat(list(stream.chunks), ignore_index=True)
     table = _as_given(run, table, frame, parse_levels(intervals), prediction="_pred", keep=("window_start", "step"))
     return Backtest(table=table, metrics=stream.metrics())

@@ -34,11 +34,10 @@ def to_long(table: pd.DataFrame, channels: list[str], ids: pd.DataFrame, *, leve
             prediction: str = "", keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """A wide forecast ``table`` (per channel ``<channel><prediction>``, its interval bounds
     ``<channel>_lo<level>``/``_hi<level>`` for each label of ``levels`` ("80", "97.5"), and
-    ``<channel>_true`` where present) in the long layout of
-    ``ids``, the long frame it came from: unique_id (as that frame writes it), ds, the ``keep``
-    columns, y (the truth, where present), STanHop, STanHop-lo-80, STanHop-hi-80, …; series by
-    series, as neuralforecast orders its forecasts. ``ds`` is the table's ``timestamp`` column,
-    else its index."""
+    ``<channel>_true`` where present) in the long layout of ``ids``, the long frame it came
+    from: unique_id (as that frame writes it), ds, the ``keep`` columns, y (the truth, where
+    present), STanHop, STanHop-lo-80, STanHop-hi-80, …; series by series, as neuralforecast
+    orders its forecasts. ``ds`` is the table's ``timestamp`` column, else its index."""
     original = {str(u): u for u in pd.unique(ids["unique_id"])}
     ds = table["timestamp"].to_numpy() if "timestamp" in table.columns else table.index.to_numpy()
     parts = []
