@@ -12,6 +12,7 @@ batch's, while only one micro-batch's activations are kept at a time.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -153,6 +154,30 @@ class EpochTimer(Callback):
         self.seconds = float(state.get("seconds", 0.0))
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for a run folder that may have been moved or copied since its last
+    checkpoint: the paths the checkpoint recorded (its best, its last) are read as the same
+    files in this folder. Lightning would keep the best one's old path, so a resumed copy
+    would evaluate, and save as its weights, the original folder's best checkpoint (or fail
+    when that folder is gone)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            paths = {key: _moved(state_dict[key], old, new)
+                     for key in ("best_model_path", "kth_best_model_path", "last_model_path") if key in state_dict}
+            best_k = {_moved(path, old, new): score for path, score in state_dict.get("best_k_models", {}).items()}
+            state_dict = {**state_dict, **paths, "dirpath": new, "best_k_models": best_k}
+        super().load_state_dict(state_dict)
+
+
+def _moved(path: str, old: str, new: str) -> str:
+    """``path`` inside folder ``old`` as the same path inside ``new``; any other path as it is."""
+    if not path or os.path.commonpath([os.path.abspath(path), os.path.abspath(old)]) != os.path.abspath(old):
+        return path
+    return os.path.join(new, os.path.relpath(path, old))
+
+
 class EpochLines(Callback):
     """One line per epoch on stderr, for a log file (errors.redrawn_bars false), where a progress
     bar would write hundreds of redrawn lines: the epoch, the training loss, the validation
@@ -208,7 +233,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
     t = config.train
     callbacks: list[Callback] = [
         EarlyStopping(monitor="val_mse", mode="min", patience=t.patience),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_mse", mode="min", save_last=True),
+        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_mse", mode="min", save_last=True),
         *(extra_callbacks or []),
     ]
     bars = progress and redrawn_bars()  # in a log file, a line per epoch instead of a redrawn bar

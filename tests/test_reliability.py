@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,3 +190,25 @@ def test_ddp_on_two_cpu_processes_matches_a_single_process_run(tmp_path: Path):
     assert m_ddp["epochs"] == m_single["epochs"] == 2
     assert m_ddp["test"]["mse"] == pytest.approx(m_single["test"]["mse"], rel=0.25)
     assert val_epochs(tmp_path / "ddp") == [0, 1]
+
+
+def test_a_moved_run_resumes_from_its_own_checkpoints(tmp_path: Path, fast_smoke_args):
+    """Checkpoints record absolute paths; a run folder moved (or copied) since then must not
+    evaluate, or save as its weights, checkpoints of the folder it came from."""
+    from safetensors.torch import load_file
+
+    first = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args, "--max-epochs", "1",
+                                         "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # b, a copy; then a moves away
+    (tmp_path / "a").rename(tmp_path / "a-moved")
+    resumed = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "b"), "--max-epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "dirpath has changed" not in resumed.output
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    weights = load_file(str(tmp_path / "b" / "model.safetensors"))
+    again = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "b"), "--max-epochs", "1"])  # nothing to train
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["epochs"] == 2
+    kept = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(weights[k], kept[k]) for k in weights)
