@@ -395,7 +395,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     again (errors compound; a backtest with that horizon measures them).
     --backtest writes a long table (window_start, timestamp, step, <channel>_pred,
     <channel>_true) and prints MSE/MAE per channel and overall; with --output the metrics
-    also go to <output>.metrics.json.
+    also go to a JSON file beside it (bt.csv -> bt.metrics.json).
     """
     from stanhop.forecast import check_output, metrics_path, output_format
     from stanhop.intervals import parse_levels
@@ -409,9 +409,12 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     if output is None and fmt == "parquet" and not backtest:
         raise UserError("parquet is not for the terminal; give --output FILE.parquet")
     if output is not None:
-        check_output(output, force=force)
+        from stanhop.runs import own_files
+
+        kept = [*own_files(run), *([input_path] if input_path else [])]  # replaced by no --force
+        check_output(output, force=force, keep=kept)
         if backtest:
-            check_output(metrics_path(output), force=force)
+            check_output(metrics_path(output), force=force, keep=kept)
     from stanhop.errors import notice_to_stderr
     from stanhop.forecast import own_data, read_input, write_table
     from stanhop.runs import load_run

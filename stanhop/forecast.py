@@ -500,12 +500,16 @@ def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
     return "parquet" if path is not None and Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
 
 
-def check_output(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Refuse an existing file unless ``force``, a folder always, and a place where nothing can
-    be written; create missing parent folders."""
+def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse an existing file unless ``force``, a folder always, any of the files in ``keep``
+    (the input, a run's own files) even with ``force``, and a place where nothing can be
+    written; create missing parent folders."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name for the output")
+    if path.exists() and any(Path(kept).exists() and path.samefile(kept) for kept in keep):
+        raise UserError(f"--output {path} is one of the files this command reads (the input or the run's own); "
+                        f"write to another file, or it would replace your data")
     if path.exists() and not force:
         raise UserError(f"{path} already exists; choose another --output or pass --force to replace it")
     writable_folder(path.parent, "--output")

@@ -28,11 +28,14 @@ REMEDY = "prediction intervals are calibrated on the run's validation split: run
 
 
 def parse_levels(text: str | Iterable[float] | None) -> list[float]:
-    """'80,95' (or numbers) -> [80.0, 95.0]: distinct levels strictly between 0 and 100, sorted
-    (None or no numbers: none)."""
+    """'80,95' (or numbers, or one number) -> [80.0, 95.0]: distinct levels strictly between 0
+    and 100, sorted (None or no numbers: none)."""
     if text is None:
         return []
-    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    if isinstance(text, str):
+        items = [t.strip() for t in text.split(",")]
+    else:
+        items = list(text) if isinstance(text, Iterable) else [text]
     levels = []
     for item in items:
         try:

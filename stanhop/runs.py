@@ -166,6 +166,18 @@ class Run:
         return backtest(self, frame, **kwargs)
 
 
+def own_files(path: str | Path) -> list[Path]:
+    """The files of the run at ``path`` that a command must never replace: its own, and the
+    CSV its config reads (a registered data set's cached file is not listed)."""
+    path = Path(path)
+    files = [path / name for name in (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, "data.csv", "memory.json", "memory.safetensors")]
+    try:
+        data = str(load_config(path / CONFIG).data.name)
+    except UserError:  # no readable config: the command says so itself
+        return files
+    return files + ([Path(data)] if data.lower().endswith(".csv") else [])
+
+
 def build_model(config: Config):
     from stanhop.model import STanHopNet
 

@@ -23,6 +23,17 @@ def invoke(*args):
     return CliRunner().invoke(cli.cli, [str(a) for a in args])
 
 
+def test_force_never_replaces_the_input_or_the_runs_own_files(run_dir, etth1, tmp_path):
+    source = write_csv(etth1.iloc[1000:1100], tmp_path / "in.csv")
+    before = {path: path.read_bytes() for path in (source, run_dir / "metrics.json")}
+    for target, extra in ((source, ()), (run_dir / "metrics.json", ()), (source, ("--backtest",))):
+        result = invoke("forecast", run_dir, "--input", source, "--output", target, "--force", *extra)
+        assert result.exit_code == 2 and "is one of the files this command reads" in result.stderr, result.output
+    assert {path: path.read_bytes() for path in before} == before
+    moved = invoke("forecast", run_dir, "--input", source, "--output", tmp_path / "next.csv", "--force")
+    assert moved.exit_code == 0, moved.output  # another file: written
+
+
 def test_forecast_gives_out_len_hourly_rows_starting_one_hour_after_the_input(run, run_dir, etth1, tmp_path):
     cut = etth1.iloc[1000:1100]
     out = tmp_path / "pred.csv"

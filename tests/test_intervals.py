@@ -22,6 +22,7 @@ def invoke(*args):
 
 def test_levels_are_percentages_strictly_between_0_and_100():
     assert parse_levels("95, 80,80") == [80.0, 95.0] and parse_levels([97.5]) == [97.5] and parse_levels(None) == []
+    assert parse_levels(80) == [80.0] and parse_levels(97.5) == [97.5]  # one level, as a number
     for bad in ("0", "100", "-5", "eighty", "", "80,,95"):
         with pytest.raises(UserError, match="percentage|level"):
             parse_levels(bad)
