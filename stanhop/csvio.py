@@ -52,7 +52,8 @@ def load_series(
 
     The index is named by the date column, regular, strictly increasing; no cell is empty.
     """
-    return fill_missing(read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None), fill)
+    frame = read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
+    return fill_missing(frame, fill, name_or_path)
 
 
 def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None, *,
@@ -90,17 +91,24 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     return frame if _regular(index) else _with_missing_dates(frame, path, insert_missing_dates)
 
 
-def fill_missing(frame: pd.DataFrame, fill: str | None) -> pd.DataFrame:
-    """Reject empty cells naming their lines, or fill them by ``"ffill"`` / ``"interpolate"``."""
+def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data") -> pd.DataFrame:
+    """Reject empty cells naming their lines, or fill them by ``"ffill"`` / ``"interpolate"``
+    with a notice (once per file) of how many were filled in each column; ``source`` names the
+    file in both."""
     if fill not in (None, *FILLS):
         raise UserError(f"fill must be ffill or interpolate, got {fill!r}")
     if not frame.isna().any().any():
         return frame
     if fill is None:
-        raise UserError(f"{_describe_missing(frame)}; fill them with fill='ffill' or 'interpolate' (CLI: --fill) or fix the file")
+        raise UserError(f"{source}: {_describe_missing(frame)}; fill them with fill='ffill' or 'interpolate' "
+                        "(CLI: --fill) or fix the file")
     empty = [name for name in frame.columns if frame[name].isna().all()]
     if empty:
-        raise UserError(f"column(s) {listing(empty)} have no values at all; leave them out with columns=[...] (CLI: --columns)")
+        raise UserError(f"{source}: column(s) {listing(empty)} have no values at all; leave them out with "
+                        "columns=[...] (CLI: --columns)")
+    counts = {name: n for name, n in count_missing(frame).items() if n}
+    _tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
+               + listing([f"{name} {n} ({n / len(frame):.0%})" for name, n in counts.items()]))
     if fill == "ffill":
         return frame.ffill().bfill()
     return frame.interpolate(method="linear", limit_direction="both")

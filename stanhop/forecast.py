@@ -169,7 +169,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     if date_column in header:  # else the reader below says so, and how to name it (--date-column)
         require_file_channels(path, header, list(run.data.columns), date_column, notify)
     frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None)
-    frame = fill_missing(frame, fill) if fill else frame
+    frame = fill_missing(frame, fill, path) if fill else frame
     check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
 

@@ -151,7 +151,7 @@ def describe(
     """
     raw = csvio.read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
     missing = csvio.count_missing(raw)
-    frame = csvio.fill_missing(raw, fill)
+    frame = raw if fill is None else csvio.fill_missing(raw, fill, name_or_path)  # empty cells are counted, not refused
     freq = csvio.infer_freq(frame.index)
     borders = split_borders(len(frame), split, freq, in_len, out_len)
     counts = window_counts(borders, in_len, out_len)

@@ -69,7 +69,6 @@ BAD_INPUTS = [
     ("empty date", edit(BASE, 4, 0, ""), SMALL, {}, r"line 4 has no date"),
     ("non-numeric cell", edit(BASE, 6, 2, "abc"), SMALL, {}, r"column 'b' has a non-numeric value 'abc' at line 6"),
     ("infinite cell", edit(BASE, 7, 1, "inf"), SMALL, {}, r"column 'a' has an infinite value at line 7"),
-    ("empty cells", edit(edit(BASE, 3, 1, ""), 9, 2, ""), SMALL, {}, r"2 empty cell\(s\), first in column 'a', at line\(s\) 3, 9; fill them"),
     ("unsorted dates", swapped(BASE, 5), SMALL, {}, r"not in increasing order: line 5"),
     ("duplicate date", edit(BASE, 5, 0, BASE[3].split(",")[0]), SMALL, {}, r"line 5 repeats the date 2020-01-01 02:00:00"),
     ("missing timestamp", BASE[:10] + BASE[11:], SMALL, {},
@@ -323,12 +322,15 @@ def test_missing_timestamps_are_inserted_and_filled_when_asked(tmp_path, capsys,
         load_series(write(tmp_path, off_step, "off.csv"), fill=fill)
 
 
-def test_fill_ffill_and_interpolate(tmp_path):
+def test_fill_ffill_and_interpolate(tmp_path, capsys):
     lines = edit(edit(edit(csv_lines(8), 2, 1, ""), 5, 1, ""), 6, 1, "")  # a: rows 0, 3, 4 empty
     path = write(tmp_path, lines)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: 3 empty cell\(s\), first in column 'a'"):
+        load_series(path)  # the message names the file
     exact = load_series(write(tmp_path, csv_lines(8), "full.csv"))["a"].to_numpy()
     ffill = load_series(path, fill="ffill")["a"].to_numpy()
     assert ffill[0] == exact[1] and ffill[3] == ffill[4] == exact[2]  # leading gap takes the first value
+    assert f"notice: {path}: 3 empty cell(s) filled by ffill: a 3 (38%)" in capsys.readouterr().err  # not silently
     linear = load_series(path, fill="interpolate")["a"].to_numpy()
     assert linear[3] == pytest.approx(exact[2] + (exact[5] - exact[2]) / 3) and linear[0] == exact[1]
     assert not np.isnan(linear).any() and np.array_equal(linear[[1, 2, 5, 6, 7]], exact[[1, 2, 5, 6, 7]])
@@ -342,6 +344,18 @@ def test_describe_counts_missing_before_filling(tmp_path):
     assert info["missing"] == 2 and info["missing_by_column"] == {"a": 0, "b": 2}
     result = CliRunner().invoke(cli, ["data", "describe", str(path), "--fill", "ffill", *SMALL])
     assert result.exit_code == 0 and "missing   2 (b 2; before --fill)" in result.stdout
+    unfilled = CliRunner().invoke(cli, ["data", "describe", str(path), *SMALL])  # described, not refused
+    assert unfilled.exit_code == 0, unfilled.output
+    assert "missing   2 (b 2; train, forecast and plot need --fill ffill or --fill interpolate)" in unfilled.stdout
+
+
+def test_empty_cells_are_refused_by_train_naming_the_file_and_lines(tmp_path):
+    path = write(tmp_path, edit(edit(BASE, 3, 1, ""), 9, 2, ""), "holes.csv")
+    result = CliRunner().invoke(cli, ["train", "--data", str(path), *SMALL, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.stderr.splitlines() == [
+        f"error: {path}: 2 empty cell(s), first in column 'a', at line(s) 3, 9; fill them with fill='ffill' or "
+        "'interpolate' (CLI: --fill) or fix the file"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_column_without_any_value_cannot_be_filled(tmp_path):
