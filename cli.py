@@ -22,6 +22,9 @@ from stanhop.errors import Terminated, UserError
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: a bare group shows its help
+
+
 class StanhopGroup(click.Group):
     """A click group that turns exceptions into one-line messages and exit codes."""
 
@@ -29,6 +32,12 @@ class StanhopGroup(click.Group):
         debug = ctx.params.get("debug", False) or ctx.obj == "debug"
         try:
             return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:  # a bare group: its help, as click shows it
+            raise
+        except click.UsageError as err:  # an unknown command or option, a bad option value: one line, as any mistake
+            command = ctx.command_path + (f" {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "")
+            _tell_usage_error(err, err.ctx.command_path if err.ctx is not None and err.ctx is not ctx else command)
+            ctx.exit(2)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except UserError as err:
@@ -48,6 +57,22 @@ class StanhopGroup(click.Group):
             else:
                 click.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:
+            if parent is not None or isinstance(err, _NO_ARGS_IS_HELP):  # a subgroup's: its parent's invoke tells it
+                raise
+            _tell_usage_error(err, info_name or "stanhop")  # the top level's own options (stanhop --bogus)
+            raise click.exceptions.Exit(2) from None
+
+
+def _tell_usage_error(err: click.UsageError, command: str) -> None:
+    """click's usage error as one line on stderr, pointing to the command's help."""
+    message = err.format_message().rstrip(".")
+    click.echo(f"error: {message[:1].lower()}{message[1:]} (see '{command} --help')", err=True)
 
 
 def _silence_stdout() -> None:

@@ -46,7 +46,7 @@ CASES = [
 
 
 def run_cli(*args: str, env: dict | None = None):
-    return CliRunner().invoke(cli.cli, list(args), env=env)
+    return CliRunner().invoke(cli.cli, list(args), env=env, prog_name="stanhop")
 
 
 def assert_one_line_usage_error(result, fragment: str) -> None:
@@ -126,9 +126,20 @@ def test_asking_for_a_gpu_on_a_machine_without_one(tmp_path: Path):
     assert not out.exists()  # refused before any work
 
 
-def test_unknown_separation_option_is_a_usage_error():
-    result = run_cli("train", "--separation", "hopfieldmax")
-    assert result.exit_code == 2 and "Invalid value for '--separation'" in result.output
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--separation", "hopfieldmax"], "invalid value for '--separation': 'hopfieldmax' is not one of"),
+    (["forecast", "run", "--horizon", "0"], "invalid value for '--horizon': 0 is not in the range x>=1 "
+                                             "(see 'stanhop forecast --help')"),
+    (["forecast"], "missing argument 'RUN' (see 'stanhop forecast --help')"),
+    (["train", "--out"], "option '--out' requires an argument (see 'stanhop train --help')"),
+    (["trian"], "no such command 'trian'. Did you mean 'train'? (see 'stanhop --help')"),
+    (["data", "describ"], "(see 'stanhop data --help')"),
+    (["--bogus"], "no such option '--bogus' (see 'stanhop --help')"),
+])
+def test_a_mistyped_command_line_is_one_line_too(args, fragment):
+    """click's usage errors (unknown command or option, a bad value, a missing argument) in
+    stanhop's one-line form, not a usage block and a capitalised Error:."""
+    assert_one_line_usage_error(run_cli(*args), fragment)
 
 
 def test_in_len_not_a_multiple_of_seg_len_is_padded_not_refused(tmp_path: Path):
