@@ -204,7 +204,7 @@ def _print_memory(memory: dict) -> None:
 
 
 _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start": "β₀ at the start {:.4g}",
-                    "tune_epochs": "{} epochs", "tune_loss": "final loss {:.4f}", "seconds": "{} s"}
+                    "tune_epochs": "tune epochs {}", "tune_loss": "final loss {:.4f}", "seconds": "{} s"}
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop train --config configs/etth1-h24.yaml --separation softmax1 --out runs/h24-softmax1")

@@ -70,7 +70,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         mem.csv = None
     config.validate()
     check_memory_config(config)
-    dm = run_data_module(run)
+    dm = run_data_module(run, "put it back there: a memory is taken from, and tuned on, the run's own training rows")
     rows, first_row = _memory_rows(config, dm)
     memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
                              seed=config.train.seed, first_row=first_row)

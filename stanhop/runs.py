@@ -148,6 +148,11 @@ class Run:
     data: DataInfo
     model: Any
 
+    def __repr__(self) -> str:  # not the dataclass's, which would print every module of the model
+        m = self.config.model
+        return (f"Run({str(self.path)!r}: {m.separation}, {len(self.data.columns)} series of {self.config.data.name}, "
+                f"in_len {m.in_len}, out_len {m.out_len})")
+
     @property
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
@@ -189,7 +194,9 @@ def load_run(path: str | Path) -> Run:
     path = check_run_dir(path)
     for name in (CONFIG, SCALER, WEIGHTS):
         if not (path / name).is_file():
-            raise UserError(f"run {path} is incomplete: {name} is missing (did its training finish?)")
+            unfinished = (path / "checkpoints" / "last.ckpt").is_file() and name == WEIGHTS
+            remedy = f"its training stopped early: stanhop train --resume {path}" if unfinished else "did its training finish?"
+            raise UserError(f"run {path} is incomplete: {name} is missing ({remedy})")
     config = load_config(path / CONFIG)
     data = DataInfo.from_dict(read_json(path / SCALER))
     model = build_model(config)

@@ -46,13 +46,14 @@ def make_data_module(config: Config, scaler=None):
     return dm
 
 
-def run_data_module(run):
+def run_data_module(run, remedy: str = "evaluate can read a copy with --data"):
     """The data module of a finished run's config (as the caller may have edited it: another
-    data file or split), with the run's columns and its own scaler, never one fit anew."""
+    data file or split), with the run's columns and its own scaler, never one fit anew;
+    ``remedy``: what the command can do when the data file is gone."""
     from stanhop.data import Scaler
     from stanhop.datasets import check_run_file
 
-    check_run_file(str(run.config.data.name), "evaluate can read a copy with --data")
+    check_run_file(str(run.config.data.name), remedy)
     run.config.data.columns = list(run.data.columns)
     return make_data_module(run.config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
 

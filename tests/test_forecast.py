@@ -322,3 +322,16 @@ def test_a_backtest_of_many_series_shows_the_first_and_last_few_and_where_the_re
     saved = invoke("forecast", str(tmp_path / "run"), "--input", str(path), "--backtest", "--output", str(tmp_path / "bt.csv"))
     assert f"… 8 more channels ({tmp_path / 'bt.metrics.json'} has them all)" in saved.stdout
     assert len(json.loads((tmp_path / "bt.metrics.json").read_text())["per_channel"]) == 15
+
+
+def test_a_run_without_weights_but_with_a_checkpoint_points_to_resume(run, run_dir, tmp_path):
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped)
+    (stopped / "model.safetensors").unlink()  # as a training stopped before its end leaves it
+    result = invoke("forecast", stopped)
+    assert result.exit_code == 2
+    assert f"model.safetensors is missing (its training stopped early: stanhop train --resume {stopped})" in result.stderr
+    shown = repr(run)  # a line that says what the run is, not its modules
+    assert shown.startswith(f"Run({str(run_dir)!r}: ") and "out_len" in shown and "Linear" not in shown

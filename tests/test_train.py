@@ -102,6 +102,9 @@ def test_a_run_finds_its_csv_from_any_folder(tmp_path: Path, monkeypatch):
     gone = CliRunner().invoke(cli.cli, ["evaluate", str(run)])
     assert gone.exit_code == 2
     assert f"the run's data file {tmp_path / 'work' / 'mine.csv'} is not found (moved or deleted?)" in gone.stderr
+    assert "evaluate can read a copy with --data" in gone.stderr
+    untuned = CliRunner().invoke(cli.cli, ["tune", str(run)])  # tune has no --data: its own remedy
+    assert untuned.exit_code == 2 and "put it back there" in untuned.stderr and "--data" not in untuned.stderr
     assert CliRunner().invoke(cli.cli, ["evaluate", str(run), "--data", str(tmp_path / "moved.csv")]).exit_code == 0
     # the same rows at another path: the run's own windows, so metrics.json takes the new path
     assert json.loads((run / "metrics.json").read_text())["data"] == str(tmp_path / "moved.csv")
