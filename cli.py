@@ -280,6 +280,12 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
 
             own = check_run_dir(init_from) / CONFIG
             config_path = own if own.is_file() else None  # else the training says what is missing
+        elif init_from is not None:
+            from stanhop.errors import notice_to_stderr
+
+            notice_to_stderr(f"--config {config_path} stands in for {init_from}'s config: its data, split and training "
+                             f"settings are used, and its model settings must be {init_from}'s; only the weights come "
+                             f"from {init_from}")
         config = _build_config(config_path, chosen + list(overrides))
         if config.memory.kind is None and (memory_size is not None or memory_strategy is not None):
             raise UserError("--memory-size and --memory-strategy choose a memory plugin's windows: "

@@ -154,6 +154,10 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
     _check_size(path)
     _check_text(path)
     dialect = _dialect(path)
+    names = [str(n) for n in _read(path, dialect, header=None, nrows=1).iloc[0] if not pd.isna(n)]  # as written
+    if repeated := sorted({n for n in names if names.count(n) > 1}):  # pandas would rename them silently (name.1)
+        raise UserError(f"{path}: the header names column(s) {listing(repr(n) for n in repeated)} more than once; give each column "
+                        f"its own name")
     return _read(path, dialect, nrows=0).columns, dialect
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stanhop.errors import UserError, notice_to_stderr
+from stanhop.errors import UserError, listing, notice_to_stderr
 
 LONG_COLUMNS = ("unique_id", "ds", "y")
 MODEL_COLUMN = "STanHop"  # a long forecast's column, named after the model as neuralforecast names its own
@@ -67,7 +67,10 @@ def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
                             f"({first['unique_id']}, {first['ds']}); keep one row per series and timestamp")
         wide = frame.pivot(index="ds", columns="unique_id", values="y")
         wide.columns = [str(c) for c in wide.columns]
-        notice_to_stderr(f"the long DataFrame (unique_id, ds, y) is read as {wide.shape[1]} series, one column each")
+        others = [str(c) for c in frame.columns if c not in LONG_COLUMNS]
+        notice_to_stderr(f"the long DataFrame (unique_id, ds, y) is read as {wide.shape[1]} series, one column each"
+                         + (f"; its other column(s) {listing(others)} are not used (STanHop-Net forecasts the series "
+                            f"from their own past)" if others else ""))
         return wide.rename_axis(date_column).reset_index()
     if isinstance(frame.index, pd.DatetimeIndex):
         if date_column in frame.columns:
@@ -89,7 +92,7 @@ def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: s
         row, col = (int(v[0]) for v in empty.nonzero())
         raise UserError(f"the DataFrame has {int(empty.sum())} empty (NaN) cell(s), the first in column "
                         f"'{numbers.columns[col]}' at {wide[date_column].iloc[row]}; fill them (data.fill='ffill' "
-                        f"or 'interpolate') or drop those rows")
+                        f"or 'interpolate'), or, where series start or end at other dates, keep the dates they share")
     path = Path(path)
     wide.to_csv(path, index=False)
     return path

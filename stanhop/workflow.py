@@ -376,7 +376,12 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     outliers = monitor.summary()
     val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
     baselines = test_baselines(dm, config.model.in_len, config.model.out_len)
-    previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
+    try:
+        previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
+    except UserError as err:  # damaged (cut short, edited): measured anew; the file is kept aside, not replaced
+        previous, unreadable = {}, err
+    else:
+        unreadable = None
     own = same_windows(run, dm) if run.data.borders else data is None and split is None
     if not own:  # keep what describes the model; what was measured on the run's own windows does not apply
         plugin = {k: v for k, v in previous.get("memory", {}).items() if not k.startswith("val_")}
@@ -403,6 +408,10 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if quantize is not None:
         metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, test["mse"], act_range, quantize)
     if own:
+        if unreadable is not None:
+            kept = (run.path / METRICS).rename(run.path / f"{METRICS}.unreadable")
+            notice_to_stderr(f"{unreadable}; it is kept as {kept} and {METRICS} is written anew (the training's "
+                             "facts it held, such as epochs, are not in the new one)")
         write_json(run.path / METRICS, metrics)
     else:
         notice_to_stderr(f"{run.path / METRICS} is unchanged: it keeps the figures of the run's own data and split; "

@@ -67,6 +67,8 @@ BAD_INPUTS = [
     ("binary garbage", bytes(range(256)) * 8, SMALL, {}, r"not UTF-8 text"),
     ("unparsable date", edit(BASE, 5, 0, "2020-13-45 00:00:00"), SMALL, {}, r"line 5 has a date that cannot be read: '2020-13-45 00:00:00'"),
     ("empty date", edit(BASE, 4, 0, ""), SMALL, {}, r"line 4 has no date"),
+    ("repeated column name", [BASE[0] + ",b"] + [line + ",1" for line in BASE[1:]], SMALL, {},
+     r"the header names column\(s\) 'b' more than once; give each column its own name"),
     ("non-numeric cell", edit(BASE, 6, 2, "abc"), SMALL, {}, r"column 'b' has a non-numeric value 'abc' at line 6"),
     ("infinite cell", edit(BASE, 7, 1, "inf"), SMALL, {}, r"column 'a' has an infinite value at line 7"),
     ("unsorted dates", swapped(BASE, 5), SMALL, {}, r"not in increasing order: line 5"),

@@ -43,6 +43,11 @@ def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsy
     wide = to_wide(long.sample(frac=1.0, random_state=0), "date").set_index("date")  # row order does not matter
     pd.testing.assert_frame_equal(wide, frame[sorted(frame.columns)], check_names=False, check_freq=False)
     assert "read as 3 series" in capsys.readouterr().err
+    to_wide(long.assign(price=1.0), "date")  # an exogenous column is not used, and the user is told
+    assert "its other column(s) price are not used" in capsys.readouterr().err
+    ragged = long[~((long["unique_id"] == "HUFL") & (long["ds"] < frame.index[5]))]  # HUFL starts 5 steps later
+    with pytest.raises(UserError, match=r"has 5 empty \(NaN\) cell\(s\), the first in column 'HUFL'.*keep the dates they share"):
+        train(smoke(), tmp_path / "ragged", frame=ragged, progress=False)
     metrics = train(smoke(), tmp_path / "long", frame=long, progress=False)
     assert load_run(tmp_path / "long").config.model.n_series == 3 and np.isfinite(metrics["test"]["mse"])
     repeated = pd.concat([long, long.iloc[:1]])

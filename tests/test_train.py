@@ -193,6 +193,20 @@ def test_evaluate_recomputes_the_same_metrics(smoke_run: Path):
     assert "test MSE" in result.output
 
 
+def test_evaluate_measures_anew_over_a_damaged_metrics_file_and_keeps_it(smoke_run: Path, tmp_path: Path):
+    import shutil
+
+    run = shutil.copytree(smoke_run, tmp_path / "run")
+    before = json.loads((run / "metrics.json").read_text())
+    damaged = (run / "metrics.json").read_text()[:40]  # cut short, as by a full disk
+    (run / "metrics.json").write_text(damaged)
+    result = CliRunner().invoke(cli.cli, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    assert f"it is kept as {run / 'metrics.json.unreadable'}" in result.stderr
+    assert (run / "metrics.json.unreadable").read_text() == damaged
+    assert json.loads((run / "metrics.json").read_text())["test"]["mse"] == pytest.approx(before["test"]["mse"], rel=1e-6)
+
+
 def test_a_second_run_into_an_existing_directory_is_refused_without_force(smoke_run: Path):
     before = (smoke_run / "model.safetensors").read_bytes()
     result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(smoke_run)])
@@ -308,3 +322,6 @@ def test_init_from_refuses_another_model_other_channels_and_its_own_folder(run_d
     assert not any((tmp_path / name).exists() for name in ("a", "b"))
     gone = CliRunner().invoke(cli.cli, ["train", "--init-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")])
     assert gone.exit_code == 2 and "nowhere" in gone.stderr and "Traceback" not in gone.output
+    quick = str(ROOT / "configs" / "quick.yaml")  # another model's config: told whose settings are used, then refused
+    mixed = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--config", quick, "--out", str(tmp_path / "d")])
+    assert f"--config {quick} stands in for {run_dir}'s config" in mixed.stderr and mixed.exit_code == 2
