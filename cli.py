@@ -58,7 +58,6 @@ class StanhopGroup(click.Group):
                 click.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
 
-
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
@@ -127,9 +126,8 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     click.echo(f"freq      {info['freq']}")
     click.echo(f"dates     {info['start']} .. {info['end']}")
     by_column = listing(f"{k} {v}" for k, v in info["missing_by_column"].items() if v)
-    if by_column and not fill:
-        by_column += "; train, forecast and plot need --fill ffill or --fill interpolate"
-    click.echo(f"missing   {info['missing']}" + (f" ({by_column}{'; before --fill' if fill else ''})" if by_column else ""))
+    note = "before --fill" if fill else "train, forecast and plot need --fill ffill or --fill interpolate"
+    click.echo(f"missing   {info['missing']}" + (f" ({by_column}; {note})" if by_column else ""))
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
     for part, s in info["split"].items():
         click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {s['rows']} rows  {s['windows']} windows")
