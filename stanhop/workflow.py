@@ -382,6 +382,8 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         previous, unreadable = {}, err
     else:
         unreadable = None
+    if facts is not None:  # called after training or tuning: the model changed, so its W8A8 figures are stale
+        previous.pop("quantized", None)
     own = same_windows(run, dm) if run.data.borders else data is None and split is None
     if not own:  # keep what describes the model; what was measured on the run's own windows does not apply
         plugin = {k: v for k, v in previous.get("memory", {}).items() if not k.startswith("val_")}

@@ -73,8 +73,11 @@ def test_train_with_plug_and_play_reports_both_side_by_side_and_reloads(plug_run
 
 
 def test_tune_replaces_the_memory_with_tune_and_play(plug_run):
+    quantized = invoke("evaluate", str(plug_run), "--quantize", "w8a8")
+    assert quantized.exit_code == 0 and "quantized" in json.loads((plug_run / "metrics.json").read_text())
     result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "12", "--memory-strategy", "random")
     assert result.exit_code == 0, result.output
+    assert "quantized" not in json.loads((plug_run / "metrics.json").read_text())  # the old model's W8A8, gone
     memory = json.loads((plug_run / "metrics.json").read_text())["memory"]
     assert_printed_beside_each_other(result.output, memory)
     assert "tune: 12 windows (random)" in result.output and f"final loss {memory['tune_loss']:.4f}" in result.output
