@@ -68,7 +68,7 @@ class MemoryConfig:
 class TrainConfig:
     lr: float = 1e-4
     batch_size: int = 512
-    micro_batch_size: int | None = None  # windows per forward/backward pass (None: the whole batch); same gradient, less memory
+    micro_batch_size: int | None = 64  # windows per forward/backward pass (None: the whole batch); less memory, the batch's gradient (dropout: other mask draws)
     max_epochs: int = 100
     patience: int = 5  # early stopping on validation MSE
     lr_halving_epochs: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10])

@@ -233,6 +233,10 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
         hint = ""
         if len(names) == 1 and "|" in names[0]:
             hint = "; the file seems not to be comma-separated: save it with ',' (or ';') between values"
+        elif {"unique_id", "ds", "y"} <= set(names):  # neuralforecast's long layout: the pivot, not --date-column ds
+            hint = ("; it is in long format, one row per series and timestamp (neuralforecast's unique_id, ds, y); "
+                    "stanhop needs one column per series: pivot it, e.g. with pandas "
+                    "df.pivot(index='ds', columns='unique_id', values='y')")
         elif names and _UNNAMED.fullmatch(names[0]):
             hint = (f"; its first column has no name in the header (an index pandas wrote?): name it '{date_column}' "
                     f"there (pandas: df.to_csv(path, index_label='{date_column}'))")
@@ -295,8 +299,9 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     if empty.any():
         line = int(np.argmax(empty)) + FIRST_ROW_LINE
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
+    day_dot_month = bool(text.str.match(_DAY_DOT_MONTH).all())  # 01.07.2016: pandas alone reads it month first
     try:
-        dates = _to_datetime(text, dayfirst=bool(text.str.match(_DAY_DOT_MONTH).all()))
+        dates = _to_datetime(text, dayfirst=day_dot_month)
         if dates.dtype == object:  # pandas 2.x returned mixed offsets as objects (with a FutureWarning)
             raise ValueError("Mixed timezones detected")
     except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
@@ -305,6 +310,8 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
         dates = _on_one_clock(text, path)
     else:
         dates = _another_reading_if_only_that_fits(text, dates, path)
+        if day_dot_month and not dates.isna().any():
+            _tell_read_as(text, dates, path, "day first (day.month.year)")
     bad = dates.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
@@ -391,11 +398,16 @@ def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: 
         return dates
     for how, other in _other_readings(text):
         if _fits(other, path):
-            last = other.iloc[-1]
-            shown = f"{last:%d %B %Y}" if last == last.normalize() else f"{last:%d %B %Y %H:%M}"
-            _tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {shown})")
+            _tell_read_as(text, other, path, how)
             return other
     return dates  # the caller says what is wrong with them
+
+
+def _tell_read_as(text: pd.Series, dates: pd.Series, path: Path, how: str) -> None:
+    """Tell the user once how the date column was read, with its last date spelt out."""
+    last = dates.iloc[-1]
+    shown = f"{last:%d %B %Y}" if last == last.normalize() else f"{last:%d %B %Y %H:%M}"
+    _tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {shown})")
 
 
 def _other_readings(text: pd.Series):

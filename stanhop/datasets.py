@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, notice_to_stderr
 
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 16
@@ -109,7 +109,27 @@ def resolve(name_or_path: str | os.PathLike, *, timeout: float = DOWNLOAD_TIMEOU
     info = lookup(text)
     if info is None:
         raise UserError(f"unknown data set '{text}'; known: {', '.join(known_names())} (or give the path of a CSV file)")
-    return local_copy(info.name) or download(info, cache_dir() / f"{info.name}.csv", timeout=timeout)
+    path = local_copy(info.name)
+    if path is None:
+        return download(info, cache_dir() / f"{info.name}.csv", timeout=timeout)
+    _check_copy(path, info)
+    return path
+
+
+_CHECKED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of local copies already hashed in this process
+
+
+def _check_copy(path: Path, info: DatasetInfo) -> None:
+    """Say once (a notice, not an error: a user may mean to use an edited copy) when a local
+    copy of a registered data set is not the original file."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    _CHECKED.add(key)
+    if (digest := sha256_of(path)) != info.sha256:
+        notice_to_stderr(f"{path} is not the original {info.name} (sha256 {digest[:12]}…, expected {info.sha256[:12]}…): "
+                         f"figures from it will not match the papers'; for the original, {how_to_provide(info)}")
 
 
 def local_copy(name: str) -> Path | None:

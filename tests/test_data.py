@@ -219,7 +219,10 @@ def test_a_spreadsheet_export_with_semicolons_or_tabs_and_decimal_commas_reads_a
     lines = csv_lines(40, freq="D")  # 40 days: read month first, 01.02.2020 would be 2 January
     exported = write(tmp_path, _spreadsheet_export(lines, sep, date_format), "export.csv")
     assert load_series(exported).equals(load_series(write(tmp_path, lines)))
-    assert told in capsys.readouterr().err  # said, so a wrong guess shows
+    err = capsys.readouterr().err
+    assert told in err  # said, so a wrong guess shows
+    if date_format:  # day.month.year, which pandas alone reads month first
+        assert "are read day first (day.month.year) (09.02.2020 00:00 is 09 February 2020)" in err
     with_points = write(tmp_path, [line.replace(",", sep) for line in lines], "points.csv")
     assert load_series(with_points).equals(load_series(write(tmp_path, lines)))
 
@@ -268,6 +271,8 @@ def test_a_file_in_long_format_is_refused_with_how_to_pivot_it(tmp_path):
         load_series(path, date_column="ds")
     with pytest.raises(UserError, match="one row per series and timestamp"):  # not "unknown column(s) a"
         load_series(path, date_column="ds", columns=["a"])
+    with pytest.raises(UserError, match=r"no date column 'date' .*long format.* df.pivot\(index='ds', columns='unique_id'"):
+        load_series(path)  # the default date column: told to pivot, not only to name the column
     long.pivot(index="ds", columns="unique_id", values="y").to_csv(path)  # as the message says
     assert load_series(path, date_column="ds").to_numpy().tolist() == wide[["a", "b"]].to_numpy().tolist()
     with pytest.raises(UserError, match="repeats the date"):  # repeated dates with no series column: as before

@@ -118,6 +118,18 @@ def test_data_dir_comes_before_the_cache(dirs, monkeypatch):
     assert datasets.resolve("Toy") == data / "Toy.csv"
 
 
+def test_a_local_copy_that_is_not_the_original_is_told_once(dirs, monkeypatch, capsys):
+    _, data = dirs
+    register(monkeypatch, f"http://127.0.0.1:{closed_port()}/Toy.csv")
+    (data / "Toy.csv").write_bytes(CSV)
+    assert datasets.resolve("Toy") == data / "Toy.csv" and capsys.readouterr().err == ""  # the original: silent
+    (data / "Toy.csv").write_bytes(CSV[: len(CSV) // 2])  # cut short, as a hand-made extract
+    assert datasets.resolve("Toy") == data / "Toy.csv" and datasets.resolve("Toy") == data / "Toy.csv"
+    told = capsys.readouterr().err
+    assert told.count(f"notice: {data / 'Toy.csv'} is not the original Toy (sha256 ") == 1  # used, and said once
+    assert "figures from it will not match the papers'" in told
+
+
 def test_local_copy_looks_where_resolve_does_but_never_downloads(server, dirs, monkeypatch):
     cache, data = dirs
     register(monkeypatch, f"{server}/Toy.csv")

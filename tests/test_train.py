@@ -325,3 +325,10 @@ def test_init_from_refuses_another_model_other_channels_and_its_own_folder(run_d
     quick = str(ROOT / "configs" / "quick.yaml")  # another model's config: told whose settings are used, then refused
     mixed = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--config", quick, "--out", str(tmp_path / "d")])
     assert f"--config {quick} stands in for {run_dir}'s config" in mixed.stderr and mixed.exit_code == 2
+
+
+def test_the_built_in_default_is_configs_etth1_yaml():
+    """train without --config uses "configs/etth1.yaml's settings built in", as its help says."""
+    from stanhop.config import Config, load_config
+
+    assert Config() == load_config(ROOT / "configs" / "etth1.yaml")
