@@ -31,12 +31,27 @@ def check_memory_config(config: Config) -> None:
         raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE")
 
 
-def check_memory_csv(config: Config, channels: list[str]) -> None:
-    """A memory CSV (strategy csv) holds the run's date column and ``channels``, by its header."""
-    from stanhop.forecast import check_csv_header
+def memory_frame(config: Config, channels: list[str], freq: str):
+    """The memory CSV's rows (strategy csv; None for the others), read and checked as the run's
+    own data is: the run's date column and ``channels``, no empty cell (unless data.fill), the
+    run's time step ``freq``, and at least one window of in_len + out_len rows. Called before
+    any training, so that a bad file cannot leave a trained run without its memory."""
+    from stanhop.csvio import infer_freq, load_series
+    from stanhop.forecast import check_csv_header, same_freq
 
-    if config.memory.kind is not None and config.memory.strategy == "csv":
-        check_csv_header(config.memory.csv, list(channels), config.data.date_column)
+    mem, m = config.memory, config.model
+    if mem.kind is None or mem.strategy != "csv":
+        return None
+    check_csv_header(mem.csv, list(channels), config.data.date_column)
+    frame = load_series(mem.csv, config.data.date_column, list(channels), config.data.fill)
+    if len(frame) < m.in_len + m.out_len:
+        raise UserError(f"memory CSV {mem.csv} has {len(frame)} rows, too few for one window of {m.in_len} + "
+                        f"{m.out_len} steps")
+    step = infer_freq(frame.index)
+    if not same_freq(step, freq):
+        raise UserError(f"memory CSV {mem.csv} has time step '{step}' but the run's data has '{freq}'; "
+                        f"give windows at the run's step")
+    return frame
 
 
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
@@ -63,6 +78,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
     config, mem = run.config, run.config.memory
     mem.kind = kind
+    csv = None if csv is None else str(Path(csv).expanduser().resolve())  # saved absolute: found from any folder
     for name, value in (("size", size), ("strategy", strategy), ("csv", csv), ("tune_epochs", epochs)):
         if value is not None:
             setattr(mem, name, value)
@@ -111,8 +127,5 @@ def _memory_rows(config: Config, dm):
     if mem.strategy != "csv":
         start, end = dm.borders["train"]
         return dm.series[start:end], start
-    from stanhop.csvio import load_series
-
-    check_memory_csv(config, dm.columns)
-    frame = load_series(mem.csv, config.data.date_column, list(dm.columns), config.data.fill)
+    frame = memory_frame(config, dm.columns, dm.freq)
     return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1

@@ -126,7 +126,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     from stanhop.splits import unused_rows_notice
     from stanhop.training import EpochTimer, Forecaster, make_trainer
 
-    from stanhop.memory_runs import add_memory, check_memory_config, check_memory_csv
+    from stanhop.memory_runs import add_memory, check_memory_config, memory_frame
 
     check_memory_config(config)  # before any work, not after the training
     if config.train.accelerator == "gpu" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
@@ -150,7 +150,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
-    check_memory_csv(config, dm.columns)  # read after training: checked now
+    memory_frame(config, dm.columns, dm.freq)  # read after training: read and checked now
     module = Forecaster(config)
     if source is not None:
         start_from(module.model, source, config, dm.columns)

@@ -89,11 +89,12 @@ def test_tune_replaces_the_memory_with_tune_and_play(plug_run):
     assert isinstance(run.model, MemoryForecaster) and run.model.kind == "tune"
 
 
-def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path):
+def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path, monkeypatch):
     rows = pd.read_csv(etth1_path, nrows=300).iloc[200:]  # any stretch of the same channels
     path = tmp_path / "events.csv"
     rows.to_csv(path, index=False)
-    result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "8", "--memory-strategy", f"csv:{path}")
+    monkeypatch.chdir(tmp_path)  # named relative to here; saved absolute, so a later tune finds it from anywhere
+    result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "8", "--memory-strategy", "csv:events.csv")
     assert result.exit_code == 0, result.output
     run = load_run(plug_run)
     assert run.config.memory.csv == str(path) and len(run.model.windows) == 8
@@ -117,12 +118,18 @@ def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
 def test_a_memory_csv_without_the_runs_date_column_or_channels_is_refused_before_any_work(plug_run, tmp_path,
                                                                                            etth1_path):
     rows = pd.read_csv(etth1_path, nrows=300)
-    renamed, short = tmp_path / "renamed.csv", tmp_path / "short.csv"
+    renamed, short, holed, few, daily = (tmp_path / f"{name}.csv" for name in ("renamed", "short", "holed", "few", "daily"))
     rows.rename(columns={"date": "time"}).to_csv(renamed, index=False)
     rows.drop(columns=["OT"]).to_csv(short, index=False)
+    rows.assign(OT=rows["OT"].where(rows.index != 5)).to_csv(holed, index=False)  # an empty cell
+    rows.iloc[:10].to_csv(few, index=False)
+    rows.assign(date=pd.date_range("2016-07-01", periods=len(rows), freq="D")).to_csv(daily, index=False)
     out = tmp_path / "never"
     for path, message in ((renamed, "has no date column 'date' (columns: time, HUFL"),
-                          (short, "lacks the channel(s) OT the run was trained on")):
+                          (short, "lacks the channel(s) OT the run was trained on"),
+                          (holed, "1 empty cell(s), first in column 'OT'"),
+                          (few, f"memory CSV {few} has 10 rows, too few for one window"),
+                          (daily, f"memory CSV {daily} has time step 'D' but the run's data has 'h'")):
         trained = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy",
                                            f"csv:{path}", "--out", str(out)])
         tuned = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-strategy", f"csv:{path}"])
