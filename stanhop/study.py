@@ -119,6 +119,27 @@ def _config_differences(saved: Config, wanted: Config) -> list[str]:
             if (section, key) not in _IGNORED_KEYS and a[section].get(key) != b[section][key]]
 
 
+STUDY_MARKER = "stanhop-study.json"  # marks a folder compare writes into (its summary files are replaced)
+SUMMARY_FILES = ("runs.csv", "summary.csv", "summary.png")
+
+
+def check_study_folder(out: Path) -> None:
+    """Refuse an --out whose files the study would replace but did not write: a training run's
+    folder, or a folder holding a summary file of the user's (a study's folder has its marker,
+    or, from before the marker, run folders)."""
+    from stanhop.errors import listing
+    from stanhop.runs import MARKER
+
+    if not out.is_dir():
+        return
+    if (out / MARKER).is_file():
+        raise UserError(f"--out {out} is a training run's folder; give the study a folder of its own")
+    ours = (out / STUDY_MARKER).is_file() or any((p / MARKER).is_file() for p in out.iterdir() if p.is_dir())
+    theirs = [name for name in SUMMARY_FILES if (out / name).exists()]
+    if theirs and not ours:
+        raise UserError(f"--out {out} holds {listing(theirs)}, which the study would replace; choose another --out")
+
+
 def run_state(run_dir: Path, config: Config, act_range: str = "minmax") -> str:
     """What a run directory needs: "finished", "quantize" (trained and tested, no W8A8 result of
     this range yet) or "train" (missing, or interrupted before its test results).
@@ -182,7 +203,9 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the study")
+    check_study_folder(out)
     writable_folder(out, "--out")
+    (out / STUDY_MARKER).write_text('{"tool": "stanhop compare"}\n')
     say = log or (lambda line: None)
     # seed-major: an interrupted study has every variant for its first seeds
     jobs = [(v, s, out / run_name(v, s), run_config(config, v, s)) for s in seed_values for v in chosen]

@@ -273,3 +273,16 @@ def test_compare_rejects_bad_input_before_training(tmp_path):
     result = CliRunner().invoke(cli, ["compare", "--config", SMOKE, "--range", "max", "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "error: bad activation range" in result.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_compare_never_replaces_files_it_did_not_write(tmp_path, run_dir):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.csv").write_text("my,data\n")
+    told = compare(mine, "--separations", "softmax")
+    assert told.exit_code == 2 and "holds summary.csv, which the study would replace" in told.output
+    assert (mine / "summary.csv").read_text() == "my,data\n" and sorted(p.name for p in mine.iterdir()) == ["summary.csv"]
+    before = sorted(p.name for p in run_dir.iterdir())
+    into_run = compare(run_dir, "--separations", "softmax")
+    assert into_run.exit_code == 2 and "is a training run's folder" in into_run.output
+    assert sorted(p.name for p in run_dir.iterdir()) == before
