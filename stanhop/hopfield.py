@@ -28,20 +28,37 @@ from stanhop.dropout import inverted_dropout
 from stanhop.errors import UserError
 from stanhop.separation import make_separation
 
-__all__ = ["retrieve", "association", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
+__all__ = ["retrieve", "association", "masked", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
 
 
 def association(state: Tensor, stored: Tensor, separation: nn.Module, *, scale: float | None = None,
                 mask: Tensor | None = None) -> Tensor:
     """Association weights sep(β · ξ Yᵀ): (..., q, e), (..., k, e) -> (..., q, k).
 
-    mask (bool, broadcast to (..., q, k)): True = may attend; False scores become -inf.
+    mask (bool, broadcast to (..., q, k)): True = may attend (the opposite of
+    nn.MultiheadAttention's key_padding_mask); False scores become -inf. A state pattern that
+    may attend to no stored pattern gets weights 0 (it retrieves nothing), for every map.
     """
     scale = 1.0 / math.sqrt(state.shape[-1]) if scale is None else scale
     scores = torch.matmul(state * scale, stored.transpose(-2, -1))  # (..., q, k)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return separation(scores, dim=-1)
+    if mask is None:
+        return separation(scores, dim=-1)
+    scores, empty = masked(scores, mask)
+    return separation(scores, dim=-1).masked_fill(empty, 0.0)
+
+
+def masked(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(scores with -inf where ``mask`` is False, rows that may attend to nothing (..., q, 1)).
+    Those rows' scores are set to 0, so that no map meets a row of -inf (NaN, or an index
+    error in the sorting maps); the caller zeroes their weights."""
+    if mask.dtype != torch.bool:
+        raise UserError(f"a Hopfield mask must be boolean (True = may attend), got {mask.dtype}")
+    empty = ~mask.any(-1, keepdim=True)
+    return scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0), empty
+
+
+def _has_empty_rows(mask: Tensor | None) -> bool:
+    return mask is not None and not bool(mask.any(-1).all())
 
 
 def retrieve(state: Tensor, stored: Tensor, values: Tensor, separation: nn.Module, *,
@@ -60,7 +77,7 @@ def retrieve(state: Tensor, stored: Tensor, values: Tensor, separation: nn.Modul
     """
     if fused is None:
         fused = state.device.type != "cpu"
-    kind = getattr(separation, "sdpa", None) if fused else None
+    kind = getattr(separation, "sdpa", None) if fused and not _has_empty_rows(mask) else None  # SDPA: NaN rows
     p = dropout if training else 0.0
     if kind is not None:
         if kind == "softmax1":
@@ -105,10 +122,15 @@ class Hopfield(nn.Module):
     def __init__(self, d_model: int, *, n_heads: int = 4, separation: str = "entmax", dropout: float = 0.0,
                  gate: bool = False, update_steps: int = 0, d_stored: int | None = None):
         super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), *((("d_stored", d_stored),) if d_stored else ())):
+            _positive_whole(name, value)
         if d_model % n_heads:
             raise UserError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if update_steps < 0:
-            raise UserError(f"update_steps must be 0 or more, got {update_steps}")
+        if not isinstance(update_steps, int) or update_steps < 0:
+            raise UserError(f"update_steps must be a whole number, 0 or more, got {update_steps!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise UserError(f"dropout is a rate from 0 up to (not including) 1, got {dropout!r}")
+        self.d_model, self.d_stored = d_model, d_stored or d_model
         self.n_heads, self.dropout, self.update_steps = n_heads, dropout, update_steps
         self.fused: bool | None = None  # softmax / softmax1 through SDPA: None = off the CPU only
         d_head = d_model // n_heads
@@ -123,7 +145,9 @@ class Hopfield(nn.Module):
 
     def forward(self, state: Tensor, stored: Tensor | None = None, mask: Tensor | None = None, *,
                 kv: Tensor | None = None) -> Tensor:
-        # state (b, q, d), stored (b, k, d_stored) or None, mask (q, k) | (b, q, k) -> (b, q, d)
+        """state (b, q, d) retrieves from stored (b, k, d_stored), or from itself when stored is
+        None -> (b, q, d). mask (q, k) or (b, q, k), boolean, True = may attend (see
+        ``association``); a batch of 1 on either side broadcasts against the other."""
         return self.out(self.heads(state, stored, mask, kv=kv))
 
     def heads(self, state: Tensor, stored: Tensor | None = None, mask: Tensor | None = None, *,
@@ -133,6 +157,12 @@ class Hopfield(nn.Module):
         ``kv`` (b, k, 2d): the stored patterns' keys and values [K | V] when the caller has
         them already (``stored`` is then not projected).
         """
+        _check_patterns("state", state, self.d_model)
+        if stored is not None:
+            _check_patterns("stored", stored, self.d_stored)
+            if stored.shape[0] != state.shape[0] and 1 not in (stored.shape[0], state.shape[0]):
+                raise UserError(f"state and stored patterns have batches of {state.shape[0]} and {stored.shape[0]}; "
+                                "give the same batch, or 1 on one side")
         q = self.q(state)  # (b, q, d)
         if kv is None:
             kv = self.kv(state if stored is None else stored)  # (b, k, 2d)
@@ -141,7 +171,7 @@ class Hopfield(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.update_steps:
             z = self._iterated(q, kv, mask)
-        elif self._fuses(q) and (p == 0.0 or q.device.type != "cpu"):
+        elif self._fuses(q) and (p == 0.0 or q.device.type != "cpu") and not _has_empty_rows(mask):
             z = self._sdpa(q, kv, mask, p)
         else:
             z = self._per_head(q, kv, mask, p)
@@ -165,9 +195,12 @@ class Hopfield(nn.Module):
         scale = 1.0 / math.sqrt(e)
         scores = torch.stack([_batched_mm(qi, ki.transpose(1, 2), b) for qi, ki in zip(qs, kvs[:h])],
                              dim=1).mul_(scale)  # (b, h, q, k)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        weights = inverted_dropout(self.separation(scores, dim=-1), p)
+        if mask is None:
+            weights = self.separation(scores, dim=-1)
+        else:
+            scores, empty = masked(scores, mask)
+            weights = self.separation(scores, dim=-1).masked_fill(empty, 0.0)
+        weights = inverted_dropout(weights, p)
         z = torch.cat([_batched_mm(wi, vi, b) for wi, vi in zip(weights.unbind(1), kvs[h:])], dim=-1)  # (b, q, d)
         return z.unflatten(-1, (h, e))
 
@@ -201,6 +234,19 @@ class Hopfield(nn.Module):
         return torch.sigmoid(torch.stack([lin(s) for lin, s in zip(self.gate, slices)], dim=1))
 
 
+def _positive_whole(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{name} must be a whole number, 1 or more, got {value!r}")
+
+
+def _check_patterns(name: str, x, width: int) -> None:
+    """A UserError unless ``x`` is a (batch, patterns, width) tensor with at least one pattern."""
+    if not isinstance(x, Tensor):
+        raise UserError(f"{name} patterns must be a torch tensor (b, n, {width}), got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[-1] != width or x.shape[1] == 0:
+        raise UserError(f"{name} patterns must have shape (b, n, {width}) with n >= 1, got {tuple(x.shape)}")
+
+
 def _batched_mm(x: Tensor, y: Tensor, b: int) -> Tensor:
     """x @ y for (b | 1, n, k) @ (b | 1, k, m) -> (b, n, m). A batch of 1 (learned patterns)
     is one matrix for the whole batch: one product of the stacked other side with it, not
@@ -221,6 +267,7 @@ class HopfieldPooling(nn.Module):
     def __init__(self, d_model: int, *, n_patterns: int, n_heads: int = 4, separation: str = "entmax",
                  dropout: float = 0.0, gate: bool = False):
         super().__init__()
+        _positive_whole("n_patterns", n_patterns)
         self.patterns = nn.Parameter(torch.randn(n_patterns, d_model) * 0.02)
         self.hopfield = Hopfield(d_model, n_heads=n_heads, separation=separation, dropout=dropout, gate=gate)
 
@@ -242,6 +289,7 @@ class HopfieldLayer(nn.Module):
     def __init__(self, d_model: int, *, n_memories: int, n_heads: int = 4, separation: str = "entmax",
                  dropout: float = 0.0, gate: bool = False):
         super().__init__()
+        _positive_whole("n_memories", n_memories)
         self.memories = nn.Parameter(torch.randn(n_memories, d_model) * 0.02)
         self.hopfield = Hopfield(d_model, n_heads=n_heads, separation=separation, dropout=dropout, gate=gate)
 

@@ -254,3 +254,49 @@ def test_bad_head_count_is_a_user_error():
         Hopfield(10, n_heads=4)
     with pytest.raises(UserError, match="separation"):
         Hopfield(8, separation="hardmax")
+
+
+@pytest.mark.parametrize("separation", ALL)
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_state_pattern_that_may_attend_to_nothing_retrieves_nothing(separation, fused):
+    """A fully masked query row: weights 0 and output W_O's bias alone, for every map (the sorting
+    maps raised an index error, softmax gave NaN), finite gradients; other rows as without it."""
+    torch.manual_seed(0)
+    layer = Hopfield(16, n_heads=2, separation=separation)
+    layer.fused = fused
+    state, stored = torch.randn(2, 5, 16, requires_grad=True), torch.randn(2, 7, 16)
+    mask = torch.ones(2, 5, 7, dtype=torch.bool)
+    mask[1, 3] = False  # sample 1, query 3: nothing allowed
+    mask[0, :, 4:] = False  # and a partial mask elsewhere
+    out = layer(state, stored, mask=mask)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(state.grad).all()
+    torch.testing.assert_close(out[1, 3], layer.out.bias)  # the zero retrieval, projected
+    partial = layer(state[:1], stored[:1], mask=mask[:1])
+    torch.testing.assert_close(out[:1], partial)
+    weights = association(torch.randn(5, 8), torch.randn(7, 8), make_separation(separation), mask=mask[1])
+    assert (weights[3] == 0).all() and torch.isfinite(weights).all() and (weights[[0, 1, 2, 4]].sum(-1) > 0).all()
+
+
+def test_bad_layer_settings_and_inputs_are_one_line_errors():
+    for kwargs, message in (({"n_heads": 0}, "n_heads must be a whole number"), ({"dropout": 1.5}, "dropout is a rate"),
+                            ({"dropout": -0.1}, "dropout is a rate"), ({"n_heads": 3}, "divisible by n_heads")):
+        with pytest.raises(UserError, match=message):
+            Hopfield(16, **kwargs)
+    for bad in (0, -4, 16.0):
+        with pytest.raises(UserError, match="d_model must be a whole number"):
+            Hopfield(bad)
+    with pytest.raises(UserError, match="n_patterns must be a whole number"):
+        HopfieldPooling(16, n_patterns=0)
+    with pytest.raises(UserError, match="n_memories must be a whole number"):
+        HopfieldLayer(16, n_memories=0)
+    layer = Hopfield(16)
+    for state, stored, message in ((torch.randn(5, 16), None, r"state patterns must have shape \(b, n, 16\)"),
+                                   (torch.randn(2, 5, 8), None, r"got \(2, 5, 8\)"),
+                                   (torch.randn(2, 5, 16), torch.randn(2, 0, 16), "with n >= 1"),
+                                   (torch.randn(2, 5, 16), torch.randn(3, 7, 16), "batches of 2 and 3"),
+                                   ([[1.0] * 16], None, "must be a torch tensor")):
+        with pytest.raises(UserError, match=message):
+            layer(state, stored)
+    with pytest.raises(UserError, match="mask must be boolean"):
+        layer(torch.randn(2, 5, 16), mask=torch.ones(5, 5))
