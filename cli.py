@@ -149,6 +149,16 @@ def _option_overrides(pairs: dict[str, object]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in pairs.items() if value is not None]
 
 
+def _refuse_twice_given(chosen: list[str], overrides) -> None:
+    """A setting given by its own option and again by --set (the --set would win without a word)."""
+    by_option = dict(item.split("=", 1) for item in chosen)
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in by_option:
+            raise UserError(f"{key} is given twice, by its own option ({json.loads(by_option[key])}) and by "
+                            f"--set {item}; give it once")
+
+
 def _print_metrics(metrics: dict) -> None:
     test, val, out = metrics["test"], metrics["val"], metrics["outliers"]
     rows = [
@@ -273,6 +283,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             "memory.strategy": memory_strategy, "memory.csv": strategy_csv, "train.accelerator": accelerator,
             "train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes, "train.precision": precision,
         })
+        _refuse_twice_given(chosen, overrides)
         if init_from is not None and config_path is None:  # the run's own settings, as far as it has them
             from stanhop.runs import CONFIG, check_run_dir
 

@@ -229,7 +229,10 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Return a new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    """Return a new config with ``section.key=value`` overrides applied (values parsed as YAML);
+    one override may be given as a string."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
     raw = cfg.to_dict()
     for item in overrides:
         key, sep, value = item.partition("=")

@@ -200,3 +200,17 @@ def test_an_output_place_that_cannot_be_written_is_a_usage_error(tmp_path: Path,
         assert_one_line_usage_error(result, f"cannot write in {blocker}")
         assert result.output.rstrip().endswith(f"choose another {option}")
     assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--separation", "softmax", "--set", "model.separation=sparsemax"], "model.separation"),
+    (["--memory", "plug", "--memory-size", "4", "--set", "memory.size=16"], "memory.size"),
+])
+def test_a_setting_given_by_its_option_and_by_set_is_refused(tmp_path: Path, args, key):
+    """--set would win without a word over the option the user also gave."""
+    result = run_cli("train", "--config", SMOKE, *args, "--out", str(tmp_path / "run"))
+    assert_one_line_usage_error(result, f"{key} is given twice, by its own option")
+    assert not (tmp_path / "run").exists()
+    from stanhop.config import Config, apply_overrides
+
+    assert apply_overrides(Config(), "model.d_model=8").model.d_model == 8  # one override as a string
