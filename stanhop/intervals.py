@@ -44,6 +44,9 @@ def parse_levels(text: str | Iterable[float] | None) -> list[float]:
             raise UserError(f"interval levels are percentages such as 80,95; got {item!r}") from None
         if not 0 < level < 100:
             raise UserError(f"an interval level is a percentage between 0 and 100 (exclusive), got {item!r}")
+        if level < 1:  # 0.8 for 80 %, as quantile levels are written elsewhere
+            raise UserError(f"interval levels are percentages: {label(level)} would be a {label(level)}% interval; "
+                            f"write {label(level * 100)} for {label(level * 100)}%")
         levels.append(level)
     return sorted(set(levels))
 
@@ -79,8 +82,9 @@ def half_widths(errors: np.ndarray, levels: list[float]) -> dict[float, np.ndarr
         k = math.ceil((n + 1) * level / 100)
         if k > n:
             needed = math.ceil(100 / (100 - level)) - 1
-            raise UserError(f"a {label(level)}% interval needs at least {needed} validation windows, and the run's "
-                            f"validation split has {n}: ask for a lower level")
+            raise UserError(f"a {label(level)}% interval needs at least {needed} validation windows, and the "
+                            f"calibration has {n} (the run's validation split, at most {MAX_WINDOWS} of its windows): "
+                            f"ask for a lower level")
         widths[level] = np.partition(errors, k - 1, axis=0)[k - 1]
     return widths
 

@@ -54,7 +54,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, notice_to_stderr
 
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # Plug-and-Play's λ grid
 BETAS = (1.0, 4.0, 16.0, 64.0)  # Plug-and-Play's β₀ grid: β_i = β₀/√(s_i·d)
@@ -116,6 +116,9 @@ def select_memory(series: Tensor, in_len: int, out_len: int, *, size: int, strat
         raise UserError(f"the memory series has {len(series)} rows, too few for one window of {in_len} + {out_len} steps")
     candidates = spans(series, in_len + out_len)  # n (in_len + out_len) c
     n = len(candidates)
+    if size > n:
+        notice_to_stderr(f"memory.size {size} is more than the {n} windows there are to choose from: the memory "
+                         f"holds all {n}")
     if strategy == "random":
         chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
     elif strategy in ("all", "csv"):

@@ -118,7 +118,7 @@ def _channels(run, channels: list[str] | None) -> list[str]:
     unknown = [c for c in channels if c not in run.data.columns]
     if unknown:
         raise UserError(f"unknown channel(s) {listing(unknown)}; the run's channels: {listing(run.data.columns)}")
-    return list(channels)
+    return list(dict.fromkeys(channels))  # each once, in the order given
 
 
 def _squared_errors(run, future: pd.DataFrame, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -74,7 +74,11 @@ def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
 
 def check_run_dir(path: str | Path) -> Path:
     """Raise UserError unless ``path`` is a stanhop run this version can read."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"a run is named by the path of its folder, got {type(path).__name__}")
     path = Path(path)
+    if path.is_file():
+        raise UserError(f"{path} is a file; give the folder of a run (the --out of 'stanhop train')")
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; train one with 'stanhop train --out {path}'")
     if not (path / MARKER).is_file():

@@ -81,6 +81,9 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     ``callbacks``: extra Lightning callbacks. The checkpoint is loaded with
     ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
     """
+    if not isinstance(config, Config):
+        raise UserError(f"config must be a stanhop Config (stanhop.config.load_config(FILE), or Config()), got "
+                        f"{type(config).__name__}")
     if resume is not None and init_from is not None:
         raise UserError("a resumed run continues from its own checkpoint: leave out init_from")
     if frame is None:
@@ -164,6 +167,10 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
                 notice_to_stderr(unused)
         save_run_files(run_dir, config, data_info(dm, config))
 
+    if config.train.num_nodes > 1 and not _is_child_process():  # else it seems to hang: it waits for the others
+        notice_to_stderr(f"training on {config.train.num_nodes} machines: this one waits until the same command runs on "
+                         f"the others, each with NODE_RANK=1..{config.train.num_nodes - 1} and MASTER_ADDR / MASTER_PORT "
+                         f"naming this machine (Lightning's DDP)")
     timer = EpochTimer()
     trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
     earlier_log = protect_log(run_dir) if resume is not None else []

@@ -335,3 +335,18 @@ def test_a_run_without_weights_but_with_a_checkpoint_points_to_resume(run, run_d
     assert f"model.safetensors is missing (its training stopped early: stanhop train --resume {stopped})" in result.stderr
     shown = repr(run)  # a line that says what the run is, not its modules
     assert shown.startswith(f"Run({str(run_dir)!r}: ") and "out_len" in shown and "Linear" not in shown
+
+
+def test_load_run_says_what_a_run_is_named_by(tmp_path):
+    from stanhop.runs import load_run
+
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, message in ((tmp_path / "notes.txt", "is a file; give the folder of a run"),
+                         (None, "a run is named by the path of its folder, got NoneType"),
+                         (123, "got int")):
+        with pytest.raises(UserError, match=message):
+            load_run(bad)
+    from stanhop.workflow import train
+
+    with pytest.raises(UserError, match="config must be a stanhop Config"):
+        train({"model": {}}, tmp_path / "run")

@@ -182,3 +182,8 @@ def test_calibration_takes_at_most_max_windows_evenly_spaced(run, etth1, monkeyp
     assert windows_per_batch(run) == 256  # 7 series
     run_321 = type("R", (), {"data": type("D", (), {"columns": [f"s{i}" for i in range(321)]})})()
     assert windows_per_batch(run_321) == 51  # ≈ 16k series-windows a batch
+
+
+def test_a_level_written_as_a_fraction_is_refused_with_the_percentage():
+    with pytest.raises(UserError, match=r"interval levels are percentages: 0.8 would be a 0.8% interval; write 80 for 80%"):
+        parse_levels("0.8")

@@ -363,3 +363,12 @@ def test_both_plugins_lower_the_error_on_bursts(burst_setup, kind):
     assert report["test_mse_plain"] == pytest.approx(mse(plain, torch.ones_like(burst)), rel=1e-5)
     # measured sudden-event MSE: plain 1.49; plug 1.19, tune 1.22
     assert report["sudden_mse"] < 0.9 * report["sudden_mse_plain"]
+
+
+def test_a_memory_larger_than_the_windows_there_are_holds_them_all_and_says_so(capsys):
+    from stanhop.memory import select_memory
+
+    series = torch.randn(40, 2)  # 40 - (8 + 4) + 1 = 29 windows
+    memory = select_memory(series, 8, 4, size=1000, strategy="random")
+    assert len(memory) == 29
+    assert "memory.size 1000 is more than the 29 windows there are to choose from" in capsys.readouterr().err

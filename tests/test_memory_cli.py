@@ -108,7 +108,7 @@ def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
     assert result.exit_code == 2 and "error: memory strategy csv needs a file" in result.output
     result = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-size", "0"])
-    assert result.exit_code == 2 and "memory.size must be a positive whole number" in result.output
+    assert result.exit_code == 2 and "invalid value for '--memory-size': 0 is not in the range x>=1" in result.output
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "tune", "--memory-strategy", "csv:missing.csv",
                                       "--out", str(out)])
     assert result.exit_code == 2 and "memory CSV missing.csv not found" in result.output
