@@ -233,7 +233,8 @@ _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start":
 @click.option("--deterministic", is_flag=True, default=None, help="Deterministic algorithms (slower).")
 @click.option("--memory", type=click.Choice(["plug", "tune"]), default=None, help="External memory plugin.")
 @click.option("--memory-size", type=click.IntRange(min=1), default=None, help="K memory windows.")
-@click.option("--memory-strategy", default=None, help="random | all | extremes | csv:FILE")
+@click.option("--memory-strategy", default=None, metavar="random|all|extremes|csv:FILE",
+              help="How the K memory windows are chosen from the training split: random; all (every window, evenly thinned to K when there are more); extremes (the K with the largest change, the sudden events); csv:FILE (windows of FILE, evenly thinned to K).")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="Device kind. [default: auto]")
 @click.option("--devices", type=int, default=None, help="Devices (processes with --strategy ddp). [default: 1]")
 @click.option("--strategy", type=click.Choice(["auto", "ddp"]), default=None, help="Distribution strategy (Lightning's). [default: auto]")
@@ -350,7 +351,8 @@ def evaluate(run, data, split, quantize, act_range, as_json) -> None:
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop tune runs/h24 --memory-size 64 --memory-strategy extremes --epochs 3")
 @click.argument("run", type=click.Path())
 @click.option("--memory-size", type=click.IntRange(min=1), default=None, help="K memory windows. [default: the run's memory.size]")
-@click.option("--memory-strategy", default=None, help="random | all | extremes | csv:FILE [default: the run's memory.strategy]")
+@click.option("--memory-strategy", default=None, metavar="random|all|extremes|csv:FILE",
+              help="How the K memory windows are chosen from the training split: random; all (every window, evenly thinned to K when there are more); extremes (the K with the largest change, the sudden events); csv:FILE (windows of FILE, evenly thinned to K). [default: the run's memory.strategy]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs. [default: the run's memory.tune_epochs]")
 def tune(run, memory_size, memory_strategy, epochs) -> None:
     """Add a Tune-and-Play memory to a trained run (replacing any memory it has).

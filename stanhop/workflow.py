@@ -381,6 +381,10 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     with OutlierMonitor(run.model) as monitor:  # the outlier statistics come from the test pass's activations
         test = forecast_errors(run.model, bar(test_loader, "test"), run.data.mean, run.data.scale)
     outliers = monitor.summary()
+    from stanhop.memory import MemoryForecaster, memory_report
+
+    if isinstance(run.model, MemoryForecaster):  # it wraps the model: its modules keep the names of a plain run
+        outliers["per_module"] = {name.removeprefix("model."): v for name, v in outliers["per_module"].items()}
     val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
     baselines = test_baselines(dm, config.model.in_len, config.model.out_len)
     try:
@@ -395,8 +399,6 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if not own:  # keep what describes the model; what was measured on the run's own windows does not apply
         plugin = {k: v for k, v in previous.get("memory", {}).items() if not k.startswith("val_")}
         previous = {key: previous[key] for key in RUN_FACTS if key in previous} | ({"memory": plugin} if plugin else {})
-    from stanhop.memory import MemoryForecaster, memory_report
-
     if isinstance(run.model, MemoryForecaster):  # a memory plugin is attached: the side-by-side figures, on this data
         settings = (facts or {}).get("memory") or previous.get("memory", {})  # new settings replace the old
         facts = {**(facts or {}), "memory": {**settings, **memory_report(run.model, test_loader)}}

@@ -67,6 +67,8 @@ def test_train_with_plug_and_play_reports_both_side_by_side_and_reloads(plug_run
     run = load_run(plug_run)
     assert isinstance(run.model, MemoryForecaster) and run.model.kind == "plug"
     assert run.model.plugin.lam == memory["lambda"]
+    modules = set(metrics["outliers"]["per_module"])  # named as in a plain run, so runs line up
+    assert "encoder.blocks.0.temporal" in modules and not any(name.startswith("model.") for name in modules)
     again = invoke("evaluate", str(plug_run))  # reattached from safetensors: the same figures
     assert again.exit_code == 0, again.output
     assert json.loads((plug_run / "metrics.json").read_text())["memory"]["test_mse"] == pytest.approx(memory["test_mse"], rel=1e-6)
