@@ -169,7 +169,7 @@ def _print_metrics(metrics: dict) -> None:
         ("kurtosis (avg)", out["kurtosis_avg"]), ("inf-norm (max)", out["inf_norm_max"]),
     ]
     for name, q in metrics.get("quantized", {}).items():
-        rows += [(f"{name} test MSE", q["mse"]), (f"{name} MSE increase", q["mse_increase"])]
+        rows += [(f"{name} test MSE", q["mse"]), (f"{name} MSE increase, %", 100 * q["mse_increase"])]  # as compare shows it
     width = max(len(name) for name, _ in rows)
     click.echo(f"{'metric':<{width}}  value")
     for name, value in rows:

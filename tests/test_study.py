@@ -4,6 +4,7 @@ end to end (train, reuse, continue after an interruption) through the real CLI."
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +227,8 @@ def test_compare_trains_writes_summary_reuses_and_continues(tmp_path, monkeypatc
     again = CliRunner().invoke(cli, ["evaluate", str(run), "--quantize", "w8a8"])
     assert again.exit_code == 0, again.output
     assert f"{runs.loc[1, 'w8a8_mse']:.4f}" in again.output
+    increase = f"{100 * runs.loc[1, 'mse_increase']:.4f}"
+    assert re.search(rf"w8a8 MSE increase, %\s+{re.escape(increase)}\n", again.output)  # in %, as the study's table
     bad = CliRunner().invoke(cli, ["evaluate", str(run), "--quantize", "w8a8", "--range", "p99"])
     assert bad.exit_code == 2 and "error: bad activation range" in bad.output
 
