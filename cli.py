@@ -354,7 +354,9 @@ def evaluate(run, data, split, quantize, act_range, as_json) -> None:
 @click.option("--memory-strategy", default=None, metavar="random|all|extremes|csv:FILE",
               help="How the K memory windows are chosen from the training split: random; all (every window, evenly thinned to K when there are more); extremes (the K with the largest change, the sudden events); csv:FILE (windows of FILE, evenly thinned to K). [default: the run's memory.strategy]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs. [default: the run's memory.tune_epochs]")
-def tune(run, memory_size, memory_strategy, epochs) -> None:
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None,
+              help="Fill empty cells and missing timestamps of a csv:FILE memory instead of rejecting them. [default: the run's data.fill]")
+def tune(run, memory_size, memory_strategy, epochs, fill) -> None:
     """Add a Tune-and-Play memory to a trained run (replacing any memory it has).
 
     The backbone stays frozen; only the plugin is fine-tuned on the training split. Prints the
@@ -367,7 +369,8 @@ def tune(run, memory_size, memory_strategy, epochs) -> None:
     csv = None
     if memory_strategy is not None and memory_strategy.startswith("csv:"):
         memory_strategy, csv = "csv", memory_strategy[4:]
-    _print_metrics(add_memory(run, kind="tune", size=memory_size, strategy=memory_strategy, csv=csv, epochs=epochs))
+    _print_metrics(add_memory(run, kind="tune", size=memory_size, strategy=memory_strategy, csv=csv, epochs=epochs,
+                              fill=fill))
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop runs studies/outliers --sort test_mse")

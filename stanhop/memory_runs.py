@@ -55,15 +55,16 @@ def memory_frame(config: Config, channels: list[str], freq: str):
 
 
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
-               csv: str | None = None, epochs: int | None = None, facts: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               csv: str | None = None, epochs: int | None = None, fill: str | None = None,
+               facts: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Give a trained run an external memory plugin (replacing one it has) and evaluate it.
 
     kind "plug": Plug-and-Play, λ and β₀ chosen by validation MSE; "tune": Tune-and-Play,
     starting from that β₀ and fine-tuned ``epochs`` epochs on the training split with the
     backbone frozen. The memory
     is K = ``size`` windows of the training split (or of ``csv``) chosen by ``strategy``;
-    unset arguments come from the run's config (memory section), which is updated. Writes
+    unset arguments come from the run's config (memory section), which is updated; ``fill``
+    sets data.fill, for a csv memory's empty cells and missing timestamps. Writes
     memory.safetensors + memory.json; metrics.json gets ``memory`` with MSE with and without
     the plugin on validation, test and test's sudden-event subset (stanhop.memory.memory_report).
     """
@@ -78,6 +79,8 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
     config, mem = run.config, run.config.memory
     mem.kind = kind
+    if fill is not None:  # for a csv memory's empty cells (the run's own data read alike has none to fill)
+        config.data.fill = fill
     csv = None if csv is None else str(Path(csv).expanduser().resolve())  # saved absolute: found from any folder
     for name, value in (("size", size), ("strategy", strategy), ("csv", csv), ("tune_epochs", epochs)):
         if value is not None:

@@ -139,3 +139,7 @@ def test_a_memory_csv_without_the_runs_date_column_or_channels_is_refused_before
             assert result.exit_code == 2 and message in result.output, result.output
             assert "--date-column" not in result.output  # neither command has that option
         assert not out.exists()  # train: refused before training
+    filled = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-strategy", f"csv:{holed}", "--fill", "ffill",
+                                      "--epochs", "1", "--memory-size", "4"])  # as the empty-cell message says
+    assert filled.exit_code == 0, filled.output
+    assert f"{holed}: 1 empty cell(s) filled by ffill" in filled.output
