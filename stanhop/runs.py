@@ -52,10 +52,11 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
     or with ``force`` a stanhop run to replace (never a file or another folder)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"{path} is a file, not a run directory; choose another --out")
+        raise UserError(f"{path} is a file, not a run directory; choose another --out (in Python: out=)")
     if path.exists() and any(path.iterdir()):
         if not force:
-            raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it")
+            raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it "
+                            f"(in Python: out=, force=True)")
         if not (path / MARKER).is_file():
             raise UserError(f"{path} is not a stanhop run directory; refusing to replace it even with --force")
     return path

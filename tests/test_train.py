@@ -214,6 +214,13 @@ def test_a_second_run_into_an_existing_directory_is_refused_without_force(smoke_
     assert "already exists" in result.output and "--force" in result.output
     assert "Traceback" not in result.output
     assert (smoke_run / "model.safetensors").read_bytes() == before
+    from stanhop.config import load_config
+    from stanhop.errors import UserError
+    from stanhop.workflow import train
+
+    with pytest.raises(UserError, match=r"already exists; .* \(in Python: out=, force=True\)"):  # named for Python too
+        train(load_config(SMOKE), smoke_run, progress=False)
+    assert (smoke_run / "model.safetensors").read_bytes() == before
 
 
 def test_force_refuses_to_replace_a_folder_of_another_tool(tmp_path: Path):
