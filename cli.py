@@ -17,7 +17,7 @@ import traceback
 import click
 
 from stanhop import __version__
-from stanhop.errors import Terminated, UserError
+from stanhop.errors import Terminated, UserError, counted
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -130,7 +130,7 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     click.echo(f"missing   {info['missing']}" + (f" ({by_column}; {note})" if by_column else ""))
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
     for part, s in info["split"].items():
-        click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {s['rows']} rows  {s['windows']} windows")
+        click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {counted(s['rows'], 'row')}  {counted(s['windows'], 'window')}")
     if unused := unused_rows_notice(info["rows"], info["split"]["test"]["end"], info["split_spec"], name_or_csv):
         notice_to_stderr(unused)
 
@@ -199,14 +199,14 @@ def _print_memory(memory: dict) -> None:
     """The memory plugin's MSE beside the plain model's (scaled units), then its settings."""
     rows = [(name, memory[f"{key}_mse"], memory[f"{key}_mse_plain"])
             for key, name in (("val", "val MSE"), ("test", "test MSE"),
-                              ("sudden", f"test MSE, sudden events ({memory.get('sudden_windows')} windows)"))
+                              ("sudden", f"test MSE, sudden events ({counted(memory.get('sudden_windows'), 'window')})"))
             if f"{key}_mse" in memory and f"{key}_mse_plain" in memory]
     if rows:
         width = max(len(name) for name, _, _ in rows)
         click.echo(f"\n{'memory plugin':<{width}}  with    without")
         for name, with_plugin, plain in rows:
             click.echo(f"{name:<{width}}  {with_plugin:.4f}  {plain:.4f}")
-    shown = [f"{memory.get('kind')}: {memory.get('size')} windows ({memory.get('strategy')})"]
+    shown = [f"{memory.get('kind')}: {counted(memory.get('size'), 'window')} ({memory.get('strategy')})"]
     shown += [form.format(memory[key]) for key, form in _MEMORY_SETTINGS.items() if memory.get(key) is not None]
     click.echo(", ".join(shown))
 
@@ -502,7 +502,7 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> N
         return
     horizon, out_len = metrics["horizon"], metrics["out_len"]
     ahead = "" if horizon == out_len else f", horizon {horizon}{' (recursive)' if horizon > out_len else ''}"
-    click.echo(f"{metrics['windows']} windows (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
+    click.echo(f"{counted(metrics['windows'], 'window')} (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
                f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
     from stanhop.errors import abridged
 

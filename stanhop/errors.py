@@ -41,6 +41,11 @@ def listing(items, most: int = 12) -> str:
     return f"{', '.join(first)}, …, {', '.join(last)} ({len(items)} in all)"
 
 
+def counted(n: int, word: str) -> str:
+    """'1 window', '2 windows': a count with its noun (a plural in -s)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 _ALIASES: dict[str, tuple[str, int | None]] = {}  # text of messages -> (the name the user knows it by, line of row 0)
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.errors import UserError, counted, listing, notice_to_stderr, redrawn_bars, writable_folder
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
@@ -275,7 +275,7 @@ def horizon_of(run, horizon: int | None) -> int:
 def recursive_notice(run, horizon: int) -> str:
     """What a forecast past the run's out_len is made of, and how to measure it."""
     out_len = run.config.model.out_len
-    return (f"the run forecasts {out_len} steps at a time: steps {out_len + 1}-{horizon} are forecast from its own "
+    return (f"the run forecasts {counted(out_len, 'step')} at a time: steps {out_len + 1}-{horizon} are forecast from its own "
             f"forecasts ({-(-horizon // out_len)} passes), so their errors compound; "
             f"stanhop forecast {run.path} --backtest --horizon {horizon} measures them on the run's test split")
 

@@ -104,7 +104,8 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
             ax.set_title(f"{name}: forecast past the end of the data (no truth to compare)", fontsize=10)
     axes[0].legend(loc="upper left", fontsize=8, frameon=False, ncols=3)
     _date_axis(axes[-1])
-    summary = f", MSE {errors[1].mean():.3f} (scaled, all {len(run.data.columns)} channels)" if errors is not None else ""
+    channels = "its one channel" if len(run.data.columns) == 1 else f"all {len(run.data.columns)} channels"
+    summary = f", MSE {errors[1].mean():.3f} (scaled, {channels})" if errors is not None else ""
     start = past.index[-1]
     shown = (f"{start:%Y-%m-%d}" if start == start.normalize()  # daily or coarser: no 00:00:00
              else f"{start:%Y-%m-%d %H:%M}" if start == start.floor("min") else str(start))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stanhop.config import SEPARATIONS, Config, make_paths_absolute
-from stanhop.errors import UserError, writable_folder
+from stanhop.errors import UserError, counted, writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -210,7 +210,7 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
     # seed-major: an interrupted study has every variant for its first seeds
     jobs = [(v, s, out / run_name(v, s), run_config(config, v, s)) for s in seed_values for v in chosen]
     states = [run_state(run_dir, cfg, act_range) for _, _, run_dir, cfg in jobs]  # settings checked before any work
-    say(f"study {out}: {len(jobs)} runs ({states.count('train')} to train, {states.count('quantize')} to quantize, "
+    say(f"study {out}: {counted(len(jobs), 'run')} ({states.count('train')} to train, {states.count('quantize')} to quantize, "
         f"{states.count('finished')} finished)")
     rows = []
     for i, ((variant, seed, run_dir, cfg), state) in enumerate(zip(jobs, states), 1):

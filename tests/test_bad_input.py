@@ -214,3 +214,9 @@ def test_a_setting_given_by_its_option_and_by_set_is_refused(tmp_path: Path, arg
     from stanhop.config import Config, apply_overrides
 
     assert apply_overrides(Config(), "model.d_model=8").model.d_model == 8  # one override as a string
+
+
+def test_counts_take_their_noun_in_the_singular_for_one():
+    from stanhop.errors import counted
+
+    assert [counted(n, "window") for n in (0, 1, 2)] == ["0 windows", "1 window", "2 windows"]
