@@ -17,9 +17,12 @@ import traceback
 import click
 
 from stanhop import __version__
-from stanhop.errors import Terminated, UserError, counted
+from stanhop.errors import Terminated, UserError, abridged, counted, listing, notice_to_stderr
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
+MEMORY_STRATEGY_HELP = ("How the K memory windows are chosen from the training split: random; all (every window, "
+                        "evenly thinned to K when there are more); extremes (the K with the largest change, the "
+                        "sudden events); csv:FILE (windows of FILE, evenly thinned to K)")
 
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: a bare group shows its help
@@ -110,7 +113,6 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fill, as_json) -> None:
     """Rows, columns, frequency, date range, missing values and split of a data set."""
-    from stanhop.errors import listing, notice_to_stderr
     from stanhop.splits import describe, unused_rows_notice  # pandas only: no torch or lightning to import
 
     info = describe(
@@ -179,7 +181,6 @@ def _print_metrics(metrics: dict) -> None:
     if "memory" in metrics:
         _print_memory(metrics["memory"])
     from stanhop.baselines import better_than
-    from stanhop.errors import notice_to_stderr
 
     if beaten := better_than(test["mse"], metrics.get("baselines", {})):
         label, figures = beaten
@@ -234,7 +235,7 @@ _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start":
 @click.option("--memory", type=click.Choice(["plug", "tune"]), default=None, help="External memory plugin.")
 @click.option("--memory-size", type=click.IntRange(min=1), default=None, help="K memory windows.")
 @click.option("--memory-strategy", default=None, metavar="random|all|extremes|csv:FILE",
-              help="How the K memory windows are chosen from the training split: random; all (every window, evenly thinned to K when there are more); extremes (the K with the largest change, the sudden events); csv:FILE (windows of FILE, evenly thinned to K).")
+              help=f"{MEMORY_STRATEGY_HELP}.")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="Device kind. [default: auto]")
 @click.option("--devices", type=int, default=None, help="Devices (processes with --strategy ddp). [default: 1]")
 @click.option("--strategy", type=click.Choice(["auto", "ddp"]), default=None, help="Distribution strategy (Lightning's). [default: auto]")
@@ -291,8 +292,6 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             own = check_run_dir(init_from) / CONFIG
             config_path = own if own.is_file() else None  # else the training says what is missing
         elif init_from is not None:
-            from stanhop.errors import notice_to_stderr
-
             notice_to_stderr(f"--config {config_path} stands in for {init_from}'s config: its data, split and training "
                              f"settings are used, and its model settings must be {init_from}'s; only the weights come "
                              f"from {init_from}")
@@ -352,7 +351,7 @@ def evaluate(run, data, split, quantize, act_range, as_json) -> None:
 @click.argument("run", type=click.Path())
 @click.option("--memory-size", type=click.IntRange(min=1), default=None, help="K memory windows. [default: the run's memory.size]")
 @click.option("--memory-strategy", default=None, metavar="random|all|extremes|csv:FILE",
-              help="How the K memory windows are chosen from the training split: random; all (every window, evenly thinned to K when there are more); extremes (the K with the largest change, the sudden events); csv:FILE (windows of FILE, evenly thinned to K). [default: the run's memory.strategy]")
+              help=f"{MEMORY_STRATEGY_HELP}. [default: the run's memory.strategy]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs. [default: the run's memory.tune_epochs]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None,
               help="Fill empty cells and missing timestamps of a csv:FILE memory instead of rejecting them. [default: the run's data.fill]")
@@ -462,7 +461,6 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         check_output(output, force=force, keep=kept)
         if backtest:
             check_output(metrics_path(output), force=force, keep=kept)
-    from stanhop.errors import notice_to_stderr
     from stanhop.forecast import own_data, read_input, write_table
     from stanhop.runs import load_run
 
@@ -504,7 +502,6 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> N
     ahead = "" if horizon == out_len else f", horizon {horizon}{' (recursive)' if horizon > out_len else ''}"
     click.echo(f"{counted(metrics['windows'], 'window')} (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
                f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
-    from stanhop.errors import abridged
 
     first, left_out, last = abridged(list(metrics["per_channel"].items()))  # hundreds of series: where the rest are
     where = f"{metrics_path(output)} has" if output is not None else "--json prints"

@@ -36,6 +36,7 @@ from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
 from stanhop.errors import UserError, listing, notice_to_stderr
+from stanhop.frames import LONG_COLUMNS
 
 FILLS = ("ffill", "interpolate")
 DEFAULT_MAX_CSV_BYTES = 2 * 1024**3
@@ -233,7 +234,7 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
         hint = ""
         if len(names) == 1 and "|" in names[0]:
             hint = "; the file seems not to be comma-separated: save it with ',' (or ';') between values"
-        elif {"unique_id", "ds", "y"} <= set(names):  # neuralforecast's long layout: the pivot, not --date-column ds
+        elif set(LONG_COLUMNS) <= set(names):  # neuralforecast's long layout: the pivot, not --date-column ds
             hint = ("; it is in long format, one row per series and timestamp (neuralforecast's unique_id, ds, y); "
                     "stanhop needs one column per series: pivot it, e.g. with pandas "
                     "df.pivot(index='ds', columns='unique_id', values='y')")

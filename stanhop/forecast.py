@@ -101,12 +101,12 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     (unique_id, ds, y: one series per unique_id). NaNs are kept (the caller decides which
     rows must be complete).
     """
-    from stanhop.frames import LONG_COLUMNS, to_wide
+    from stanhop.frames import is_long, to_wide
 
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
     date = run.data.date_column
-    if set(LONG_COLUMNS) <= set(frame.columns):
+    if is_long(frame):
         frame = to_wide(frame, date)
     if date in frame.columns:
         try:

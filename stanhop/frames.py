@@ -59,7 +59,7 @@ def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
     timestamps; empty cells are kept."""
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
-    if set(LONG_COLUMNS) <= set(frame.columns):
+    if is_long(frame):
         repeated = frame.duplicated(["unique_id", "ds"])
         if repeated.any():
             first = frame[repeated].iloc[0]

@@ -28,7 +28,7 @@ from stanhop.dropout import inverted_dropout
 from stanhop.errors import UserError
 from stanhop.separation import make_separation
 
-__all__ = ["retrieve", "association", "masked", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
+__all__ = ["retrieve", "association", "separated", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
 
 
 def association(state: Tensor, stored: Tensor, separation: nn.Module, *, scale: float | None = None,
@@ -41,20 +41,21 @@ def association(state: Tensor, stored: Tensor, separation: nn.Module, *, scale: 
     """
     scale = 1.0 / math.sqrt(state.shape[-1]) if scale is None else scale
     scores = torch.matmul(state * scale, stored.transpose(-2, -1))  # (..., q, k)
+    return separated(scores, separation, mask)
+
+
+def separated(scores: Tensor, separation: nn.Module, mask: Tensor | None = None) -> Tensor:
+    """sep(scores) over the last axis, where ``mask`` (bool, True = may attend) allows: masked
+    scores count as -inf, and a row that may attend to nothing gets weights 0 (its scores go
+    to the map as 0, so that no map meets a row of -inf: NaN, or an index error in the
+    sorting maps)."""
     if mask is None:
         return separation(scores, dim=-1)
-    scores, empty = masked(scores, mask)
-    return separation(scores, dim=-1).masked_fill(empty, 0.0)
-
-
-def masked(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """(scores with -inf where ``mask`` is False, rows that may attend to nothing (..., q, 1)).
-    Those rows' scores are set to 0, so that no map meets a row of -inf (NaN, or an index
-    error in the sorting maps); the caller zeroes their weights."""
     if mask.dtype != torch.bool:
         raise UserError(f"a Hopfield mask must be boolean (True = may attend), got {mask.dtype}")
-    empty = ~mask.any(-1, keepdim=True)
-    return scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0), empty
+    empty = ~mask.any(-1, keepdim=True)  # (..., q, 1)
+    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    return separation(scores, dim=-1).masked_fill(empty, 0.0)
 
 
 def _has_empty_rows(mask: Tensor | None) -> bool:
@@ -195,12 +196,7 @@ class Hopfield(nn.Module):
         scale = 1.0 / math.sqrt(e)
         scores = torch.stack([_batched_mm(qi, ki.transpose(1, 2), b) for qi, ki in zip(qs, kvs[:h])],
                              dim=1).mul_(scale)  # (b, h, q, k)
-        if mask is None:
-            weights = self.separation(scores, dim=-1)
-        else:
-            scores, empty = masked(scores, mask)
-            weights = self.separation(scores, dim=-1).masked_fill(empty, 0.0)
-        weights = inverted_dropout(weights, p)
+        weights = inverted_dropout(separated(scores, self.separation, mask), p)
         z = torch.cat([_batched_mm(wi, vi, b) for wi, vi in zip(weights.unbind(1), kvs[h:])], dim=-1)  # (b, q, d)
         return z.unflatten(-1, (h, e))
 

@@ -55,12 +55,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from stanhop.errors import UserError, notice_to_stderr
+from stanhop.runs import MEMORY_SETTINGS, MEMORY_WEIGHTS
 
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # Plug-and-Play's λ grid
 BETAS = (1.0, 4.0, 16.0, 64.0)  # Plug-and-Play's β₀ grid: β_i = β₀/√(s_i·d)
 TUNE_BETA = 16.0  # Tune-and-Play's starting β₀
 SUDDEN_FRACTION = 0.1  # the sudden-event subset: the top 10% of windows by `sudden_change`
-MEMORY_WEIGHTS, MEMORY_SETTINGS = "memory.safetensors", "memory.json"
 MEMORY_FORMAT = 1
 
 

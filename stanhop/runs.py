@@ -28,6 +28,8 @@ from stanhop.errors import UserError, writable_folder
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
+FRAME_DATA = "data.csv"  # a run trained on a DataFrame keeps it here
+MEMORY_WEIGHTS, MEMORY_SETTINGS = "memory.safetensors", "memory.json"  # a memory plugin's files (stanhop.memory)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -180,7 +182,7 @@ def own_files(path: str | Path) -> list[Path]:
     """The files of the run at ``path`` that a command must never replace: its own, and the
     CSV its config reads (a registered data set's cached file is not listed)."""
     path = Path(path)
-    files = [path / name for name in (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, "data.csv", "memory.json", "memory.safetensors")]
+    files = [path / name for name in (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, FRAME_DATA, MEMORY_WEIGHTS, MEMORY_SETTINGS)]
     try:
         data = str(load_config(path / CONFIG).data.name)
     except UserError:  # no readable config: the command says so itself

@@ -197,8 +197,8 @@ class EpochLines(Callback):
         if "train_loss_epoch" in metrics:
             parts.append(f"train_loss {float(metrics['train_loss_epoch']):.4f}")
         if "val_mse" in metrics:
-            earlier = [c.best_model_score for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-            self.best = min([self.best, float(metrics["val_mse"]), *(float(b) for b in earlier if b is not None)])
+            earlier = trainer.checkpoint_callback.best_model_score  # before this epoch's (on --resume, the run's)
+            self.best = min(self.best, float(metrics["val_mse"]), float("inf") if earlier is None else float(earlier))
             parts.append(f"val_mse {float(metrics['val_mse']):.4f} (best {self.best:.4f})")
         parts.append(f"{time.perf_counter() - self.started:.0f} s")
         print(", ".join(parts), file=sys.stderr, flush=True)

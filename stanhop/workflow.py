@@ -17,8 +17,8 @@ from typing import Any
 from stanhop.config import Config, make_paths_absolute
 from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
 from stanhop.runs import (
-    METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files, save_weights,
-    write_json,
+    FRAME_DATA, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files,
+    save_weights, write_json,
 )
 
 
@@ -162,7 +162,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         if resume is None:  # the data read and the config valid: only now is a previous run replaced
             prepare_run_dir(run_dir, force=force)
             if staged is not None:  # the DataFrame's CSV becomes the run's own data
-                config.data.name = str(staged.replace(run_dir / "data.csv").resolve())
+                config.data.name = str(staged.replace(run_dir / FRAME_DATA).resolve())
             if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
                 notice_to_stderr(unused)
         save_run_files(run_dir, config, data_info(dm, config))
