@@ -20,7 +20,7 @@ import torch
 from stanhop import separation
 from stanhop.config import ModelConfig
 from stanhop.model import STanHopNet
-from stanhop.training import adam
+from stanhop.optimisation import adam
 from train_step import BATCH, CONFIGS, WIDTHS, etth1_batch, synchronize, training_step
 
 

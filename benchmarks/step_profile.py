@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from stanhop.allocator import retain_freed_memory
 from stanhop.config import SEPARATIONS, ModelConfig
 from stanhop.model import STanHopNet, n_segments
-from stanhop.training import adam
+from stanhop.optimisation import adam
 from train_step import BATCH, CONFIGS, WIDTHS, etth1_batch, matmul_rate, training_step
 
 PRODUCTS = ("mm", "addmm", "bmm")

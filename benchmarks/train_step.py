@@ -65,7 +65,7 @@ from stanhop import datasets
 from stanhop.allocator import retain_freed_memory
 from stanhop.config import SEPARATIONS, ModelConfig, load_config
 from stanhop.model import STanHopNet, n_segments
-from stanhop.training import accumulate_gradients, adam
+from stanhop.optimisation import accumulate_gradients, adam
 
 WIDTHS = dict(d_model=256, d_ff=512, n_heads=4, factor=10, dropout=0.3, n_series=7)
 CONFIGS = {

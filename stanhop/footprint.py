@@ -7,7 +7,7 @@ but on Electricity's 321 the same micro-batch would hold over 100 GiB, and the m
 swap or kill the process. ``fit_micro_batch`` measures the activations the model keeps per
 window, by a forward pass of one and of two windows with a hook on every saved tensor, and
 lowers the micro-batch to what fits in the free memory. Micro-batches give the whole batch's
-gradients (stanhop.training.accumulate_gradients), but for dropout, whose masks are drawn
+gradients (stanhop.optimisation.accumulate_gradients), but for dropout, whose masks are drawn
 micro-batch by micro-batch: other draws, as another seed's.
 
 Free memory is Linux's MemAvailable, within the process's cgroup limit (a container's) if

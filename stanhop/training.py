@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -28,44 +27,9 @@ from torch.nn import functional as F
 
 from stanhop.allocator import retain_freed_memory
 from stanhop.config import Config
-from stanhop.errors import UserError, redrawn_bars
+from stanhop.errors import redrawn_bars
 from stanhop.model import STanHopNet
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
-
-
-def accumulate_gradients(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, micro_batch_size: int | None,
-                         backward: Callable[[Tensor], None] = Tensor.backward,
-                         unsynced: Callable[[], AbstractContextManager] = nullcontext) -> Tensor:
-    """MSE(model(x), y) over the whole batch, its gradient accumulated into the parameters'
-    ``.grad`` by ``backward`` one micro-batch of ``micro_batch_size`` windows at a time (the
-    whole batch at once when None): x (b, in_len, c), y (b, out_len, c) -> the loss (detached).
-
-    Each micro-batch's mean is weighted by its share of the windows, so the losses, and their
-    gradients, add up to the whole batch's mean. Every backward pass but the last runs inside
-    ``unsynced()`` (under data-parallel training: no gradient exchange until the last one).
-    Raises TrainingDiverged on a NaN or infinite loss, before its backward pass.
-    """
-    size = micro_batch_size or len(x)
-    parts = list(zip(x.split(size), y.split(size)))
-    total = torch.zeros((), device=x.device)
-    for i, (xs, ys) in enumerate(parts):
-        loss = F.mse_loss(model(xs), ys) * (len(xs) / len(x))
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()}")
-        with unsynced() if i < len(parts) - 1 else nullcontext():
-            backward(loss)
-        total += loss.detach()
-    return total
-
-
-def adam(parameters, lr: float, precision: str) -> torch.optim.Adam:
-    """Training's optimiser: Adam, fused (one kernel over all parameters: on CPU 6 ms against
-    16 ms a step at 8.5M parameters) except under 16-mixed, whose gradient scaler would leave
-    the unscaling to a fused step, after the gradients are clipped."""
-    return torch.optim.Adam(parameters, lr=lr, fused=precision != "16-mixed")
+from stanhop.optimisation import TrainingDiverged, accumulate_gradients, adam
 
 
 class Forecaster(L.LightningModule):

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from stanhop.config import Config, ModelConfig
 from stanhop.errors import UserError
 from stanhop.model import STanHopNet
-from stanhop.training import Forecaster, TrainingDiverged, accumulate_gradients, make_trainer
+from stanhop.optimisation import TrainingDiverged, accumulate_gradients
+from stanhop.training import Forecaster, make_trainer
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = dict(in_len=12, out_len=6, seg_len=3, win_size=2, d_model=8, d_ff=16, n_heads=2, e_layers=2,
@@ -39,6 +40,16 @@ def test_micro_batches_give_the_whole_batchs_loss_and_gradient(separation):
     assert torch.allclose(whole, torch.nn.functional.mse_loss(model(x), y).detach(), rtol=1e-6)
     for name, grad in gradients(model).items():
         assert torch.allclose(grad, expected[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_the_step_needs_no_lightning():
+    """The benchmarks time and measure the step in a process that holds no Lightning."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from stanhop.optimisation import accumulate_gradients, adam; "
+            "from stanhop.model import STanHopNet; print('lightning' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_only_the_last_backward_pass_synchronises():
