@@ -471,7 +471,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
     else:
-        frame = read_input(loaded, input_path, date_column=date_column, fill=fill)
+        frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
+                           last_rows=None if backtest else loaded.config.model.in_len)
     if backtest:
         _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json)
         return
@@ -566,7 +567,8 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
         from stanhop.runs import load_run
 
         loaded = load_run(run)
-        frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill)
+        frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill,
+                                                           last_rows=loaded.config.model.in_len)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
                              intervals=intervals, progress=True)
     else:

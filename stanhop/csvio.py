@@ -58,10 +58,11 @@ def load_series(
 
 
 def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None, *,
-                insert_missing_dates: bool = False) -> pd.DataFrame:
+                insert_missing_dates: bool = False, keep_gaps: bool = False) -> pd.DataFrame:
     """Like :func:`load_series` but empty cells are left as NaN. With ``insert_missing_dates``,
     timestamps missing from the regular step (gaps of whole steps) come back as rows of NaN, for
-    a fill; without it such gaps are a UserError."""
+    a fill; with ``keep_gaps`` the rows come back as they are, gaps and all (the caller checks
+    them: :func:`refuse_gaps`); with neither, such gaps are a UserError."""
     path = datasets.resolve(name_or_path)
     columns = [columns] if isinstance(columns, str) else columns
     header, dialect = _open(path)
@@ -89,7 +90,16 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
                    "the channels are the numeric columns (name them with --columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
+    if keep_gaps and not insert_missing_dates:
+        return frame
     return frame if _regular(index) else _with_missing_dates(frame, path, insert_missing_dates)
+
+
+def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """The UserError read_series gives a file with gaps (naming the first), unless ``frame``'s
+    timestamps are one regular step apart."""
+    if not _regular(frame.index):
+        _with_missing_dates(frame, Path(path), insert=False)
 
 
 def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data") -> pd.DataFrame:
@@ -120,10 +130,11 @@ def count_missing(frame: pd.DataFrame) -> dict[str, int]:
     return {name: int(n) for name, n in frame.isna().sum().items()}
 
 
-def infer_freq(index: pd.DatetimeIndex) -> str:
+def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None) -> str:
     """The pandas offset alias of a regular index (``"h"``, ``"15min"``, ``"D"``, ``"MS"`` ...).
 
-    Raises UserError naming the first line whose step differs from the usual one.
+    Raises UserError naming the first line of the file whose step differs from the usual one,
+    or, for the index of a DataFrame called ``frame_name``, its position (pandas' iloc).
     """
     if len(index) < 2:
         raise UserError(f"need at least 2 rows to tell the time step, got {len(index)}")
@@ -138,6 +149,12 @@ def infer_freq(index: pd.DatetimeIndex) -> str:
     if (steps == usual).all():
         return to_offset(usual).freqstr
     first = int(np.argmax((steps != usual).to_numpy()))
+    if frame_name is not None:
+        raise UserError(
+            f"irregular time steps in {frame_name}: position {first + 1} ({index[first + 1]}) comes {steps[first]} "
+            f"after the row before, but the usual step is {usual}; insert the missing timestamps and fill them "
+            "(e.g. frame.asfreq(step).interpolate()), or resample"
+        )
     raise UserError(
         f"irregular time steps: line {first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes {steps[first]} after "
         f"the line before, but the usual step is {usual}; fill in the missing timestamps or resample the file"

@@ -94,12 +94,14 @@ def require_file_channels(path: str | os.PathLike, names: list[str], channels: l
     require_channels(names, channels, date_column, str(path), notify)
 
 
-def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify | None = None) -> pd.DataFrame:
+def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify | None = None,
+          last_rows: int | None = None) -> pd.DataFrame:
     """``frame`` as the run's channels in the run's order: float64, DatetimeIndex of the run's frequency.
 
     Accepts a DatetimeIndex, the run's date column, or a long frame as neuralforecast's
     (unique_id, ds, y: one series per unique_id). NaNs are kept (the caller decides which
-    rows must be complete).
+    rows must be complete). With ``last_rows`` (only that many rows at the end will be used),
+    rows before a gap in time that leaves that many after it are dropped (``after_last_gap``).
     """
     from stanhop.frames import is_long, to_wide
 
@@ -121,8 +123,34 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         out = frame[list(run.data.columns)].astype("float64")
     except (ValueError, TypeError) as err:
         raise UserError(f"{source} has a channel that is not numeric ({str(err).splitlines()[0]})") from None
+    if last_rows is not None:
+        out = after_last_gap(out, run.data.freq, last_rows, source, notify)
     check_dates(run, out.index, source)
     return out
+
+
+def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notify: Notify | None = None) -> pd.DataFrame:
+    """``frame`` from the row after its last gap in time (two rows more than one step ``freq``
+    apart), with a notice, where that leaves at least ``rows`` rows and the timestamps
+    increase; else ``frame`` as it is (its checks then name what is wrong)."""
+    index = frame.index
+    if len(index) <= rows or not (index.is_monotonic_increasing and index.is_unique) or index.hasnans:
+        return frame
+    try:
+        step = to_offset(freq)
+        regular = np.asarray(index[1:] == index[:-1] + step)
+    except (TypeError, ValueError):
+        return frame
+    if regular.all():
+        return frame
+    start = int(np.flatnonzero(~regular)[-1]) + 1
+    if len(index) - start < rows:
+        return frame
+    (notify or notice_to_stderr)(
+        f"{source} skips time steps before {index[start]} (at the step '{freq}'); the forecast uses only the last "
+        f"{rows} rows, so the {counted(start, 'row')} before the last gap are left out (fill='ffill' or "
+        "'interpolate', CLI --fill, keeps them)")
+    return frame.iloc[start:]
 
 
 def check_dates(run, index: pd.DatetimeIndex, source: str) -> None:
@@ -135,7 +163,7 @@ def check_dates(run, index: pd.DatetimeIndex, source: str) -> None:
         raise UserError(f"the timestamps of {source} must be increasing and unique; sort the rows and drop repeated dates")
     if len(index) < 2:
         raise UserError(f"{source} has {len(index)} row(s); a forecast needs at least {run.config.model.in_len}")
-    freq = infer_freq(index)
+    freq = infer_freq(index, frame_name=source)  # (a file's gaps were named, by line, when it was read)
     if not same_freq(freq, run.data.freq):
         raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it to '{run.data.freq}'")
 
@@ -160,15 +188,25 @@ def check_complete(values: pd.DataFrame, what: str) -> None:
 
 
 def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, fill: str | None = None,
-               notify: Notify | None = None) -> pd.DataFrame:
-    """A CSV file as :func:`align` returns it: only the run's channels are read (extra ones noticed)."""
-    from stanhop.csvio import fill_missing, header_of, read_series
+               notify: Notify | None = None, last_rows: int | None = None) -> pd.DataFrame:
+    """A CSV file as :func:`align` returns it: only the run's channels are read (extra ones noticed).
+
+    ``last_rows``: only that many rows at the end will be used (a forecast's in_len), so a file
+    whose gaps in time all lie before them is read from after its last gap (``after_last_gap``)
+    rather than refused; without it (a backtest uses every row), any gap is refused unless
+    ``fill`` inserts and fills the missing rows.
+    """
+    from stanhop.csvio import fill_missing, header_of, read_series, refuse_gaps
 
     date_column = date_column or run.data.date_column
     header = header_of(path)
     if date_column in header:  # else the reader below says so, and how to name it (--date-column)
         require_file_channels(path, header, list(run.data.columns), date_column, notify)
-    frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None)
+    tail = last_rows is not None and fill is None
+    frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None, keep_gaps=tail)
+    if tail:
+        frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify)
+        refuse_gaps(frame, path)  # a gap among the last rows: the usual error, naming the first gap
     frame = fill_missing(frame, fill, path) if fill else frame
     check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
@@ -290,7 +328,8 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     """Forecast the ``horizon`` (default ``out_len``) steps after the last row of ``frame``, in
     original units; past ``out_len`` recursively, with a notice.
 
-    Uses the last ``in_len`` rows (they must be complete). Returns one row per future step,
+    Uses the last ``in_len`` rows (they must be complete; a gap in time before them is no
+    matter: the rows before it are left out, with a notice). Returns one row per future step,
     indexed by the timestamps that continue the input's frequency, one column per channel;
     with ``intervals`` (levels in percent, e.g. "80,95" or [80, 95]) each channel is followed
     by its conformal interval at each level, ``<channel>_lo80``, ``<channel>_hi80``, …
@@ -300,8 +339,8 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
-    given, frame = frame, align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    given, frame = frame, align(run, frame, notify=notify, last_rows=in_len)
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]

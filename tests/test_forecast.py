@@ -144,6 +144,29 @@ def test_missing_timestamps_in_the_input_are_filled_with_fill(run, run_dir, etth
     assert got.index.equals(want.index.rename(got.index.name))
 
 
+def test_a_gap_before_the_last_in_len_rows_leaves_out_the_rows_before_it(run, run_dir, etth1, tmp_path):
+    in_len = run.config.model.in_len
+    rows = etth1.iloc[:in_len + 30]
+    old_gap = rows.drop(rows.index[[10, 11, 12]])  # the last in_len rows come well after it
+    path = write_csv(old_gap, tmp_path / "old_gap.csv")
+    result = invoke("forecast", run_dir, "--input", path, "--output", tmp_path / "out.csv")
+    assert result.exit_code == 0, result.output
+    assert f"skips time steps before {rows.index[13]}" in result.stderr and "the 10 rows before" in result.stderr
+    tail = old_gap.iloc[10:]
+    got = pd.read_csv(tmp_path / "out.csv", index_col=0, parse_dates=True)
+    np.testing.assert_allclose(got.to_numpy(), run.forecast(tail).to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(run.forecast(old_gap, notify=lambda _: None).to_numpy(), got.to_numpy(), rtol=1e-12)
+
+    # a backtest uses every row: the gap is refused, as is one among the last in_len rows
+    backtest = invoke("forecast", run_dir, "--input", path, "--backtest")
+    assert backtest.exit_code == 2 and "3 timestamp(s) missing" in backtest.stderr
+    late_gap = rows.drop(rows.index[[-5]])
+    late = invoke("forecast", run_dir, "--input", write_csv(late_gap, tmp_path / "late_gap.csv"))
+    assert late.exit_code == 2 and "1 timestamp(s) missing" in late.stderr and "between lines" in late.stderr
+    with pytest.raises(UserError, match=r"irregular time steps in the input: position \d+ "):
+        run.forecast(late_gap)
+
+
 def test_another_frequency_is_refused(run_dir, etth1, tmp_path):
     two_hourly = etth1.iloc[:200:2]
     result = invoke("forecast", run_dir, "--input", write_csv(two_hourly, tmp_path / "in.csv"))
