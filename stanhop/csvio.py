@@ -35,7 +35,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
-from stanhop.errors import UserError, listing, notice_to_stderr
+from stanhop.errors import UserError, aliased, listing, notice_to_stderr
 from stanhop.frames import LONG_COLUMNS
 
 FILLS = ("ffill", "interpolate")
@@ -456,9 +456,11 @@ def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
 
 
 def _tell_once(message: str) -> None:
-    """A notice, once per process: a run reads its file more than once."""
-    if message not in _TOLD:
-        _TOLD.add(message)
+    """A notice, once per process: a run reads its file more than once (a DataFrame's, as two
+    files that messages both call the DataFrame)."""
+    told = aliased(message)
+    if told not in _TOLD:
+        _TOLD.add(told)
         notice_to_stderr(message)
 
 

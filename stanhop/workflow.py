@@ -108,9 +108,11 @@ def staged_frame(frame, run_dir: Path, config: Config):
     from stanhop.frames import write_frame
 
     staged = writable_folder(run_dir.parent, "--out") / f".{run_dir.name}.data.csv.tmp"
+    kept = run_dir / FRAME_DATA  # where the training moves it: read again there for the evaluation
     try:
         with (known_as(str(staged.resolve()), "the DataFrame", first_row_line=FIRST_ROW_LINE),
-              known_as(str(staged), "the DataFrame", first_row_line=FIRST_ROW_LINE)):
+              known_as(str(staged), "the DataFrame", first_row_line=FIRST_ROW_LINE),
+              known_as(str(kept.resolve()), "the DataFrame", first_row_line=FIRST_ROW_LINE)):
             write_frame(frame, staged, config.data.date_column, config.data.fill)
             config.data.name = str(staged.resolve())
             yield staged

@@ -62,8 +62,12 @@ def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, t
         train(smoke(), tmp_path / "holed", frame=holed, progress=False)
     assert str(told.value).startswith("the DataFrame has 1 empty (NaN) cell(s), the first in column 'MUFL' at "
                                       f"{holed.index[50]}; fill them")
+    capsys.readouterr()
     filled = train(smoke("data.fill=interpolate"), tmp_path / "filled", frame=holed, progress=False)
     assert np.isfinite(filled["test"]["mse"])
+    told_fill = [line for line in capsys.readouterr().err.splitlines() if "filled by interpolate" in line]
+    assert told_fill == ["notice: the DataFrame: 1 empty cell(s) filled by interpolate: MUFL 1 (0%)"]  # once, not
+    # again for the run's data.csv read after the training
     (tmp_path / "filled").rename(tmp_path.parent / f"{tmp_path.name}-filled")  # the folder below must end empty
     irregular = etth1.iloc[:1200].drop(etth1.index[100:103])
     with pytest.raises(UserError) as told:
