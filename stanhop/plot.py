@@ -196,6 +196,8 @@ def plot_training(run):
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(table.index) == 1:  # one point: matplotlib would span ±0.05 with fractional ticks
+        ax.set_xlim(table.index[0] - 1, table.index[0] + 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
