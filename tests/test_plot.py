@@ -125,6 +125,16 @@ def test_training_plot_shows_each_epoch(run_dir, tmp_path):
     check_png(out, colours=("#1f77b4", "#d95f02"))
 
 
+def test_a_one_epoch_training_plot_has_whole_epoch_ticks(run_dir, tmp_path):
+    one = shutil.copytree(run_dir, tmp_path / "one")
+    log = pd.read_csv(one / "logs" / "metrics.csv")
+    log[log["epoch"] == 0].to_csv(one / "logs" / "metrics.csv", index=False)
+    ax = plot_training(one).get_axes()[0]
+    ax.figure.canvas.draw()
+    ticks = [tick for tick in ax.get_xticks() if ax.get_xlim()[0] <= tick <= ax.get_xlim()[1]]
+    assert 0 in ticks and all(float(tick).is_integer() for tick in ticks), ticks
+
+
 def test_outlier_plot_as_png_svg_and_pdf(run_dir, run, tmp_path):
     per_module = run.metrics["outliers"]["per_module"]
     fig = plot_outliers(run_dir)
@@ -172,7 +182,8 @@ def test_a_run_whose_csv_is_gone_says_why_and_what_to_give(run_dir, tmp_path, na
 def test_save_figure_keeps_an_existing_file_unless_force(run_dir, tmp_path):
     fig = plot_training(run_dir)
     path = save_figure(fig, tmp_path / "a.svg")
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(UserError, match=r"already exists; choose another file name, or replace it with --force "
+                                        r"\(Python: force=True\)$"):  # no CLI-only '--output' to a Python caller
         save_figure(fig, path)
     save_figure(fig, path, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.svg"]
