@@ -301,12 +301,28 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
                             "add --memory plug or --memory tune")
     if resume is None and out is None:
         out = default_run_dir(config)  # named here, to be told at the end
-    metrics = train_run(config, out, force=force, resume=resume, init_from=init_from)
+    long = _long_csv(data) if resume is None else None
+    if long is not None:  # a DataFrame, as in Python: kept as RUN/data.csv, one column per unique_id
+        metrics = train_run(config, out, force=force, init_from=init_from, frame=long, frame_name=data)
+    else:
+        metrics = train_run(config, out, force=force, resume=resume, init_from=init_from)
     if metrics:
         _print_metrics(metrics)
         run_dir = resume or out
         click.echo(f"the run is in {run_dir}: stanhop plot {run_dir} draws its forecast "
                    f"(forecast, evaluate and tune take it too)", err=True)
+
+
+def _long_csv(path):
+    """The rows of a CSV file in neuralforecast's long layout (unique_id, ds, y) as a DataFrame,
+    None for any other --data / --input (a wide CSV, a data set's name)."""
+    from stanhop.datasets import looks_like_path
+
+    if path is None or not looks_like_path(path):
+        return None
+    from stanhop.csvio import read_long
+
+    return read_long(path)
 
 
 _RESUMABLE = ("resume", "max_epochs", "micro_batch_size")  # train's options that a resumed run may take
@@ -470,6 +486,13 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
+    elif (frame := _long_csv(input_path)) is not None:  # forecast as neuralforecast's layout: unique_id, ds, STanHop
+        if date_column:
+            raise UserError(f"{input_path} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")
+        if fill:
+            from stanhop.frames import filled_long
+
+            frame = filled_long(frame, fill, str(input_path))
     else:
         frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
                            last_rows=None if backtest else loaded.config.model.in_len)
@@ -477,11 +500,13 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json)
         return
     table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True)
+    long = "unique_id" in table.columns  # one row per series and step, its own ds column
     if output is None:
-        click.echo(table.to_csv(), nl=False)
+        click.echo(table.to_csv(index=not long), nl=False)
         return
-    write_table([table], output, fmt, index=True)
-    click.echo(f"wrote {output} ({len(table)} steps from {table.index[0]} to {table.index[-1]})", err=True)
+    write_table([table], output, fmt, index=not long)
+    dates = table["ds"] if long else table.index
+    click.echo(f"wrote {output} ({len(table)} {'rows' if long else 'steps'} from {dates.min()} to {dates.max()})", err=True)
 
 
 def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> None:

@@ -35,7 +35,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
-from stanhop.errors import UserError, aliased, listing, notice_to_stderr
+from stanhop.errors import UserError, listing, tell_once
 from stanhop.frames import LONG_COLUMNS
 
 FILLS = ("ffill", "interpolate")
@@ -74,7 +74,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     _refuse_long_format(raw, date_column, path)
     index = _parse_dates(raw[date_column], path)
     if columns is None and (unnamed := [c for c in raw.columns if _UNNAMED.fullmatch(str(c))]):
-        _tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
+        tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
                    "or a delimiter at the end of each line?)")
         raw = raw.drop(columns=unnamed)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
@@ -86,13 +86,36 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     if not channels:
         raise UserError(f"{path} has no numeric column besides '{date_column}'")
     if skipped := [name for name in names if name not in channels]:
-        _tell_once(f"{path}: ignoring the text column(s) {listing(skipped)}; "
+        tell_once(f"{path}: ignoring the text column(s) {listing(skipped)}; "
                    "the channels are the numeric columns (name them with --columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
     if keep_gaps and not insert_missing_dates:
         return frame
     return frame if _regular(index) else _with_missing_dates(frame, path, insert_missing_dates)
+
+
+def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
+    """A CSV file in neuralforecast's long layout, one row per series and timestamp under the
+    columns unique_id, ds and y (others may follow), as a DataFrame of those rows (ids as
+    text, ds as timestamps where every one reads as such): what stanhop.frames takes as a long
+    frame. None for a file without those three columns."""
+    path = datasets.resolve(name_or_path)
+    header, dialect = _open(path)
+    if not set(LONG_COLUMNS) <= {str(c) for c in header}:
+        return None
+    raw = _drop_trailing_blank_rows(_read(path, dialect, dtype={"unique_id": "str", "ds": "str"}))
+    if raw.empty:
+        raise UserError(f"{path} has a header but no data rows")
+    text = raw["ds"]
+    if text.isna().any():
+        line = int(np.argmax(text.isna().to_numpy())) + FIRST_ROW_LINE
+        raise UserError(f"{path}: line {line} has no date in column 'ds'; every row needs a timestamp")
+    dates = _to_datetime(text, dayfirst=bool(text.str.match(_DAY_DOT_MONTH).all()))
+    if dates.dtype != object and not dates.isna().any():  # else the dates stay text: the wide file's reader names the bad one
+        raw["ds"] = dates
+    raw["y"] = _to_float(raw["y"], "y", path, required=True, decimal=dialect["decimal"])
+    return raw
 
 
 def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -118,7 +141,7 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
         raise UserError(f"{source}: column(s) {listing(empty)} have no values at all; leave them out with "
                         "columns=[...] (CLI: --columns)")
     counts = {name: n for name, n in count_missing(frame).items() if n}
-    _tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
+    tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
                + listing([f"{name} {n} ({n / len(frame):.0%})" for name, n in counts.items()]))
     if fill == "ffill":
         return frame.ffill().bfill()
@@ -204,7 +227,7 @@ def _dialect(path: Path) -> dict[str, str]:
         return {"sep": ",", "decimal": "."}
     sep = next(s for s in _SEPARATOR_NAMES if s in header)
     decimal = "," if any("," in line for line in lines[1:]) else "."
-    _tell_once(f"{path}: reading it as {_SEPARATOR_NAMES[sep]}-separated values"
+    tell_once(f"{path}: reading it as {_SEPARATOR_NAMES[sep]}-separated values"
                + (" with decimal commas" if decimal == "," else ""))
     return {"sep": sep, "decimal": decimal}
 
@@ -383,13 +406,12 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.Dat
     if not insert:
         raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "
                         "(CLI: --fill), or fix the file")
-    _tell_once(f"{path}: {missing} inserted, their cells filled")
+    tell_once(f"{path}: {missing} inserted, their cells filled")
     return frame.reindex(full)
 
 
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
 _WITH_UTC_OFFSET = rf".*\d{_UTC_OFFSET}"
-_TOLD: set[str] = set()
 _DAY_DOT_MONTH = r"\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b"  # 01.07.2016: day first wherever dates are written so
 _UNIX_TIME = r"\s*\d{9,13}(?:\.\d*)?\s*"  # seconds or milliseconds since 1970-01-01 UTC
 _UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plausible range, so a count of steps is not read so
@@ -425,7 +447,7 @@ def _tell_read_as(text: pd.Series, dates: pd.Series, path: Path, how: str) -> No
     """Tell the user once how the date column was read, with its last date spelt out."""
     last = dates.iloc[-1]
     shown = f"{last:%d %B %Y}" if last == last.normalize() else f"{last:%d %B %Y %H:%M}"
-    _tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {shown})")
+    tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {shown})")
 
 
 def _other_readings(text: pd.Series):
@@ -449,19 +471,10 @@ def _on_one_clock(text: pd.Series, path: Path) -> pd.Series:
     for clock, dates in clocks.items():
         if not _fits(dates, path):  # an unreadable date or irregular steps: the caller names the line
             continue
-        _tell_once(f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "
+        tell_once(f"{path}: the dates in column '{text.name}' have several UTC offsets (daylight saving time?); "
                    f"they are read {clock}, and forecasts are dated so")
         return dates
     return clocks["in UTC"]  # the caller says what is wrong with it
-
-
-def _tell_once(message: str) -> None:
-    """A notice, once per process: a run reads its file more than once (a DataFrame's, as two
-    files that messages both call the DataFrame)."""
-    told = aliased(message)
-    if told not in _TOLD:
-        _TOLD.add(told)
-        notice_to_stderr(message)
 
 
 def _to_datetime(text: pd.Series, **kwargs) -> pd.Series:

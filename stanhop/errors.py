@@ -99,6 +99,18 @@ def notice_to_stderr(message: str) -> None:
     print(f"notice: {aliased(message)}", file=sys.stderr)
 
 
+_TOLD: set[str] = set()
+
+
+def tell_once(message: str) -> None:
+    """A notice, once per process and text as the user reads it (aliased): a run reads its
+    file more than once, and a DataFrame's staged file and the run's copy read alike."""
+    told = aliased(message)
+    if told not in _TOLD:
+        _TOLD.add(told)
+        notice_to_stderr(message)
+
+
 def writable_folder(folder: str | os.PathLike, option: str) -> Path:
     """``folder``, created if missing, once a file could be created in it; otherwise (no
     permission, a read-only or full disk, a file in the way) a UserError naming ``option``,

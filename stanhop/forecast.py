@@ -109,7 +109,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
     date = run.data.date_column
     if is_long(frame):
-        frame = to_wide(frame, date)
+        frame = to_wide(frame, date, source)
     if date in frame.columns:
         try:
             index = pd.DatetimeIndex(pd.to_datetime(frame[date]), name=date)
@@ -453,11 +453,12 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     """Check the input now; forecast its windows lazily, ``batch_size`` (default:
     windows_per_batch) at a time, each ``horizon`` steps (default out_len; past it
     recursively, as :func:`forecast`), with the conformal ``intervals`` (levels in percent)
-    and their coverage when given. ``progress``: progress bars on stderr."""
+    and their coverage when given. ``progress``: progress bars on stderr. For a long ``frame``
+    the tables are long too (see :func:`backtest`)."""
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
-    frame = align(run, frame, notify=notify)
+    given, frame = frame, align(run, frame, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     stride = horizon if stride is None else stride
     batch_size = windows_per_batch(run) if batch_size is None else batch_size
@@ -480,7 +481,9 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]]),
              "baselines": naive_errors(z, starts, in_len, horizon, season_of(run.data.freq))}
-    return BacktestStream(_chunks(run, frame, z, starts, horizon, int(batch_size), errors, progress), errors, facts)
+    chunks = _chunks(run, frame, z, starts, horizon, int(batch_size), errors, progress)
+    as_given = (_as_given(run, chunk, given, levels, prediction="_pred", keep=("window_start", "step")) for chunk in chunks)
+    return BacktestStream(as_given, errors, facts)
 
 
 def _chunks(run, frame: pd.DataFrame, z: np.ndarray, starts: np.ndarray, horizon: int, batch_size: int,
@@ -518,12 +521,14 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     unique_id, ds, window_start, step, y, STanHop, …) and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
-    from stanhop.intervals import parse_levels
+    from stanhop.frames import is_long
 
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
                              notify=notify)
     table = pd.concat(list(stream.chunks), ignore_index=True)
-    table = _as_given(run, table, frame, parse_levels(intervals), prediction="_pred", keep=("window_start", "step"))
+    if is_long(frame):  # series by series, as neuralforecast orders them (the stream gives them batch by batch)
+        order = {uid: i for i, uid in enumerate(pd.unique(table["unique_id"]))}
+        table = table.sort_values("unique_id", key=lambda ids: ids.map(order), kind="stable", ignore_index=True)
     return Backtest(table=table, metrics=stream.metrics())
 
 
@@ -547,10 +552,11 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name for the output")
     if path.exists() and any(Path(kept).exists() and path.samefile(kept) for kept in keep):
-        raise UserError(f"--output {path} is one of the files this command reads (the input or the run's own); "
+        raise UserError(f"{path} is one of the files this command reads (the input or the run's own); "
                         f"write to another file, or it would replace your data")
     if path.exists() and not force:
-        raise UserError(f"{path} already exists; choose another --output or pass --force to replace it")
+        raise UserError(f"{path} already exists; choose another file name, or replace it with --force "
+                        "(Python: force=True)")
     writable_folder(path.parent, "--output")
     return path
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stanhop.errors import UserError, listing, notice_to_stderr
+from stanhop.errors import UserError, listing, tell_once
 
 LONG_COLUMNS = ("unique_id", "ds", "y")
 MODEL_COLUMN = "STanHop"  # a long forecast's column, named after the model as neuralforecast names its own
@@ -54,21 +54,21 @@ def to_long(table: pd.DataFrame, channels: list[str], ids: pd.DataFrame, *, leve
     return pd.concat(parts, ignore_index=True)
 
 
-def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
+def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") -> pd.DataFrame:
     """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
-    timestamps; empty cells are kept."""
+    timestamps; empty cells are kept. Messages call the frame ``name`` (a long CSV's path)."""
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
     if is_long(frame):
         repeated = frame.duplicated(["unique_id", "ds"])
         if repeated.any():
             first = frame[repeated].iloc[0]
-            raise UserError(f"the long DataFrame has {int(repeated.sum())} repeated (unique_id, ds) pair(s), the first "
+            raise UserError(f"{name} has {int(repeated.sum())} repeated (unique_id, ds) pair(s), the first "
                             f"({first['unique_id']}, {first['ds']}); keep one row per series and timestamp")
         wide = frame.pivot(index="ds", columns="unique_id", values="y")
         wide.columns = [str(c) for c in wide.columns]
         others = [str(c) for c in frame.columns if c not in LONG_COLUMNS]
-        notice_to_stderr(f"the long DataFrame (unique_id, ds, y) is read as {wide.shape[1]} series, one column each"
+        tell_once(f"{name}, long (unique_id, ds, y), is read as {wide.shape[1]} series, one column each"
                          + (f"; its other column(s) {listing(others)} are not used (STanHop-Net forecasts the series "
                             f"from their own past)" if others else ""))
         return wide.rename_axis(date_column).reset_index()
@@ -82,15 +82,30 @@ def to_wide(frame: pd.DataFrame, date_column: str) -> pd.DataFrame:
                     f"(data.date_column), or neuralforecast's long columns unique_id, ds, y")
 
 
-def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: str | None = None) -> Path:
+def filled_long(frame: pd.DataFrame, fill: str, name: str = "the DataFrame") -> pd.DataFrame:
+    """A long ``frame`` whose series' empty values, and the timestamps some series lack, are
+    filled by ``fill`` ("ffill" or "interpolate"), each series along the timestamps of all of
+    them, as a wide CSV's cells are (csvio.fill_missing, with its notice)."""
+    from stanhop.csvio import fill_missing
+
+    wide = to_wide(frame, "ds", name).set_index("ds")
+    ids = {str(uid): uid for uid in pd.unique(frame["unique_id"])}  # given back as the frame wrote them
+    back = fill_missing(wide, fill, name).rename_axis("ds").reset_index()
+    back = back.melt(id_vars="ds", var_name="unique_id", value_name="y")
+    return back.assign(unique_id=back["unique_id"].map(ids))[list(LONG_COLUMNS)]
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: str | None = None,
+                name: str = "the DataFrame") -> Path:
     """Write ``frame`` (wide or long) as a wide comma-separated CSV (pandas' ISO dates, floats that
-    read back exactly); without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time."""
-    wide = to_wide(frame, date_column)
+    read back exactly); without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time.
+    Messages call the frame ``name``."""
+    wide = to_wide(frame, date_column, name)
     numbers = wide.drop(columns=[date_column]).select_dtypes("number")
     empty = numbers.isna().to_numpy()  # (rows, numeric columns)
     if fill is None and empty.any():
         row, col = (int(v[0]) for v in empty.nonzero())
-        raise UserError(f"the DataFrame has {int(empty.sum())} empty (NaN) cell(s), the first in column "
+        raise UserError(f"{name} has {int(empty.sum())} empty (NaN) cell(s), the first in column "
                         f"'{numbers.columns[col]}' at {wide[date_column].iloc[row]}; fill them (data.fill='ffill' "
                         f"or 'interpolate'), or, where series start or end at other dates, keep the dates they share")
     path = Path(path)

@@ -67,7 +67,7 @@ def data_info(dm, config: Config) -> DataInfo:
 
 
 def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
-          init_from: str | Path | None = None, frame=None, progress: bool = True,
+          init_from: str | Path | None = None, frame=None, frame_name: str = "the DataFrame", progress: bool = True,
           callbacks: list | None = None) -> dict[str, Any]:
     """Train STanHop-Net into a run directory and return its metrics (also in metrics.json).
 
@@ -78,6 +78,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     scaler is fit on the new training rows as in any run. ``frame``: train on this pandas
     DataFrame instead of ``config.data.name`` (wide, or long as neuralforecast's unique_id,
     ds, y; :mod:`stanhop.frames`); it is saved as RUN/data.csv, the run's data from then on.
+    ``frame_name``: what messages call the frame (the CLI gives a long CSV's path).
     ``callbacks``: extra Lightning callbacks. The checkpoint is loaded with
     ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
     """
@@ -93,27 +94,27 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     if (config.train.devices, config.train.num_nodes) != (1, 1):
         raise UserError("training from a DataFrame runs in one process: write it to a CSV to train on several devices")
     run_dir = check_new_run_dir(Path(out) if out is not None else default_run_dir(config), force=force)
-    with staged_frame(frame, run_dir, config) as staged:
+    with staged_frame(frame, run_dir, config, frame_name) as staged:
         return _train(config, run_dir, force=force, init_from=init_from, progress=progress, callbacks=callbacks,
                       staged=staged)
 
 
 @contextmanager
-def staged_frame(frame, run_dir: Path, config: Config):
+def staged_frame(frame, run_dir: Path, config: Config, name: str = "the DataFrame"):
     """Write ``frame`` as a CSV beside ``run_dir`` and point ``config.data.name`` at it, for the
     training to read like any CSV (which moves it into the run once the data is accepted);
-    on the way out remove a file the training did not take. Messages name the DataFrame,
-    not the file."""
+    on the way out remove a file the training did not take. Messages call it ``name``, not
+    the file."""
     from stanhop.csvio import FIRST_ROW_LINE
     from stanhop.frames import write_frame
 
     staged = writable_folder(run_dir.parent, "--out") / f".{run_dir.name}.data.csv.tmp"
     kept = run_dir / FRAME_DATA  # where the training moves it: read again there for the evaluation
     try:
-        with (known_as(str(staged.resolve()), "the DataFrame", first_row_line=FIRST_ROW_LINE),
-              known_as(str(staged), "the DataFrame", first_row_line=FIRST_ROW_LINE),
-              known_as(str(kept.resolve()), "the DataFrame", first_row_line=FIRST_ROW_LINE)):
-            write_frame(frame, staged, config.data.date_column, config.data.fill)
+        with (known_as(str(staged.resolve()), name, first_row_line=FIRST_ROW_LINE),
+              known_as(str(staged), name, first_row_line=FIRST_ROW_LINE),
+              known_as(str(kept.resolve()), name, first_row_line=FIRST_ROW_LINE)):
+            write_frame(frame, staged, config.data.date_column, config.data.fill, name)
             config.data.name = str(staged.resolve())
             yield staged
     finally:

@@ -1,6 +1,7 @@
 """Training from a pandas DataFrame (workflow.train(config, out, frame=df)): wide or long
 (neuralforecast's unique_id, ds, y), saved as the run's data.csv."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,72 @@ def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_lo
     np.testing.assert_array_equal(ot["ds"].to_numpy(), reference["timestamp"].to_numpy())
     np.testing.assert_array_equal(ot["y"].to_numpy(), reference["OT_true"].to_numpy())
     np.testing.assert_array_equal(ot["STanHop"].to_numpy(), reference["OT_pred"].to_numpy())
+
+
+def melted(wide: pd.DataFrame) -> pd.DataFrame:
+    """neuralforecast's long layout of a wide frame: unique_id, ds, y."""
+    return (wide.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
+            [["unique_id", "ds", "y"]])
+
+
+def invoke(*args):
+    import cli
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+
+
+def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, etth1, tmp_path):
+    """The CLI takes a CSV in neuralforecast's layout as the Python API takes the DataFrame."""
+    frame = etth1.iloc[:1200, :3]
+    long_csv = tmp_path / "long.csv"
+    melted(frame).to_csv(long_csv, index=False)
+    trained = invoke("train", "--config", ROOT / "configs" / "smoke.yaml", "--data", long_csv,
+                     *[arg for setting in QUICK for arg in ("--set", setting)], "--out", tmp_path / "long-run")
+    assert trained.exit_code == 0, trained.output
+    assert f"{long_csv}, long (unique_id, ds, y), is read as 3 series" in trained.stderr
+    from_frame = train(smoke(), tmp_path / "frame", frame=frame, progress=False)
+    from_csv = load_run(tmp_path / "long-run")
+    assert from_csv.metrics["test"]["mse"] == pytest.approx(from_frame["test"]["mse"], rel=1e-9)
+    assert from_csv.data.columns == ["HUFL", "HULL", "MUFL"]
+
+    recent = etth1.iloc[3000:3300]
+    recent_csv = tmp_path / "recent.csv"
+    melted(recent).sample(frac=1.0, random_state=0).to_csv(recent_csv, index=False)  # rows in any order
+    out = tmp_path / "forecast.csv"
+    result = invoke("forecast", run_dir, "--input", recent_csv, "--output", out)
+    assert result.exit_code == 0, result.output
+    got = pd.read_csv(out, parse_dates=["ds"])
+    assert list(got.columns) == ["unique_id", "ds", "STanHop"] and len(got) == run.config.model.out_len * 7
+    want = run.forecast(recent)
+    for name, one in got.groupby("unique_id", sort=False):
+        np.testing.assert_allclose(one["STanHop"].to_numpy(), want[name].to_numpy(), rtol=1e-12)
+        np.testing.assert_array_equal(one["ds"].to_numpy(), want.index.to_numpy())
+    printed = invoke("forecast", run_dir, "--input", recent_csv)
+    assert printed.stdout.splitlines()[0] == "unique_id,ds,STanHop"  # no index column
+
+    backtest = invoke("forecast", run_dir, "--input", recent_csv, "--backtest", "--stride", "50",
+                      "--output", tmp_path / "bt.csv", "--json")
+    assert backtest.exit_code == 0, backtest.output
+    wide_backtest = run.backtest(recent, stride=50)
+    assert json.loads(backtest.stdout) == json.loads(json.dumps(wide_backtest.metrics))
+    table = pd.read_csv(tmp_path / "bt.csv", parse_dates=["ds", "window_start"])
+    assert list(table.columns) == ["unique_id", "ds", "window_start", "step", "y", "STanHop"]
+    ot = table[table["unique_id"] == "OT"]
+    np.testing.assert_allclose(ot["STanHop"].to_numpy(), wide_backtest.table["OT_pred"].to_numpy(), rtol=1e-12)
+    holed = melted(recent)
+    holed = holed.drop(holed.index[(holed["unique_id"] == "OT") & (holed["ds"] == recent.index[-3])])  # OT lacks a row
+    holed_csv = tmp_path / "holed.csv"
+    holed.to_csv(holed_csv, index=False)
+    missing = invoke("forecast", run_dir, "--input", holed_csv)
+    assert missing.exit_code == 2 and "'OT'" in missing.stderr and "--fill" in missing.stderr
+    filled = invoke("forecast", run_dir, "--input", holed_csv, "--fill", "ffill", "--output", tmp_path / "filled.csv")
+    assert filled.exit_code == 0, filled.output
+    assert f"notice: {holed_csv}: 1 empty cell(s) filled by ffill: OT 1" in filled.stderr
+    patched = recent.copy()
+    patched.loc[recent.index[-3], "OT"] = recent.loc[recent.index[-4], "OT"]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "filled.csv").query("unique_id == 'OT'")["STanHop"].to_numpy(),
+                               run.forecast(patched)["OT"].to_numpy(), rtol=1e-12)
 
 
 def test_a_long_forecast_keeps_the_ids_as_the_frame_wrote_them():
