@@ -31,11 +31,13 @@ def check_memory_config(config: Config) -> None:
         raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE")
 
 
-def memory_frame(config: Config, channels: list[str], freq: str):
+def memory_frame(config: Config, channels: list[str], freq: str, scaler=None):
     """The memory CSV's rows (strategy csv; None for the others), read and checked as the run's
     own data is: the run's date column and ``channels``, no empty cell (unless data.fill), the
-    run's time step ``freq``, and at least one window of in_len + out_len rows. Called before
-    any training, so that a bad file cannot leave a trained run without its memory."""
+    run's time step ``freq``, and at least one window of in_len + out_len rows; with the run's
+    ``scaler``, a notice for channels whose values lie far from the training data's
+    (``_far_from_training``). Called before any training, so that a bad file cannot leave a
+    trained run without its memory."""
     from stanhop.csvio import infer_freq, load_series
     from stanhop.forecast import check_csv_header, same_freq
 
@@ -51,7 +53,31 @@ def memory_frame(config: Config, channels: list[str], freq: str):
     if not same_freq(step, freq):
         raise UserError(f"memory CSV {mem.csv} has time step '{step}' but the run's data has '{freq}'; "
                         f"give windows at the run's step")
+    if scaler is not None:
+        _far_from_training(mem.csv, frame, scaler)
     return frame
+
+
+FAR_MEAN, FAR_SPREAD = 3.0, 5.0  # on the run's scale, where the training split has mean 0 and spread 1
+
+
+def _far_from_training(path: str, frame, scaler) -> None:
+    """A notice naming the memory CSV's channels whose values, on the run's scale (its scaler),
+    have a mean beyond ±FAR_MEAN or a spread above FAR_SPREAD: memory windows are compared with
+    inputs on that scale, so a file in other units (W for kW, a shifted baseline) matches no
+    input and the plugin retrieves nothing useful."""
+    import numpy as np
+
+    from stanhop.errors import listing, tell_once
+
+    z = scaler.transform(frame.to_numpy(dtype=np.float64))  # (rows, c)
+    mean, spread = np.nanmean(z, axis=0), np.nanstd(z, axis=0)
+    far = [f"{name} (mean {m:.3g}, spread {sd:.3g})" for name, m, sd in zip(frame.columns, mean, spread)
+           if abs(m) > FAR_MEAN or sd > FAR_SPREAD]
+    if far:
+        tell_once(f"memory CSV {path}: {listing(far)} {'lies' if len(far) == 1 else 'lie'} far from the run's training "
+                  "data, whose values the run's scaler maps to mean 0 and spread 1 (the figures are on that scale); "
+                  "memory windows are compared with inputs on it, so check the file's units")
 
 
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
@@ -130,5 +156,5 @@ def _memory_rows(config: Config, dm):
     if mem.strategy != "csv":
         start, end = dm.borders["train"]
         return dm.series[start:end], start
-    frame = memory_frame(config, dm.columns, dm.freq)
+    frame = memory_frame(config, dm.columns, dm.freq, dm.scaler)
     return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1

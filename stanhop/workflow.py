@@ -156,7 +156,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
-    memory_frame(config, dm.columns, dm.freq)  # read after training: read and checked now
+    memory_frame(config, dm.columns, dm.freq, dm.scaler)  # read after training: read and checked now
     module = Forecaster(config)
     if source is not None:
         start_from(module.model, source, config, dm.columns)

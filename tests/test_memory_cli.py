@@ -103,6 +103,14 @@ def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path, monkeypatch):
     assert (run.model.starts == -1).all()
     torch.testing.assert_close(run.model.windows[0, 0], (torch.tensor(rows.iloc[0, 1:].to_numpy(dtype="float32"))
                                                          - torch.tensor(run.data.mean)) / torch.tensor(run.data.scale))
+    assert "far from the run's training data" not in result.output  # the same units: no notice
+
+    watts = tmp_path / "watts.csv"
+    rows.assign(OT=rows["OT"] * 1000).to_csv(watts, index=False)  # OT in other units
+    result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "8", "--memory-strategy", f"csv:{watts}")
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.output.splitlines() if "far from the run's training data" in line]
+    assert len(told) == 1 and f"notice: memory CSV {watts}: OT (mean " in told[0] and "HUFL" not in told[0], told
 
 
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
