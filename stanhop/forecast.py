@@ -549,12 +549,13 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
     (the input, a run's own files) even with ``force``, and a place where nothing can be
     written; create missing parent folders."""
     path = Path(path)
-    if path.is_dir():
+    real = Path(os.path.realpath(path))  # the file it names once its folders exist (new/../in.csv is in.csv)
+    if real.is_dir():
         raise UserError(f"{path} is a folder; give a file name for the output")
-    if path.exists() and any(Path(kept).exists() and path.samefile(kept) for kept in keep):
+    if real.exists() and any(Path(kept).exists() and real.samefile(kept) for kept in keep):
         raise UserError(f"{path} is one of the files this command reads (the input or the run's own); "
                         f"write to another file, or it would replace your data")
-    if path.exists() and not force:
+    if real.exists() and not force:
         raise UserError(f"{path} already exists; choose another file name, or replace it with --force "
                         "(Python: force=True)")
     writable_folder(path.parent, "--output")

@@ -26,9 +26,13 @@ def invoke(*args):
 def test_force_never_replaces_the_input_or_the_runs_own_files(run_dir, etth1, tmp_path):
     source = write_csv(etth1.iloc[1000:1100], tmp_path / "in.csv")
     before = {path: path.read_bytes() for path in (source, run_dir / "metrics.json")}
-    for target, extra in ((source, ()), (run_dir / "metrics.json", ()), (source, ("--backtest",))):
+    around = tmp_path / "new" / ".." / "in.csv"  # the input again, through a folder not made yet
+    for target, extra in ((source, ()), (run_dir / "metrics.json", ()), (source, ("--backtest",)),
+                          (around, ()), (run_dir / "new" / ".." / "metrics.json", ())):
         result = invoke("forecast", run_dir, "--input", source, "--output", target, "--force", *extra)
         assert result.exit_code == 2 and "is one of the files this command reads" in result.stderr, result.output
+    unforced = invoke("forecast", run_dir, "--input", source, "--output", around)
+    assert unforced.exit_code == 2 and "is one of the files this command reads" in unforced.stderr
     assert {path: path.read_bytes() for path in before} == before
     moved = invoke("forecast", run_dir, "--input", source, "--output", tmp_path / "next.csv", "--force")
     assert moved.exit_code == 0, moved.output  # another file: written
