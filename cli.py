@@ -481,6 +481,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     from stanhop.runs import load_run
 
     loaded = load_run(run)
+    source = "the input" if input_path is None else str(input_path)  # what messages about the frame call it
     if input_path is None:
         frame = own_data(loaded, "test" if backtest else "all")
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
@@ -492,14 +493,14 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         if fill:
             from stanhop.frames import filled_long
 
-            frame = filled_long(frame, fill, str(input_path))
+            frame = filled_long(frame, fill, loaded.data.freq, source)
     else:
         frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
                            last_rows=None if backtest else loaded.config.model.in_len)
     if backtest:
-        _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json)
+        _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json, source)
         return
-    table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True)
+    table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True, source=source)
     long = "unique_id" in table.columns  # one row per series and step, its own ds column
     if output is None:
         click.echo(table.to_csv(index=not long), nl=False)
@@ -509,10 +510,11 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     click.echo(f"wrote {output} ({len(table)} {'rows' if long else 'steps'} from {dates.min()} to {dates.max()})", err=True)
 
 
-def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json) -> None:
+def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, source) -> None:
     from stanhop.forecast import backtest_stream, metrics_path, write_metrics, write_table
 
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, progress=True)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, progress=True,
+                             source=source)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
             pass

@@ -118,11 +118,11 @@ def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
     return raw
 
 
-def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike, first_row: int = 0) -> None:
     """The UserError read_series gives a file with gaps (naming the first), unless ``frame``'s
-    timestamps are one regular step apart."""
+    timestamps are one regular step apart; ``frame`` holds the file's rows from ``first_row`` on."""
     if not _regular(frame.index):
-        _with_missing_dates(frame, Path(path), insert=False)
+        _with_missing_dates(frame, Path(path), insert=False, first_row=first_row)
 
 
 def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data") -> pd.DataFrame:
@@ -153,11 +153,12 @@ def count_missing(frame: pd.DataFrame) -> dict[str, int]:
     return {name: int(n) for name, n in frame.isna().sum().items()}
 
 
-def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None) -> str:
+def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_position: int = 0) -> str:
     """The pandas offset alias of a regular index (``"h"``, ``"15min"``, ``"D"``, ``"MS"`` ...).
 
     Raises UserError naming the first line of the file whose step differs from the usual one,
-    or, for the index of a DataFrame called ``frame_name``, its position (pandas' iloc).
+    or, for the index of a DataFrame called ``frame_name``, its position (pandas' iloc);
+    ``index`` holds the rows from position ``first_position`` on.
     """
     if len(index) < 2:
         raise UserError(f"need at least 2 rows to tell the time step, got {len(index)}")
@@ -174,12 +175,12 @@ def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None) -> str:
     first = int(np.argmax((steps != usual).to_numpy()))
     if frame_name is not None:
         raise UserError(
-            f"irregular time steps in {frame_name}: position {first + 1} ({index[first + 1]}) comes {steps[first]} "
+            f"irregular time steps in {frame_name}: position {first_position + first + 1} ({index[first + 1]}) comes {steps[first]} "
             f"after the row before, but the usual step is {usual}; insert the missing timestamps and fill them "
             "(e.g. frame.asfreq(step).interpolate()), or resample"
         )
     raise UserError(
-        f"irregular time steps: line {first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes {steps[first]} after "
+        f"irregular time steps: line {first_position + first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes {steps[first]} after "
         f"the line before, but the usual step is {usual}; fill in the missing timestamps or resample the file"
     )
 
@@ -389,18 +390,18 @@ def _full_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex | None:
     return None
 
 
-def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool) -> pd.DataFrame:
+def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool, first_row: int = 0) -> pd.DataFrame:
     """``frame`` with the timestamps missing from its step inserted as rows of NaN (``insert``),
     the user told how many; else a UserError naming the first gap (or the first step off the
     usual one)."""
     full = _full_range(frame.index)
     if full is None:
         try:
-            infer_freq(frame.index)  # raises, naming the first step off the usual one: the index is not regular
+            infer_freq(frame.index, first_position=first_row)  # raises, naming the first step off the usual one
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
     gone = full.difference(frame.index)
-    row = int(frame.index.searchsorted(gone[0])) - 1  # the last row before the first gap
+    row = first_row + int(frame.index.searchsorted(gone[0])) - 1  # the last row before the first gap
     missing = (f"{len(gone)} timestamp(s) missing at the step '{full.freqstr}' "
                f"(the first {gone[0]}, between lines {row + FIRST_ROW_LINE} and {row + 1 + FIRST_ROW_LINE})")
     if not insert:

@@ -123,38 +123,47 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         out = frame[list(run.data.columns)].astype("float64")
     except (ValueError, TypeError) as err:
         raise UserError(f"{source} has a channel that is not numeric ({str(err).splitlines()[0]})") from None
-    if last_rows is not None:
-        out = after_last_gap(out, run.data.freq, last_rows, source, notify)
-    check_dates(run, out.index, source)
+    if last_rows is None:
+        check_dates(run, out.index, source)
+        return out
+    freq = run.data.freq
+    out = after_last_gap(out, freq, last_rows, source, notify,
+                         keep_them=f"fill the gap (CLI: --fill; Python: e.g. frame.asfreq('{freq}').interpolate())")
+    tail = out.index[-last_rows:]  # the rows that will be used: only their timestamps matter
+    check_dates(run, tail, source, first_position=len(out) - len(tail))
     return out
 
 
-def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notify: Notify | None = None) -> pd.DataFrame:
-    """``frame`` from the row after its last gap in time (two rows more than one step ``freq``
-    apart), with a notice, where that leaves at least ``rows`` rows and the timestamps
-    increase; else ``frame`` as it is (its checks then name what is wrong)."""
+def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notify: Notify | None = None, *,
+                   keep_them: str = "") -> pd.DataFrame:
+    """``frame`` from the row after its last gap in time (timestamps of the run's step ``freq``
+    missing between two rows), with a notice, where that leaves at least ``rows`` rows; else
+    ``frame`` as it is (its checks then name what is wrong), also when timestamps repeat, go
+    back, or lie off that step (not a gap). ``keep_them``: how to keep the rows before the gap
+    instead, the notice's last words."""
     index = frame.index
     if len(index) <= rows or not (index.is_monotonic_increasing and index.is_unique) or index.hasnans:
         return frame
-    try:
-        step = to_offset(freq)
-        regular = np.asarray(index[1:] == index[:-1] + step)
+    try:  # the run's steps from the first row on: calendar months, days across a change of clocks
+        at = pd.date_range(index[0], index[-1], freq=freq).get_indexer(index)
     except (TypeError, ValueError):
         return frame
-    if regular.all():
+    if (at < 0).any():
         return frame
-    start = int(np.flatnonzero(~regular)[-1]) + 1
-    if len(index) - start < rows:
+    breaks = np.flatnonzero(np.diff(at) != 1)
+    if not len(breaks) or len(index) - (int(breaks[-1]) + 1) < rows:
         return frame
+    start = int(breaks[-1]) + 1
     (notify or notice_to_stderr)(
-        f"{source} skips time steps before {index[start]} (at the step '{freq}'); the forecast uses only the last "
-        f"{rows} rows, so the {counted(start, 'row')} before the last gap are left out (fill='ffill' or "
-        "'interpolate', CLI --fill, keeps them)")
+        f"{source} skips time steps before {index[start]} (at the step '{freq}'); the forecast reads only the last "
+        f"{rows} rows, so the {counted(start, 'row')} before the last gap {'is' if start == 1 else 'are'} left out"
+        + (f" (to keep them, {keep_them})" if keep_them else ""))
     return frame.iloc[start:]
 
 
-def check_dates(run, index: pd.DatetimeIndex, source: str) -> None:
-    """Increasing, unique, regular timestamps at the run's frequency."""
+def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int = 0) -> None:
+    """Increasing, unique, regular timestamps at the run's frequency; ``index`` holds the rows
+    of ``source`` from position ``first_position`` on (its messages count from the first row)."""
     from stanhop.csvio import infer_freq
 
     if index.hasnans:
@@ -163,9 +172,31 @@ def check_dates(run, index: pd.DatetimeIndex, source: str) -> None:
         raise UserError(f"the timestamps of {source} must be increasing and unique; sort the rows and drop repeated dates")
     if len(index) < 2:
         raise UserError(f"{source} has {len(index)} row(s); a forecast needs at least {run.config.model.in_len}")
-    freq = infer_freq(index, frame_name=source)  # (a file's gaps were named, by line, when it was read)
+    try:
+        freq = infer_freq(index)
+    except UserError:  # (a file's gaps were named, by line, when it was read)
+        refuse_missing_steps(index, run.data.freq, source, first_position)
+        infer_freq(index, frame_name=source, first_position=first_position)  # rows off the step: the first named
+        raise
     if not same_freq(freq, run.data.freq):
         raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it to '{run.data.freq}'")
+
+
+def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_position: int = 0) -> None:
+    """A UserError naming the timestamps of the run's step ``freq`` missing between the first
+    and last of ``index``, where its rows all lie on that step (calendar months, days across a
+    change of clocks); nothing otherwise."""
+    try:
+        grid = pd.date_range(index[0], index[-1], freq=freq)
+    except (TypeError, ValueError):
+        return
+    if not index.isin(grid).all() or len(grid) == len(index):
+        return
+    gone = grid.difference(index)
+    row = first_position + int(index.searchsorted(gone[0])) - 1  # the last row before the first gap
+    raise UserError(f"{source}: {counted(len(gone), 'timestamp')} missing at the step '{freq}' (the first {gone[0]}, "
+                    f"between positions {row} and {row + 1}); insert and fill them (CLI: --fill ffill|interpolate; "
+                    f"Python: e.g. frame.asfreq('{freq}').interpolate()), or give rows without gaps")
 
 
 def same_freq(a: str, b: str) -> bool:
@@ -183,7 +214,7 @@ def check_complete(values: pd.DataFrame, what: str) -> None:
     row, col = (int(v[0]) for v in np.nonzero(bad))
     raise UserError(
         f"{what} have {int(bad.sum())} missing or infinite cell(s), the first in column '{values.columns[col]}' "
-        f"at {values.index[row]}; fill them (CLI: --fill ffill|interpolate) or fix the data"
+        f"at {values.index[row]}; fill them (CLI: --fill ffill|interpolate; Python: e.g. frame.ffill()) or fix the data"
     )
 
 
@@ -205,10 +236,17 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     tail = last_rows is not None and fill is None
     frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None, keep_gaps=tail)
     if tail:
-        frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify)
-        refuse_gaps(frame, path)  # a gap among the last rows: the usual error, naming the first gap
-    frame = fill_missing(frame, fill, path) if fill else frame
-    check_dates(run, frame.index, str(path))
+        frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify,
+                               keep_them="--fill inserts and fills the missing rows")
+        first = max(len(frame) - last_rows, 0)
+        try:  # a gap among the last rows, which the forecast reads: the usual error, naming it by its lines
+            refuse_gaps(frame.iloc[first:], path, first_row=first)
+        except UserError as gap:
+            raise UserError(f"{gap} (a forecast reads the last {last_rows} rows: gaps before them would be left out)") from None
+        check_dates(run, frame.index[first:], str(path), first_position=first)
+    else:
+        frame = fill_missing(frame, fill, path) if fill else frame
+        check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
 
 
@@ -324,7 +362,7 @@ def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeI
 
 
 def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=None,
-             notify: Notify | None = None, progress: bool = False) -> pd.DataFrame:
+             notify: Notify | None = None, progress: bool = False, source: str = "the input") -> pd.DataFrame:
     """Forecast the ``horizon`` (default ``out_len``) steps after the last row of ``frame``, in
     original units; past ``out_len`` recursively, with a notice.
 
@@ -335,12 +373,13 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     by its conformal interval at each level, ``<channel>_lo80``, ``<channel>_hi80``, …
     (:mod:`stanhop.intervals`, calibrated on the run's validation split). A long ``frame``
     (unique_id, ds, y) gets its forecast long: unique_id, ds, STanHop, STanHop-lo-80, … .
+    ``source``: what messages call the frame (the CLI gives a long CSV's path).
     """
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
-    given, frame = frame, align(run, frame, notify=notify, last_rows=in_len)
+    given, frame = frame, align(run, frame, source=source, notify=notify, last_rows=in_len)
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
@@ -449,7 +488,7 @@ class BacktestStream:
 
 def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
                     intervals=None, batch_size: int | None = None, notify: Notify | None = None,
-                    progress: bool = False) -> BacktestStream:
+                    progress: bool = False, source: str = "the input") -> BacktestStream:
     """Check the input now; forecast its windows lazily, ``batch_size`` (default:
     windows_per_batch) at a time, each ``horizon`` steps (default out_len; past it
     recursively, as :func:`forecast`), with the conformal ``intervals`` (levels in percent)
@@ -458,7 +497,7 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
-    given, frame = frame, align(run, frame, notify=notify)
+    given, frame = frame, align(run, frame, source=source, notify=notify)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     stride = horizon if stride is None else stride
     batch_size = windows_per_batch(run) if batch_size is None else batch_size
@@ -513,7 +552,7 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
 
 
 def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None, intervals=None,
-             batch_size: int | None = None, notify: Notify | None = None) -> Backtest:
+             batch_size: int | None = None, notify: Notify | None = None, source: str = "the input") -> Backtest:
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
     default: the horizon) beside the truth.
 
@@ -524,7 +563,7 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     from stanhop.frames import is_long
 
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
-                             notify=notify)
+                             notify=notify, source=source)
     table = pd.concat(list(stream.chunks), ignore_index=True)
     if is_long(frame):  # series by series, as neuralforecast orders them (the stream gives them batch by batch)
         order = {uid: i for i, uid in enumerate(pd.unique(table["unique_id"]))}

@@ -82,13 +82,21 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
                     f"(data.date_column), or neuralforecast's long columns unique_id, ds, y")
 
 
-def filled_long(frame: pd.DataFrame, fill: str, name: str = "the DataFrame") -> pd.DataFrame:
-    """A long ``frame`` whose series' empty values, and the timestamps some series lack, are
-    filled by ``fill`` ("ffill" or "interpolate"), each series along the timestamps of all of
-    them, as a wide CSV's cells are (csvio.fill_missing, with its notice)."""
+def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the DataFrame") -> pd.DataFrame:
+    """A long ``frame`` whose series' empty values, the timestamps some series lack, and those
+    of the step ``freq`` that all lack, are filled by ``fill`` ("ffill" or "interpolate"), as a
+    wide CSV's are (csvio.fill_missing, with its notice). Timestamps off that step are left as
+    they are, for the forecast's checks to name."""
     from stanhop.csvio import fill_missing
 
     wide = to_wide(frame, "ds", name).set_index("ds")
+    wide.index = pd.DatetimeIndex(wide.index)
+    try:
+        grid = pd.date_range(wide.index[0], wide.index[-1], freq=freq)
+    except (TypeError, ValueError):
+        grid = wide.index
+    if wide.index.isin(grid).all():
+        wide = wide.reindex(grid)
     ids = {str(uid): uid for uid in pd.unique(frame["unique_id"])}  # given back as the frame wrote them
     back = fill_missing(wide, fill, name).rename_axis("ds").reset_index()
     back = back.melt(id_vars="ds", var_name="unique_id", value_name="y")

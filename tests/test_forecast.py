@@ -167,8 +167,40 @@ def test_a_gap_before_the_last_in_len_rows_leaves_out_the_rows_before_it(run, ru
     late_gap = rows.drop(rows.index[[-5]])
     late = invoke("forecast", run_dir, "--input", write_csv(late_gap, tmp_path / "late_gap.csv"))
     assert late.exit_code == 2 and "1 timestamp(s) missing" in late.stderr and "between lines" in late.stderr
-    with pytest.raises(UserError, match=r"irregular time steps in the input: position \d+ "):
+    with pytest.raises(UserError, match=rf"the input: 1 timestamp missing at the step 'h' \(the first {rows.index[-5]}, "
+                                        rf"between positions {len(rows) - 6} and {len(rows) - 5}\)"):
         run.forecast(late_gap)
+
+    # with an older gap too, the one among the last rows is named: the older one is no matter
+    both = late_gap.drop(late_gap.index[[10]])
+    told = invoke("forecast", run_dir, "--input", write_csv(both, tmp_path / "both.csv"))
+    assert told.exit_code == 2 and f"(the first {rows.index[-5]}, between lines" in told.stderr, told.stderr
+    assert f"a forecast reads the last {in_len} rows" in told.stderr
+    with pytest.raises(UserError, match=rf"the first {rows.index[-5]}, between positions {len(rows) - 7} and"):
+        run.forecast(both)
+    one = rows.drop(rows.index[[1]])  # one row before the gap: "is"
+    notes = []
+    run.forecast(one, notify=notes.append)
+    assert "so the 1 row before the last gap is left out (to keep them, fill the gap" in notes[0]
+
+
+def test_missing_steps_are_named_on_the_runs_calendar():
+    from stanhop.forecast import after_last_gap, refuse_missing_steps
+
+    months = pd.date_range("2015-01-01", periods=40, freq="MS")
+    with pytest.raises(UserError, match=r"1 timestamp missing at the step 'MS' \(the first 2016-03-01 00:00:00, "
+                                        r"between positions 13 and 14\)"):
+        refuse_missing_steps(months.drop(months[14]), "MS", "the input")
+    days = pd.date_range("2021-03-10", periods=40, freq="D", tz="Europe/Berlin")  # clocks change on 03-28
+    with pytest.raises(UserError, match=r"the first 2021-04-10 00:00:00\+02:00"):
+        refuse_missing_steps(days.drop(days[31]), "D", "the input")
+    frame = pd.DataFrame({"a": np.arange(40.0)}, index=days)
+    assert after_last_gap(frame, "D", 10, "the input", notify=pytest.fail) is frame  # a change of clocks is no gap
+    trimmed = after_last_gap(frame.drop(days[5]), "D", 10, "the input", notify=lambda _: None)
+    assert trimmed.index[0] == days[6] and len(trimmed) == 34
+    off_step = pd.DataFrame({"a": [1.0, 2.0, 3.0]}, index=pd.to_datetime(["2021-01-01 00:00", "2021-01-01 00:30",
+                                                                         "2021-01-01 01:00"]))
+    assert after_last_gap(off_step, "h", 1, "the input", notify=pytest.fail) is off_step  # off the step: not a gap
 
 
 def test_another_frequency_is_refused(run_dir, etth1, tmp_path):

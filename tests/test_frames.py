@@ -173,6 +173,15 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
     filled = invoke("forecast", run_dir, "--input", holed_csv, "--fill", "ffill", "--output", tmp_path / "filled.csv")
     assert filled.exit_code == 0, filled.output
     assert f"notice: {holed_csv}: 1 empty cell(s) filled by ffill: OT 1" in filled.stderr
+    gap = melted(recent.drop(recent.index[-3]))  # a timestamp no series has, among the last rows
+    gap_csv = tmp_path / "gap.csv"
+    gap.to_csv(gap_csv, index=False)
+    for extra in ((), ("--backtest",)):
+        refused = invoke("forecast", run_dir, "--input", gap_csv, *extra)
+        assert refused.exit_code == 2 and f"error: {gap_csv}: 1 timestamp missing at the step 'h'" in refused.stderr
+        assert "--fill" in refused.stderr
+    inserted = invoke("forecast", run_dir, "--input", gap_csv, "--fill", "interpolate")
+    assert inserted.exit_code == 0 and "7 empty cell(s) filled by interpolate" in inserted.stderr, inserted.output
     patched = recent.copy()
     patched.loc[recent.index[-3], "OT"] = recent.loc[recent.index[-4], "OT"]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "filled.csv").query("unique_id == 'OT'")["STanHop"].to_numpy(),
