@@ -95,27 +95,79 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     return frame if _regular(index) else _with_missing_dates(frame, path, insert_missing_dates)
 
 
+_NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+             "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # what pandas reads as missing by default
+
+
 def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
     """A CSV file in neuralforecast's long layout, one row per series and timestamp under the
-    columns unique_id, ds and y (others may follow), as a DataFrame of those rows (ids as
-    text, ds as timestamps where every one reads as such): what stanhop.frames takes as a long
-    frame. None for a file without those three columns."""
+    columns unique_id, ds and y (others may follow), as a DataFrame of those rows: ids as
+    written (an id "NA" is a series, not a missing value), ds as timestamps (``_long_dates``),
+    y as numbers; what stanhop.frames takes as a long frame. None for a file without those
+    three columns."""
     path = datasets.resolve(name_or_path)
     header, dialect = _open(path)
     if not set(LONG_COLUMNS) <= {str(c) for c in header}:
         return None
-    raw = _drop_trailing_blank_rows(_read(path, dialect, dtype={"unique_id": "str", "ds": "str"}))
+    raw = _read(path, dialect, dtype={"unique_id": "str", "ds": "str"}, keep_default_na=False,
+                na_values={"y": _NA_TEXTS})
+    raw = raw[(raw[list(LONG_COLUMNS)].astype("str") != "").any(axis=1) | raw["y"].notna()]  # blank lines: none
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
-    text = raw["ds"]
-    if text.isna().any():
-        line = int(np.argmax(text.isna().to_numpy())) + FIRST_ROW_LINE
-        raise UserError(f"{path}: line {line} has no date in column 'ds'; every row needs a timestamp")
-    dates = _to_datetime(text, dayfirst=bool(text.str.match(_DAY_DOT_MONTH).all()))
-    if dates.dtype != object and not dates.isna().any():  # else the dates stay text: the wide file's reader names the bad one
-        raw["ds"] = dates
+    for column in ("unique_id", "ds"):
+        empty = (raw[column].str.strip() == "").to_numpy()
+        if empty.any():
+            line = int(np.flatnonzero(empty)[0]) + FIRST_ROW_LINE
+            raise UserError(f"{path}: line {line} has no {column}; every row needs its series and its timestamp")
+    raw = raw.reset_index(drop=True)
+    raw["ds"] = _long_dates(raw["ds"], path)
     raw["y"] = _to_float(raw["y"], "y", path, required=True, decimal=dialect["decimal"])
     return raw
+
+
+def _long_dates(text: pd.Series, path: Path) -> pd.Series:
+    """A long file's ds column as timestamps. Its dates repeat, one per series, in any order:
+    each distinct one is read once, and the readings a wide file's dates may get are tried in
+    turn (pandas' own, day first, Unix time, one clock for several UTC offsets), keeping the
+    first under which the distinct dates fall on one regular step (else the first that reads
+    them all); the user is told of any other than pandas' own."""
+    distinct = pd.Series(pd.unique(text), name="ds")
+    chosen = None
+    for how, dates in _long_readings(distinct):
+        if dates.isna().any():
+            continue
+        index = pd.DatetimeIndex(dates).sort_values()
+        if _regular(index) or _full_range(index) is not None:
+            chosen = (how, dates)
+            break
+        chosen = chosen or (how, dates)
+    if chosen is None:
+        unread = _to_datetime(text, utc=True).isna().to_numpy()
+        row = int(np.argmax(unread)) if unread.any() else 0
+        raise UserError(f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {text.iloc[row]!r} in "
+                        "column 'ds' (expected e.g. 2016-07-01 00:00:00, one format for the whole column)")
+    how, dates = chosen
+    if how:
+        tell_once(f"{path}: the dates in column 'ds' are read {how}")
+    return text.map(dict(zip(distinct, dates)))
+
+
+def _long_readings(distinct: pd.Series):
+    """(how, dates) for each reading of a long file's distinct dates, pandas' own first ("")."""
+    day_first = bool(distinct.str.match(_DAY_DOT_MONTH).all())
+    try:
+        own = _to_datetime(distinct, dayfirst=day_first)
+        mixed = own.dtype == object  # pandas 2.x: several UTC offsets came back as objects
+    except (ValueError, TypeError, OverflowError):
+        mixed = True
+    if mixed:
+        if distinct.str.fullmatch(_WITH_UTC_OFFSET).all():
+            yield "in UTC (they have several UTC offsets: daylight saving time?)", _to_datetime(distinct, utc=True)
+            yield ("on the local wall clock (they have several UTC offsets, dropped)",
+                   _to_datetime(distinct.str.replace(rf"{_UTC_OFFSET}$", "", regex=True)))
+        return
+    yield ("day first (day.month.year)" if day_first else ""), own
+    yield from _other_readings(distinct)
 
 
 def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike, first_row: int = 0) -> None:
@@ -196,7 +248,7 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
     _check_size(path)
     _check_text(path)
     dialect = _dialect(path)
-    names = [str(n) for n in _read(path, dialect, header=None, nrows=1).iloc[0] if not pd.isna(n)]  # as written
+    names = [str(n) for n in _read(path, dialect, header=None, nrows=1, dtype=str).iloc[0] if not pd.isna(n)]  # as written
     if repeated := sorted({n for n in names if names.count(n) > 1}):  # pandas would rename them silently (name.1)
         raise UserError(f"{path}: the header names column(s) {listing(repr(n) for n in repeated)} more than once; give each column "
                         f"its own name")

@@ -75,7 +75,13 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
     from the header alone, before any work."""
     from stanhop.csvio import header_of
 
+    from stanhop.frames import LONG_COLUMNS
+
     names = header_of(path)
+    if date_column not in names and set(LONG_COLUMNS) <= set(names):
+        raise UserError(f"{path} is in long format, one row per series and timestamp (neuralforecast's unique_id, "
+                        f"ds, y); here one column per series is needed: pivot it, e.g. with pandas "
+                        f"df.pivot(index='ds', columns='unique_id', values='y').rename_axis('{date_column}')")
     if date_column not in names:
         shown = ", ".join(names[:10])[:200]
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); "

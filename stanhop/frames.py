@@ -67,6 +67,9 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
                             f"({first['unique_id']}, {first['ds']}); keep one row per series and timestamp")
         wide = frame.pivot(index="ds", columns="unique_id", values="y")
         wide.columns = [str(c) for c in wide.columns]
+        if date_column in wide.columns:
+            raise UserError(f"{name} has a series whose unique_id is '{date_column}', the name its timestamps take "
+                            f"(data.date_column); rename that series")
         others = [str(c) for c in frame.columns if c not in LONG_COLUMNS]
         tell_once(f"{name}, long (unique_id, ds, y), is read as {wide.shape[1]} series, one column each"
                          + (f"; its other column(s) {listing(others)} are not used (STanHop-Net forecasts the series "
@@ -113,9 +116,11 @@ def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: s
     empty = numbers.isna().to_numpy()  # (rows, numeric columns)
     if fill is None and empty.any():
         row, col = (int(v[0]) for v in empty.nonzero())
-        raise UserError(f"{name} has {int(empty.sum())} empty (NaN) cell(s), the first in column "
-                        f"'{numbers.columns[col]}' at {wide[date_column].iloc[row]}; fill them (data.fill='ffill' "
-                        f"or 'interpolate'), or, where series start or end at other dates, keep the dates they share")
+        what = "missing value(s) (empty, or a timestamp the series lacks), the first for series" if is_long(frame) \
+            else "empty (NaN) cell(s), the first in column"
+        raise UserError(f"{name} has {int(empty.sum())} {what} '{numbers.columns[col]}' at {wide[date_column].iloc[row]}; "
+                        f"fill them (CLI: --fill ffill|interpolate; Python: data.fill='ffill' or 'interpolate'), or, "
+                        f"where series start or end at other dates, keep the dates they share")
     path = Path(path)
     wide.to_csv(path, index=False)
     return path

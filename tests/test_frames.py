@@ -47,7 +47,8 @@ def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsy
     to_wide(long.assign(price=1.0), "date")  # an exogenous column is not used, and the user is told
     assert "its other column(s) price are not used" in capsys.readouterr().err
     ragged = long[~((long["unique_id"] == "HUFL") & (long["ds"] < frame.index[5]))]  # HUFL starts 5 steps later
-    with pytest.raises(UserError, match=r"has 5 empty \(NaN\) cell\(s\), the first in column 'HUFL'.*keep the dates they share"):
+    with pytest.raises(UserError, match=r"has 5 missing value\(s\) \(empty, or a timestamp the series lacks\), the first "
+                                        r"for series 'HUFL'.*--fill.*keep the dates they share"):
         train(smoke(), tmp_path / "ragged", frame=ragged, progress=False)
     metrics = train(smoke(), tmp_path / "long", frame=long, progress=False)
     assert load_run(tmp_path / "long").config.model.n_series == 3 and np.isfinite(metrics["test"]["mse"])
@@ -186,6 +187,44 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
     patched.loc[recent.index[-3], "OT"] = recent.loc[recent.index[-4], "OT"]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "filled.csv").query("unique_id == 'OT'")["STanHop"].to_numpy(),
                                run.forecast(patched)["OT"].to_numpy(), rtol=1e-12)
+
+
+def test_long_csvs_are_read_as_users_write_them(tmp_path, capsys, run_dir):
+    from stanhop.csvio import load_series, read_long
+
+    def long_csv(name: str, ids, dates, values=None) -> Path:
+        rows = [(i, d, float(v)) for i in ids for v, d in enumerate(dates)] if values is None else values
+        path = tmp_path / name
+        pd.DataFrame(rows, columns=["unique_id", "ds", "y"]).to_csv(path, index=False)
+        return path
+
+    hours = [f"2016-08-{d:02d} {h:02d}:00:00" for d in range(1, 4) for h in range(24)]
+    got = read_long(long_csv("na.csv", ["NA", "EU"], hours))  # North America, not a missing id
+    assert sorted(pd.unique(got["unique_id"])) == ["EU", "NA"] and got["y"].notna().all()
+    with pytest.raises(UserError, match=r"no_id.csv: line 3 has no unique_id"):
+        read_long(long_csv("no_id.csv", [], [], values=[("a", hours[0], 1.0), ("", hours[0], 2.0)]))
+    zeros = to_wide(read_long(long_csv("01.csv", ["01", "1"], hours)), "date")
+    assert list(zeros.columns) == ["date", "01", "1"]
+    zeros.to_csv(tmp_path / "wide01.csv", index=False)  # a header that pandas would read as 1 and 1
+    assert list(load_series(tmp_path / "wide01.csv").columns) == ["01", "1"]
+    with pytest.raises(UserError, match="a series whose unique_id is 'date'"):
+        to_wide(read_long(long_csv("iddate.csv", ["date", "OT"], hours)), "date")
+
+    day_first = [f"{d:02d}/08/2016 {h:02d}:00" for d in range(1, 20) for h in (0, 12)]  # 13/08 and on: day first
+    got = read_long(long_csv("dmy.csv", ["a", "b"], day_first))
+    assert got["ds"].max() == pd.Timestamp("2016-08-19 12:00") and "read day first" in capsys.readouterr().err
+    unix = [str(1470009600 + 3600 * h) for h in range(48)]
+    assert read_long(long_csv("unix.csv", ["a"], unix))["ds"].iloc[0] == pd.Timestamp("2016-08-01")
+    assert "as Unix time in seconds" in capsys.readouterr().err
+    clocks = [*(f"2021-03-27T{h:02d}:00:00+01:00" for h in range(24)), "2021-03-28T00:00:00+01:00",
+              "2021-03-28T01:00:00+01:00", *(f"2021-03-28T{h:02d}:00:00+02:00" for h in range(3, 24))]
+    got = read_long(long_csv("dst.csv", ["a", "b"], clocks))  # hourly across a change of clocks: one step in UTC
+    assert got["ds"].dt.tz is not None and "in UTC" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"bad.csv: line \d+ has a date that cannot be read: 'notadate'"):
+        read_long(long_csv("bad.csv", [], [], values=[("a", hours[0], 1.0), ("a", "notadate", 2.0)]))
+
+    refused = invoke("evaluate", run_dir, "--data", long_csv("eval.csv", ["HUFL"], hours))
+    assert refused.exit_code == 2 and "pivot it" in refused.stderr and ".rename_axis('date')" in refused.stderr
 
 
 def test_a_long_forecast_keeps_the_ids_as_the_frame_wrote_them():
