@@ -128,16 +128,28 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     try:
         out = frame[list(run.data.columns)].astype("float64")
     except (ValueError, TypeError) as err:
-        raise UserError(f"{source} has a channel that is not numeric ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{source} has a channel that is not numeric ({_first_text(frame, run.data.columns, err)})") from None
     if last_rows is None:
         check_dates(run, out.index, source)
         return out
     freq = run.data.freq
     out = after_last_gap(out, freq, last_rows, source, notify,
-                         keep_them=f"fill the gap (CLI: --fill; Python: e.g. frame.asfreq('{freq}').interpolate())")
+                         keep_them=f"fill the gap: CLI --fill, Python e.g. frame.asfreq('{freq}').interpolate()")
     tail = out.index[-last_rows:]  # the rows that will be used: only their timestamps matter
     check_dates(run, tail, source, first_position=len(out) - len(tail))
     return out
+
+
+def _first_text(frame: pd.DataFrame, channels: list[str], err: Exception) -> str:
+    """Where the first value that is not a number sits among ``channels`` of ``frame``:
+    "'abc' in column 'OT' at position 12 (2016-07-01 12:00:00)", else pandas' own words."""
+    for name in channels:
+        column = frame[name]
+        bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
+        if bad.any():
+            row = int(np.argmax(bad))
+            return f"{column.iloc[row]!r} in column '{name}' at position {row} ({frame.index[row]})"
+    return str(err).splitlines()[0]
 
 
 def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notify: Notify | None = None, *,

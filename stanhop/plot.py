@@ -60,7 +60,7 @@ def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, in
     from stanhop.forecast import align, forecast, horizon_of
 
     horizon = horizon_of(run, horizon)
-    frame = align(run, frame)
+    frame = align(run, frame, last_rows=run.config.model.in_len)  # rows before an older gap in time: left out
     if len(frame) >= run.config.model.in_len + horizon:
         history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
     else:

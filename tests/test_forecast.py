@@ -181,7 +181,16 @@ def test_a_gap_before_the_last_in_len_rows_leaves_out_the_rows_before_it(run, ru
     one = rows.drop(rows.index[[1]])  # one row before the gap: "is"
     notes = []
     run.forecast(one, notify=notes.append)
-    assert "so the 1 row before the last gap is left out (to keep them, fill the gap" in notes[0]
+    assert "so the 1 row before the last gap is left out (to keep them, fill the gap: CLI --fill, Python e.g. " \
+           "frame.asfreq('h').interpolate())" in notes[0]
+    from stanhop.plot import forecast_with_truth
+
+    history, _, truth = forecast_with_truth(run, one)  # the plot's forecast too: no refusal, the same rows
+    assert history.index[0] == one.index[1] and truth is not None
+    texty = rows.astype(object)
+    texty.iloc[12, 3] = "abc"
+    with pytest.raises(UserError, match=rf"not numeric \('abc' in column '{rows.columns[3]}' at position 12 \("):
+        run.forecast(texty)
 
 
 def test_missing_steps_are_named_on_the_runs_calendar():
