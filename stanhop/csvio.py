@@ -328,9 +328,10 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
         if len(names) == 1 and "|" in names[0]:
             hint = "; the file seems not to be comma-separated: save it with ',' (or ';') between values"
         elif set(LONG_COLUMNS) <= set(names):  # neuralforecast's long layout: the pivot, not --date-column ds
-            hint = ("; it is in long format, one row per series and timestamp (neuralforecast's unique_id, ds, y); "
-                    "stanhop needs one column per series: pivot it, e.g. with pandas "
-                    "df.pivot(index='ds', columns='unique_id', values='y')")
+            hint = ("; it is in long format, one row per series and timestamp (neuralforecast's unique_id, ds, y), "
+                    "which train --data and forecast --input take as it is; here one column per series is needed: "
+                    f"pivot it, e.g. with pandas df.pivot(index='ds', columns='unique_id', values='y')"
+                    f".rename_axis('{date_column}')")
         elif names and _UNNAMED.fullmatch(names[0]):
             hint = (f"; its first column has no name in the header (an index pandas wrote?): name it '{date_column}' "
                     f"there (pandas: df.to_csv(path, index_label='{date_column}'))")
@@ -377,7 +378,7 @@ def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None
     shown = f", values='{values[0]}'" if len(values) == 1 else ""
     raise UserError(
         f"{path} has one row per series and timestamp (the series named in column '{key}', {raw[key].nunique()} of "
-        f"them); stanhop needs one column per series: pivot it, e.g. with pandas "
+        f"them); here one column per series is needed: pivot it, e.g. with pandas "
         f"df.pivot(index='{date_column}', columns='{key}'{shown})")
 
 
