@@ -218,7 +218,8 @@ _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start":
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop train --config configs/etth1-h24.yaml --separation softmax1 --out runs/h24-softmax1")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config (default: configs/etth1.yaml's settings built in).")
-@click.option("--data", default=None, help="ETTh1 or a CSV path. [default: from config]")
+@click.option("--data", default=None, help="ETTh1 or a CSV path: one column per series, or neuralforecast's long "
+                                            "unique_id, ds, y. [default: from config]")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: date]")
 @click.option("--columns", default=None, help="Comma-separated channels. [default: all numeric]")
 @click.option("--split", default=None, help="14/5/5, 12/4/4 or fractions 0.7/0.1/0.2. [default: from config]")
@@ -433,8 +434,8 @@ def _cell(value) -> str:
              "stanhop forecast runs/h24 --backtest --horizon 48   # the test split, two passes of 24")
 @click.argument("run", type=click.Path())
 @click.option("--input", "input_path", default=None,
-              help="CSV holding the run's channels (by name) and a date column. [default: the run's own data: all of it; "
-                   "with --backtest, its test split]")
+              help="CSV holding the run's channels (by name) and a date column, or neuralforecast's long unique_id, ds, y "
+                   "(the tables come back long). [default: the run's own data: all of it; with --backtest, its test split]")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="File for the table. [default: CSV on stdout; backtest: metrics only]")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default=None, help="Table format. [default: by --output's extension, else csv]")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
@@ -457,7 +458,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     again (errors compound; a backtest with that horizon measures them).
     --backtest writes a long table (window_start, timestamp, step, <channel>_pred,
     <channel>_true) and prints MSE/MAE per channel and overall; with --output the metrics
-    also go to a JSON file beside it (bt.csv -> bt.metrics.json).
+    also go to a JSON file beside it (bt.csv -> bt.metrics.json). A long --input (unique_id,
+    ds, y) gets its tables in that layout: unique_id, ds, STanHop, … .
     """
     from stanhop.forecast import check_output, metrics_path, output_format
     from stanhop.intervals import parse_levels
