@@ -484,13 +484,15 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
 
     loaded = load_run(run)
     source = "the input" if input_path is None else str(input_path)  # what messages about the frame call it
+    long = False  # a long --input: the tables come back long
     if input_path is None:
         frame = own_data(loaded, "test" if backtest else "all")
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
     elif (frame := _long_csv(input_path)) is not None:  # forecast as neuralforecast's layout: unique_id, ds, STanHop
-        if date_column:
+        long = True
+        if date_column not in (None, "ds"):
             raise UserError(f"{input_path} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")
         if fill:
             from stanhop.frames import filled_long
@@ -503,7 +505,6 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json, source)
         return
     table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True, source=source)
-    long = "unique_id" in table.columns  # one row per series and step, its own ds column
     if output is None:
         click.echo(table.to_csv(index=not long), nl=False)
         return

@@ -205,12 +205,13 @@ def count_missing(frame: pd.DataFrame) -> dict[str, int]:
     return {name: int(n) for name, n in frame.isna().sum().items()}
 
 
-def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_position: int = 0) -> str:
+def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_position: int | None = 0) -> str:
     """The pandas offset alias of a regular index (``"h"``, ``"15min"``, ``"D"``, ``"MS"`` ...).
 
     Raises UserError naming the first line of the file whose step differs from the usual one,
     or, for the index of a DataFrame called ``frame_name``, its position (pandas' iloc);
-    ``index`` holds the rows from position ``first_position`` on.
+    ``index`` holds the rows from position ``first_position`` on (None: name the time alone,
+    as for a long frame pivoted).
     """
     if len(index) < 2:
         raise UserError(f"need at least 2 rows to tell the time step, got {len(index)}")
@@ -225,15 +226,21 @@ def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_pos
     if (steps == usual).all():
         return to_offset(usual).freqstr
     first = int(np.argmax((steps != usual).to_numpy()))
+    step = to_offset(usual).freqstr
+    if steps[first] > usual:
+        fix = "insert the missing timestamps and fill them"
+    else:
+        fix = "remove or correct the rows off that step"
     if frame_name is not None:
+        where = "" if first_position is None else f"position {first_position + first + 1} "
         raise UserError(
-            f"irregular time steps in {frame_name}: position {first_position + first + 1} ({index[first + 1]}) comes {steps[first]} "
-            f"after the row before, but the usual step is {usual}; insert the missing timestamps and fill them "
-            "(e.g. frame.asfreq(step).interpolate()), or resample"
+            f"irregular time steps in {frame_name}: {where}{index[first + 1]} comes {steps[first]} after the row before, "
+            f"but the usual step is {usual}; {fix} (frame.asfreq('{step}') keeps the rows on the step and inserts "
+            "the missing ones as NaN, to fill), or resample"
         )
     raise UserError(
-        f"irregular time steps: line {first_position + first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes {steps[first]} after "
-        f"the line before, but the usual step is {usual}; fill in the missing timestamps or resample the file"
+        f"irregular time steps: line {(first_position or 0) + first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes "
+        f"{steps[first]} after the line before, but the usual step is {usual}; {fix}, or resample the file"
     )
 
 

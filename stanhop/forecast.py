@@ -114,7 +114,8 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
     date = run.data.date_column
-    if is_long(frame):
+    long = is_long(frame)
+    if long:
         frame = to_wide(frame, date, source)
     if date in frame.columns:
         try:
@@ -130,14 +131,21 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     except (ValueError, TypeError) as err:
         raise UserError(f"{source} has a channel that is not numeric ({_first_text(frame, run.data.columns, err)})") from None
     if last_rows is None:
-        check_dates(run, out.index, source)
+        check_dates(run, out.index, source, long=long)
         return out
-    freq = run.data.freq
-    out = after_last_gap(out, freq, last_rows, source, notify,
-                         keep_them=f"fill the gap: CLI --fill, Python e.g. frame.asfreq('{freq}').interpolate()")
+    out = after_last_gap(out, run.data.freq, last_rows, source, notify,
+                         keep_them=f"fill the gap: {gap_filling(run.data.freq, long, ', ')}")
     tail = out.index[-last_rows:]  # the rows that will be used: only their timestamps matter
-    check_dates(run, tail, source, first_position=len(out) - len(tail))
+    check_dates(run, tail, source, first_position=len(out) - len(tail), long=long)
     return out
+
+
+def gap_filling(freq: str, long: bool, separator: str = "; ") -> str:
+    """How a frame's missing timestamps (of the step ``freq``) are inserted and filled, in the
+    CLI and in Python, for a wide frame or a long one (unique_id, ds, y)."""
+    python = (f"stanhop.frames.filled_long(frame, 'ffill', '{freq}')" if long
+              else f"e.g. frame.asfreq('{freq}').interpolate()")
+    return f"CLI --fill ffill|interpolate{separator}Python {python}"
 
 
 def _first_text(frame: pd.DataFrame, channels: list[str], err: Exception) -> str:
@@ -179,9 +187,10 @@ def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notif
     return frame.iloc[start:]
 
 
-def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int = 0) -> None:
+def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int = 0, long: bool = False) -> None:
     """Increasing, unique, regular timestamps at the run's frequency; ``index`` holds the rows
-    of ``source`` from position ``first_position`` on (its messages count from the first row)."""
+    of ``source`` from position ``first_position`` on (its messages count from the first row).
+    ``long``: the timestamps of a long frame, pivoted: messages name times, not positions."""
     from stanhop.csvio import infer_freq
 
     if index.hasnans:
@@ -193,17 +202,18 @@ def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int =
     try:
         freq = infer_freq(index)
     except UserError:  # (a file's gaps were named, by line, when it was read)
-        refuse_missing_steps(index, run.data.freq, source, first_position)
-        infer_freq(index, frame_name=source, first_position=first_position)  # rows off the step: the first named
+        refuse_missing_steps(index, run.data.freq, source, None if long else first_position)
+        infer_freq(index, frame_name=source, first_position=None if long else first_position)  # rows off the step
         raise
     if not same_freq(freq, run.data.freq):
         raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it to '{run.data.freq}'")
 
 
-def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_position: int = 0) -> None:
+def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_position: int | None = 0) -> None:
     """A UserError naming the timestamps of the run's step ``freq`` missing between the first
     and last of ``index``, where its rows all lie on that step (calendar months, days across a
-    change of clocks); nothing otherwise."""
+    change of clocks); nothing otherwise. ``first_position``: the position of index's first row
+    in the frame, for the message; None for a long frame's (pivoted: positions mean nothing)."""
     try:
         grid = pd.date_range(index[0], index[-1], freq=freq)
     except (TypeError, ValueError):
@@ -211,10 +221,13 @@ def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_
     if not index.isin(grid).all() or len(grid) == len(index):
         return
     gone = grid.difference(index)
-    row = first_position + int(index.searchsorted(gone[0])) - 1  # the last row before the first gap
-    raise UserError(f"{source}: {counted(len(gone), 'timestamp')} missing at the step '{freq}' (the first {gone[0]}, "
-                    f"between positions {row} and {row + 1}); insert and fill them (CLI: --fill ffill|interpolate; "
-                    f"Python: e.g. frame.asfreq('{freq}').interpolate()), or give rows without gaps")
+    where = ""
+    if first_position is not None:
+        row = first_position + int(index.searchsorted(gone[0])) - 1  # the last row before the first gap
+        where = f", between positions {row} and {row + 1}"
+    raise UserError(f"{source}: {counted(len(gone), 'timestamp')} missing at the step '{freq}' (the first "
+                    f"{gone[0]}{where}); insert and fill them ({gap_filling(freq, first_position is None)}), "
+                    "or give rows without gaps")
 
 
 def same_freq(a: str, b: str) -> bool:
@@ -401,7 +414,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
-    check_complete(window, f"the last {in_len} rows (the forecast's input)")
+    check_complete(window, f"the last {in_len} rows of {source} (the forecast's input)")
     if horizon > out_len:  # the input accepted: tell what the forecast will be made of
         (notify or notice_to_stderr)(recursive_notice(run, horizon))
     z = scaled(run, window)[None]  # (1, in_len, c)

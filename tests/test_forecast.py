@@ -181,8 +181,12 @@ def test_a_gap_before_the_last_in_len_rows_leaves_out_the_rows_before_it(run, ru
     one = rows.drop(rows.index[[1]])  # one row before the gap: "is"
     notes = []
     run.forecast(one, notify=notes.append)
-    assert "so the 1 row before the last gap is left out (to keep them, fill the gap: CLI --fill, Python e.g. " \
-           "frame.asfreq('h').interpolate())" in notes[0]
+    assert "so the 1 row before the last gap is left out (to keep them, fill the gap: CLI --fill ffill|interpolate, " \
+           "Python e.g. frame.asfreq('h').interpolate())" in notes[0]
+    extra = pd.concat([rows, rows.iloc[[-3]].set_axis(rows.index[[-3]] + pd.Timedelta(minutes=30))]).sort_index()
+    with pytest.raises(UserError, match=r"comes 0 days 00:30:00 after the row before, but the usual step is 0 days "
+                                        r"01:00:00; remove or correct the rows off that step \(frame.asfreq\('h'\)"):
+        run.forecast(extra)  # a row too many, not a gap
     from stanhop.plot import forecast_with_truth
 
     history, _, truth = forecast_with_truth(run, one)  # the plot's forecast too: no refusal, the same rows

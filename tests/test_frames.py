@@ -180,13 +180,28 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
     for extra in ((), ("--backtest",)):
         refused = invoke("forecast", run_dir, "--input", gap_csv, *extra)
         assert refused.exit_code == 2 and f"error: {gap_csv}: 1 timestamp missing at the step 'h'" in refused.stderr
-        assert "--fill" in refused.stderr
+        assert "--fill" in refused.stderr and "filled_long(frame, 'ffill', 'h')" in refused.stderr
+        assert "position" not in refused.stderr  # rows of the pivoted table would mean nothing in the file
     inserted = invoke("forecast", run_dir, "--input", gap_csv, "--fill", "interpolate")
     assert inserted.exit_code == 0 and "7 empty cell(s) filled by interpolate" in inserted.stderr, inserted.output
     patched = recent.copy()
     patched.loc[recent.index[-3], "OT"] = recent.loc[recent.index[-4], "OT"]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "filled.csv").query("unique_id == 'OT'")["STanHop"].to_numpy(),
                                run.forecast(patched)["OT"].to_numpy(), rtol=1e-12)
+
+
+def test_a_channel_called_unique_id_is_forecast_wide(etth1, tmp_path):
+    """Whether a forecast comes back long follows the input's layout, not a column's name."""
+    frame = etth1.iloc[:1200, :3].rename(columns={"MUFL": "unique_id"})
+    wide_csv = tmp_path / "wide.csv"
+    frame.to_csv(wide_csv, index_label="date")
+    trained = invoke("train", "--config", ROOT / "configs" / "smoke.yaml", "--data", wide_csv,
+                     *[arg for setting in QUICK for arg in ("--set", setting)], "--out", tmp_path / "run")
+    assert trained.exit_code == 0, trained.output
+    result = invoke("forecast", tmp_path / "run", "--input", wide_csv, "--output", tmp_path / "out.csv")
+    assert result.exit_code == 0, result.output
+    got = pd.read_csv(tmp_path / "out.csv", index_col="date", parse_dates=["date"])
+    assert list(got.columns) == ["HUFL", "HULL", "unique_id"] and got.index[0] == frame.index[-1] + pd.Timedelta(hours=1)
 
 
 def test_long_csvs_are_read_as_users_write_them(tmp_path, capsys, run_dir):
