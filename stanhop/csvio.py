@@ -462,7 +462,7 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool, first_row
             raise UserError(f"{path}: {err}") from None
     gone = full.difference(frame.index)
     row = first_row + int(frame.index.searchsorted(gone[0])) - 1  # the last row before the first gap
-    missing = (f"{len(gone)} timestamp(s) missing at the step '{full.freqstr}' "
+    missing = (f"{len(gone)} timestamp(s) missing at the step '{infer_freq(full)}' "  # 'D' as elsewhere, not '24h'
                f"(the first {gone[0]}, between lines {row + FIRST_ROW_LINE} and {row + 1 + FIRST_ROW_LINE})")
     if not insert:
         raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "

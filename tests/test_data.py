@@ -324,6 +324,9 @@ def test_missing_timestamps_are_inserted_and_filled_when_asked(tmp_path, capsys,
         filled = load_series(gappy_months, fill=fill)
         assert filled.index.equals(load_series(write(tmp_path, months, f"all-{freq}.csv")).index)
         assert infer_freq(filled.index) == freq
+    days = csv_lines(20, freq="D")
+    with pytest.raises(UserError, match=r"2 timestamp\(s\) missing at the step 'D' "):  # named as elsewhere, not '24h'
+        load_series(write(tmp_path, days[:5] + days[7:], "days.csv"))
     off_step = edit(lines, 8, 0, "2020-01-01 06:20:00")  # a timestamp off the hourly step: not a gap to fill
     with pytest.raises(UserError, match=r"irregular time steps: line 8 \(2020-01-01 06:20:00\)"):
         load_series(write(tmp_path, off_step, "off.csv"), fill=fill)
