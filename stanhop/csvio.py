@@ -177,6 +177,9 @@ def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike, first_row: int = 0
         _with_missing_dates(frame, Path(path), insert=False, first_row=first_row)
 
 
+FILL_ADVICE = "(CLI: --fill ffill|interpolate; Python: data.fill in a config, fill= in a function)"  # a file's gaps and empty cells
+
+
 def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data") -> pd.DataFrame:
     """Reject empty cells naming their lines, or fill them by ``"ffill"`` / ``"interpolate"``
     with a notice (once per file) of how many were filled in each column; ``source`` names the
@@ -186,8 +189,7 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
     if not frame.isna().any().any():
         return frame
     if fill is None:
-        raise UserError(f"{source}: {_describe_missing(frame)}; fill them with fill='ffill' or 'interpolate' "
-                        "(CLI: --fill) or fix the file")
+        raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
     empty = [name for name in frame.columns if frame[name].isna().all()]
     if empty:
         raise UserError(f"{source}: column(s) {listing(empty)} have no values at all; leave them out with "
@@ -465,8 +467,7 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool, first_row
     missing = (f"{len(gone)} timestamp(s) missing at the step '{infer_freq(full)}' "  # 'D' as elsewhere, not '24h'
                f"(the first {gone[0]}, between lines {row + FIRST_ROW_LINE} and {row + 1 + FIRST_ROW_LINE})")
     if not insert:
-        raise UserError(f"{path}: {missing}; insert them and fill their cells with fill='ffill' or 'interpolate' "
-                        "(CLI: --fill), or fix the file")
+        raise UserError(f"{path}: {missing}; insert them and fill their cells {FILL_ADVICE}, or fix the file")
     tell_once(f"{path}: {missing} inserted, their cells filled")
     return frame.reindex(full)
 

@@ -117,6 +117,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     long = is_long(frame)
     if long:
         frame = to_wide(frame, date, source)
+    frame = frame.set_axis([str(c) for c in frame.columns], axis=1)  # channels are named as text (0 -> '0')
     if date in frame.columns:
         try:
             index = pd.DatetimeIndex(pd.to_datetime(frame[date]), name=date)

@@ -13,7 +13,7 @@ from typing import Any
 from stanhop.config import Config
 from stanhop.errors import UserError
 from stanhop.runs import load_run
-from stanhop.workflow import evaluate, run_data_module
+from stanhop.workflow import csv_name, evaluate, run_data_module
 
 
 def check_memory_config(config: Config) -> None:
@@ -100,6 +100,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     from stanhop.config import save_config
     from stanhop.runs import CONFIG
 
+    csv = csv_name(csv, "csv", "write the memory windows to a CSV file first (frame.to_csv(path))")
     started = time.perf_counter()
     run = load_run(run_path)
     model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model

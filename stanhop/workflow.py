@@ -6,6 +6,7 @@ them the same way.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import time
@@ -85,6 +86,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     if not isinstance(config, Config):
         raise UserError(f"config must be a stanhop Config (stanhop.config.load_config(FILE), or Config()), got "
                         f"{type(config).__name__}")
+    config = copy.deepcopy(config)  # the run's own: the caller's config is left as it was given
     if resume is not None and init_from is not None:
         raise UserError("a resumed run continues from its own checkpoint: leave out init_from")
     if frame is None:
@@ -149,6 +151,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         source = None if init_from is None else starting_run(init_from, run_dir, config)
         if not _is_child_process():  # refused before the data is read; created after (below)
             check_new_run_dir(run_dir, force=force)
+            refuse_files_inside(run_dir, {"the data": config.data.name, "the memory CSV": config.memory.csv})
         ckpt = None
         make_paths_absolute(config)  # the saved config finds its CSV files from any folder
 
@@ -350,6 +353,31 @@ def protect_log(run_dir: Path) -> list[dict[str, str]]:
     return history
 
 
+def refuse_files_inside(run_dir: Path, files: dict[str, str | None]) -> None:
+    """A UserError when one of ``files`` (what: path) lies in ``run_dir``, a folder that
+    force=True would replace before the training reads it again (evaluation, the memory)."""
+    if not run_dir.exists():
+        return
+    from stanhop.datasets import looks_like_path
+
+    folder = run_dir.resolve()
+    for what, name in files.items():
+        if name and looks_like_path(str(name)) and Path(name).expanduser().resolve().is_relative_to(folder):
+            raise UserError(f"{what} {name} lies in {run_dir}, which a new run there replaces: copy it out of that "
+                            f"folder first, or train into another (CLI: --out; Python: out=)")
+
+
+def csv_name(value, argument: str, instead: str) -> str | None:
+    """A CSV path (or a data set's name) given as str or os.PathLike, as the str that configs and
+    metrics.json keep; None stays None; anything else (a DataFrame) is a UserError naming
+    ``argument`` and what to do ``instead``."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise UserError(f"{argument} must be a CSV path (str or pathlib.Path), got {type(value).__name__}; {instead}")
+
+
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,
              act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Test and validation MSE/MAE, outlier statistics and (optionally) W8A8 MSE of a run.
@@ -364,6 +392,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
 
     if quantize is not None:
         _check_quantize(quantize, act_range)  # before any work, not after the FP32 evaluation
+    data = csv_name(data, "data", "to score a DataFrame, use stanhop.load_run(run).backtest(frame)")
     run = load_run(run_path)
     config = run.config
     if data is not None:

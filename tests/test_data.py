@@ -363,8 +363,8 @@ def test_empty_cells_are_refused_by_train_naming_the_file_and_lines(tmp_path):
     path = write(tmp_path, edit(edit(BASE, 3, 1, ""), 9, 2, ""), "holes.csv")
     result = CliRunner().invoke(cli, ["train", "--data", str(path), *SMALL, "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and result.stderr.splitlines() == [
-        f"error: {path}: 2 empty cell(s), first in column 'a', at line(s) 3, 9; fill them with fill='ffill' or "
-        "'interpolate' (CLI: --fill) or fix the file"]
+        f"error: {path}: 2 empty cell(s), first in column 'a', at line(s) 3, 9; fill them (CLI: --fill "
+        "ffill|interpolate; Python: data.fill in a config, fill= in a function) or fix the file"]
     assert not (tmp_path / "run").exists()
 
 

@@ -190,6 +190,37 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
                                run.forecast(patched)["OT"].to_numpy(), rtol=1e-12)
 
 
+def test_notebook_habits_neither_break_a_run_nor_crash(etth1, tmp_path):
+    """Re-running cells: a config used for one training is not changed by it; retraining a run's
+    own config into its folder is refused before anything is replaced; integer column names,
+    a Path for evaluate's data, and a DataFrame where a path belongs."""
+    from stanhop.memory_runs import add_memory
+    from stanhop.workflow import evaluate
+
+    frame = etth1.iloc[:1200, :3].set_axis([0, 1, 2], axis=1)  # integer column names
+    config = smoke()
+    name = config.data.name
+    train(config, tmp_path / "r1", frame=frame, progress=False)
+    assert config.data.name == name  # not the run's data.csv
+    run = load_run(tmp_path / "r1")
+    assert run.data.columns == ["0", "1", "2"]
+    np.testing.assert_allclose(run.forecast(frame).to_numpy(), run.forecast(frame.rename(columns=str)).to_numpy())
+    assert run.backtest(frame, stride=50).metrics["windows"] > 0
+
+    before = sorted(p.name for p in (tmp_path / "r1").iterdir())
+    with pytest.raises(UserError, match=r"the data .*data.csv lies in .*r1, which a new run there replaces"):
+        train(run.config, tmp_path / "r1", force=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "r1").iterdir()) == before and load_run(tmp_path / "r1")
+
+    scored = evaluate(tmp_path / "r1", data=tmp_path / "r1" / "data.csv", progress=False)  # a Path, not only a str
+    assert scored["test"]["mse"] == pytest.approx(run.metrics["test"]["mse"], rel=1e-6)
+    assert not list((tmp_path / "r1").glob(".*.tmp"))
+    with pytest.raises(UserError, match=r"data must be a CSV path .*got DataFrame; .*backtest"):
+        evaluate(tmp_path / "r1", data=frame, progress=False)
+    with pytest.raises(UserError, match=r"csv must be a CSV path .*got DataFrame"):
+        add_memory(tmp_path / "r1", kind="plug", strategy="csv", csv=frame, progress=False)
+
+
 def test_a_channel_called_unique_id_is_forecast_wide(etth1, tmp_path):
     """Whether a forecast comes back long follows the input's layout, not a column's name."""
     frame = etth1.iloc[:1200, :3].rename(columns={"MUFL": "unique_id"})
