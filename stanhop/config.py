@@ -233,6 +233,8 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
     one override may be given as a string."""
     if isinstance(overrides, str):
         overrides = [overrides]
+    if not isinstance(overrides, (list, tuple)):
+        raise UserError(f"overrides must be a list of 'section.key=value' strings, got {type(overrides).__name__}")
     raw = cfg.to_dict()
     for item in overrides:
         key, sep, value = item.partition("=")

@@ -167,6 +167,8 @@ class Hopfield(nn.Module):
         q = self.q(state)  # (b, q, d)
         if kv is None:
             kv = self.kv(state if stored is None else stored)  # (b, k, 2d)
+        if mask is not None:
+            _check_mask(mask, state.shape[1], kv.shape[1], max(state.shape[0], kv.shape[0]))
         if mask is not None and mask.dim() == 3:
             mask = rearrange(mask, "b q k -> b 1 q k")
         p = self.dropout if self.training else 0.0
@@ -241,6 +243,16 @@ def _check_patterns(name: str, x, width: int) -> None:
         raise UserError(f"{name} patterns must be a torch tensor (b, n, {width}), got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != width or x.shape[1] == 0:
         raise UserError(f"{name} patterns must have shape (b, n, {width}) with n >= 1, got {tuple(x.shape)}")
+
+
+def _check_mask(mask, q: int, k: int, b: int) -> None:
+    """A UserError unless ``mask`` is a boolean tensor (q, k), or (b | 1, q, k)."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        kind = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise UserError(f"a Hopfield mask must be a boolean tensor (True = may attend), got {kind}")
+    if tuple(mask.shape) != (q, k) and not (mask.dim() == 3 and tuple(mask.shape[1:]) == (q, k) and mask.shape[0] in (1, b)):
+        raise UserError(f"a Hopfield mask must have shape (q, k) = ({q}, {k}) or (b, q, k) with b = {b} or 1 "
+                        f"(state patterns by stored patterns), got {tuple(mask.shape)}")
 
 
 def _batched_mm(x: Tensor, y: Tensor, b: int) -> Tensor:

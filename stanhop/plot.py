@@ -86,6 +86,8 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
 
     run = run if hasattr(run, "model") else load_run(run)
     channels = _channels(run, channels)
+    if history is not None and (not isinstance(history, int) or isinstance(history, bool) or history < 1):
+        raise UserError(f"history is the number of past rows drawn, a whole number 1 or more, got {history!r}")
     frame = own_data(run, "through_test") if frame is None else frame
     levels = parse_levels(intervals)
     past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress)
@@ -113,7 +115,9 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     return fig
 
 
-def _channels(run, channels: list[str] | None) -> list[str]:
+def _channels(run, channels: list[str] | str | None) -> list[str]:
+    if isinstance(channels, str):  # one channel by name, not its letters
+        channels = [channels]
     if not channels:
         return [target_of(run)]
     unknown = [c for c in channels if c not in run.data.columns]

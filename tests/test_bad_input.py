@@ -212,8 +212,11 @@ def test_a_setting_given_by_its_option_and_by_set_is_refused(tmp_path: Path, arg
     assert_one_line_usage_error(result, f"{key} is given twice, by its own option")
     assert not (tmp_path / "run").exists()
     from stanhop.config import Config, apply_overrides
+    from stanhop.errors import UserError
 
     assert apply_overrides(Config(), "model.d_model=8").model.d_model == 8  # one override as a string
+    with pytest.raises(UserError, match="overrides must be a list of 'section.key=value' strings, got NoneType"):
+        apply_overrides(Config(), None)
 
 
 def test_counts_take_their_noun_in_the_singular_for_one():

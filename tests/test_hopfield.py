@@ -298,5 +298,9 @@ def test_bad_layer_settings_and_inputs_are_one_line_errors():
                                    ([[1.0] * 16], None, "must be a torch tensor")):
         with pytest.raises(UserError, match=message):
             layer(state, stored)
-    with pytest.raises(UserError, match="mask must be boolean"):
+    with pytest.raises(UserError, match="mask must be a boolean tensor"):
         layer(torch.randn(2, 5, 16), mask=torch.ones(5, 5))
+    for shape in ((5, 6), (3, 5, 7), (5,)):  # k is 7 here, the batch 2
+        with pytest.raises(UserError, match=rf"mask must have shape \(q, k\) = \(5, 7\) or \(b, q, k\) with b = 2 "):
+            layer(torch.randn(2, 5, 16), torch.randn(2, 7, 16), mask=torch.ones(shape, dtype=torch.bool))
+    assert layer(torch.randn(2, 5, 16), torch.randn(2, 7, 16), mask=torch.ones(1, 5, 7, dtype=torch.bool)).shape == (2, 5, 16)

@@ -125,6 +125,14 @@ def test_training_plot_shows_each_epoch(run_dir, tmp_path):
     check_png(out, colours=("#1f77b4", "#d95f02"))
 
 
+def test_forecast_plot_arguments_as_a_notebook_gives_them(run_dir):
+    fig = plot_forecast(run_dir, channels="OT")  # one channel by name, not its letters
+    assert [ax.get_title().split(":")[0] for ax in fig.get_axes()] == ["OT"]
+    for history in (0, -5, 2.5):
+        with pytest.raises(UserError, match="history is the number of past rows drawn"):
+            plot_forecast(run_dir, history=history)
+
+
 def test_a_one_epoch_training_plot_has_whole_epoch_ticks(run_dir, tmp_path):
     one = shutil.copytree(run_dir, tmp_path / "one")
     log = pd.read_csv(one / "logs" / "metrics.csv")
