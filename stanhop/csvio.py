@@ -87,7 +87,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
         raise UserError(f"{path} has no numeric column besides '{date_column}'")
     if skipped := [name for name in names if name not in channels]:
         tell_once(f"{path}: ignoring the text column(s) {listing(skipped)}; "
-                   "the channels are the numeric columns (name them with --columns)")
+                   "the channels are the numeric columns (name them with --columns; Python: data.columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
     if keep_gaps and not insert_missing_dates:

@@ -183,7 +183,7 @@ class ForecastDataModule(LightningDataModule):
         if self.cfg.target is not None:
             if self.cfg.target not in self.columns:
                 raise UserError(f"data.target '{self.cfg.target}' is not a channel; channels: {listing(self.columns)} "
-                                "(choose one with --set data.target=NAME)")
+                                "(choose one with --set data.target=NAME; Python: data.target)")
             return self.cfg.target
         info = None if datasets.looks_like_path(str(self.cfg.name)) else datasets.lookup(str(self.cfg.name))
         return info.target if info and info.target in self.columns else self.columns[-1]

@@ -158,9 +158,9 @@ class Hopfield(nn.Module):
         ``kv`` (b, k, 2d): the stored patterns' keys and values [K | V] when the caller has
         them already (``stored`` is then not projected).
         """
-        _check_patterns("state", state, self.d_model)
+        _check_patterns("state", state, self.d_model, self.q.weight)
         if stored is not None:
-            _check_patterns("stored", stored, self.d_stored)
+            _check_patterns("stored", stored, self.d_stored, self.kv.weight)
             if stored.shape[0] != state.shape[0] and 1 not in (stored.shape[0], state.shape[0]):
                 raise UserError(f"state and stored patterns have batches of {state.shape[0]} and {stored.shape[0]}; "
                                 "give the same batch, or 1 on one side")
@@ -237,12 +237,16 @@ def _positive_whole(name: str, value) -> None:
         raise UserError(f"{name} must be a whole number, 1 or more, got {value!r}")
 
 
-def _check_patterns(name: str, x, width: int) -> None:
-    """A UserError unless ``x`` is a (batch, patterns, width) tensor with at least one pattern."""
+def _check_patterns(name: str, x, width: int, weight: Tensor) -> None:
+    """A UserError unless ``x`` is a (batch, patterns, width) tensor with at least one pattern,
+    of the dtype of the ``weight`` that projects it (autocast casts for itself)."""
     if not isinstance(x, Tensor):
         raise UserError(f"{name} patterns must be a torch tensor (b, n, {width}), got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != width or x.shape[1] == 0:
         raise UserError(f"{name} patterns must have shape (b, n, {width}) with n >= 1, got {tuple(x.shape)}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise UserError(f"{name} patterns are {x.dtype} but the layer's weights are {weight.dtype}; convert one "
+                        f"(x.to({weight.dtype}), or layer.to({x.dtype}))")
 
 
 def _check_mask(mask, q: int, k: int, b: int) -> None:

@@ -66,7 +66,7 @@ def calibration_errors(run, horizon: int, *, progress: bool = False) -> np.ndarr
     count = len(z) - in_len - horizon + 1
     if count < 1:
         raise UserError(f"the run's validation split ({len(z) - in_len} rows) is shorter than the horizon "
-                        f"({horizon}): no window to calibrate intervals on; ask for a shorter --horizon")
+                        f"({horizon}): no window to calibrate intervals on; ask for a shorter horizon (CLI: --horizon)")
     most = max(1, min(MAX_WINDOWS, MAX_ELEMENTS // (horizon * z.shape[1])))
     starts = np.unique(np.linspace(0, count - 1, min(count, most)).round().astype(int))  # evenly thinned
     batches = window_forecasts(run, z, starts, horizon, windows_per_batch(run), desc="calibrating intervals",

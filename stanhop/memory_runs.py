@@ -28,7 +28,8 @@ def check_memory_config(config: Config) -> None:
     if mem.strategy == "csv" and not mem.csv:
         raise UserError("memory strategy csv needs a file: --memory-strategy csv:FILE (or memory.csv in the config)")
     if mem.strategy == "csv" and not Path(mem.csv).is_file():
-        raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE")
+        raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE "
+                        "(Python: memory.csv, or csv= of add_memory)")
 
 
 def memory_frame(config: Config, channels: list[str], freq: str, scaler=None):

@@ -304,3 +304,5 @@ def test_bad_layer_settings_and_inputs_are_one_line_errors():
         with pytest.raises(UserError, match=rf"mask must have shape \(q, k\) = \(5, 7\) or \(b, q, k\) with b = 2 "):
             layer(torch.randn(2, 5, 16), torch.randn(2, 7, 16), mask=torch.ones(shape, dtype=torch.bool))
     assert layer(torch.randn(2, 5, 16), torch.randn(2, 7, 16), mask=torch.ones(1, 5, 7, dtype=torch.bool)).shape == (2, 5, 16)
+    with pytest.raises(UserError, match=r"state patterns are torch.float64 but the layer's weights are torch.float32"):
+        layer(torch.randn(2, 5, 16, dtype=torch.float64))  # numpy's default dtype, through torch.from_numpy

@@ -81,7 +81,7 @@ def test_a_shipped_config_trains_on_a_csv_of_other_columns(tmp_path: Path, confi
     assert chosen.exit_code == 0 and target_of(load_run(tmp_path / "chosen")) == "temp"
     asked = CliRunner().invoke(cli.cli, [*common, "--set", "data.target=OT", "--out", str(tmp_path / "asked")])
     assert asked.exit_code == 2
-    assert "data.target 'OT' is not a channel; channels: temp, load (choose one with --set data.target=NAME)" in asked.stderr
+    assert "data.target 'OT' is not a channel; channels: temp, load (choose one with --set data.target=NAME; Python: data.target)" in asked.stderr
 
 
 def test_a_run_finds_its_csv_from_any_folder(tmp_path: Path, monkeypatch):
