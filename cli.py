@@ -304,7 +304,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
         out = default_run_dir(config)  # named here, to be told at the end
     long = _long_csv(data) if resume is None else None
     if long is not None:  # a DataFrame, as in Python: kept as RUN/data.csv, one column per unique_id
-        metrics = train_run(config, out, force=force, init_from=init_from, frame=long, frame_name=data)
+        metrics = train_run(config, out, force=force, init_from=init_from, frame=long, frame_name=str(data))
     else:
         metrics = train_run(config, out, force=force, resume=resume, init_from=init_from)
     if metrics:

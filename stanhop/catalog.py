@@ -51,9 +51,9 @@ def run_row(path: Path) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         return {**row, "note": f"unreadable: {path / METRICS} does not hold a JSON object"}
     m = config.model
-    data = str(config.data.name)
+    data = str(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
     row.update(
-        data=Path(data).name if data.endswith(".csv") else data,
+        data="DataFrame" if data == "the DataFrame" else Path(data).name if data.endswith(".csv") else data,
         separation=m.separation + ("+gate" if m.gate else ""),
         in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),

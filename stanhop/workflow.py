@@ -98,7 +98,7 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     run_dir = check_new_run_dir(Path(out) if out is not None else default_run_dir(config), force=force)
     with staged_frame(frame, run_dir, config, frame_name) as staged:
         return _train(config, run_dir, force=force, init_from=init_from, progress=progress, callbacks=callbacks,
-                      staged=staged)
+                      staged=staged, data_source=frame_name)
 
 
 @contextmanager
@@ -125,9 +125,11 @@ def staged_frame(frame, run_dir: Path, config: Config, name: str = "the DataFram
 
 def _train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
            init_from: str | Path | None = None, progress: bool = True, callbacks: list | None = None,
-           staged: Path | None = None) -> dict[str, Any]:
+           staged: Path | None = None, data_source: str | None = None) -> dict[str, Any]:
     """:func:`train` from ``config.data.name``; ``staged``: a DataFrame's CSV (staged_frame)
-    that becomes RUN/data.csv once its data is read and the run's folder made."""
+    that becomes RUN/data.csv once its data is read and the run's folder made, and
+    ``data_source`` what it came from (metrics.json's data_source: "the DataFrame", or a long
+    CSV's path), since the run's config names only RUN/data.csv."""
     import lightning as L
     import torch
 
@@ -207,6 +209,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         "train_seconds": round(timer.seconds, 1),
         "best_checkpoint": Path(best).name,
         **({} if source is None else {"init_from": str(source.path)}),
+        **({} if data_source is None else {"data_source": data_source}),
     }
     if config.memory.kind is not None:
         return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress)
@@ -462,7 +465,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     return metrics
 
 
-RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint", "init_from")  # metrics.json's keys that describe the model
+RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint", "init_from", "data_source")  # metrics.json's keys that describe the model
 
 
 def test_baselines(dm, in_len: int, out_len: int) -> dict[str, dict[str, float]]:

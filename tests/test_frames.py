@@ -140,6 +140,10 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
     from_csv = load_run(tmp_path / "long-run")
     assert from_csv.metrics["test"]["mse"] == pytest.approx(from_frame["test"]["mse"], rel=1e-9)
     assert from_csv.data.columns == ["HUFL", "HULL", "MUFL"]
+    from stanhop.catalog import run_row
+
+    assert run_row(tmp_path / "long-run")["data"] == "long.csv"  # what it came from, not the run's data.csv
+    assert run_row(tmp_path / "frame")["data"] == "DataFrame"
 
     recent = etth1.iloc[3000:3300]
     recent_csv = tmp_path / "recent.csv"
