@@ -416,12 +416,12 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
     check_complete(window, f"the last {in_len} rows of {source} (the forecast's input)")
-    if horizon > out_len:  # the input accepted: tell what the forecast will be made of
+    widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
+    if horizon > out_len:  # the input and the intervals accepted: tell what the forecast will be made of
         (notify or notice_to_stderr)(recursive_notice(run, horizon))
     z = scaled(run, window)[None]  # (1, in_len, c)
     prediction = scaler_of(run).inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
     index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
-    widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     table = pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
     return _as_given(run, table, given, levels)
 

@@ -197,6 +197,13 @@ def test_a_gap_before_the_last_in_len_rows_leaves_out_the_rows_before_it(run, ru
         run.forecast(texty)
 
 
+def test_intervals_past_the_calibration_are_refused_before_the_long_horizon_notice(run, etth1):
+    notes = []
+    with pytest.raises(UserError, match="no window to calibrate intervals on; ask for a shorter horizon"):
+        run.forecast(etth1.iloc[:100], horizon=5000, intervals=[80], notify=notes.append)
+    assert notes == []  # no notice of a recursive forecast that is not made
+
+
 def test_missing_steps_are_named_on_the_runs_calendar():
     from stanhop.forecast import after_last_gap, refuse_missing_steps
 
