@@ -228,7 +228,6 @@ def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_pos
     if (steps == usual).all():
         return to_offset(usual).freqstr
     first = int(np.argmax((steps != usual).to_numpy()))
-    step = to_offset(usual).freqstr
     if steps[first] > usual:
         fix = "insert the missing timestamps and fill them"
     else:
@@ -237,8 +236,8 @@ def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_pos
         where = "" if first_position is None else f"position {first_position + first + 1} "
         raise UserError(
             f"irregular time steps in {frame_name}: {where}{index[first + 1]} comes {steps[first]} after the row before, "
-            f"but the usual step is {usual}; {fix} (frame.asfreq('{step}') keeps the rows on the step and inserts "
-            "the missing ones as NaN, to fill), or resample"
+            f"but the usual step is {usual}; {fix} (frame.asfreq('{to_offset(usual).freqstr}') keeps the rows on the "
+            "step and inserts the missing ones as NaN, to fill), or resample"
         )
     raise UserError(
         f"irregular time steps: line {(first_position or 0) + first + 1 + FIRST_ROW_LINE} ({index[first + 1]}) comes "
@@ -435,6 +434,17 @@ def _regular(index: pd.DatetimeIndex) -> bool:
     except UserError:
         return False
     return True
+
+
+def on_calendar(index: pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex | None:
+    """The timestamps of the step ``freq`` (a run's) from the first of ``index`` to its last,
+    where every one of ``index`` is among them: calendar months, days across a change of
+    clocks. None where a timestamp lies off that step, or pandas cannot make the range."""
+    try:
+        grid = pd.date_range(index[0], index[-1], freq=freq)
+    except (TypeError, ValueError):
+        return None
+    return grid if index.isin(grid).all() else None
 
 
 def _full_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex | None:

@@ -74,7 +74,6 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
     --data, a memory CSV): its header must hold the run's date column and channels. Checked
     from the header alone, before any work."""
     from stanhop.csvio import header_of
-
     from stanhop.frames import LONG_COLUMNS
 
     names = header_of(path)
@@ -168,16 +167,15 @@ def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notif
     ``frame`` as it is (its checks then name what is wrong), also when timestamps repeat, go
     back, or lie off that step (not a gap). ``keep_them``: how to keep the rows before the gap
     instead, the notice's last words."""
+    from stanhop.csvio import on_calendar
+
     index = frame.index
     if len(index) <= rows or not (index.is_monotonic_increasing and index.is_unique) or index.hasnans:
         return frame
-    try:  # the run's steps from the first row on: calendar months, days across a change of clocks
-        at = pd.date_range(index[0], index[-1], freq=freq).get_indexer(index)
-    except (TypeError, ValueError):
+    grid = on_calendar(index, freq)  # the run's steps from the first row on
+    if grid is None:
         return frame
-    if (at < 0).any():
-        return frame
-    breaks = np.flatnonzero(np.diff(at) != 1)
+    breaks = np.flatnonzero(np.diff(grid.get_indexer(index)) != 1)
     if not len(breaks) or len(index) - (int(breaks[-1]) + 1) < rows:
         return frame
     start = int(breaks[-1]) + 1
@@ -215,11 +213,10 @@ def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_
     and last of ``index``, where its rows all lie on that step (calendar months, days across a
     change of clocks); nothing otherwise. ``first_position``: the position of index's first row
     in the frame, for the message; None for a long frame's (pivoted: positions mean nothing)."""
-    try:
-        grid = pd.date_range(index[0], index[-1], freq=freq)
-    except (TypeError, ValueError):
-        return
-    if not index.isin(grid).all() or len(grid) == len(index):
+    from stanhop.csvio import on_calendar
+
+    grid = on_calendar(index, freq)
+    if grid is None or len(grid) == len(index):
         return
     gone = grid.difference(index)
     where = ""

@@ -90,15 +90,12 @@ def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the Data
     of the step ``freq`` that all lack, are filled by ``fill`` ("ffill" or "interpolate"), as a
     wide CSV's are (csvio.fill_missing, with its notice). Timestamps off that step are left as
     they are, for the forecast's checks to name."""
-    from stanhop.csvio import fill_missing
+    from stanhop.csvio import fill_missing, on_calendar
 
     wide = to_wide(frame, "ds", name).set_index("ds")
     wide.index = pd.DatetimeIndex(wide.index)
-    try:
-        grid = pd.date_range(wide.index[0], wide.index[-1], freq=freq)
-    except (TypeError, ValueError):
-        grid = wide.index
-    if wide.index.isin(grid).all():
+    grid = on_calendar(wide.index, freq)
+    if grid is not None:
         wide = wide.reindex(grid)
     ids = {str(uid): uid for uid in pd.unique(frame["unique_id"])}  # given back as the frame wrote them
     back = fill_missing(wide, fill, name).rename_axis("ds").reset_index()

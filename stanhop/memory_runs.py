@@ -83,7 +83,7 @@ def _far_from_training(path: str, frame, scaler) -> None:
 
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
                csv: str | None = None, epochs: int | None = None, fill: str | None = None,
-               facts: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+               facts: dict[str, Any] | None = None, progress: bool = True, csv_rows=None) -> dict[str, Any]:
     """Give a trained run an external memory plugin (replacing one it has) and evaluate it.
 
     kind "plug": Plug-and-Play, λ and β₀ chosen by validation MSE; "tune": Tune-and-Play,
@@ -94,6 +94,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     sets data.fill, for a csv memory's empty cells and missing timestamps. Writes
     memory.safetensors + memory.json; metrics.json gets ``memory`` with MSE with and without
     the plugin on validation, test and test's sudden-event subset (stanhop.memory.memory_report).
+    ``csv_rows``: the memory CSV's rows as ``memory_frame`` gave them, when already read.
     """
     import torch
 
@@ -118,7 +119,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     config.validate()
     check_memory_config(config)
     dm = run_data_module(run, "put it back there: a memory is taken from, and tuned on, the run's own training rows")
-    rows, first_row = _memory_rows(config, dm)
+    rows, first_row = _memory_rows(config, dm, csv_rows)
     memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
                              seed=config.train.seed, first_row=first_row)
 
@@ -148,9 +149,10 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     return evaluate(run.path, facts={**(facts or {}), "memory": summary}, progress=progress)
 
 
-def _memory_rows(config: Config, dm):
+def _memory_rows(config: Config, dm, frame=None):
     """(scaled rows (rows, c), row of the first) that memory windows are taken from: the
-    training split, or the user's CSV (read with the run's columns and scaler)."""
+    training split, or the user's CSV (``frame``, or read with the run's columns; scaled with
+    the run's scaler)."""
     import numpy as np
     import torch
 
@@ -158,5 +160,6 @@ def _memory_rows(config: Config, dm):
     if mem.strategy != "csv":
         start, end = dm.borders["train"]
         return dm.series[start:end], start
-    frame = memory_frame(config, dm.columns, dm.freq, dm.scaler)
+    if frame is None:
+        frame = memory_frame(config, dm.columns, dm.freq, dm.scaler)
     return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1

@@ -161,7 +161,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
-    memory_frame(config, dm.columns, dm.freq, dm.scaler)  # read after training: read and checked now
+    memory_rows = memory_frame(config, dm.columns, dm.freq, dm.scaler)  # checked now, before any training
     module = Forecaster(config)
     if source is not None:
         start_from(module.model, source, config, dm.columns)
@@ -212,7 +212,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         **({} if data_source is None else {"data_source": data_source}),
     }
     if config.memory.kind is not None:
-        return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress)
+        return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress, csv_rows=memory_rows)
     return evaluate(run_dir, facts=facts, progress=progress)
 
 
