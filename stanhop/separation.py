@@ -74,7 +74,8 @@ def _sparsemax_forward(scores: Tensor) -> Tensor:
     xs = x.sort(-1, descending=True).values
     k = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
     csum = xs.cumsum(-1) - 1.0
-    support = (k * xs > csum).sum(-1, keepdim=True)  # |S| = max{k : 1 + k x₍ₖ₎ > Σ_{i≤k} x₍ᵢ₎}
+    # |S| = max{k : 1 + k x₍ₖ₎ > Σ_{i≤k} x₍ᵢ₎}; 0 only for a row with NaN, whose weights are then NaN
+    support = (k * xs > csum).sum(-1, keepdim=True).clamp_min(1)
     tau = csum.gather(-1, support - 1) / support.to(x.dtype)
     return (x - tau).clamp_min(0.0)
 
@@ -90,7 +91,7 @@ def _entmax15_forward(scores: Tensor) -> Tensor:
     ss = k * (mean_sq - mean * mean)
     delta = (1.0 - ss) / k
     tau_k = mean - delta.clamp_min(0.0).sqrt()  # τ if the support were the top k
-    support = (tau_k <= xs).sum(-1, keepdim=True)
+    support = (tau_k <= xs).sum(-1, keepdim=True).clamp_min(1)  # 0 only for a NaN row: NaN weights
     tau = tau_k.gather(-1, support - 1)
     return (x - tau).clamp_min(0.0).square()
 

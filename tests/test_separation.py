@@ -102,6 +102,17 @@ def test_minus_inf_scores_get_weight_zero_and_the_rest_is_unchanged(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_a_nan_score_gives_nan_weights_in_its_row_only(name):
+    sep = make_separation(name)
+    x = scores(6, 9)
+    x[2, 4] = float("nan")
+    p = sep(x)
+    assert torch.isnan(p[2]).all()
+    rest = torch.cat([x[:2], x[3:]])
+    torch.testing.assert_close(torch.cat([p[:2], p[3:]]), sep(rest), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_float32_accuracy_for_large_scores(name):
     sep = make_separation(name)
     x = scores(200, 14, scale=300.0)
