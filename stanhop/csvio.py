@@ -130,17 +130,14 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     each distinct one is read once, and the readings a wide file's dates may get are tried in
     turn (pandas' own, day first, Unix time, one clock for several UTC offsets), keeping the
     first under which the distinct dates fall on one regular step (else the first that reads
-    them all); the user is told of any other than pandas' own."""
+    them all; one with no timestamp missing before one with gaps); the user is told of any
+    other than pandas' own."""
     distinct = pd.Series(pd.unique(text), name="ds")
-    chosen = None
-    for how, dates in _long_readings(distinct):
-        if dates.isna().any():
-            continue
-        index = pd.DatetimeIndex(dates).sort_values()
-        if _regular(index) or _full_range(index) is not None:
-            chosen = (how, dates)
-            break
-        chosen = chosen or (how, dates)
+    readings = [(how, dates) for how, dates in _long_readings(distinct) if not dates.isna().any()]
+    steps = [pd.DatetimeIndex(dates).sort_values() for _, dates in readings]
+    chosen = next((r for r, index in zip(readings, steps) if _regular(index)), None) \
+        or next((r for r, index in zip(readings, steps) if _full_range(index) is not None), None) \
+        or next(iter(readings), None)
     if chosen is None:
         unread = _to_datetime(text, utc=True).isna().to_numpy()
         row = int(np.argmax(unread)) if unread.any() else 0
@@ -149,6 +146,9 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     how, dates = chosen
     if how:
         tell_once(f"{path}: the dates in column 'ds' are read {how}")
+    else:
+        for day_first in (d for h, d in readings if h == "day first"):
+            _tell_if_day_first_fits_too(distinct, dates, day_first, path)
     return text.map(dict(zip(distinct, dates)))
 
 
@@ -489,9 +489,9 @@ _UNIX_TIME = r"\s*\d{9,13}(?:\.\d*)?\s*"  # seconds or milliseconds since 1970-0
 _UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plausible range, so a count of steps is not read so
 
 
-def _fits(dates: pd.Series, path: Path) -> bool:
+def _fits(dates: pd.Series, path: Path, gaps_allowed: bool = True) -> bool:
     """Whether every date was read and they increase by one regular step (some timestamps may be
-    missing: read_series says so)."""
+    missing where ``gaps_allowed``: read_series says so)."""
     index = pd.DatetimeIndex(dates)
     if index.hasnans:
         return False
@@ -499,27 +499,46 @@ def _fits(dates: pd.Series, path: Path) -> bool:
         _check_order(index, path)
     except UserError:
         return False
-    return _regular(index) or _full_range(index) is not None
+    return _regular(index) or (gaps_allowed and _full_range(index) is not None)
 
 
 def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: Path) -> pd.Series:
     """pandas' reading of the dates when it fits (every date read, one regular step); else the
     first other reading that fits, and the user is told: day first (13/07/2016), or whole
-    numbers as Unix time in seconds or milliseconds (1467331200) from 1990 to 2100."""
-    if _fits(dates, path):
-        return dates
-    for how, other in _other_readings(text):
-        if _fits(other, path):
-            _tell_read_as(text, other, path, how)
-            return other
+    numbers as Unix time in seconds or milliseconds (1467331200) from 1990 to 2100. A reading
+    with no timestamp missing goes before one with gaps (05/02 to 06/02, hourly: day first is
+    two days in a row, month first two days a month apart); where day first fits as well as
+    pandas' reading and gives other dates, the user is told which was taken."""
+    readings = [("", dates), *_other_readings(text)]
+    for gaps_allowed in (False, True):
+        for how, other in readings:
+            if _fits(other, path, gaps_allowed=gaps_allowed):
+                if how:
+                    _tell_read_as(text, other, path, how)
+                elif not gaps_allowed:
+                    _tell_if_day_first_fits_too(text, other, readings[1][1], path)
+                return other
     return dates  # the caller says what is wrong with them
+
+
+def _tell_if_day_first_fits_too(text: pd.Series, dates: pd.Series, day_first: pd.Series, path: Path) -> None:
+    """A notice where the dates read day first fall on a regular step too, and differ: such
+    dates are ambiguous, and read month first."""
+    index = pd.DatetimeIndex(day_first).sort_values()
+    if not day_first.equals(dates) and not index.hasnans and index.is_unique and _regular(index):
+        last = int(np.argmax(pd.DatetimeIndex(dates)))
+        tell_once(f"{path}: the dates in column '{text.name}' are read month first, as pandas reads them "
+                  f"({text.iloc[last]} is {_spelt(dates.iloc[last])}); read day first it would be "
+                  f"{_spelt(day_first.iloc[last])}: if so, write the dates year first (2016-07-01)")
 
 
 def _tell_read_as(text: pd.Series, dates: pd.Series, path: Path, how: str) -> None:
     """Tell the user once how the date column was read, with its last date spelt out."""
-    last = dates.iloc[-1]
-    shown = f"{last:%d %B %Y}" if last == last.normalize() else f"{last:%d %B %Y %H:%M}"
-    tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {shown})")
+    tell_once(f"{path}: the dates in column '{text.name}' are read {how} ({text.iloc[-1]} is {_spelt(dates.iloc[-1])})")
+
+
+def _spelt(moment: pd.Timestamp) -> str:
+    return f"{moment:%d %B %Y}" if moment == moment.normalize() else f"{moment:%d %B %Y %H:%M}"
 
 
 def _other_readings(text: pd.Series):

@@ -248,6 +248,22 @@ def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
         load_series(write(tmp_path, neither, "mixed.csv"))
 
 
+def test_day_first_without_gaps_goes_before_month_first_with_gaps_and_ambiguous_dates_are_told(tmp_path, capsys):
+    hours = pd.date_range("2023-02-05", periods=48, freq="h")  # month first: 2 May and 2 June, a month apart
+    lines = ["date,a", *(f"{t:%d/%m/%Y %H:%M},{i}" for i, t in enumerate(hours))]
+    frame = load_series(write(tmp_path, lines, "hourly.csv"))
+    assert frame.index.equals(pd.DatetimeIndex(hours, name="date"))
+    assert "read day first (06/02/2023 23:00 is 06 February 2023 23:00)" in capsys.readouterr().err
+    days = pd.date_range("2023-01-01", periods=12, freq="D")  # month first: the first of 12 months, also regular
+    frame = load_series(write(tmp_path, ["date,a", *(f"{t:%d/%m/%Y},{i}" for i, t in enumerate(days))], "daily.csv"))
+    assert frame.index[-1] == pd.Timestamp("2023-12-01")  # pandas' reading, as before
+    assert ("read month first, as pandas reads them (12/01/2023 is 01 December 2023); read day first it would be "
+            "12 January 2023") in capsys.readouterr().err
+    thirteen = pd.date_range("2023-01-01", periods=13, freq="D")
+    load_series(write(tmp_path, ["date,a", *(f"{t:%m/%d/%Y},{i}" for i, t in enumerate(thirteen))], "us.csv"))
+    assert "month first" not in capsys.readouterr().err  # 01/13/2023 is no date day first: not ambiguous
+
+
 def test_columns_without_a_name_are_not_channels(tmp_path, capsys):
     lines = csv_lines(6)
     plain = load_series(write(tmp_path, lines, "plain.csv"))

@@ -263,6 +263,11 @@ def test_long_csvs_are_read_as_users_write_them(tmp_path, capsys, run_dir):
     day_first = [f"{d:02d}/08/2016 {h:02d}:00" for d in range(1, 20) for h in (0, 12)]  # 13/08 and on: day first
     got = read_long(long_csv("dmy.csv", ["a", "b"], day_first))
     assert got["ds"].max() == pd.Timestamp("2016-08-19 12:00") and "read day first" in capsys.readouterr().err
+    ambiguous = [f"{d:02d}/01/2023" for d in range(1, 13)]  # 12 days, or the first of 12 months
+    assert read_long(long_csv("ambiguous.csv", ["a", "b"], ambiguous))["ds"].max() == pd.Timestamp("2023-12-01")
+    assert "read day first it would be 12 January 2023" in capsys.readouterr().err
+    day_first_hours = [f"{t:%d/%m/%Y %H:%M}" for t in pd.date_range("2023-02-05", periods=48, freq="h")]
+    assert read_long(long_csv("gapless.csv", ["a"], day_first_hours))["ds"].max() == pd.Timestamp("2023-02-06 23:00")
     unix = [str(1470009600 + 3600 * h) for h in range(48)]
     assert read_long(long_csv("unix.csv", ["a"], unix))["ds"].iloc[0] == pd.Timestamp("2016-08-01")
     assert "as Unix time in seconds" in capsys.readouterr().err
