@@ -277,20 +277,35 @@ def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
 
 
 def _dialect(path: Path) -> dict[str, str]:
-    """read_csv's ``sep`` and ``decimal`` for the file, from its first lines: commas between values
-    and decimal points, unless the header has no comma but semicolons or tabs (a spreadsheet's
-    export where the decimal mark is a comma); then commas in its data lines are decimal commas.
-    The user is told when it is not a comma-separated file."""
+    """read_csv's ``sep`` and ``decimal`` for the file: commas between values and decimal
+    points, unless the header has semicolons or tabs and no comma, or a comma only inside a
+    name ("Leistung (kW, gesamt)": its first lines have as many semicolons or tabs as the header
+    and not as many commas); that is a spreadsheet's export, and commas in its data lines, if it
+    has any, are decimal commas. The user is told when it is not a comma-separated file."""
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = [line for _, line in zip(range(_SNIFFED_LINES), f)]
-    header = lines[0] if lines else ""
-    if "," in header or not any(s in header for s in _SEPARATOR_NAMES):
+    header, data = (lines[0], [line for line in lines[1:] if line.strip()]) if lines else ("", [])
+
+    def splits_every_line(sep: str) -> bool:
+        return all(line.count(sep) == header.count(sep) for line in data)
+
+    sep = next((s for s in _SEPARATOR_NAMES if s in header), None)
+    if sep is None or ("," in header and (splits_every_line(",") or not splits_every_line(sep))):
         return {"sep": ",", "decimal": "."}
-    sep = next(s for s in _SEPARATOR_NAMES if s in header)
-    decimal = "," if any("," in line for line in lines[1:]) else "."
+    decimal = "," if _has_comma_after_header(path) else "."
     tell_once(f"{path}: reading it as {_SEPARATOR_NAMES[sep]}-separated values"
                + (" with decimal commas" if decimal == "," else ""))
     return {"sep": sep, "decimal": decimal}
+
+
+def _has_comma_after_header(path: Path) -> bool:
+    """Whether a comma appears anywhere in the file after its first line (read in blocks)."""
+    with open(path, "rb") as f:
+        f.readline()
+        while block := f.read(1 << 20):
+            if b"," in block:
+                return True
+    return False
 
 
 _SNIFFED_LINES = 6  # the header and the first data lines
@@ -593,7 +608,7 @@ def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal:
         values = column.astype("float64")
     else:
         text = column.astype("str").str.strip().where(column.notna())
-        text = text.where(text != "")
+        text = _without_thousands_marks(text.where(text != ""), name, path, decimal)
         values = pd.to_numeric(text.str.replace(decimal, ".", regex=False), errors="coerce").astype("float64")
         bad = (values.isna() & text.notna()).to_numpy()
         if values.notna().sum() == 0 and text.notna().any() and not required:
@@ -606,6 +621,27 @@ def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal:
         row = int(np.argmax(infinite))
         raise UserError(f"{path}: column '{name}' has an infinite value at line {row + FIRST_ROW_LINE}")
     return values.reset_index(drop=True)
+
+
+def _without_thousands_marks(text: pd.Series, name: str, path: Path, decimal: str) -> pd.Series:
+    """A text column's cells without thousands marks (the other mark than the decimal one:
+    1.002,5 with decimal commas, "1,002.5" with decimal points), where every cell holding that
+    mark is a number grouped in thousands by it; the user is told once, with an example. Else
+    as they are: with decimal commas, a column whose points are not all in thousands groups
+    (0.5, 12.25) is read with decimal points, as before."""
+    mark = "." if decimal == "," else ","
+    marked = text.str.contains(mark, regex=False, na=False)
+    if not marked.any():
+        return text
+    grouped = text.str.fullmatch(rf"[+-]?\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+(?:{re.escape(decimal)}\d*)?", na=False)
+    if not grouped[marked].all():
+        return text
+    example = text[marked].iloc[0]
+    plain = text.str.replace(mark, "", regex=False)
+    shown = plain[marked].iloc[0].replace(decimal, ".")
+    tell_once(f"{path}: in column '{name}', '{mark}' is read as a thousands separator ({example!r} is {shown}), "
+              f"as the file's decimal mark is '{decimal}'")
+    return plain
 
 
 def _describe_missing(frame: pd.DataFrame) -> str:

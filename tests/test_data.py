@@ -234,6 +234,31 @@ def test_decimal_commas_name_the_line_of_a_bad_cell(tmp_path):
         load_series(write(tmp_path, lines))
 
 
+def test_thousands_separators_are_read_where_every_such_mark_groups_thousands(tmp_path, capsys):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=4, freq="h")]
+    german = ["date;load;t", *(f"{d};{v};{t}" for d, v, t in zip(dates, ["1.002", "998", "1.100,5", "-12.345.678"],
+                                                                 ["13,6", "1", "2,5", "3"]))]
+    frame = load_series(write(tmp_path, german, "de.csv"))
+    assert frame["load"].tolist() == [1002.0, 998.0, 1100.5, -12345678.0] and frame["t"].tolist() == [13.6, 1, 2.5, 3]
+    assert "in column 'load', '.' is read as a thousands separator ('1.002' is 1002)" in capsys.readouterr().err
+    english = ["date,load", *(f'{d},"{v}"' for d, v in zip(dates, ["1,002.51", "998.5", "12,100", "7"]))]
+    assert load_series(write(tmp_path, english, "en.csv"))["load"].tolist() == [1002.51, 998.5, 12100.0, 7.0]
+    assert "',' is read as a thousands separator ('1,002.51' is 1002.51)" in capsys.readouterr().err
+    points = ["date;load;t", *(f"{d};{v};2,5" for d, v in zip(dates, ["0.5", "1.002", "2.25", "3"]))]
+    assert load_series(write(tmp_path, points, "points.csv"))["load"].tolist() == [0.5, 1.002, 2.25, 3.0]
+    assert "thousands separator" not in capsys.readouterr().err  # not every point groups thousands: decimal points
+    with pytest.raises(UserError, match="column 'load' has a non-numeric value '1,00,2.5' at line 2"):
+        load_series(write(tmp_path, ["date,load", f'{dates[0]},"1,00,2.5"', f"{dates[1]},3"], "bad.csv"))
+
+
+def test_the_separator_and_decimal_mark_are_found_past_a_comma_in_a_name_and_the_first_lines(tmp_path):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=12, freq="h")]
+    named = ["date;Leistung (kW, gesamt);t", *(f"{d};{i};{i}" for i, d in enumerate(dates))]
+    assert list(load_series(write(tmp_path, named, "named.csv")).columns) == ["Leistung (kW, gesamt)", "t"]
+    late = ["date;a", *(f"{d};{i}" for i, d in enumerate(dates[:-1])), f"{dates[-1]};3,5"]  # the first comma on line 13
+    assert load_series(write(tmp_path, late, "late.csv"))["a"].iloc[-1] == 3.5
+
+
 def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
     lines = csv_lines(20, freq="D", columns=("a",))
     day_first = [lines[0], *(f"{pd.Timestamp(line.split(',')[0]):%d/%m/%Y},{line.split(',')[1]}" for line in lines[1:])]
