@@ -13,7 +13,7 @@ from typing import Any
 from stanhop.config import Config
 from stanhop.errors import UserError
 from stanhop.runs import load_run
-from stanhop.workflow import csv_name, evaluate, run_data_module
+from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
 
 def check_memory_config(config: Config) -> None:
@@ -118,7 +118,11 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         mem.csv = None
     config.validate()
     check_memory_config(config)
-    dm = run_data_module(run, "put it back there: a memory is taken from, and tuned on, the run's own training rows")
+    own_rows = "a memory is taken from, and tuned on, the run's own training rows"
+    dm = run_data_module(run, f"put it back there: {own_rows}")
+    if run.data.borders and not same_windows(run, dm):  # grown or edited: its split would reach the run's test rows
+        raise UserError(f"{config.data.name} no longer holds the rows {run.path} was trained on (its split borders or "
+                        f"training rows differ), and {own_rows}; put back the file as it was when the run was trained")
     rows, first_row = _memory_rows(config, dm, csv_rows)
     memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
                              seed=config.train.seed, first_row=first_row)

@@ -113,6 +113,24 @@ def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path, monkeypatch):
     assert len(told) == 1 and f"notice: memory CSV {watts}: OT (mean " in told[0] and "HUFL" not in told[0], told
 
 
+def test_tune_refuses_a_data_file_that_no_longer_holds_the_runs_rows(plug_run, tmp_path, etth1_path):
+    import shutil
+
+    from stanhop.config import load_config, save_config
+
+    run = tmp_path / "copy"
+    shutil.copytree(plug_run, run)
+    shorter = tmp_path / "shorter.csv"  # the same split's fractions of fewer rows reach into the run's test rows
+    pd.read_csv(etth1_path, nrows=8000).to_csv(shorter, index=False)
+    config = load_config(run / "config.yaml")
+    config.data.name = str(shorter)
+    save_config(config, run / "config.yaml")
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    result = CliRunner().invoke(cli, ["tune", str(run), "--epochs", "1", "--memory-size", "4"])
+    assert result.exit_code == 2 and f"error: {shorter} no longer holds the rows {run} was trained on" in result.output
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before  # nothing written
+
+
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     out = tmp_path / "never"
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
