@@ -489,6 +489,9 @@ def load_memory(model: nn.Module, run_dir: str | Path) -> nn.Module:
             raise UserError(f"{run_dir / MEMORY_SETTINGS} names an unknown memory kind {settings.get('kind')!r}; {hint}")
         forecaster = MemoryForecaster(model, plugin, memory)
         forecaster.load_state_dict({**{f"model.{k}": v for k, v in model.state_dict().items()}, **state})
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+    except KeyError as err:
+        raise UserError(f"cannot reattach the memory plugin of {run_dir}: {MEMORY_WEIGHTS} lacks the tensor {err}; "
+                        f"{hint}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise UserError(f"cannot reattach the memory plugin of {run_dir}: {str(err).splitlines()[0]}; {hint}") from None
     return forecaster.eval()

@@ -18,8 +18,8 @@ from typing import Any
 from stanhop.config import Config, make_paths_absolute
 from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
 from stanhop.runs import (
-    FRAME_DATA, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir, read_json, save_run_files,
-    save_weights, write_json,
+    FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
+    read_json, save_run_files, save_weights, write_json,
 )
 
 
@@ -435,8 +435,12 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         plugin = {k: v for k, v in previous.get("memory", {}).items() if not k.startswith("val_")}
         previous = {key: previous[key] for key in RUN_FACTS if key in previous} | ({"memory": plugin} if plugin else {})
     if isinstance(run.model, MemoryForecaster):  # a memory plugin is attached: the side-by-side figures, on this data
-        settings = (facts or {}).get("memory") or previous.get("memory", {})  # new settings replace the old
+        settings = (facts or {}).get("memory") or previous.get("memory") or _plugin_settings(run, val_loader)
         facts = {**(facts or {}), "memory": {**settings, **memory_report(run.model, test_loader)}}
+    elif previous.pop("memory", None) is not None:  # its files were deleted: the figures are of a model no more
+        notice_to_stderr(f"{run.path} has no memory plugin now ({MEMORY_SETTINGS} is gone): its figures are dropped "
+                         f"from {METRICS}")
+    previous.setdefault("params", sum(p.numel() for p in _backbone(run.model).parameters()))
     metrics = {
         **previous,
         "test": test,
@@ -463,6 +467,25 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         notice_to_stderr(f"{run.path / METRICS} is unchanged: it keeps the figures of the run's own data and split; "
                          f"these are of {config.data.name}, split {config.data.split}")
     return metrics
+
+
+def _backbone(model):
+    """The STanHop-Net of a run's model, with or without a memory plugin around it."""
+    from stanhop.memory import MemoryForecaster
+
+    return model.model if isinstance(model, MemoryForecaster) else model
+
+
+def _plugin_settings(run, val_loader) -> dict[str, Any]:
+    """metrics.json's memory settings and validation figures, as tuning wrote them, from the
+    plugin and its memory.json (for a run whose metrics.json was lost)."""
+    from stanhop.memory import memory_report
+
+    saved = read_json(run.path / MEMORY_SETTINGS)
+    val = memory_report(run.model, val_loader)
+    return {"kind": run.model.kind, "size": len(run.model.windows), "strategy": saved.get("strategy"),
+            **{key: saved[key] for key in ("lambda", "beta") if key in saved},
+            "val_mse": val["test_mse"], "val_mse_plain": val["test_mse_plain"]}
 
 
 RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint", "init_from", "data_source")  # metrics.json's keys that describe the model

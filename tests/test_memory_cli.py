@@ -131,6 +131,36 @@ def test_tune_refuses_a_data_file_that_no_longer_holds_the_runs_rows(plug_run, t
     assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before  # nothing written
 
 
+def test_evaluate_drops_a_deleted_plugins_figures_and_rebuilds_a_lost_metrics_file(plug_run, tmp_path):
+    import shutil
+
+    lost = tmp_path / "lost"
+    shutil.copytree(plug_run, lost)
+    kept = json.loads((lost / "metrics.json").read_text())
+    (lost / "metrics.json").unlink()
+    result = invoke("evaluate", str(lost))
+    assert result.exit_code == 0, result.output
+    rebuilt = json.loads((lost / "metrics.json").read_text())
+    assert rebuilt["params"] == kept["params"]
+    described = [key for key in ("kind", "size", "strategy", "lambda", "beta") if key in kept["memory"]]  # tune: no λ
+    assert [rebuilt["memory"][key] for key in described] == [kept["memory"][key] for key in described]
+    for key in ("val_mse", "val_mse_plain", "test_mse", "test_mse_plain"):
+        assert rebuilt["memory"][key] == pytest.approx(kept["memory"][key], rel=1e-6), key
+    assert_printed_beside_each_other(result.output, rebuilt["memory"])
+    assert "None" not in result.output
+
+    gone = tmp_path / "gone"
+    shutil.copytree(plug_run, gone)
+    for name in ("memory.json", "memory.safetensors"):  # as the message of a plugin that cannot be reattached says
+        (gone / name).unlink()
+    result = invoke("evaluate", str(gone))
+    assert result.exit_code == 0 and "memory plugin" not in result.output.replace("has no memory plugin now", "")
+    assert f"{gone} has no memory plugin now (memory.json is gone)" in result.output
+    assert "memory" not in json.loads((gone / "metrics.json").read_text())
+    listed = invoke("runs", str(tmp_path)).output.splitlines()
+    assert next(line for line in listed if line.split()[0].endswith("gone")).split()[-1] == "—"  # memory: none
+
+
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     out = tmp_path / "never"
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
