@@ -24,7 +24,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError, writable_folder
+from stanhop.errors import UserError, listing, writable_folder
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
@@ -53,10 +53,19 @@ def read_json(path: Path) -> Any:
         raise UserError(f"cannot read {path}: {err}") from None
 
 
+# what a run's folder holds (the module docstring), plots/ of `stanhop plot`, a damaged
+# metrics.json kept aside by evaluate; and files cut short by an interrupted write (.NAME.….tmp)
+RUN_ENTRIES = frozenset({MARKER, CONFIG, SCALER, WEIGHTS, METRICS, f"{METRICS}.unreadable", FRAME_DATA, MEMORY_WEIGHTS,
+                         MEMORY_SETTINGS, "logs", "checkpoints", "plots"})
+
+
 def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
     """Raise UserError unless a new run may go to ``path``: nothing there, an empty directory,
-    or with ``force`` a stanhop run to replace (never a file or another folder)."""
+    or with ``force`` a stanhop run to replace: never a file, another folder, a link, a run
+    holding files it did not write (they would be lost), or one the current folder lies in."""
     path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{path} is a link to {path.resolve()}; give that folder itself as --out (in Python: out=)")
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a run directory; choose another --out (in Python: out=)")
     if path.exists() and any(path.iterdir()):
@@ -65,15 +74,30 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
                             f"(in Python: out=, force=True)")
         if not (path / MARKER).is_file():
             raise UserError(f"{path} is not a stanhop run directory; refusing to replace it even with --force")
+        if others := sorted(entry.name for entry in path.iterdir() if not _written_by_a_run(entry.name)):
+            raise UserError(f"{path} holds files a run does not write ({listing(others)}); --force replaces only the "
+                            "run's own files: move those out of it first, or choose another --out")
+        if path.resolve() in Path.cwd().resolve().parents:
+            raise UserError(f"the current folder lies inside {path}, whose files --force would replace; run the "
+                            "command from outside it")
     return path
+
+
+def _written_by_a_run(name: str) -> bool:
+    return name in RUN_ENTRIES or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
     """Create a fresh run directory where check_new_run_dir allows one; with ``force`` the
-    previous run's files are removed first (the user asked for it)."""
+    previous run's files are removed first (the user asked for it): only those, so the folder
+    itself stays (it may be the current folder)."""
     path = check_new_run_dir(path, force=force)
     if (path / MARKER).is_file():  # the run to replace (check_new_run_dir); an empty folder stays as it is
-        shutil.rmtree(path)
+        for entry in path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     writable_folder(path, "--out")
     write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})
     return path

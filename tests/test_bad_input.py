@@ -184,6 +184,31 @@ def test_run_directories_are_replaced_only_with_force_and_only_once_the_input_is
     assert (other / "cat.jpg").read_bytes() == b"jpeg"
 
 
+def test_force_replaces_only_a_runs_own_files_never_the_users_a_link_or_the_current_folder(tmp_path, monkeypatch):
+    from stanhop.runs import prepare_run_dir
+
+    run = prepare_run_dir(tmp_path / "run")
+    (run / "model.safetensors").write_bytes(b"the previous run's weights")
+    (run / "logs").mkdir()
+    (run / "next24h.csv").write_text("the user's forecast")
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(run), "--force"),
+                                "holds files a run does not write (next24h.csv); --force replaces only the run's own files")
+    assert (run / "next24h.csv").read_text() == "the user's forecast"
+    (run / "next24h.csv").unlink()
+
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(link), "--force"), "is a link to")
+    monkeypatch.chdir(run / "logs")
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", "..", "--force"),
+                                "the current folder lies inside ..")
+    assert (run / "model.safetensors").read_bytes() == b"the previous run's weights"
+
+    monkeypatch.chdir(run)  # the run replaced from inside its own folder: its files go, the folder stays
+    prepare_run_dir(".", force=True)
+    assert sorted(p.name for p in run.iterdir()) == ["stanhop.json"]
+
+
 def test_an_output_place_that_cannot_be_written_is_a_usage_error(tmp_path: Path, run_dir, etth1_path):
     """Each command that writes, pointed through a file (as through a read-only disk or a folder
     without permission): one line naming the option, before any training or forecasting."""
