@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stanhop.errors import UserError, notice_to_stderr
+from stanhop.runs import publish
 
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 16
@@ -163,7 +164,7 @@ def download(info: DatasetInfo, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT
             raise UserError(
                 f"downloaded {info.name} has sha256 {digest}, expected {info.sha256}; {how_to_provide(info)}"
             )
-        os.replace(tmp, dest)
+        publish(tmp, dest)  # readable as the umask allows, as a plain download would be
     except (OSError, ValueError, http.client.HTTPException) as err:  # URLError is an OSError
         reason = err.reason if type(err) is urllib.error.URLError else err
         raise UserError(f"could not download {info.name} ({reason}); {how_to_provide(info)}") from None

@@ -39,6 +39,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop.errors import UserError, counted, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.runs import publish, write_json
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
@@ -651,23 +652,9 @@ def metrics_path(output: str | os.PathLike) -> Path:
 
 def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write metrics as indented JSON, atomically."""
-    import json
+    write_json(Path(path), metrics)
+    return Path(path)
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
-    publish(tmp, path)
-    return path
-
-
-def publish(tmp: str | os.PathLike, path: Path) -> None:
-    """Give a finished temp file the usual permissions (mkstemp makes it private) and rename it."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, path)
 
 
 def _write_csv(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:

@@ -261,7 +261,8 @@ def figure_format(path: str | os.PathLike) -> str:
 
 def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int = 110) -> Path:
     """Save ``fig`` to ``path`` (format by extension) atomically; refuse an existing file unless ``force``."""
-    from stanhop.forecast import check_output, publish
+    from stanhop.forecast import check_output
+    from stanhop.runs import publish
 
     fmt = figure_format(path)
     path = check_output(path, force=force)

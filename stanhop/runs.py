@@ -32,6 +32,15 @@ FRAME_DATA = "data.csv"  # a run trained on a DataFrame keeps it here
 MEMORY_WEIGHTS, MEMORY_SETTINGS = "memory.safetensors", "memory.json"  # a memory plugin's files (stanhop.memory)
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give a finished temp file the usual permissions (mkstemp makes it private) and rename it
+    into place (atomically)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)
@@ -40,7 +49,7 @@ def write_json(path: Path, obj: Any) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:  # nothing half-written left beside the file
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -154,7 +163,7 @@ def save_weights(model, path: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"stanhop_version": __version__})
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def load_weights(model, path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,10 @@ def test_train_writes_a_complete_run_directory(smoke_run: Path):
     assert metrics["epochs"] == 2 and metrics["separation"] == "entmax" and metrics["split"] == "0.06/0.03/0.03"
     assert metrics["params"] == sum(p.numel() for p in load_run(smoke_run).model.parameters())
     assert not (Path.cwd() / "lightning_logs").exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"):
+        assert stat.S_IMODE((smoke_run / name).stat().st_mode) == 0o666 & ~mask, name  # as the umask allows, not private
 
 
 @pytest.mark.parametrize("split, noticed", [("3/1/1", True), ("0.5/0.2/0.2", False)])
