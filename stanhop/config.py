@@ -105,6 +105,9 @@ class Config:
         for f in dataclasses.fields(cls):
             section_cls = type(f.default_factory())
             values = raw.get(f.name) or {}
+            if not isinstance(values, dict):
+                raise UserError(f"config section '{f.name}' must hold its keys, one 'key: value' per indented line, "
+                                f"got {values!r}")
             known = {g.name for g in dataclasses.fields(section_cls)}
             bad = set(values) - known
             if bad:
@@ -123,7 +126,7 @@ class Config:
                 raise UserError(f"model.{name} must be a positive whole number, got {value!r}")
         if m.d_model % m.n_heads:
             raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
-        if not 0.0 <= m.dropout < 1.0:
+        if not (_number(m.dropout) and 0.0 <= m.dropout < 1.0):
             raise UserError(f"model.dropout must be in [0, 1), got {m.dropout!r}")
         for name in ("gate", "checkpoint"):
             if not isinstance(getattr(m, name), bool):
@@ -206,10 +209,19 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise UserError(f"config file {path} not found; see configs/ for examples")
     try:
-        raw = parse_yaml(path.read_text()) or {}
+        raw = parse_yaml(path.read_text())
     except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
+    if raw is None:  # not the built-in defaults without a word: a file cut short, or written over
+        raise UserError(f"config file {path} is empty; see configs/ for examples (no --config: the built-in defaults)")
     return Config.from_dict(raw)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong and where, in one line: 'expected ',' or ']' ... (line 3, column 5)'."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def make_paths_absolute(cfg: Config) -> Config:
@@ -243,5 +255,9 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             raise UserError(f"--set expects section.key=value (e.g. model.d_model=128), got '{item}'")
         if section not in raw or name not in raw[section]:
             raise UserError(f"--set: unknown config key '{key}'")
-        raw[section][name] = parse_yaml(value) if value.strip() else None
+        try:
+            raw[section][name] = parse_yaml(value) if value.strip() else None
+        except yaml.YAMLError as err:
+            raise UserError(f"--set {key.strip()}: {value.strip()!r} is not a value ({_yaml_problem(err)}); write e.g. "
+                            f"model.d_model=128, train.lr_halving_epochs=[2,4] or data.name='my file.csv'") from None
     return Config.from_dict(raw)

@@ -67,6 +67,20 @@ def test_bad_csv_through_train(tmp_path: Path, case, extra, fragment):
     assert path.read_bytes() == FILES[case]  # the user's file is untouched
 
 
+@pytest.mark.parametrize("text, fragment", [
+    ("", "is empty; see configs/ for examples"),
+    ("# all of it commented out\n", "is empty; see configs/ for examples"),
+    ("model: 5\n", "config section 'model' must hold its keys, one 'key: value' per indented line, got 5"),
+    ("- data\n- model\n", "config must be a YAML mapping with sections data, model, train, memory"),
+    ("model:\n  d_model: [1, 2\n", "is not valid YAML: expected ',' or ']', but got '<stream end>' (line 3, column 1)"),
+])
+def test_a_bad_config_file_is_a_one_line_error(tmp_path: Path, text, fragment):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert_one_line_usage_error(run_cli("train", "--config", str(path), "--out", str(tmp_path / "run")), fragment)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
     path = tmp_path / "huge.csv"
     path.write_bytes(b"date,a\n" + b"2020-01-01 00:00:00,1\n" * 2000)
@@ -100,6 +114,8 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--set", "data.name=5"], "data.name must be text"),
         (["train", "--memory-size", "8"], "add --memory plug or --memory tune"),  # not silently a run without one
         (["train", "--memory-strategy", "all"], "add --memory plug or --memory tune"),
+        (["train", "--set", "model.d_model=[1,2"], "--set model.d_model: '[1,2' is not a value (expected ',' or ']'"),
+        (["train", "--set", "model.dropout=abc"], "model.dropout must be in [0, 1), got 'abc'"),
     ],
 )
 def test_bad_options(args, fragment):
