@@ -6,6 +6,7 @@ run directory, and evaluate with and without it. What `stanhop tune` and `stanho
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,11 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     csv = csv_name(csv, "csv", "write the memory windows to a CSV file first (frame.to_csv(path))")
     started = time.perf_counter()
     run = load_run(run_path)
+    try:  # before any work: the plugin is saved in the run
+        tempfile.TemporaryFile(dir=run.path).close()
+    except OSError as err:
+        raise UserError(f"cannot write in {run.path} ({err.strerror}); a memory plugin is saved in its run: copy the "
+                        "run to a folder you can write, and add the plugin to the copy") from None
     model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
     config, mem = run.config, run.config.memory
     mem.kind = kind

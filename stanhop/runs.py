@@ -73,6 +73,12 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
     or with ``force`` a stanhop run to replace: never a file, another folder, a link, a run
     holding files it did not write (they would be lost), or one the current folder lies in."""
     path = Path(path)
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):  # not there (yet): writable_folder tells a file in the way
+        pass
+    except OSError as err:  # a name too long ...
+        raise UserError(f"{path} cannot be a run's folder ({err.strerror}); choose another --out (in Python: out=)") from None
     if path.is_symlink():
         raise UserError(f"{path} is a link to {path.resolve()}; give that folder itself as --out (in Python: out=)")
     if path.exists() and not path.is_dir():

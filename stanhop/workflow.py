@@ -458,11 +458,15 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if quantize is not None:
         metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, test["mse"], act_range, quantize)
     if own:
-        if unreadable is not None:
-            kept = (run.path / METRICS).rename(run.path / f"{METRICS}.unreadable")
-            notice_to_stderr(f"{unreadable}; it is kept as {kept} and {METRICS} is written anew (the training's "
-                             "facts it held, such as epochs, are not in the new one)")
-        write_json(run.path / METRICS, metrics)
+        try:
+            if unreadable is not None:
+                kept = (run.path / METRICS).rename(run.path / f"{METRICS}.unreadable")
+                notice_to_stderr(f"{unreadable}; it is kept as {kept} and {METRICS} is written anew (the training's "
+                                 "facts it held, such as epochs, are not in the new one)")
+            write_json(run.path / METRICS, metrics)
+        except OSError as err:  # a read-only run (another user's, a mounted archive): the figures are still given
+            notice_to_stderr(f"cannot write {METRICS} in {run.path} ({err.strerror}); these figures are not saved in "
+                             "the run")
     else:
         notice_to_stderr(f"{run.path / METRICS} is unchanged: it keeps the figures of the run's own data and split; "
                          f"these are of {config.data.name}, split {config.data.split}")

@@ -220,6 +220,8 @@ def test_force_replaces_only_a_runs_own_files_never_the_users_a_link_or_the_curr
                                 "the current folder lies inside ..")
     assert (run / "model.safetensors").read_bytes() == b"the previous run's weights"
 
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, "--out", str(tmp_path / ("a" * 300))),
+                                "cannot be a run's folder (File name too long)")
     monkeypatch.chdir(run)  # the run replaced from inside its own folder: its files go, the folder stays
     prepare_run_dir(".", force=True)
     assert sorted(p.name for p in run.iterdir()) == ["stanhop.json"]

@@ -161,6 +161,26 @@ def test_evaluate_drops_a_deleted_plugins_figures_and_rebuilds_a_lost_metrics_fi
     assert next(line for line in listed if line.split()[0].endswith("gone")).split()[-1] == "—"  # memory: none
 
 
+def test_a_read_only_run_is_evaluated_with_a_notice_and_refused_by_tune_before_any_work(plug_run, monkeypatch):
+    import errno
+
+    import stanhop.memory_runs
+    import stanhop.workflow
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    before = (plug_run / "metrics.json").read_bytes()
+    monkeypatch.setattr(stanhop.workflow, "write_json", read_only)  # as on a read-only mount (tests run as root)
+    result = invoke("evaluate", str(plug_run))
+    assert result.exit_code == 0 and "test MSE" in result.output  # the figures, though not saved
+    assert f"cannot write metrics.json in {plug_run} (Read-only file system); these figures are not saved" in result.output
+    monkeypatch.setattr(stanhop.memory_runs.tempfile, "TemporaryFile", read_only)
+    result = CliRunner().invoke(cli, ["tune", str(plug_run), "--epochs", "1"])
+    assert result.exit_code == 2 and f"error: cannot write in {plug_run} (Read-only file system)" in result.output
+    assert (plug_run / "metrics.json").read_bytes() == before
+
+
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     out = tmp_path / "never"
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
