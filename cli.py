@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -28,11 +30,17 @@ MEMORY_STRATEGY_HELP = ("How the K memory windows are chosen from the training s
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: a bare group shows its help
 
 
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 class StanhopGroup(click.Group):
     """A click group that turns exceptions into one-line messages and exit codes."""
 
     def invoke(self, ctx: click.Context):
         debug = ctx.params.get("debug", False) or ctx.obj == "debug"
+        if threading.current_thread() is threading.main_thread():  # (only there may a handler be set)
+            signal.signal(signal.SIGTERM, _terminated)  # told as Ctrl+C is (Lightning's own handler takes over in fit)
         try:
             return super().invoke(ctx)
         except _NO_ARGS_IS_HELP:  # a bare group: its help, as click shows it

@@ -70,10 +70,12 @@ def run_row(path: Path) -> dict[str, Any]:
 
 
 def _what_is_missing(path: Path) -> str:
-    """For a run without test figures: the command that gives them."""
+    """For a run without test figures: the command that gives them (--resume, where a
+    checkpoint holds them, also gives the training's facts: epochs, time)."""
+    resumable = (path / "checkpoints" / "last.ckpt").is_file()
     if (path / WEIGHTS).is_file():
-        return f"not evaluated: stanhop evaluate {path}"
-    if (path / "checkpoints" / "last.ckpt").is_file():
+        return f"not evaluated: stanhop {'train --resume' if resumable else 'evaluate'} {path}"
+    if resumable:
         return f"unfinished: stanhop train --resume {path}"
     return "unfinished before its first checkpoint: train it again with --force"
 

@@ -166,54 +166,58 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if source is not None:
         start_from(module.model, source, config, dm.columns)
     fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
-    if not _is_child_process():
-        if resume is None:  # the data read and the config valid: only now is a previous run replaced
-            prepare_run_dir(run_dir, force=force)
-            if staged is not None:  # the DataFrame's CSV becomes the run's own data
-                config.data.name = str(staged.replace(run_dir / FRAME_DATA).resolve())
-            if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
-                notice_to_stderr(unused)
-        save_run_files(run_dir, config, data_info(dm, config))
+    with _what_is_left_told(run_dir):  # an interrupt from here on (training, or the evaluation after it): what the
+        # run folder holds, and how to go on
+        if not _is_child_process():
+            if resume is None:  # the data read and the config valid: only now is a previous run replaced
+                prepare_run_dir(run_dir, force=force)
+                if staged is not None:  # the DataFrame's CSV becomes the run's own data
+                    config.data.name = str(staged.replace(run_dir / FRAME_DATA).resolve())
+                if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
+                    notice_to_stderr(unused)
+            save_run_files(run_dir, config, data_info(dm, config))
 
-    if config.train.num_nodes > 1 and not _is_child_process():  # else it seems to hang: it waits for the others
-        notice_to_stderr(f"training on {config.train.num_nodes} machines: this one waits until the same command runs on "
-                         f"the others, each with NODE_RANK=1..{config.train.num_nodes - 1} and MASTER_ADDR / MASTER_PORT "
-                         f"naming this machine (Lightning's DDP)")
-    timer = EpochTimer()
-    trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
-    earlier_log = protect_log(run_dir) if resume is not None else []
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
-    except SystemExit:
-        if trainer.interrupted:  # Lightning ends Ctrl+C with a silent sys.exit(1): say what is left and how to go on
-            stop = Terminated if trainer.received_sigterm else KeyboardInterrupt  # SIGTERM: at the next batch's end
-            raise stop(_after_interrupt(run_dir)) from None
-        raise
-    if not trainer.is_global_zero:
-        return {}
-    if resume is not None:
-        write_log(run_dir, combine_logs(earlier_log, read_log(run_dir)))
-        (run_dir / "logs" / LOG_BACKUP).unlink(missing_ok=True)
+        if config.train.num_nodes > 1 and not _is_child_process():  # else it seems to hang: it waits for the others
+            notice_to_stderr(f"training on {config.train.num_nodes} machines: this one waits until the same command runs on "
+                             f"the others, each with NODE_RANK=1..{config.train.num_nodes - 1} and MASTER_ADDR / MASTER_PORT "
+                             f"naming this machine (Lightning's DDP)")
+        timer = EpochTimer()
+        trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
+        earlier_log = protect_log(run_dir) if resume is not None else []
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
+        except SystemExit as ended:
+            if trainer.interrupted:  # Lightning ends Ctrl+C with a silent sys.exit(1): say what is left and how to go on
+                # SIGTERM: at the next batch's end, or (before Lightning's handler is set) as our Terminated
+                sigterm = trainer.received_sigterm or isinstance(ended.__context__, Terminated)
+                stop = Terminated if sigterm else KeyboardInterrupt
+                raise stop(_after_interrupt(run_dir)) from None
+            raise
+        if not trainer.is_global_zero:
+            return {}
+        if resume is not None:
+            write_log(run_dir, combine_logs(earlier_log, read_log(run_dir)))
+            (run_dir / "logs" / LOG_BACKUP).unlink(missing_ok=True)
 
-    best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # tensors only, no pickled code
-    model = module.model.cpu()
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    save_weights(model, run_dir / "model.safetensors")
+        best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # tensors only, no pickled code
+        model = module.model.cpu()
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        save_weights(model, run_dir / "model.safetensors")
 
-    facts = {
-        "params": sum(p.numel() for p in model.parameters()),
-        "epochs": trainer.current_epoch,
-        "train_seconds": round(timer.seconds, 1),
-        "best_checkpoint": Path(best).name,
-        **({} if source is None else {"init_from": str(source.path)}),
-        **({} if data_source is None else {"data_source": data_source}),
-    }
-    if config.memory.kind is not None:
-        return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress, csv_rows=memory_rows)
-    return evaluate(run_dir, facts=facts, progress=progress)
+        facts = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "epochs": trainer.current_epoch,
+            "train_seconds": round(timer.seconds, 1),
+            "best_checkpoint": Path(best).name,
+            **({} if source is None else {"init_from": str(source.path)}),
+            **({} if data_source is None else {"data_source": data_source}),
+        }
+        if config.memory.kind is not None:
+            return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress, csv_rows=memory_rows)
+        return evaluate(run_dir, facts=facts, progress=progress)
 
 
 # the model settings that decide the weights' shapes and meaning: a run starts from another's
@@ -304,6 +308,18 @@ def fit_to_free_memory(config: Config, dm, model) -> None:
 
 
 LOG_BACKUP = "metrics.before-resume.csv"
+
+
+@contextmanager
+def _what_is_left_told(run_dir: Path):
+    """Ctrl+C or SIGTERM inside: raised again, saying what the run folder holds and how to go
+    on (_after_interrupt), unless it says so already."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if str(stop):
+            raise
+        raise type(stop)(_after_interrupt(run_dir)) from None
 
 
 def _after_interrupt(run_dir: Path) -> str:

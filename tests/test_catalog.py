@@ -61,6 +61,9 @@ def test_runs_says_why_a_run_cannot_be_read_and_goes_on(run_dir, tmp_path):
     (not_evaluated / "metrics.json").unlink()
     rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
     assert rows["broken"]["note"].startswith("unreadable: config file") and "not valid YAML" in rows["broken"]["note"]
+    assert rows["trained"]["note"] == f"not evaluated: stanhop train --resume {not_evaluated}"  # keeps epochs, time
+    shutil.rmtree(not_evaluated / "checkpoints")
+    rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
     assert rows["trained"]["note"] == f"not evaluated: stanhop evaluate {not_evaluated}"
     assert rows["fine"]["test_mse"] is not None and "note" not in rows["fine"]
 

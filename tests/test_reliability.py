@@ -100,6 +100,28 @@ def test_ctrl_c_or_sigterm_during_training_says_how_to_go_on(tmp_path: Path, ett
     assert json.loads((run / "metrics.json").read_text())["epochs"] == epochs + 1
 
 
+def test_sigterm_before_the_first_checkpoint_says_what_is_left(tmp_path: Path, etth1_path):
+    """A SIGTERM as soon as the run's folder is made (before Lightning's handler is in place, or
+    just after): exit 143 and a line saying what to do, not a silent death."""
+    run = tmp_path / "run"
+    env = {**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent)}
+    proc = subprocess.Popen([STANHOP, "train", "--config", SMOKE, "--out", str(run), "--max-epochs", "1000",
+                             "--set", "train.patience=1000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "stanhop.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, stderr[-2000:]
+    told = stderr.strip().splitlines()[-1]
+    assert told in (f"interrupted: {run} holds no checkpoint yet (the first epoch did not end); train again with "
+                    "--force to replace it", f"interrupted: continue from the last checkpoint with: stanhop train --resume {run}")
+
+
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
     result = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "does not exist" in result.output
