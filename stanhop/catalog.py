@@ -14,7 +14,7 @@ from typing import Any
 
 from stanhop.config import load_config
 from stanhop.errors import UserError
-from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json
+from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json, training_pid
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
 
@@ -62,7 +62,9 @@ def run_row(path: Path) -> dict[str, Any]:
         naive_mse=_figure(metrics.get("baselines", {}), "naive", "mse"),
         seasonal_naive_mse=_figure(metrics.get("baselines", {}), "seasonal_naive", "mse"),
     )
-    if row["test_mse"] is None:
+    if (pid := training_pid(path)) is not None:  # its figures, if any, are of the model before this training
+        row["note"] = f"training now (process {pid})" if pid > 0 else "training now"
+    elif row["test_mse"] is None:
         row["note"] = _what_is_missing(path)
     elif metrics.get("init_from"):  # train --init-from: the run it started from
         row["note"] = f"from {metrics['init_from']}"

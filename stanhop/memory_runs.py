@@ -13,7 +13,7 @@ from typing import Any
 
 from stanhop.config import Config
 from stanhop.errors import UserError
-from stanhop.runs import load_run
+from stanhop.runs import load_run, refuse_if_training
 from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
 
@@ -105,6 +105,8 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
 
     csv = csv_name(csv, "csv", "write the memory windows to a CSV file first (frame.to_csv(path))")
     started = time.perf_counter()
+    if facts is None:  # tune of a finished run (a training adding its plugin holds the run's lock itself)
+        refuse_if_training(run_path)
     run = load_run(run_path)
     try:  # before any work: the plugin is saved in the run
         tempfile.TemporaryFile(dir=run.path).close()

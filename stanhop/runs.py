@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,74 @@ def read_json(path: Path) -> Any:
         raise UserError(f"cannot read {path}: {err}") from None
 
 
+LOCK = ".training"  # held (flock) by the process training into the run: training_pid
+
 # what a run's folder holds (the module docstring), plots/ of `stanhop plot`, a damaged
-# metrics.json kept aside by evaluate; and files cut short by an interrupted write (.NAME.….tmp)
+# metrics.json kept aside by evaluate, the lock; and files cut short by an interrupted write (.NAME.….tmp)
 RUN_ENTRIES = frozenset({MARKER, CONFIG, SCALER, WEIGHTS, METRICS, f"{METRICS}.unreadable", FRAME_DATA, MEMORY_WEIGHTS,
-                         MEMORY_SETTINGS, "logs", "checkpoints", "plots"})
+                         MEMORY_SETTINGS, "logs", "checkpoints", "plots", LOCK})
+
+
+@contextmanager
+def training_lock(run_dir: Path):
+    """Held while this process trains into ``run_dir``: another training into the same folder
+    (replacing it, resuming it) or a tune of it is refused meanwhile. An advisory lock (flock)
+    on RUN/.training, which names the process; the system releases it when the process ends, by
+    any means. A no-op where there is no flock (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(run_dir) / LOCK
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(_busy(run_dir, _pid_in(path))) from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def training_pid(run_dir: str | Path) -> int | None:
+    """The process training into ``run_dir`` now (training_lock), or None."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = Path(run_dir) / LOCK
+    try:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _pid_in(path) or -1
+            return None  # left behind by a process that ended: its lock went with it
+    except OSError:
+        return None
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_if_training(run_dir: str | Path) -> None:
+    """A UserError while a training writes into ``run_dir``."""
+    if (pid := training_pid(run_dir)) is not None:
+        raise UserError(_busy(run_dir, pid))
+
+
+def _busy(run_dir, pid: int | None) -> str:
+    who = f"process {pid}" if pid and pid > 0 else "another process"
+    return f"{run_dir} is being trained now (by {who}); wait for that training to end, or stop it"
 
 
 def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
@@ -84,6 +149,7 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a run directory; choose another --out (in Python: out=)")
     if path.exists() and any(path.iterdir()):
+        refuse_if_training(path)
         if not force:
             raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it "
                             f"(in Python: out=, force=True)")
@@ -244,6 +310,8 @@ def load_run(path: str | Path) -> Run:
     path = check_run_dir(path)
     for name in (CONFIG, SCALER, WEIGHTS):
         if not (path / name).is_file():
+            if (pid := training_pid(path)) is not None:
+                raise UserError(f"{_busy(path, pid)}: its model is saved when the training ends")
             unfinished = (path / "checkpoints" / "last.ckpt").is_file() and name == WEIGHTS
             remedy = f"its training stopped early: stanhop train --resume {path}" if unfinished else "did its training finish?"
             raise UserError(f"run {path} is incomplete: {name} is missing ({remedy})")

@@ -10,7 +10,7 @@ import copy
 import os
 import pickle
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from stanhop.config import Config, make_paths_absolute
 from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
-    read_json, save_run_files, save_weights, write_json,
+    read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
 )
 
 
@@ -145,6 +145,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     source = None  # the finished run whose weights the model starts from (init_from)
     if resume is not None:
         run_dir = check_run_dir(resume)
+        refuse_if_training(run_dir)  # (before the data is read; the training's lock is taken below)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")
@@ -166,8 +167,8 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if source is not None:
         start_from(module.model, source, config, dm.columns)
     fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
-    with _what_is_left_told(run_dir):  # an interrupt from here on (training, or the evaluation after it): what the
-        # run folder holds, and how to go on
+    with _what_is_left_told(run_dir), ExitStack() as held:  # an interrupt from here on (training, or the evaluation
+        # after it): what the run folder holds, and how to go on
         if not _is_child_process():
             if resume is None:  # the data read and the config valid: only now is a previous run replaced
                 prepare_run_dir(run_dir, force=force)
@@ -175,6 +176,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
                     config.data.name = str(staged.replace(run_dir / FRAME_DATA).resolve())
                 if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
                     notice_to_stderr(unused)
+            held.enter_context(training_lock(run_dir))  # till the run is evaluated: no other training into it
             save_run_files(run_dir, config, data_info(dm, config))
 
         if config.train.num_nodes > 1 and not _is_child_process():  # else it seems to hang: it waits for the others

@@ -122,6 +122,28 @@ def test_sigterm_before_the_first_checkpoint_says_what_is_left(tmp_path: Path, e
                     "--force to replace it", f"interrupted: continue from the last checkpoint with: stanhop train --resume {run}")
 
 
+def test_a_run_being_trained_is_not_replaced_resumed_or_tuned_meanwhile(run_dir, tmp_path: Path):
+    import shutil
+
+    from stanhop.runs import training_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    busy = f"{run} is being trained now (by process {os.getpid()}); wait for that training to end, or stop it"
+    with training_lock(run):  # as a training in another process holds it
+        for args in (["train", "--config", SMOKE, "--out", str(run), "--force"], ["train", "--resume", str(run)],
+                     ["tune", str(run)]):
+            result = CliRunner().invoke(cli.cli, args)
+            assert result.exit_code == 2 and busy in result.output, (args, result.output)
+        listed = CliRunner().invoke(cli.cli, ["runs", str(tmp_path), "--json"]).output
+        assert json.loads(listed)[0]["note"] == f"training now (process {os.getpid()})"
+        (run / "model.safetensors").unlink()  # before the training saves it
+        result = CliRunner().invoke(cli.cli, ["forecast", str(run)])
+        assert result.exit_code == 2 and f"{busy}: its model is saved when the training ends" in result.output
+    assert not (run / ".training").exists()
+    assert "training now" not in CliRunner().invoke(cli.cli, ["runs", str(tmp_path)]).output
+
+
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
     result = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "does not exist" in result.output
