@@ -32,6 +32,31 @@ __all__ = [
 ]
 
 
+FAR_MEAN, FAR_SPREAD = 3.0, 5.0  # on the run's scale, where the training split has mean 0 and spread 1
+# inputs to forecast or score: a trend may carry a series a few spreads away (ETTh1's OT, a year
+# on: -4.6 on a run trained on its first months); other units carry it orders of magnitude away
+INPUT_FAR_MEAN = INPUT_FAR_SPREAD = 10.0
+
+
+def far_from_training(frame, scaler: Scaler, far_mean: float = FAR_MEAN, far_spread: float = FAR_SPREAD) -> str | None:
+    """What to tell of the channels of ``frame`` (a DataFrame in original units) whose values,
+    on the run's scale (``scaler``), have a mean beyond ±far_mean or a spread above far_spread:
+    data in other units (W for kW, a shifted baseline) than the run was trained on; None when
+    there are none. E.g. "OT (mean 5.64e+03, spread 946) lies far from the run's training
+    data, whose values the run's scaler maps to mean 0 and spread 1 (the figures are on that
+    scale)"."""
+    from stanhop.errors import listing
+
+    z = scaler.transform(frame.to_numpy(dtype=np.float64))  # (rows, c)
+    mean, spread = np.nanmean(z, axis=0), np.nanstd(z, axis=0)
+    far = [f"{name} (mean {m:.3g}, spread {sd:.3g})" for name, m, sd in zip(frame.columns, mean, spread)
+           if abs(m) > far_mean or sd > far_spread]
+    if not far:
+        return None
+    return (f"{listing(far)} {'lies' if len(far) == 1 else 'lie'} far from the run's training data, whose values the "
+            "run's scaler maps to mean 0 and spread 1 (the figures are on that scale)")
+
+
 @dataclass
 class Scaler:
     """Per-channel standardisation z = (x - mean) / scale, fit on the training rows only.

@@ -343,6 +343,16 @@ def rollout(run, inputs: np.ndarray, horizon: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)[:, :horizon]
 
 
+def tell_if_far(run, frame: pd.DataFrame, source: str, notify: Notify | None = None) -> None:
+    """A notice when ``frame``'s channels lie far from the run's training data (other units?):
+    the model's forecasts of such inputs mean little (stanhop.data.far_from_training)."""
+    from stanhop.data import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
+
+    if far := far_from_training(frame, scaler_of(run), INPUT_FAR_MEAN, INPUT_FAR_SPREAD):
+        (notify or notice_to_stderr)(f"{source}: {far}; forecasts of data so far from what the run learned are "
+                                     "unreliable (other units?)")
+
+
 def scaled(run, frame: pd.DataFrame) -> np.ndarray:
     """``frame``'s values in the model's units, as the training data module scales: (rows, c) float32."""
     return scaler_of(run).transform(frame.to_numpy()).astype(np.float32)
@@ -414,6 +424,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
     check_complete(window, f"the last {in_len} rows of {source} (the forecast's input)")
+    tell_if_far(run, window, source, notify)
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     if horizon > out_len:  # the input and the intervals accepted: tell what the forecast will be made of
         (notify or notice_to_stderr)(recursive_notice(run, horizon))
@@ -544,6 +555,7 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     from stanhop.baselines import naive_errors, season_of
 
     frame = frame.iloc[:last]  # the rows the windows use
+    tell_if_far(run, frame, source, notify)
     z = scaled(run, frame)  # (rows, c)
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)

@@ -60,26 +60,17 @@ def memory_frame(config: Config, channels: list[str], freq: str, scaler=None):
     return frame
 
 
-FAR_MEAN, FAR_SPREAD = 3.0, 5.0  # on the run's scale, where the training split has mean 0 and spread 1
-
-
 def _far_from_training(path: str, frame, scaler) -> None:
-    """A notice naming the memory CSV's channels whose values, on the run's scale (its scaler),
-    have a mean beyond ±FAR_MEAN or a spread above FAR_SPREAD: memory windows are compared with
-    inputs on that scale, so a file in other units (W for kW, a shifted baseline) matches no
-    input and the plugin retrieves nothing useful."""
-    import numpy as np
+    """A notice naming the memory CSV's channels far from the run's training data
+    (stanhop.data.far_from_training): memory windows are compared with inputs on the run's
+    scale, so a file in other units (W for kW, a shifted baseline) matches no input and the
+    plugin retrieves nothing useful."""
+    from stanhop.data import far_from_training
+    from stanhop.errors import tell_once
 
-    from stanhop.errors import listing, tell_once
-
-    z = scaler.transform(frame.to_numpy(dtype=np.float64))  # (rows, c)
-    mean, spread = np.nanmean(z, axis=0), np.nanstd(z, axis=0)
-    far = [f"{name} (mean {m:.3g}, spread {sd:.3g})" for name, m, sd in zip(frame.columns, mean, spread)
-           if abs(m) > FAR_MEAN or sd > FAR_SPREAD]
-    if far:
-        tell_once(f"memory CSV {path}: {listing(far)} {'lies' if len(far) == 1 else 'lie'} far from the run's training "
-                  "data, whose values the run's scaler maps to mean 0 and spread 1 (the figures are on that scale); "
-                  "memory windows are compared with inputs on it, so check the file's units")
+    if far := far_from_training(frame, scaler):
+        tell_once(f"memory CSV {path}: {far}; memory windows are compared with inputs on that scale, so check the "
+                  "file's units")
 
 
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,

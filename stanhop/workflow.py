@@ -408,6 +408,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     they are of the run's own windows (``same_windows``); figures of other data or another
     split are only returned, with a notice, so the run's own figures are never replaced.
     """
+    from stanhop.data import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
     from stanhop.evaluation import forecast_errors
     from stanhop.outliers import OutlierMonitor
 
@@ -424,6 +425,9 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if split is not None:
         config.data.split = split
     dm = run_data_module(run)
+    if data is not None and (far := far_from_training(dm.frame, dm.scaler, INPUT_FAR_MEAN, INPUT_FAR_SPREAD)):
+        notice_to_stderr(f"{data}: {far}; the model's errors on data so far from what it learned mean little (other "
+                         "units?)")
 
     from tqdm.auto import tqdm
 

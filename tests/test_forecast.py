@@ -429,3 +429,18 @@ def test_load_run_says_what_a_run_is_named_by(tmp_path):
 
     with pytest.raises(UserError, match="config must be a stanhop Config"):
         train({"model": {}}, tmp_path / "run")
+
+
+def test_an_input_in_other_units_gets_a_notice_and_the_same_data_none(run_dir, etth1, tmp_path):
+    plain = write_csv(etth1.iloc[16000:16500], tmp_path / "a-year-on.csv")  # far along ETTh1's trend, same units
+    watts = write_csv(etth1.iloc[16000:16500].assign(OT=lambda f: f["OT"] * 1000), tmp_path / "watts.csv")
+    for args in ((), ("--backtest",)):
+        result = invoke("forecast", run_dir, "--input", plain, *args)
+        assert result.exit_code == 0 and "far from the run's training data" not in result.stderr, result.stderr
+        result = invoke("forecast", run_dir, "--input", watts, *args)
+        told = [line for line in result.stderr.splitlines() if "far from the run's training data" in line]
+        assert result.exit_code == 0 and len(told) == 1, result.stderr
+        assert told[0].startswith(f"notice: {watts}: OT (mean ") and "HUFL" not in told[0] and "(other units?)" in told[0]
+    all_watts = write_csv(etth1.assign(OT=lambda f: f["OT"] * 1000), tmp_path / "all-watts.csv")
+    scored = invoke("evaluate", run_dir, "--data", all_watts)
+    assert scored.exit_code == 0 and f"notice: {all_watts}: OT (mean " in scored.stderr, scored.output
