@@ -113,16 +113,21 @@ UNUSED_NOTICE_SHARE = 0.1  # a months split that leaves more of a CSV unused tha
 
 
 def unused_rows_notice(n_rows: int, used: int, split: str, source: str) -> str | None:
-    """A sentence for the user when a split in months uses only the first ``used`` rows (the
-    test part's end) and leaves over 10% of the rows of their CSV; None otherwise (fractions,
-    or a registered data set, whose benchmark splits leave rows unused on purpose)."""
+    """A sentence for the user when a split uses only the first ``used`` rows (the test part's
+    end) and leaves over 10% of the rows of their CSV (months, or fractions adding up to less
+    than 1); None otherwise, and for a registered data set, whose benchmark splits leave rows
+    unused on purpose."""
     unused = n_rows - used
-    if not parse_split(split).months or unused <= UNUSED_NOTICE_SHARE * n_rows:
+    if unused <= UNUSED_NOTICE_SHARE * n_rows:
         return None
     if not datasets.looks_like_path(source) and datasets.lookup(source) is not None:
         return None
-    return (f"the split {split} (months of 30 days) uses the first {used} of the {n_rows} rows of "
-            f"{source}; the last {unused} are unused: a split in fractions such as 0.7/0.1/0.2 uses them all")
+    spec = parse_split(split)
+    if spec.months:
+        return (f"the split {split} (months of 30 days) uses the first {used} of the {n_rows} rows of "
+                f"{source}; the last {unused} are unused: a split in fractions such as 0.7/0.1/0.2 uses them all")
+    return (f"the split {split} uses the first {used} of the {n_rows} rows of {source} (its fractions add up to "
+            f"{float(sum(spec.values)):g}); the last {unused} are unused: fractions adding up to 1 use them all")
 
 
 def window_range(part: str, borders: dict[str, tuple[int, int]], in_len: int, out_len: int) -> tuple[int, int]:

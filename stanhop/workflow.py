@@ -47,6 +47,13 @@ def make_data_module(config: Config, scaler=None):
     return dm
 
 
+def constant_channels(dm) -> list[str]:
+    """The channels of ``dm`` (set up) that hold one value in every training row."""
+    start, end = dm.borders["train"]
+    rows = dm.frame.iloc[start:end]
+    return [str(name) for name in rows.columns if rows[name].nunique() <= 1]
+
+
 def run_data_module(run, remedy: str = "evaluate can read a copy with --data"):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew;
@@ -162,6 +169,10 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
+    if constant := constant_channels(dm):
+        notice_to_stderr(f"{config.data.name}: column(s) {listing(constant)} hold one value all through the training "
+                         "rows: the model learns nothing of them (its forecasts of them wobble around that value); "
+                         "leave them out with --columns (Python: data.columns)")
     memory_rows = memory_frame(config, dm.columns, dm.freq, dm.scaler)  # checked now, before any training
     module = Forecaster(config)
     if source is not None:

@@ -54,8 +54,12 @@ def test_train_writes_a_complete_run_directory(smoke_run: Path):
         assert stat.S_IMODE((smoke_run / name).stat().st_mode) == 0o666 & ~mask, name  # as the umask allows, not private
 
 
-@pytest.mark.parametrize("split, noticed", [("3/1/1", True), ("0.5/0.2/0.2", False)])
-def test_train_on_a_daily_csv_says_when_a_months_split_leaves_rows_unused(tmp_path: Path, split, noticed):
+@pytest.mark.parametrize("split, notice", [
+    ("3/1/1", "notice: the split 3/1/1 (months of 30 days) uses the first 150 of the 400 rows"),
+    ("0.5/0.1/0.1", "notice: the split 0.5/0.1/0.1 uses the first 280 of the 400 rows of"),  # 30% unused
+    ("0.5/0.2/0.2", None),  # 10% unused: a margin the user chose
+])
+def test_train_on_a_daily_csv_says_when_a_split_leaves_rows_unused(tmp_path: Path, split, notice):
     days = pd.date_range("2020-01-01", periods=400, freq="D")
     t = np.arange(400)
     frame = pd.DataFrame({"a": np.sin(t / 7), "OT": np.cos(t / 30)}, index=pd.Index(days, name="date"))
@@ -63,8 +67,22 @@ def test_train_on_a_daily_csv_says_when_a_months_split_leaves_rows_unused(tmp_pa
     result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "daily.csv"), "--split", split, "--out",
                     str(tmp_path / "run"), "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
     assert result.exit_code == 0, result.output
-    notice = "notice: the split 3/1/1 (months of 30 days) uses the first 150 of the 400 rows"
-    assert (notice in result.stderr) == noticed, result.stderr
+    if notice is None:
+        assert "unused" not in result.stderr, result.stderr
+    else:
+        assert notice in result.stderr, result.stderr
+
+
+def test_a_constant_channel_is_pointed_out(tmp_path: Path):
+    days = pd.date_range("2020-01-01", periods=400, freq="D")
+    t = np.arange(400)
+    frame = pd.DataFrame({"a": np.sin(t / 7), "flat": 5.0, "OT": np.cos(t / 30)}, index=pd.Index(days, name="date"))
+    frame.to_csv(tmp_path / "daily.csv")
+    result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "daily.csv"), "--split", "0.7/0.1/0.2", "--out",
+                    str(tmp_path / "run"), "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.stderr.splitlines() if "hold one value all through the training rows" in line]
+    assert len(told) == 1 and "column(s) flat hold" in told[0] and "--columns" in told[0], result.stderr
 
 
 @pytest.mark.parametrize("config", ["smoke.yaml", "quick.yaml"])
