@@ -95,6 +95,11 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     from stanhop.runs import CONFIG
 
     csv = csv_name(csv, "csv", "write the memory windows to a CSV file first (frame.to_csv(path))")
+    if csv is not None and strategy not in (None, "csv"):
+        raise UserError(f"csv= names the memory windows' file, for strategy='csv'; leave it out with strategy={strategy!r}")
+    strategy = "csv" if csv is not None else strategy  # a file given is the memory asked for
+    if epochs is not None and kind != "tune":
+        raise UserError(f"epochs= is Tune-and-Play's (kind='tune'); a {kind!r} memory is not trained")
     started = time.perf_counter()
     if facts is None:  # tune of a finished run (a training adding its plugin holds the run's lock itself)
         refuse_if_training(run_path)

@@ -181,6 +181,26 @@ def test_a_read_only_run_is_evaluated_with_a_notice_and_refused_by_tune_before_a
     assert (plug_run / "metrics.json").read_bytes() == before
 
 
+def test_add_memory_takes_a_csv_as_the_memory_asked_for_and_refuses_what_it_would_ignore(plug_run, tmp_path,
+                                                                                          etth1_path):
+    import shutil
+
+    from stanhop.errors import UserError
+    from stanhop.memory_runs import add_memory
+
+    run = tmp_path / "copy"
+    shutil.copytree(plug_run, run)
+    events = tmp_path / "events.csv"
+    pd.read_csv(etth1_path, nrows=300).iloc[200:].to_csv(events, index=False)
+    with pytest.raises(UserError, match="csv= names the memory windows' file, for strategy='csv'"):
+        add_memory(run, kind="plug", size=4, strategy="random", csv=events, progress=False)
+    with pytest.raises(UserError, match="epochs= is Tune-and-Play's"):
+        add_memory(run, kind="plug", size=4, epochs=5, progress=False)
+    add_memory(run, kind="plug", size=4, csv=events, progress=False)  # no strategy: the file is the memory
+    loaded = load_run(run)
+    assert loaded.config.memory.strategy == "csv" and (loaded.model.starts == -1).all()
+
+
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     out = tmp_path / "never"
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
