@@ -137,6 +137,8 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     click.echo(f"dates     {info['start']} .. {info['end']}")
     by_column = listing(f"{k} {v}" for k, v in info["missing_by_column"].items() if v)
     note = "before --fill" if fill else "train, forecast and plot need --fill ffill or --fill interpolate"
+    if empty := [k for k, v in info["missing_by_column"].items() if v == info["rows"]]:  # nothing would fill them
+        note = f"no values at all in {listing(empty)}: leave {'it' if len(empty) == 1 else 'them'} out with --columns"
     click.echo(f"missing   {info['missing']}" + (f" ({by_column}; {note})" if by_column else ""))
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
     for part, s in info["split"].items():

@@ -188,12 +188,12 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
         raise UserError(f"fill must be ffill or interpolate, got {fill!r}")
     if not frame.isna().any().any():
         return frame
-    if fill is None:
-        raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
     empty = [name for name in frame.columns if frame[name].isna().all()]
-    if empty:
+    if empty:  # before any advice to fill: nothing would fill them
         raise UserError(f"{source}: column(s) {listing(empty)} have no values at all; leave them out with "
                         "columns=[...] (CLI: --columns)")
+    if fill is None:
+        raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
     counts = {name: n for name, n in count_missing(frame).items() if n}
     tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
                + listing([f"{name} {n} ({n / len(frame):.0%})" for name, n in counts.items()]))

@@ -409,10 +409,14 @@ def test_empty_cells_are_refused_by_train_naming_the_file_and_lines(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_column_without_any_value_cannot_be_filled(tmp_path):
+def test_column_without_any_value_cannot_be_filled_and_is_told_so_first(tmp_path):
     lines = [line + ("," if i else ",empty") for i, line in enumerate(csv_lines(6))]
-    with pytest.raises(UserError, match="'empty'|empty have no values at all"):
-        load_series(write(tmp_path, lines), fill="ffill")
+    for fill in ("ffill", None):  # without --fill too: not advice to fill what nothing can fill
+        with pytest.raises(UserError, match=r"column\(s\) empty have no values at all; leave them out"):
+            load_series(write(tmp_path, lines), fill=fill)
+    described = CliRunner().invoke(cli, ["data", "describe", str(write(tmp_path, lines)), "--split", "0.5/0.25/0.25",
+                                         "--in-len", "1", "--out-len", "1"])
+    assert "no values at all in empty: leave it out with --columns" in described.output, described.output
 
 
 # ---------------------------------------------------------------- splits
