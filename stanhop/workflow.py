@@ -97,7 +97,9 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     if resume is not None and init_from is not None:
         raise UserError("a resumed run continues from its own checkpoint: leave out init_from")
     if frame is None:
-        return _train(config, out, force=force, resume=resume, init_from=init_from, progress=progress, callbacks=callbacks)
+        with _paths_as_given(config):
+            return _train(config, out, force=force, resume=resume, init_from=init_from, progress=progress,
+                          callbacks=callbacks)
     if resume is not None:
         raise UserError("a resumed run reads its own data: leave out the DataFrame")
     if (config.train.devices, config.train.num_nodes) != (1, 1):
@@ -106,6 +108,21 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     with staged_frame(frame, run_dir, config, frame_name) as staged:
         return _train(config, run_dir, force=force, init_from=init_from, progress=progress, callbacks=callbacks,
                       staged=staged, data_source=frame_name)
+
+
+@contextmanager
+def _paths_as_given(config: Config):
+    """Within the block, messages name the data file and the memory CSV as the config gives
+    them, not as the absolute paths the run's saved config holds (the same notice told twice,
+    once for each spelling)."""
+    from stanhop.datasets import looks_like_path
+
+    with ExitStack() as stack:
+        for given in {str(name) for name in (config.data.name, config.memory.csv) if name is not None}:
+            absolute = str(Path(given).expanduser().absolute())
+            if looks_like_path(given) and absolute != given:
+                stack.enter_context(known_as(absolute, given))
+        yield
 
 
 @contextmanager

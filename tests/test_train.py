@@ -85,6 +85,19 @@ def test_a_constant_channel_is_pointed_out(tmp_path: Path):
     assert len(told) == 1 and "column(s) flat hold" in told[0] and "--columns" in told[0], result.stderr
 
 
+def test_a_notice_about_the_data_file_is_told_once_naming_it_as_given(tmp_path: Path, monkeypatch):
+    days = pd.date_range("2020-01-01", periods=400, freq="D")
+    t = np.arange(400)
+    frame = pd.DataFrame({"a": np.sin(t / 7), "OT": np.cos(t / 30)}, index=pd.Index(days, name="date"))
+    frame.to_csv(tmp_path / "export.csv", sep=";", decimal=",")  # a spreadsheet's export: a notice says how it is read
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--config", SMOKE, "--data", "export.csv", "--split", "0.7/0.1/0.2", "--out", "run",
+                    "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.stderr.splitlines() if "reading it as semicolon-separated" in line]
+    assert told == ["notice: export.csv: reading it as semicolon-separated values with decimal commas"], result.stderr
+
+
 @pytest.mark.parametrize("config", ["smoke.yaml", "quick.yaml"])
 def test_a_shipped_config_trains_on_a_csv_of_other_columns(tmp_path: Path, config):
     """The shipped configs leave data.target to the data (ETTh1's OT, a CSV's last channel), so
