@@ -151,8 +151,10 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
     if path.exists() and any(path.iterdir()):
         refuse_if_training(path)
         if not force:
+            unfinished = (path / "checkpoints" / "last.ckpt").is_file() and not (path / METRICS).is_file()
+            go_on = f"; it is unfinished: stanhop train --resume {path} continues it" if unfinished else ""
             raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it "
-                            f"(in Python: out=, force=True)")
+                            f"(in Python: out=, force=True){go_on}")
         if not (path / MARKER).is_file():
             raise UserError(f"{path} is not a stanhop run directory; refusing to replace it even with --force")
         if others := sorted(entry.name for entry in path.iterdir() if not _written_by_a_run(entry.name)):

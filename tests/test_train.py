@@ -259,6 +259,18 @@ def test_a_second_run_into_an_existing_directory_is_refused_without_force(smoke_
     assert (smoke_run / "model.safetensors").read_bytes() == before
 
 
+def test_an_unfinished_run_in_the_way_is_named_with_the_command_that_continues_it(smoke_run: Path, tmp_path: Path):
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(smoke_run, stopped)
+    for name in ("metrics.json", "model.safetensors"):  # as a training interrupted after its first epoch leaves it
+        (stopped / name).unlink()
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(stopped)])
+    assert result.exit_code == 2 and result.output.strip().endswith(
+        f"it is unfinished: stanhop train --resume {stopped} continues it"), result.output
+
+
 def test_force_refuses_to_replace_a_folder_of_another_tool(tmp_path: Path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(tmp_path), "--force"])
