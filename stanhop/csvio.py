@@ -25,6 +25,10 @@ Lines are counted as the file has them: blank lines inside the file are kept as 
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 import re
 import warnings
@@ -269,7 +273,8 @@ def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header line and data rows") from None
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file") from None
+        raise UserError(f"{path} is not UTF-8 text (a Windows code page such as cp1252?); save it as UTF-8 (Excel: "
+                        "CSV UTF-8)") from None
     except (ValueError, OverflowError) as err:  # pandas' ParserError is a ValueError
         raise UserError(f"{path} is not a readable CSV file ({str(err).splitlines()[0]})") from None
     except OSError as err:
@@ -282,7 +287,7 @@ def _dialect(path: Path) -> dict[str, str]:
     name ("Leistung (kW, gesamt)": its first lines have as many semicolons or tabs as the header
     and not as many commas); that is a spreadsheet's export, and commas in its data lines, if it
     has any, are decimal commas. The user is told when it is not a comma-separated file."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="replace") as f:
         lines = [line for _, line in zip(range(_SNIFFED_LINES), f)]
     header, data = (lines[0], [line for line in lines[1:] if line.strip()]) if lines else ("", [])
 
@@ -300,7 +305,7 @@ def _dialect(path: Path) -> dict[str, str]:
 
 def _has_comma_after_header(path: Path) -> bool:
     """Whether a comma appears anywhere in the file after its first line (read in blocks)."""
-    with open(path, "rb") as f:
+    with _open_bytes(path) as f:
         f.readline()
         while block := f.read(1 << 20):
             if b"," in block:
@@ -327,18 +332,40 @@ def _check_size(path: Path) -> None:
         )
 
 
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # read_csv infers them from the name too
+
+
+def _open_bytes(path: Path):
+    """The file's bytes, decompressed where its name ends in .gz, .bz2 or .xz (my.csv.gz)."""
+    return COMPRESSIONS.get(path.suffix.lower(), open)(path, "rb")
+
+
+_MAGIC = {b"\x1f\x8b": "gzip-compressed: name it .csv.gz, or decompress it",
+          b"PK\x03\x04": "a zip archive, as an Excel workbook (.xlsx) is: save the sheet as CSV (Excel: CSV UTF-8)",
+          b"\xd0\xcf\x11\xe0": "an old Excel workbook (.xls): save the sheet as CSV (Excel: CSV UTF-8)"}
+
+
 def _check_text(path: Path) -> None:
-    """Refuse binary files early, with a message that shows none of their bytes."""
+    """Refuse binary files early, with a message that shows none of their bytes and says what
+    the file looks like (compressed, a workbook, UTF-16 or a Windows code page)."""
+    sample = 1 << 16
     try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
-    except OSError as err:
-        raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+        with _open_bytes(path) as f:
+            head = f.read(sample)
+    except (OSError, EOFError, lzma.LZMAError) as err:  # gzip's BadGzipFile is an OSError
+        raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or err})") from None
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise UserError(f"{path} is {what}")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"{path} is UTF-16 text; save it as UTF-8 (Excel: CSV UTF-8)")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as err:
-        if err.start < len(head) - 3:  # not just a character cut at the end of the sample
-            raise UserError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file") from None
+        if err.start < len(head) - 3 or len(head) < sample:  # not just a character cut at the end of the sample
+            line = head[:err.start].count(b"\n") + 1
+            raise UserError(f"{path} is not UTF-8 text (byte 0x{head[err.start]:02x} on line {line}: a Windows code "
+                            "page such as cp1252?); save it as UTF-8 (Excel: CSV UTF-8)") from None
     if b"\x00" in head:
         raise UserError(f"{path} looks binary (it holds NUL bytes), not like a CSV text file")
 

@@ -1,6 +1,9 @@
 """Loading and checking CSVs, splits, the scaler, windows and the data module."""
 
+import bz2
+import gzip
 import json
+import lzma
 import math
 import re
 import tempfile
@@ -65,6 +68,11 @@ BAD_INPUTS = [
     ("no date column", [line.replace("date", "time", 1) for line in BASE], SMALL, {}, r"no date column 'date' \(columns: time, a, b\)"),
     ("pipes", [line.replace(",", "|") for line in BASE], SMALL, {}, r"not to be comma-separated"),
     ("binary garbage", bytes(range(256)) * 8, SMALL, {}, r"not UTF-8 text"),
+    ("windows code page", "\n".join(BASE[:3] + ["2020-01-01 02:00:00,caf\u00e9,1"]).encode("cp1252"), SMALL, {},
+     r"not UTF-8 text \(byte 0xe9 on line 4: a Windows code page such as cp1252\?\); save it as UTF-8"),
+    ("utf-16", "\n".join(BASE).encode("utf-16"), SMALL, {}, r"is UTF-16 text; save it as UTF-8"),
+    ("a workbook", b"PK\x03\x04" + bytes(60), SMALL, {}, r"is a zip archive, as an Excel workbook \(.xlsx\) is: save the sheet"),
+    ("gzip named .csv", gzip.compress("\n".join(BASE).encode()), SMALL, {}, r"is gzip-compressed: name it .csv.gz"),
     ("unparsable date", edit(BASE, 5, 0, "2020-13-45 00:00:00"), SMALL, {}, r"line 5 has a date that cannot be read: '2020-13-45 00:00:00'"),
     ("empty date", edit(BASE, 4, 0, ""), SMALL, {}, r"line 4 has no date"),
     ("repeated column name", [BASE[0] + ",b"] + [line + ",1" for line in BASE[1:]], SMALL, {},
@@ -257,6 +265,21 @@ def test_the_separator_and_decimal_mark_are_found_past_a_comma_in_a_name_and_the
     assert list(load_series(write(tmp_path, named, "named.csv")).columns) == ["Leistung (kW, gesamt)", "t"]
     late = ["date;a", *(f"{d};{i}" for i, d in enumerate(dates[:-1])), f"{dates[-1]};3,5"]  # the first comma on line 13
     assert load_series(write(tmp_path, late, "late.csv"))["a"].iloc[-1] == 3.5
+
+
+@pytest.mark.parametrize("ending, compress", [(".csv.gz", gzip.compress), (".csv.bz2", bz2.compress),
+                                             (".csv.xz", lzma.compress)])
+def test_a_compressed_csv_reads_as_the_plain_one(tmp_path, ending, compress, capsys, monkeypatch):
+    plain = _spreadsheet_export(csv_lines(40), ";")  # the sniffing reads the decompressed text too
+    expected = load_series(write(tmp_path, plain, "plain.csv"))
+    packed = tmp_path / f"packed{ending}"
+    packed.write_bytes(compress(("\n".join(plain) + "\n").encode()))
+    assert load_series(packed).equals(expected)
+    assert f"{packed}: reading it as semicolon-separated values with decimal commas" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # named as a relative path: a file, not a registered data set's name
+    described = CliRunner().invoke(cli, ["data", "describe", f"packed{ending}", "--split", "0.6/0.2/0.2",
+                                         "--in-len", "2", "--out-len", "1"])
+    assert described.exit_code == 0 and "rows      40" in described.output, described.output
 
 
 def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
@@ -456,14 +479,16 @@ def test_fraction_rounding():
     assert split_borders(1000, "0.5/0.25/0.125", "h", 2, 1)["test"] == (750, 875)  # the rest is unused
 
 
-def test_a_months_split_that_leaves_much_of_a_csv_unused_is_pointed_out():
+def test_a_split_that_leaves_much_of_a_csv_unused_is_pointed_out():
     borders = split_borders(2000, "14/5/5", "D", 28, 7)  # 720 of 2000 daily rows
     notice = unused_rows_notice(2000, borders["test"][1], "14/5/5", "my/daily.csv")
     assert "uses the first 720 of the 2000 rows of my/daily.csv; the last 1280 are unused" in notice
     assert "0.7/0.1/0.2" in notice
     assert unused_rows_notice(790, split_borders(790, "14/5/5", "D", 28, 7)["test"][1], "14/5/5", "d.csv") is None  # 70 rows: < 10%
     fractions = split_borders(2000, "0.3/0.1/0.1", "D", 28, 7)
-    assert unused_rows_notice(2000, fractions["test"][1], "0.3/0.1/0.1", "d.csv") is None  # the user chose the fractions
+    assert unused_rows_notice(2000, fractions["test"][1], "0.3/0.1/0.1", "d.csv") == (
+        "the split 0.3/0.1/0.1 uses the first 1000 of the 2000 rows of d.csv (its fractions add up to 0.5); the last "
+        "1000 are unused: fractions adding up to 1 use them all")
     # ETTh1's benchmark split leaves a third of the file unused on purpose
     assert unused_rows_notice(17420, split_borders(17420, "12/4/4", "h", 96, 24)["test"][1], "12/4/4", "ETTh1") is None
     result = CliRunner().invoke(cli, ["data", "describe", "ETTh1", "--split", "12/4/4"])
