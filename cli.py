@@ -489,7 +489,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         check_output(output, force=force, keep=kept)
         if backtest:
             check_output(metrics_path(output), force=force, keep=kept)
-    from stanhop.forecast import own_data, read_input, write_table
+    from stanhop.forecast import csv_date_format, own_data, read_input, write_table
     from stanhop.runs import load_run
 
     loaded = load_run(run)
@@ -516,9 +516,9 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         return
     table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True, source=source)
     if output is None:
-        click.echo(table.to_csv(index=not long), nl=False)
+        click.echo(table.to_csv(index=not long, date_format=csv_date_format(table, loaded.data.freq)), nl=False)
         return
-    write_table([table], output, fmt, index=not long)
+    write_table([table], output, fmt, index=not long, freq=loaded.data.freq)
     dates = table["ds"] if long else table.index
     click.echo(f"wrote {output} ({len(table)} {'rows' if long else 'steps'} from {dates.min()} to {dates.max()})", err=True)
 
@@ -532,7 +532,7 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, sour
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
             pass
     else:
-        write_table(stream.chunks, output, fmt)
+        write_table(stream.chunks, output, fmt, freq=run.data.freq)
         write_metrics(stream.metrics(), metrics_path(output))
         click.echo(f"wrote {output} and {metrics_path(output)}", err=True)
     metrics = stream.metrics()

@@ -643,13 +643,15 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
     return path
 
 
-def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: str, *, index: bool = False) -> Path:
-    """Write tables (one after another) to ``path`` atomically: a temp file, then a rename."""
+def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: str, *, index: bool = False,
+                freq: str | None = None) -> Path:
+    """Write tables (one after another) to ``path`` atomically: a temp file, then a rename.
+    ``freq``: the run's step, for the dates' format in a CSV (csv_date_format)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        _write_csv(chunks, tmp, index) if fmt == "csv" else _write_parquet(chunks, tmp, index)
+        _write_csv(chunks, tmp, index, freq) if fmt == "csv" else _write_parquet(chunks, tmp, index)
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -669,10 +671,25 @@ def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 
-def _write_csv(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:
+def _write_csv(chunks: Iterable[pd.DataFrame], tmp: str, index: bool, freq: str | None) -> None:
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         for i, chunk in enumerate(chunks):
-            chunk.to_csv(f, header=i == 0, index=index)
+            chunk.to_csv(f, header=i == 0, index=index, date_format=csv_date_format(chunk, freq))
+
+
+def csv_date_format(table: pd.DataFrame, freq: str | None) -> str | None:
+    """to_csv's date_format for ``table``: the time on every row where the run's step ``freq`` is
+    under a day (pandas leaves it out of a table whose times are all midnight, as a one-step
+    hourly forecast at 00:00 is); else None, pandas' own (daily dates; dates with a UTC offset,
+    which pandas writes in full)."""
+    if freq is None:
+        return None
+    step = to_offset(freq)
+    if not (isinstance(step, pd.offsets.Tick) and pd.Timedelta(step) < pd.Timedelta(days=1)):
+        return None
+    dates = table.index if isinstance(table.index, pd.DatetimeIndex) else table.get("ds")
+    zone = getattr(dates.dt, "tz", None) if isinstance(dates, pd.Series) else getattr(dates, "tz", None)
+    return "%Y-%m-%d %H:%M:%S" if dates is not None and zone is None else None
 
 
 def _write_parquet(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:

@@ -444,3 +444,14 @@ def test_an_input_in_other_units_gets_a_notice_and_the_same_data_none(run_dir, e
     all_watts = write_csv(etth1.assign(OT=lambda f: f["OT"] * 1000), tmp_path / "all-watts.csv")
     scored = invoke("evaluate", run_dir, "--data", all_watts)
     assert scored.exit_code == 0 and f"notice: {all_watts}: OT (mean " in scored.stderr, scored.output
+
+
+def test_an_hourly_forecast_at_midnight_is_written_with_its_time(run_dir, etth1, tmp_path):
+    ends_at_23 = etth1.iloc[: 1000 + int(np.flatnonzero(etth1.index[1000:].hour == 23)[0]) + 1]
+    source = write_csv(ends_at_23, tmp_path / "in.csv")
+    printed = invoke("forecast", run_dir, "--input", source, "--horizon", "1")
+    midnight = ends_at_23.index[-1] + pd.Timedelta(hours=1)
+    assert printed.exit_code == 0 and printed.stdout.splitlines()[1].split(",")[0] == f"{midnight:%Y-%m-%d %H:%M:%S}", \
+        printed.stdout  # hourly data: the time too, as for any other hour
+    written = invoke("forecast", run_dir, "--input", source, "--horizon", "1", "--output", tmp_path / "out.csv")
+    assert written.exit_code == 0 and (tmp_path / "out.csv").read_text().splitlines()[1].split(",")[0].endswith(" 00:00:00")
