@@ -31,6 +31,7 @@ import io
 import lzma
 import os
 import re
+import shlex
 import warnings
 from pathlib import Path
 
@@ -370,6 +371,21 @@ def _check_text(path: Path) -> None:
         raise UserError(f"{path} looks binary (it holds NUL bytes), not like a CSV text file")
 
 
+_DATE_NAMES = {"date", "time", "timestamp", "datetime", "date_time", "ds", "dt", "datum", "zeit", "fecha", "data"}
+
+
+def close_name(wanted: str, names: list[str]) -> str | None:
+    """The one of ``names`` that is ``wanted`` but for case and spaces ('Date ', 'DATE'), or else
+    the closest spelling (difflib), if any is close; None otherwise."""
+    import difflib
+
+    same = [n for n in names if n.strip().casefold() == wanted.strip().casefold()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_column: str,
                   columns: list[str] | None) -> None:
     names = [str(c) for c in header]
@@ -385,8 +401,14 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
         elif names and _UNNAMED.fullmatch(names[0]):
             hint = (f"; its first column has no name in the header (an index pandas wrote?): name it '{date_column}' "
                     f"there (pandas: df.to_csv(path, index_label='{date_column}'))")
+        elif names and names[0].lstrip().startswith("#"):
+            hint = "; its first line is a comment: remove the comment lines above the header"
         elif len(names) > 1:
             hint = "; name it with date_column=... (CLI: --date-column)"
+            likely = close_name(date_column, names) or next((n for n in names if n.strip().casefold() in _DATE_NAMES),
+                                                            None)
+            if likely is not None:
+                hint = f"; did you mean {likely!r}? (CLI: --date-column {shlex.quote(likely)}; Python: date_column=)"
         shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}){hint}")
     if columns is not None:

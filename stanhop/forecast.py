@@ -83,9 +83,12 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
                         f"ds, y); here one column per series is needed: pivot it, e.g. with pandas "
                         f"df.pivot(index='ds', columns='unique_id', values='y').rename_axis('{date_column}')")
     if date_column not in names:
+        from stanhop.csvio import close_name
+
         shown = ", ".join(names[:10])[:200]
-        raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); "
-                        f"rename its timestamp column to '{date_column}', as in the data the run was trained on")
+        likely = close_name(date_column, names)
+        raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); rename its timestamp column"
+                        f"{f' ({likely!r}?)' if likely else ''} to '{date_column}', as in the data the run was trained on")
     require_file_channels(path, names, channels, date_column, notify)
 
 
