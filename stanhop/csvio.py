@@ -549,6 +549,7 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool, first_row
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)"  # Z or an offset such as +01:00
 _WITH_UTC_OFFSET = rf".*\d{_UTC_OFFSET}"
 _DAY_DOT_MONTH = r"\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b"  # 01.07.2016: day first wherever dates are written so
+_DAY_OR_MONTH_FIRST = r"\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b"  # 13/07/2016, 07-13-2016: not year first
 _UNIX_TIME = r"\s*\d{9,13}(?:\.\d*)?\s*"  # seconds or milliseconds since 1970-01-01 UTC
 _UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plausible range, so a count of steps is not read so
 
@@ -580,7 +581,8 @@ def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: 
                 if how:
                     _tell_read_as(text, other, path, how)
                 elif not gaps_allowed:
-                    _tell_if_day_first_fits_too(text, other, readings[1][1], path)
+                    for day_first in (d for h, d in readings if h == "day first"):
+                        _tell_if_day_first_fits_too(text, other, day_first, path)
                 return other
     return dates  # the caller says what is wrong with them
 
@@ -606,8 +608,11 @@ def _spelt(moment: pd.Timestamp) -> str:
 
 
 def _other_readings(text: pd.Series):
-    """(how, dates) for each other reading of the date column, most likely first."""
-    yield "day first", _to_datetime(text, dayfirst=True)
+    """(how, dates) for each other reading of the date column, most likely first: day first only
+    for dates written day or month first (13/07/2016; pandas' dayfirst would also turn 2016-07-01
+    into 7 January)."""
+    if text.str.match(_DAY_OR_MONTH_FIRST).all():
+        yield "day first", _to_datetime(text, dayfirst=True)
     if not text.str.fullmatch(_UNIX_TIME).all():
         return
     numbers = pd.to_numeric(text)

@@ -315,6 +315,16 @@ def test_day_first_without_gaps_goes_before_month_first_with_gaps_and_ambiguous_
     assert "month first" not in capsys.readouterr().err  # 01/13/2023 is no date day first: not ambiguous
 
 
+def test_year_first_dates_are_never_read_day_first(tmp_path, capsys):
+    minutes = pd.date_range("2016-07-01", periods=30, freq="min")  # inside one day: day first would be 7 January
+    frame = load_series(write(tmp_path, ["date,a", *(f"{t},{i}" for i, t in enumerate(minutes))], "minutes.csv"))
+    assert frame.index.equals(pd.DatetimeIndex(minutes, name="date"))
+    holed = pd.date_range("2016-07-01", periods=12, freq="h").delete(5)  # a gap: pandas' reading has one, kept
+    frame = load_series(write(tmp_path, ["date,a", *(f"{t},{i}" for i, t in enumerate(holed))], "holed.csv"), fill="ffill")
+    assert frame.index[0] == pd.Timestamp("2016-07-01") and len(frame) == 12
+    assert "day first" not in capsys.readouterr().err
+
+
 def test_columns_without_a_name_are_not_channels(tmp_path, capsys):
     lines = csv_lines(6)
     plain = load_series(write(tmp_path, lines, "plain.csv"))
