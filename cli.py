@@ -275,10 +275,9 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
 
     if resume is not None:
         _refuse_options_on_resume(click.get_current_context())
-        from stanhop.config import load_config
-        from stanhop.runs import CONFIG, check_run_dir
+        from stanhop.runs import check_run_dir, run_config
 
-        config = load_config(check_run_dir(resume) / CONFIG)
+        config = run_config(check_run_dir(resume))
         if max_epochs is not None:  # e.g. extend a finished run, or end an interrupted one sooner
             config.train.max_epochs = max_epochs
         if micro_batch_size is not None:  # e.g. after running out of memory: the same training

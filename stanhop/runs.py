@@ -295,7 +295,7 @@ def own_files(path: str | Path) -> list[Path]:
     path = Path(path)
     files = [path / name for name in (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, FRAME_DATA, MEMORY_WEIGHTS, MEMORY_SETTINGS)]
     try:
-        data = str(load_config(path / CONFIG).data.name)
+        data = str(run_config(path).data.name)
     except UserError:  # no readable config: the command says so itself
         return files
     return files + ([Path(data)] if data.lower().endswith(".csv") else [])
@@ -305,6 +305,19 @@ def build_model(config: Config):
     from stanhop.model import STanHopNet
 
     return STanHopNet(config.model)
+
+
+def run_config(path: str | Path) -> Config:
+    """The config of the run at ``path``. A run trained on a DataFrame keeps it as RUN/data.csv,
+    and its config names that file by the absolute path it had then: a run moved or copied
+    since reads its own copy, not the file at the old place (gone, or another run's data)."""
+    path = Path(path)
+    config = load_config(path / CONFIG)
+    named, own = Path(str(config.data.name)), path / FRAME_DATA
+    if (named.name == FRAME_DATA and own.is_file() and named.resolve() != own.resolve()
+            and ((named.parent / MARKER).is_file() or not named.exists())):
+        config.data.name = str(own.resolve())
+    return config
 
 
 def load_run(path: str | Path) -> Run:
@@ -317,7 +330,7 @@ def load_run(path: str | Path) -> Run:
             unfinished = (path / "checkpoints" / "last.ckpt").is_file() and name == WEIGHTS
             remedy = f"its training stopped early: stanhop train --resume {path}" if unfinished else "did its training finish?"
             raise UserError(f"run {path} is incomplete: {name} is missing ({remedy})")
-    config = load_config(path / CONFIG)
+    config = run_config(path)
     data = DataInfo.from_dict(read_json(path / SCALER))
     model = build_model(config)
     load_weights(model, path / WEIGHTS)

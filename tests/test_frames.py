@@ -38,6 +38,22 @@ def test_a_dataframe_trains_as_its_csv_does_and_stays_with_the_run(etth1, tmp_pa
     pd.testing.assert_frame_equal(run.forecast(saved), run.forecast(frame))
 
 
+def test_a_dataframe_run_moved_or_copied_reads_its_own_data(etth1, tmp_path):
+    import shutil
+
+    from stanhop.workflow import evaluate
+
+    train(smoke(), tmp_path / "original", frame=etth1.iloc[:1200], progress=False)
+    shutil.copytree(tmp_path / "original", tmp_path / "copy")
+    before = load_run(tmp_path / "copy").forecast(etth1.iloc[:1200], intervals=[80])
+    train(smoke(), tmp_path / "original", frame=etth1.iloc[3000:4200] * 3, force=True, progress=False)  # other data there
+    copied = load_run(tmp_path / "copy")
+    assert copied.config.data.name == str((tmp_path / "copy" / "data.csv").resolve())
+    pd.testing.assert_frame_equal(copied.forecast(etth1.iloc[:1200], intervals=[80]), before)  # its own calibration
+    (tmp_path / "copy").rename(tmp_path / "moved")
+    assert evaluate(tmp_path / "moved", progress=False)["test"]["mse"] > 0  # the old place is gone: its own file
+
+
 def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsys):
     frame = etth1.iloc[:1200, :3]
     long = frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
