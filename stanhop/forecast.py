@@ -112,7 +112,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     rows must be complete). With ``last_rows`` (only that many rows at the end will be used),
     rows before a gap in time that leaves that many after it are dropped (``after_last_gap``).
     """
-    from stanhop.frames import is_long, to_wide
+    from stanhop.frames import is_long, is_text, to_wide
 
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
@@ -121,6 +121,8 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     if long:
         frame = to_wide(frame, date, source)
     frame = frame.set_axis([str(c) for c in frame.columns], axis=1)  # channels are named as text (0 -> '0')
+    if date not in frame.columns and frame.index.name == date and is_text(frame.index):
+        frame = frame.reset_index()  # read without parse_dates: its text is read as a date column's
     if date in frame.columns:
         try:
             index = pd.DatetimeIndex(pd.to_datetime(frame[date]), name=date)
@@ -128,7 +130,9 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
             raise UserError(f"cannot read the dates in column '{date}' of {source} ({str(err).splitlines()[0]})") from None
         frame = frame.drop(columns=[date]).set_axis(index, axis=0)
     elif not isinstance(frame.index, pd.DatetimeIndex):
-        raise UserError(f"{source} needs a DatetimeIndex or a '{date}' column with the timestamps")
+        from stanhop.frames import index_hint
+
+        raise UserError(f"{source} needs a DatetimeIndex or a '{date}' column with the timestamps{index_hint(frame)}")
     channels_of(run, frame.columns, source, notify)
     try:
         out = frame[list(run.data.columns)].astype("float64")

@@ -60,6 +60,10 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
     if is_long(frame):
+        if pd.api.types.is_numeric_dtype(frame["ds"]) and not pd.api.types.is_bool_dtype(frame["ds"]):
+            raise UserError(f"{name}: ds holds numbers ({frame['ds'].iloc[0]}, ...), not timestamps; the run's steps "
+                            "are of the calendar: give ds dates, e.g. pd.date_range(start, periods=n, freq='h') in "
+                            "place of steps 0..n-1 (neuralforecast's integer ds, freq=1)")
         repeated = frame.duplicated(["unique_id", "ds"])
         if repeated.any():
             first = frame[repeated].iloc[0]
@@ -81,8 +85,28 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
         return frame.rename_axis(date_column).reset_index()
     if date_column in frame.columns:
         return frame
+    if frame.index.name == date_column and is_text(frame.index):  # read without parse_dates
+        return frame.reset_index()  # its text is read as a CSV's dates are
     raise UserError(f"the DataFrame needs its timestamps as a DatetimeIndex or a '{date_column}' column "
-                    f"(data.date_column), or neuralforecast's long columns unique_id, ds, y")
+                    f"(data.date_column), or neuralforecast's long columns unique_id, ds, y{index_hint(frame)}")
+
+
+def is_text(index: pd.Index) -> bool:
+    """Whether ``index`` holds text (object or pandas' string dtype), as read_csv gives dates it did not parse."""
+    return not isinstance(index, pd.MultiIndex) and (index.dtype == object or pd.api.types.is_string_dtype(index.dtype))
+
+
+def index_hint(frame: pd.DataFrame) -> str:
+    """What the frame's index seems to be, and the pandas call that makes it usable."""
+    index = frame.index
+    if isinstance(index, pd.PeriodIndex):
+        return "; its index is a PeriodIndex: frame.to_timestamp() makes it a DatetimeIndex"
+    names = [n for n in (index.names if isinstance(index, pd.MultiIndex) else [index.name]) if n is not None]
+    if set(LONG_COLUMNS) <= {*map(str, names), *map(str, frame.columns)}:
+        return f"; unique_id or ds is in its index ({', '.join(map(str, names))}): frame.reset_index() makes them columns"
+    if is_text(index):
+        return "; its index holds text: frame.index = pd.to_datetime(frame.index) reads it as dates"
+    return ""
 
 
 def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the DataFrame") -> pd.DataFrame:

@@ -241,6 +241,23 @@ def test_notebook_habits_neither_break_a_run_nor_crash(etth1, tmp_path):
         add_memory(tmp_path / "r1", kind="plug", strategy="csv", csv=frame, progress=False)
 
 
+def test_frames_as_pandas_reads_them_without_parse_dates_work_and_other_indexes_are_explained(run, etth1):
+    text_index = etth1.iloc[:300].set_axis(etth1.index[:300].astype(str)).rename_axis("date")  # read_csv(index_col=0)
+    pd.testing.assert_frame_equal(run.forecast(text_index), run.forecast(etth1.iloc[:300]))
+    long = melted(etth1.iloc[:300])
+    cases = [
+        (text_index.rename_axis(None), r"its index holds text: frame.index = pd.to_datetime\(frame.index\)"),
+        (etth1.iloc[:300].to_period("h"), r"its index is a PeriodIndex: frame.to_timestamp\(\)"),
+        (long.set_index("unique_id"), r"unique_id or ds is in its index \(unique_id\): frame.reset_index\(\)"),
+        (long.assign(ds=long.groupby("unique_id").cumcount()), r"ds holds numbers \(0, ...\), not timestamps"),
+    ]
+    for frame, message in cases:
+        with pytest.raises(UserError, match=message):
+            run.forecast(frame)
+    with pytest.raises(UserError, match=r"ds holds numbers"):
+        to_wide(cases[-1][0], "date")  # as train(frame=) reads it
+
+
 def test_a_channel_called_unique_id_is_forecast_wide(etth1, tmp_path):
     """Whether a forecast comes back long follows the input's layout, not a column's name."""
     frame = etth1.iloc[:1200, :3].rename(columns={"MUFL": "unique_id"})
