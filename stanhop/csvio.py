@@ -200,8 +200,14 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
     if fill is None:
         raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
     counts = {name: n for name, n in count_missing(frame).items() if n}
+    leading = {name: int(frame[name].notna().to_numpy().argmax()) for name in counts}  # before the first value
+
+    def told(name: str, n: int) -> str:
+        late = f", {leading[name]} before its first value, which is carried back to them" if leading[name] else ""
+        return f"{name} {n} ({n / len(frame):.0%}{late})"
+
     tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
-               + listing([f"{name} {n} ({n / len(frame):.0%})" for name, n in counts.items()]))
+              + listing([told(name, n) for name, n in counts.items()]))
     if fill == "ffill":
         return frame.ffill().bfill()
     return frame.interpolate(method="linear", limit_direction="both")

@@ -417,7 +417,8 @@ def test_fill_ffill_and_interpolate(tmp_path, capsys):
     exact = load_series(write(tmp_path, csv_lines(8), "full.csv"))["a"].to_numpy()
     ffill = load_series(path, fill="ffill")["a"].to_numpy()
     assert ffill[0] == exact[1] and ffill[3] == ffill[4] == exact[2]  # leading gap takes the first value
-    assert f"notice: {path}: 3 empty cell(s) filled by ffill: a 3 (38%)" in capsys.readouterr().err  # not silently
+    assert (f"notice: {path}: 3 empty cell(s) filled by ffill: a 3 (38%, 1 before its first value, which is carried "
+            "back to them)") in capsys.readouterr().err  # not silently, and the start said apart
     linear = load_series(path, fill="interpolate")["a"].to_numpy()
     assert linear[3] == pytest.approx(exact[2] + (exact[5] - exact[2]) / 3) and linear[0] == exact[1]
     assert not np.isnan(linear).any() and np.array_equal(linear[[1, 2, 5, 6, 7]], exact[[1, 2, 5, 6, 7]])
