@@ -39,6 +39,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop.errors import UserError, counted, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.frames import is_long
 from stanhop.runs import publish, write_json
 
 Notify = Callable[[str], None]
@@ -112,7 +113,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     rows must be complete). With ``last_rows`` (only that many rows at the end will be used),
     rows before a gap in time that leaves that many after it are dropped (``after_last_gap``).
     """
-    from stanhop.frames import is_long, is_text, to_wide
+    from stanhop.frames import is_text, to_wide
 
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
@@ -243,16 +244,17 @@ def same_freq(a: str, b: str) -> bool:
         return a == b
 
 
-def check_complete(values: pd.DataFrame, what: str) -> None:
-    """UserError naming the first missing or infinite cell of ``values``."""
+def check_complete(values: pd.DataFrame, what: str, freq: str, long: bool = False) -> None:
+    """UserError naming the first missing or infinite cell of ``values`` (rows of a run's step
+    ``freq``), in the words of a long frame's series where ``long``."""
     bad = ~np.isfinite(values.to_numpy())
     if not bad.any():
         return
     row, col = (int(v[0]) for v in np.nonzero(bad))
-    raise UserError(
-        f"{what} have {int(bad.sum())} missing or infinite cell(s), the first in column '{values.columns[col]}' "
-        f"at {values.index[row]}; fill them (CLI: --fill ffill|interpolate; Python: e.g. frame.ffill()) or fix the data"
-    )
+    where = (f"the first of series '{values.columns[col]}' at {values.index[row]} (every series needs a value at each "
+             f"of their timestamps)" if long else f"the first in column '{values.columns[col]}' at {values.index[row]}")
+    raise UserError(f"{what} have {int(bad.sum())} missing or infinite value(s), {where}; fill them "
+                    f"({gap_filling(freq, long)}) or fix the data")
 
 
 def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, fill: str | None = None,
@@ -430,7 +432,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     if len(frame) < in_len:
         raise UserError(f"the input has {len(frame)} rows but the run needs the last {in_len} (its in_len) to forecast")
     window = frame.iloc[-in_len:]
-    check_complete(window, f"the last {in_len} rows of {source} (the forecast's input)")
+    check_complete(window, f"the last {in_len} rows of {source} (the forecast's input)", run.data.freq, is_long(given))
     tell_if_far(run, window, source, notify)
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     if horizon > out_len:  # the input and the intervals accepted: tell what the forecast will be made of
@@ -444,7 +446,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
 
 def _as_given(run, table: pd.DataFrame, given, levels: list[float], **long_layout) -> pd.DataFrame:
     """``table`` long (frames.to_long) where the input ``given`` was long, else as it is."""
-    from stanhop.frames import is_long, to_long
+    from stanhop.frames import to_long
     from stanhop.intervals import label
 
     if not is_long(given):
@@ -558,7 +560,7 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
         raise UserError(f"a backtest needs at least {needs} = {in_len + horizon} rows, the input has {len(frame)}")
     starts = np.arange(0, len(frame) - in_len - horizon + 1, int(stride))
     last = starts[-1] + in_len + horizon
-    check_complete(frame.iloc[:last], "the backtest's rows")
+    check_complete(frame.iloc[:last], "the backtest's rows", run.data.freq, is_long(given))
     from stanhop.baselines import naive_errors, season_of
 
     frame = frame.iloc[:last]  # the rows the windows use
@@ -609,8 +611,6 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     unique_id, ds, window_start, step, y, STanHop, …) and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
-    from stanhop.frames import is_long
-
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
                              notify=notify, source=source)
     table = pd.concat(list(stream.chunks), ignore_index=True)

@@ -258,6 +258,16 @@ def test_frames_as_pandas_reads_them_without_parse_dates_work_and_other_indexes_
         to_wide(cases[-1][0], "date")  # as train(frame=) reads it
 
 
+def test_a_long_frame_whose_series_ends_early_is_told_as_series_with_the_long_fill(run, etth1):
+    long = melted(etth1.iloc[:300])
+    early = long[~((long["unique_id"] == "OT") & (long["ds"] > long["ds"].max() - pd.Timedelta(hours=5)))]
+    with pytest.raises(UserError, match=r"have 5 missing or infinite value\(s\), the first of series 'OT' at "
+                                        r".*every series needs a value .*stanhop.frames.filled_long\(frame, 'ffill', 'h'\)"):
+        run.forecast(early)
+    with pytest.raises(UserError, match=r"the first in column 'OT' .*Python e.g. frame.asfreq\('h'\)"):
+        run.forecast(etth1.iloc[:300].assign(OT=lambda f: f["OT"].where(f.index < f.index[-5])))
+
+
 def test_a_channel_called_unique_id_is_forecast_wide(etth1, tmp_path):
     """Whether a forecast comes back long follows the input's layout, not a column's name."""
     frame = etth1.iloc[:1200, :3].rename(columns={"MUFL": "unique_id"})
