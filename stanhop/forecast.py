@@ -113,11 +113,12 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     rows must be complete). With ``last_rows`` (only that many rows at the end will be used),
     rows before a gap in time that leaves that many after it are dropped (``after_last_gap``).
     """
-    from stanhop.frames import is_text, to_wide
+    from stanhop.frames import check_names, is_text, to_wide
 
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
     date = run.data.date_column
+    check_names(frame, source)
     long = is_long(frame)
     if long:
         frame = to_wide(frame, date, source)

@@ -59,6 +59,7 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
     timestamps; empty cells are kept. Messages call the frame ``name`` (a long CSV's path)."""
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
+    check_names(frame, name)
     if is_long(frame):
         if pd.api.types.is_numeric_dtype(frame["ds"]) and not pd.api.types.is_bool_dtype(frame["ds"]):
             raise UserError(f"{name}: ds holds numbers ({frame['ds'].iloc[0]}, ...), not timestamps; the run's steps "
@@ -71,6 +72,9 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
                             f"({first['unique_id']}, {first['ds']}); keep one row per series and timestamp")
         wide = frame.pivot(index="ds", columns="unique_id", values="y")
         wide.columns = [str(c) for c in wide.columns]
+        if alike := sorted({c for c in wide.columns if list(wide.columns).count(c) > 1}):
+            raise UserError(f"{name} has several unique_id values that read {listing(repr(c) for c in alike)} as "
+                            "text (as 1 and '1' do); series are named by text: give each its own id")
         if date_column in wide.columns:
             raise UserError(f"{name} has a series whose unique_id is '{date_column}', the name its timestamps take "
                             f"(data.date_column); rename that series")
@@ -89,6 +93,17 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
         return frame.reset_index()  # its text is read as a CSV's dates are
     raise UserError(f"the DataFrame needs its timestamps as a DatetimeIndex or a '{date_column}' column "
                     f"(data.date_column), or neuralforecast's long columns unique_id, ds, y{index_hint(frame)}")
+
+
+def check_names(frame: pd.DataFrame, name: str = "the DataFrame") -> None:
+    """A UserError for columns a series cannot be named by: levels (MultiIndex), or a name twice."""
+    if isinstance(frame.columns, pd.MultiIndex):
+        raise UserError(f"{name} has columns of several levels (a MultiIndex); give each one name, e.g. "
+                        "frame.columns = ['_'.join(map(str, c)) for c in frame.columns]")
+    names = [str(c) for c in frame.columns]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise UserError(f"{name} has the column(s) {listing(repr(n) for n in repeated)} more than once (as text); "
+                        "give each column its own name")
 
 
 def is_text(index: pd.Index) -> bool:

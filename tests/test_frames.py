@@ -268,6 +268,19 @@ def test_a_long_frame_whose_series_ends_early_is_told_as_series_with_the_long_fi
         run.forecast(etth1.iloc[:300].assign(OT=lambda f: f["OT"].where(f.index < f.index[-5])))
 
 
+def test_columns_a_series_cannot_be_named_by_are_told_so(run, etth1):
+    full = etth1.iloc[:300]
+    levels = full.set_axis(pd.MultiIndex.from_product([["x"], full.columns]), axis=1)
+    alike = pd.DataFrame({"unique_id": [1] * 3 + ["1"] * 3, "ds": list(full.index[:3]) * 2, "y": np.arange(6.0)})
+    for frame, message in ((pd.concat([full, full[["OT"]]], axis=1), r"has the column\(s\) 'OT' more than once"),
+                           (levels, r"has columns of several levels \(a MultiIndex\); give each one name"),
+                           (alike, r"several unique_id values that read '1' as text \(as 1 and '1' do\)")):
+        with pytest.raises(UserError, match=message):
+            run.forecast(frame)
+        with pytest.raises(UserError, match=message):
+            to_wide(frame, "date")  # as train(frame=) reads it
+
+
 def test_a_channel_called_unique_id_is_forecast_wide(etth1, tmp_path):
     """Whether a forecast comes back long follows the input's layout, not a column's name."""
     frame = etth1.iloc[:1200, :3].rename(columns={"MUFL": "unique_id"})
