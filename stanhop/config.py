@@ -254,7 +254,11 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         if not sep or not dot:
             raise UserError(f"--set expects section.key=value (e.g. model.d_model=128), got '{item}'")
         if section not in raw or name not in raw[section]:
-            raise UserError(f"--set: unknown config key '{key}'")
+            import difflib
+
+            keys = [f"{part}.{field}" for part, fields in raw.items() for field in fields]
+            close = difflib.get_close_matches(key.strip(), keys, n=1, cutoff=0.7)
+            raise UserError(f"--set: unknown config key '{key}'" + (f"; did you mean {close[0]}?" if close else ""))
         try:
             raw[section][name] = parse_yaml(value) if value.strip() else None
         except yaml.YAMLError as err:

@@ -194,9 +194,11 @@ def check_run_dir(path: str | Path) -> Path:
     if path.is_file():
         raise UserError(f"{path} is a file; give the folder of a run (the --out of 'stanhop train')")
     if not path.is_dir():
-        raise UserError(f"run directory {path} does not exist; train one with 'stanhop train --out {path}'")
+        raise UserError(f"run directory {path} does not exist; train one with 'stanhop train --out {path}' (Python: "
+                        f"stanhop.workflow.train(config, out=...))")
     if not (path / MARKER).is_file():
-        raise UserError(f"{path} is not a stanhop run directory (no {MARKER}); point to the --out folder of 'stanhop train'")
+        raise UserError(f"{path} is not a stanhop run directory (no {MARKER}); point to the folder a training wrote "
+                        "(the --out of 'stanhop train', the out= of stanhop.workflow.train)")
     marker = read_json(path / MARKER)
     if not isinstance(marker, dict) or marker.get("tool") != "stanhop":
         raise UserError(f"{path} belongs to another tool ({MARKER} does not name stanhop)")
