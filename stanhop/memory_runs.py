@@ -33,19 +33,21 @@ def check_memory_config(config: Config) -> None:
                         "(Python: memory.csv, or csv= of add_memory)")
 
 
-def memory_frame(config: Config, channels: list[str], freq: str, scaler=None):
+def memory_frame(config: Config, dm):
     """The memory CSV's rows (strategy csv; None for the others), read and checked as the run's
-    own data is: the run's date column and ``channels``, no empty cell (unless data.fill), the
-    run's time step ``freq``, and at least one window of in_len + out_len rows; with the run's
-    ``scaler``, a notice for channels whose values lie far from the training data's
-    (``_far_from_training``). Called before any training, so that a bad file cannot leave a
-    trained run without its memory."""
+    own data (the data module ``dm``, set up) is: the run's date column and channels, no empty
+    cell (unless data.fill), the run's time step, and at least one window of in_len + out_len
+    rows; notices for channels whose values lie far from the training data's
+    (``_far_from_training``) and for rows inside the run's validation and test period. Called
+    before any training, so that a bad file cannot leave a trained run without its memory."""
     from stanhop.csvio import infer_freq, load_series
+    from stanhop.errors import tell_once
     from stanhop.forecast import check_csv_header, same_freq
 
     mem, m = config.memory, config.model
     if mem.kind is None or mem.strategy != "csv":
         return None
+    channels, freq = list(dm.columns), dm.freq
     check_csv_header(mem.csv, list(channels), config.data.date_column)
     frame = load_series(mem.csv, config.data.date_column, list(channels), config.data.fill)
     if len(frame) < m.in_len + m.out_len:
@@ -55,8 +57,13 @@ def memory_frame(config: Config, channels: list[str], freq: str, scaler=None):
     if not same_freq(step, freq):
         raise UserError(f"memory CSV {mem.csv} has time step '{step}' but the run's data has '{freq}'; "
                         f"give windows at the run's step")
-    if scaler is not None:
-        _far_from_training(mem.csv, frame, scaler)
+    _far_from_training(mem.csv, frame, dm.scaler)
+    first, last = dm.frame.index[dm.borders["val"][0]], dm.frame.index[dm.borders["test"][1] - 1]
+    inside = int(((frame.index >= first) & (frame.index <= last)).sum()) if frame.index.tz == first.tz else 0
+    if inside:
+        tell_once(f"memory CSV {mem.csv}: {inside} of its rows lie in the run's validation and test period ({first} to "
+                  f"{last}): a memory taken from them holds what the plugin is chosen on and scored on, so its "
+                  "figures would flatter it")
     return frame
 
 
@@ -169,5 +176,5 @@ def _memory_rows(config: Config, dm, frame=None):
         start, end = dm.borders["train"]
         return dm.series[start:end], start
     if frame is None:
-        frame = memory_frame(config, dm.columns, dm.freq, dm.scaler)
+        frame = memory_frame(config, dm)
     return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1

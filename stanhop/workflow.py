@@ -190,7 +190,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         notice_to_stderr(f"{config.data.name}: column(s) {listing(constant)} hold one value all through the training "
                          "rows: the model learns nothing of them (its forecasts of them wobble around that value); "
                          "leave them out with --columns (Python: data.columns)")
-    memory_rows = memory_frame(config, dm.columns, dm.freq, dm.scaler)  # checked now, before any training
+    memory_rows = memory_frame(config, dm)  # checked now, before any training
     module = Forecaster(config)
     if source is not None:
         start_from(module.model, source, config, dm.columns)

@@ -104,6 +104,17 @@ def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path, monkeypatch):
     torch.testing.assert_close(run.model.windows[0, 0], (torch.tensor(rows.iloc[0, 1:].to_numpy(dtype="float32"))
                                                          - torch.tensor(run.data.mean)) / torch.tensor(run.data.scale))
     assert "far from the run's training data" not in result.output  # the same units: no notice
+    assert "validation and test period" not in result.output  # rows 200-300: training rows
+
+    run = load_run(plug_run)
+    val_start, test_end = run.data.borders["val"][0], run.data.borders["test"][1]
+    tested = tmp_path / "tested.csv"  # rows of the run's validation and test period, and some after it
+    pd.read_csv(etth1_path).iloc[test_end - 100:test_end + 200].to_csv(tested, index=False)
+    assert val_start < test_end - 100
+    result = invoke("tune", str(plug_run), "--epochs", "1", "--memory-size", "8", "--memory-strategy", f"csv:{tested}")
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.output.splitlines() if "validation and test period" in line]
+    assert len(told) == 1 and told[0].startswith(f"notice: memory CSV {tested}: 100 of its rows lie in the run's "), told
 
     watts = tmp_path / "watts.csv"
     rows.assign(OT=rows["OT"] * 1000).to_csv(watts, index=False)  # OT in other units
