@@ -249,7 +249,10 @@ def load_weights(model, path: Path) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise UserError(f"cannot read weights {path}: {err}") from None
+        resume = (f"; its checkpoint is there: stanhop train --resume {path.parent} writes them anew"
+                  if (path.parent / "checkpoints" / "last.ckpt").is_file() else "")
+        raise UserError(f"cannot read weights {path} ({str(err).splitlines()[0]}): the file is damaged or cut short "
+                        f"(copy the run again, or train it again){resume}") from None
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise UserError(f"weights {path} do not match this model (missing {len(missing)}, unexpected {len(unexpected)} tensors): was it written by another model or config?")

@@ -144,6 +144,19 @@ def test_a_run_being_trained_is_not_replaced_resumed_or_tuned_meanwhile(run_dir,
     assert "training now" not in CliRunner().invoke(cli.cli, ["runs", str(tmp_path)]).output
 
 
+def test_damaged_weights_are_told_with_the_command_that_writes_them_anew(run_dir, tmp_path: Path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes()[:100])  # cut short
+    result = CliRunner().invoke(cli.cli, ["evaluate", str(run)])
+    assert result.exit_code == 2 and "the file is damaged or cut short" in result.output
+    assert result.output.strip().endswith(f"its checkpoint is there: stanhop train --resume {run} writes them anew")
+    assert CliRunner().invoke(cli.cli, ["train", "--resume", str(run)]).exit_code == 0
+    assert CliRunner().invoke(cli.cli, ["evaluate", str(run)]).exit_code == 0
+
+
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
     result = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "does not exist" in result.output
