@@ -186,6 +186,9 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
+    if config.train.batch_size > (windows := len(dm.dataset("train"))):
+        notice_to_stderr(f"train.batch_size {config.train.batch_size} is more than the {windows} training windows: "
+                         "every epoch is one step of all of them")
     if constant := constant_channels(dm):
         notice_to_stderr(f"{config.data.name}: column(s) {listing(constant)} hold one value all through the training "
                          "rows: the model learns nothing of them (its forecasts of them wobble around that value); "
@@ -325,7 +328,7 @@ def fit_to_free_memory(config: Config, dm, model) -> None:
     memory = footprint.free_memory()
     if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or m.checkpoint or memory is None:
         return
-    planned = min(t.micro_batch_size or t.batch_size, t.batch_size)
+    planned = min(t.micro_batch_size or t.batch_size, t.batch_size, len(dm.dataset("train")))  # a step's windows
     measured = footprint.activations(model, m.in_len, m.n_series, bf16=t.precision == "bf16-mixed")
     fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series)
     if fitting < planned:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import cli
 from stanhop import footprint
-from stanhop.config import ModelConfig
+from stanhop.config import ModelConfig, load_config
 from stanhop.errors import UserError
 from stanhop.model import STanHopNet
 from stanhop.runs import load_run
@@ -100,3 +100,15 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "one window of 7 series holds" in refused.stderr and "GiB in all)" in refused.stderr and "--columns" in refused.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_batch_larger_than_the_training_windows_is_planned_as_those_windows(tmp_path: Path, monkeypatch):
+    cfg = load_config(SMOKE).model
+    measured = footprint.activations(STanHopNet(cfg), cfg.in_len, cfg.n_series)
+    free = footprint.Memory(int(measured.step_peak(2000) / footprint.USABLE) + 1, "free")  # room for 2000 windows
+    monkeypatch.setattr(footprint, "free_memory", lambda: free)
+    result = train(tmp_path / "run", "--set", "train.batch_size=100000")  # far more than the ~500 windows there are
+    assert result.exit_code == 0, result.output
+    assert "notice: train.batch_size 100000 is more than the " in result.stderr
+    assert "a training step" not in result.stderr  # planned as the windows there are: they fit
+    assert load_run(tmp_path / "run").config.train.micro_batch_size is None
