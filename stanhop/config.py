@@ -253,6 +253,9 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise UserError(f"--set expects section.key=value (e.g. model.d_model=128), got '{item}'")
+        if key.strip() == "model.n_series":  # else silently replaced by the data's count
+            raise UserError("--set model.n_series: the number of series is the data's, set from its channels; choose "
+                            "them with --columns (Python: data.columns)")
         if section not in raw or name not in raw[section]:
             import difflib
 
