@@ -170,6 +170,9 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if resume is not None:
         run_dir = check_run_dir(resume)
         refuse_if_training(run_dir)  # (before the data is read; the training's lock is taken below)
+        from stanhop.datasets import check_run_file
+
+        check_run_file(str(config.data.name), "put it back there: a resumed run reads the data it was trained on")
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")

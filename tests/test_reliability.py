@@ -157,6 +157,18 @@ def test_damaged_weights_are_told_with_the_command_that_writes_them_anew(run_dir
     assert CliRunner().invoke(cli.cli, ["evaluate", str(run)]).exit_code == 0
 
 
+def test_resume_of_a_run_whose_csv_was_moved_says_where_it_was(tmp_path: Path, etth1_path):
+    data = tmp_path / "cut.csv"
+    data.write_text("".join(etth1_path.read_text().splitlines(keepends=True)[:3000]))
+    trained = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--data", str(data), "--split", "0.7/0.1/0.2",
+                                           "--max-epochs", "1", "--out", str(tmp_path / "run")])
+    assert trained.exit_code == 0, trained.output
+    data.rename(tmp_path / "elsewhere.csv")
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "run")])
+    assert result.exit_code == 2 and f"the run's data file {data} is not found (moved or deleted?); put it back there" \
+        in result.output, result.output
+
+
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path: Path):
     result = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "does not exist" in result.output
