@@ -19,7 +19,7 @@ import traceback
 import click
 
 from stanhop import __version__
-from stanhop.errors import Terminated, UserError, abridged, counted, listing, notice_to_stderr
+from stanhop.errors import Terminated, UserError, abridged, command, counted, listing, notice_to_stderr
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 MEMORY_STRATEGY_HELP = ("How the K memory windows are chosen from the training split: random; all (every window, "
@@ -319,7 +319,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
     if metrics:
         _print_metrics(metrics)
         run_dir = resume or out
-        click.echo(f"the run is in {run_dir}: stanhop plot {run_dir} draws its forecast "
+        click.echo(f"the run is in {run_dir}: {command('plot', run_dir)} draws its forecast "
                    f"(forecast, evaluate and tune take it too)", err=True)
 
 

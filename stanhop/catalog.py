@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import load_config
-from stanhop.errors import UserError
+from stanhop.errors import UserError, command
 from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json, training_pid
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
@@ -76,9 +76,9 @@ def _what_is_missing(path: Path) -> str:
     checkpoint holds them, also gives the training's facts: epochs, time)."""
     resumable = (path / "checkpoints" / "last.ckpt").is_file()
     if (path / WEIGHTS).is_file():
-        return f"not evaluated: stanhop {'train --resume' if resumable else 'evaluate'} {path}"
+        return f"not evaluated: {command('train', '--resume', path) if resumable else command('evaluate', path)}"
     if resumable:
-        return f"unfinished: stanhop train --resume {path}"
+        return f"unfinished: {command('train', '--resume', path)}"
     return "unfinished before its first checkpoint: train it again with --force"
 
 
@@ -89,7 +89,7 @@ def list_runs(folder: str | Path, sort: str = "name") -> list[dict[str, Any]]:
         raise UserError(f"unknown sort key {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     rows = [run_row(path) for path in find_runs(folder)]
     if not rows:
-        raise UserError(f"no stanhop runs in {folder}; train one with 'stanhop train --out {Path(folder) / 'NAME'}'")
+        raise UserError(f"no stanhop runs in {folder}; train one with '{command('train', '--out', Path(folder) / 'NAME')}'")
     if sort != "name":
         rows.sort(key=lambda row: (row.get(sort) is None, row.get(sort) or 0.0))
     return rows

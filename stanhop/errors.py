@@ -94,6 +94,14 @@ def redrawn_bars() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
+def command(*words) -> str:
+    """A stanhop command line to suggest, its words quoted as a shell needs them (a run folder
+    with spaces in its name): command("train", "--resume", path) -> "stanhop train --resume 'my run'"."""
+    import shlex
+
+    return shlex.join(["stanhop", *map(str, words)])
+
+
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
     print(f"notice: {aliased(message)}", file=sys.stderr)

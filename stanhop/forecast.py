@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError, counted, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.errors import UserError, command, counted, listing, notice_to_stderr, redrawn_bars, writable_folder
 from stanhop.frames import is_long
 from stanhop.runs import publish, write_json
 
@@ -314,7 +314,7 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
         info = datasets.lookup(name)
         path = datasets.local_copy(info.name) if info is not None else None
     if path is None:
-        fetch = f" (`stanhop data describe {info.name}` downloads it)" if info is not None else ""
+        fetch = f" (`{command('data', 'describe', info.name)}` downloads it)" if info is not None else ""
         raise UserError(f"the run's data '{name}' is not on this machine{fetch}; {remedy}")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
     if part == "all":
@@ -403,7 +403,7 @@ def recursive_notice(run, horizon: int) -> str:
     out_len = run.config.model.out_len
     return (f"the run forecasts {counted(out_len, 'step')} at a time: steps {out_len + 1}-{horizon} are forecast from its own "
             f"forecasts ({-(-horizon // out_len)} passes), so their errors compound; "
-            f"stanhop forecast {run.path} --backtest --horizon {horizon} measures them on the run's test split")
+            f"{command('forecast', run.path, '--backtest', '--horizon', horizon)} measures them on the run's test split")
 
 
 def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeIndex:

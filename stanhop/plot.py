@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stanhop.errors import UserError, listing
+from stanhop.errors import UserError, command, listing
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 WHATS = ("forecast", "training", "outliers")
@@ -219,10 +219,10 @@ def outlier_table(run) -> pd.DataFrame:
 
     path = _run_dir(run) / METRICS
     if not path.is_file():
-        raise UserError(f"{path} not found; run 'stanhop evaluate {path.parent}' first")
+        raise UserError(f"{path} not found; run '{command('evaluate', path.parent)}' first")
     per_module: dict[str, Any] = (read_json(path).get("outliers") or {}).get("per_module") or {}
     if not per_module:
-        raise UserError(f"{path} has no outliers.per_module statistics; run 'stanhop evaluate {path.parent}' to compute them")
+        raise UserError(f"{path} has no outliers.per_module statistics; run '{command('evaluate', path.parent)}' to compute them")
     return pd.DataFrame.from_dict(per_module, orient="index")[["kurtosis", "inf_norm_max", "inf_norm_avg"]]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError, listing, writable_folder
+from stanhop.errors import UserError, command, listing, writable_folder
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
@@ -152,7 +152,7 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
         refuse_if_training(path)
         if not force:
             unfinished = (path / "checkpoints" / "last.ckpt").is_file() and not (path / METRICS).is_file()
-            go_on = f"; it is unfinished: stanhop train --resume {path} continues it" if unfinished else ""
+            go_on = f"; it is unfinished: {command('train', '--resume', path)} continues it" if unfinished else ""
             raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it "
                             f"(in Python: out=, force=True){go_on}")
         if not (path / MARKER).is_file():
@@ -194,7 +194,7 @@ def check_run_dir(path: str | Path) -> Path:
     if path.is_file():
         raise UserError(f"{path} is a file; give the folder of a run (the --out of 'stanhop train')")
     if not path.is_dir():
-        raise UserError(f"run directory {path} does not exist; train one with 'stanhop train --out {path}' (Python: "
+        raise UserError(f"run directory {path} does not exist; train one with '{command('train', '--out', path)}' (Python: "
                         f"stanhop.workflow.train(config, out=...))")
     if not (path / MARKER).is_file():
         raise UserError(f"{path} is not a stanhop run directory (no {MARKER}); point to the folder a training wrote "
@@ -249,7 +249,7 @@ def load_weights(model, path: Path) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        resume = (f"; its checkpoint is there: stanhop train --resume {path.parent} writes them anew"
+        resume = (f"; its checkpoint is there: {command('train', '--resume', path.parent)} writes them anew"
                   if (path.parent / "checkpoints" / "last.ckpt").is_file() else "")
         raise UserError(f"cannot read weights {path} ({str(err).splitlines()[0]}): the file is damaged or cut short "
                         f"(copy the run again, or train it again){resume}") from None
@@ -333,7 +333,7 @@ def load_run(path: str | Path) -> Run:
             if (pid := training_pid(path)) is not None:
                 raise UserError(f"{_busy(path, pid)}: its model is saved when the training ends")
             unfinished = (path / "checkpoints" / "last.ckpt").is_file() and name == WEIGHTS
-            remedy = f"its training stopped early: stanhop train --resume {path}" if unfinished else "did its training finish?"
+            remedy = f"its training stopped early: {command('train', '--resume', path)}" if unfinished else "did its training finish?"
             raise UserError(f"run {path} is incomplete: {name} is missing ({remedy})")
     config = run_config(path)
     data = DataInfo.from_dict(read_json(path / SCALER))

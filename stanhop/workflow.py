@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import Terminated, UserError, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.errors import Terminated, UserError, command, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
     read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
@@ -361,7 +361,7 @@ def _what_is_left_told(run_dir: Path):
 def _after_interrupt(run_dir: Path) -> str:
     """What an interrupted training left in run_dir, and the command that goes on from it."""
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return f"continue from the last checkpoint with: stanhop train --resume {run_dir}"
+        return f"continue from the last checkpoint with: {command('train', '--resume', run_dir)}"
     return f"{run_dir} holds no checkpoint yet (the first epoch did not end); train again with --force to replace it"
 
 
@@ -624,7 +624,7 @@ def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str
     run = load_run(run_path)
     metrics = run.metrics
     if "test" not in metrics:
-        raise UserError(f"run {run.path} has no test results in {METRICS}; run 'stanhop evaluate {run.path}' first")
+        raise UserError(f"run {run.path} has no test results in {METRICS}; run '{command('evaluate', run.path)}' first")
     config = run.config
     config.data.name = metrics.get("data", config.data.name)  # where the FP32 results were measured
     config.data.split = metrics.get("split", config.data.split)

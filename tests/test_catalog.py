@@ -65,6 +65,9 @@ def test_runs_says_why_a_run_cannot_be_read_and_goes_on(run_dir, tmp_path):
     shutil.rmtree(not_evaluated / "checkpoints")
     rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
     assert rows["trained"]["note"] == f"not evaluated: stanhop evaluate {not_evaluated}"
+    spaced = not_evaluated.rename(tmp_path / "my run")  # a command to paste into a shell: the path quoted
+    rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
+    assert rows["my run"]["note"] == f"not evaluated: stanhop evaluate '{spaced}'"
     assert rows["fine"]["test_mse"] is not None and "note" not in rows["fine"]
 
 
