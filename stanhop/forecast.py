@@ -26,6 +26,7 @@ batches and the long table is produced batch by batch, so memory stays bounded.
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
 import os
 import tempfile
@@ -625,12 +626,15 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
 
 
 def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
-    """``fmt`` if given, else parquet for a .parquet/.pq file name, else csv."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise UserError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        return fmt
-    return "parquet" if path is not None and Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
+    """``fmt`` if given, else parquet for a .parquet/.pq file name, else csv; parquet only
+    where pyarrow is installed (an optional dependency: stanhop[parquet])."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    chosen = fmt or ("parquet" if path is not None and Path(path).suffix.lower() in (".parquet", ".pq") else "csv")
+    if chosen == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise UserError("writing Parquet needs pyarrow, which is not installed: pip install pyarrow (or stanhop[parquet]), "
+                        "or write a .csv")
+    return chosen
 
 
 def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable[str | os.PathLike] = ()) -> Path:

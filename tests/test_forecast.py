@@ -250,6 +250,17 @@ def test_parquet_output_holds_the_same_table(run, run_dir, etth1, tmp_path):
     assert invoke("forecast", run_dir, "--input", tmp_path / "in.csv", "--format", "parquet").exit_code == 2
 
 
+def test_parquet_without_pyarrow_is_a_one_line_error_before_any_work(run_dir, etth1, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else find_spec(name, *a))
+    result = invoke("forecast", run_dir, "--input", write_csv(etth1.iloc[:60], tmp_path / "in.csv"), "--output",
+                    tmp_path / "pred.parquet")  # as after pip install stanhop, without the parquet extra
+    assert result.exit_code == 2 and "writing Parquet needs pyarrow, which is not installed" in result.stderr
+    assert not (tmp_path / "pred.parquet").exists()
+
+
 def test_backtest_with_stride_1_on_the_test_rows_equals_evaluate(run, etth1):
     """Windows over [test_start - in_len, test_end) are exactly the test windows of `stanhop evaluate`."""
     start, end = run.data.borders["test"]
