@@ -53,10 +53,12 @@ class Forecaster(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         try:
             loss = accumulate_gradients(self, x, y, t.micro_batch_size, self.manual_backward, self._unsynced)
-        except TrainingDiverged as diverged:
+        except TrainingDiverged as diverged:  # epochs and steps counted from 1, as the progress lines count them
+            kept = (f"the last good checkpoint (epoch {self.current_epoch}) is kept in checkpoints/" if self.current_epoch
+                    else "no epoch ended, so there is no checkpoint")
             raise TrainingDiverged(
-                f"{diverged} at epoch {self.current_epoch} step {self.global_step}; "
-                "the last good checkpoint is kept in checkpoints/: lower train.lr or check the data for extreme values"
+                f"{diverged} at epoch {self.current_epoch + 1} step {batch_idx + 1}; {kept}: lower train.lr or check "
+                "the data for extreme values"
             ) from None
         optimizer.step()  # clips first: on_before_optimizer_step
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x), sync_dist=True)

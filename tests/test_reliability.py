@@ -205,7 +205,9 @@ def test_a_malicious_pickle_is_never_executed(tmp_path: Path):
 def test_nan_loss_stops_training_with_a_message_naming_epoch_and_step(tmp_path: Path):
     result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(tmp_path / "run"), "--set", "train.lr=1e30", "--set", "train.grad_clip=0"])
     assert result.exit_code == 2, result.output
-    assert "loss became" in result.output and "epoch 0 step" in result.output
+    assert "loss became" in result.output and "at epoch 1 step " in result.output  # counted as the progress lines count
+    assert "no epoch ended, so there is no checkpoint:" in result.output
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_internal_errors_are_short_unless_debug(monkeypatch):
