@@ -7,6 +7,7 @@ them the same way.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import pickle
 import time
@@ -166,6 +167,9 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if config.train.accelerator == "gpu" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
         raise UserError("--accelerator gpu: torch finds no GPU on this machine (a CPU-only torch build, or no driver); "
                         "use --accelerator auto or cpu")
+    if config.train.precision == "16-mixed" and (config.train.accelerator == "cpu" or not torch.cuda.is_available()):
+        raise UserError("train.precision 16-mixed needs a CUDA GPU (on a CPU, Lightning would run bf16-mixed while the "
+                        "run's config said 16-mixed): use --precision bf16-mixed, or 32")
     source = None  # the finished run whose weights the model starts from (init_from)
     if resume is not None:
         run_dir = check_run_dir(resume)
@@ -189,6 +193,10 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
+    limit, batches = config.train.limit_train_batches, math.ceil(len(dm.dataset("train")) / config.train.batch_size)
+    if isinstance(limit, float) and limit * batches < 1:  # else Lightning's error, after the run's folder is made
+        raise UserError(f"train.limit_train_batches {limit} of the {batches} training batches is less than one; give "
+                        f"at least {1 / batches:.3g}, or a whole number of batches")
     if config.train.batch_size > (windows := len(dm.dataset("train"))):
         notice_to_stderr(f"train.batch_size {config.train.batch_size} is more than the {windows} training windows: "
                          "every epoch is one step of all of them")

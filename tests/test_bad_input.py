@@ -99,6 +99,9 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--set", "model.nope=1"], "unknown config key"),
         (["train", "--set", "model.dmodel=8"], "--set: unknown config key 'model.dmodel'; did you mean model.d_model?"),
         (["train", "--set", "model.n_series=3"], "the number of series is the data's, set from its channels"),
+        (["train", "--set", "train.limit_train_batches=0.001"], "train.limit_train_batches 0.001 of the 16 training "
+                                                                "batches is less than one; give at least 0.0625"),
+        (["train", "--set", "train.precision=16-mixed", "--accelerator", "cpu"], "16-mixed needs a CUDA GPU"),
         (["train", "--split", "7/7"], "three positive numbers"),
         (["train", "--micro-batch-size", "0"], "train.micro_batch_size must be a positive whole number or null"),
         (["train", "--config", "no-such.yaml"], "not found"),
