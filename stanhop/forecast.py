@@ -447,12 +447,14 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
 
 
 def _as_given(run, table: pd.DataFrame, given, levels: list[float], **long_layout) -> pd.DataFrame:
-    """``table`` long (frames.to_long) where the input ``given`` was long, else as it is."""
+    """``table`` long (frames.to_long) where the input ``given`` was long, else with its channels'
+    columns named as ``given`` names them (0, not '0': the run names channels by text)."""
     from stanhop.frames import to_long
     from stanhop.intervals import label
 
     if not is_long(given):
-        return table
+        labels = {str(c): c for c in given.columns if not isinstance(c, str)} if isinstance(given, pd.DataFrame) else {}
+        return table.rename(columns=labels) if labels else table
     return to_long(table, list(run.data.columns), given, levels=[label(level) for level in levels], **long_layout)
 
 

@@ -8,6 +8,7 @@ without it.
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -86,8 +87,9 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
 
     run = run if hasattr(run, "model") else load_run(run)
     channels = _channels(run, channels)
-    if history is not None and (not isinstance(history, int) or isinstance(history, bool) or history < 1):
+    if history is not None and (not isinstance(history, numbers.Integral) or isinstance(history, bool) or history < 1):
         raise UserError(f"history is the number of past rows drawn, a whole number 1 or more, got {history!r}")
+    history = None if history is None else int(history)  # numpy's integers too
     frame = own_data(run, "through_test") if frame is None else frame
     levels = parse_levels(intervals)
     past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress)

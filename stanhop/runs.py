@@ -187,7 +187,9 @@ def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
 
 
 def check_run_dir(path: str | Path) -> Path:
-    """Raise UserError unless ``path`` is a stanhop run this version can read."""
+    """Raise UserError unless ``path`` (or a loaded Run's) is a stanhop run this version can read."""
+    if isinstance(path, Run):
+        path = path.path
     if not isinstance(path, (str, os.PathLike)):
         raise UserError(f"a run is named by the path of its folder, got {type(path).__name__}")
     path = Path(path)
@@ -280,17 +282,24 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
 
-    def forecast(self, frame, horizon=None, intervals=None, **kwargs):
-        """Forecast ``horizon`` steps (default out_len) past the end of ``frame``, with conformal
-        ``intervals`` (levels in percent) if given; see :func:`stanhop.forecast.forecast`."""
-        from stanhop.forecast import forecast
+    def forecast(self, frame=None, horizon=None, intervals=None, **kwargs):
+        """Forecast ``horizon`` steps (default out_len) past the end of ``frame`` (default: the
+        run's own data, as `stanhop forecast RUN` does), with conformal ``intervals`` (levels in
+        percent) if given; see :func:`stanhop.forecast.forecast`."""
+        from stanhop.forecast import forecast, own_data
 
+        if frame is None:
+            frame = own_data(self, "all", remedy="pass the data to forecast from as a DataFrame")
         return forecast(self, frame, horizon=horizon, intervals=intervals, **kwargs)
 
-    def backtest(self, frame, **kwargs):
-        """Forecast every window of ``frame`` beside the truth; see :func:`stanhop.forecast.backtest`."""
-        from stanhop.forecast import backtest
+    def backtest(self, frame=None, **kwargs):
+        """Forecast every window of ``frame`` (default: the run's test split and the in_len rows
+        before it, as `stanhop forecast RUN --backtest` does) beside the truth; see
+        :func:`stanhop.forecast.backtest`."""
+        from stanhop.forecast import backtest, own_data
 
+        if frame is None:
+            frame = own_data(self, "test", remedy="pass the data to backtest on as a DataFrame")
         return backtest(self, frame, **kwargs)
 
 

@@ -225,6 +225,10 @@ def test_notebook_habits_neither_break_a_run_nor_crash(etth1, tmp_path):
     run = load_run(tmp_path / "r1")
     assert run.data.columns == ["0", "1", "2"]
     np.testing.assert_allclose(run.forecast(frame).to_numpy(), run.forecast(frame.rename(columns=str)).to_numpy())
+    assert list(run.forecast(frame).columns) == [0, 1, 2]  # named as the frame names them: fc[0] works
+    pd.testing.assert_frame_equal(run.forecast(), run.forecast(frame.rename(columns=str)))  # its own data, as the CLI
+    assert run.backtest().metrics["windows"] > 0
+    assert evaluate(run, progress=False)["test"]["mse"] == pytest.approx(run.metrics["test"]["mse"], rel=1e-6)  # a Run
     assert run.backtest(frame, stride=50).metrics["windows"] > 0
 
     before = sorted(p.name for p in (tmp_path / "r1").iterdir())

@@ -131,6 +131,8 @@ def test_forecast_plot_arguments_as_a_notebook_gives_them(run_dir):
     for history in (0, -5, 2.5):
         with pytest.raises(UserError, match="history is the number of past rows drawn"):
             plot_forecast(run_dir, history=history)
+    shown = plot_forecast(run_dir, channels="OT", history=np.int64(30))  # numpy's integers, as horizon takes them
+    assert len(shown.get_axes()[0].get_lines()[0].get_xdata()) == 30
 
 
 def test_a_one_epoch_training_plot_has_whole_epoch_ticks(run_dir, tmp_path):
