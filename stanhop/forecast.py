@@ -51,25 +51,28 @@ METRIC_KEYS = ("mse", "mae", "mse_original_units", "mae_original_units")
 # ---------------------------------------------------------------- input
 
 
-def channels_of(run, names: Iterable[Any], source: str, notify: Notify | None = None) -> None:
-    """Raise UserError naming the run's channels missing from ``names``; tell of extra ones."""
-    require_channels(names, run.data.columns, run.data.date_column, source, notify)
+def channels_of(run, names: Iterable[Any], source: str, notify: Notify | None = None, *, long: bool = False) -> None:
+    """Raise UserError naming the run's channels missing from ``names``; tell of extra ones
+    (``long``: the series of a long frame, named as such)."""
+    require_channels(names, run.data.columns, run.data.date_column, source, notify, long=long)
 
 
 def require_channels(names: Iterable[Any], channels: list[str], date_column: str, source: str,
-                     notify: Notify | None = None) -> None:
+                     notify: Notify | None = None, *, long: bool = False) -> None:
     """Raise UserError naming the ``channels`` (a run's) missing from the column ``names`` of
-    ``source``; tell of extra ones."""
+    ``source`` (the unique_ids of a long one); tell of extra ones."""
     names = [str(n) for n in names if str(n) != date_column]
     missing = [c for c in channels if c not in names]
+    what = "series (unique_id)" if long else "channel(s)"
     if missing:
         raise UserError(
-            f"{source} lacks the channel(s) {listing(missing)} the run was trained on "
+            f"{source} lacks the {what} {listing(missing)} the run was trained on "
             f"(it needs {listing(channels)}; it has {listing(names) or 'none'})"
         )
     extra = [n for n in names if n not in channels]
     if extra:
-        (notify or notice_to_stderr)(f"ignoring column(s) {listing(extra)} of {source}: the run was not trained on them")
+        (notify or notice_to_stderr)(f"ignoring {'series' if long else 'column(s)'} {listing(extra)} of {source}: the "
+                                     "run was not trained on them")
 
 
 def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: str, notify: Notify | None = None) -> None:
@@ -136,7 +139,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         from stanhop.frames import index_hint
 
         raise UserError(f"{source} needs a DatetimeIndex or a '{date}' column with the timestamps{index_hint(frame)}")
-    channels_of(run, frame.columns, source, notify)
+    channels_of(run, frame.columns, source, notify, long=long)
     try:
         out = frame[list(run.data.columns)].astype("float64")
     except (ValueError, TypeError) as err:

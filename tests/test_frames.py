@@ -129,6 +129,13 @@ def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_lo
     np.testing.assert_array_equal(ot["y"].to_numpy(), reference["OT_true"].to_numpy())
     np.testing.assert_array_equal(ot["STanHop"].to_numpy(), reference["OT_pred"].to_numpy())
 
+    told = []
+    extra = pd.concat([long, long[long["unique_id"] == "OT"].assign(unique_id="spare")])
+    run.forecast(extra, notify=told.append)
+    assert told == ["ignoring series spare of the input: the run was not trained on them"]
+    with pytest.raises(UserError, match=r"the input lacks the series \(unique_id\) OT the run was trained on"):
+        run.forecast(long[long["unique_id"] != "OT"])
+
 
 def melted(wide: pd.DataFrame) -> pd.DataFrame:
     """neuralforecast's long layout of a wide frame: unique_id, ds, y."""
