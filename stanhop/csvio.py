@@ -91,13 +91,27 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     if not channels:
         raise UserError(f"{path} has no numeric column besides '{date_column}'")
     if skipped := [name for name in names if name not in channels]:
-        tell_once(f"{path}: ignoring the text column(s) {listing(skipped)}; "
-                   "the channels are the numeric columns (name them with --columns; Python: data.columns)")
+        tell_once(f"{path}: ignoring the text column(s) {listing(_with_example(raw[name], name) for name in skipped)}; "
+                  "the channels are the numeric columns (name them with --columns; Python: data.columns)")
     frame = pd.DataFrame(channels)
     frame.index = index
     if keep_gaps and not insert_missing_dates:
         return frame
     return frame if _regular(index) else _with_missing_dates(frame, path, insert_missing_dates)
+
+
+def _with_example(column: pd.Series, name: str) -> str:
+    """A text column's name with its first value, and what it seems to be where that is telling:
+    "load ('1002.51 kW': numbers with a unit? strip it to use the column)"."""
+    values = column.dropna().astype("str").str.strip()
+    if values.empty:
+        return name
+    first = values.iloc[0]
+    if values.str.lower().isin(["true", "false"]).all():
+        return f"{name} (true/false)"
+    if re.fullmatch(r"[+-]?[\d.,]*\d[\d.,]*\s*[^\d\s.,]{1,4}", first):
+        return f"{name} ({first!r}: numbers with a unit? strip it to use the column)"
+    return f"{name} ({first!r})"
 
 
 _NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",

@@ -153,7 +153,10 @@ def test_text_columns_are_not_channels_and_columns_choose(tmp_path, capsys):
     lines = [line + (",note" if i else ",label") for i, line in enumerate(csv_lines(6, columns=("a", "b", "c")))]
     path = write(tmp_path, lines)
     assert list(load_series(path).columns) == ["a", "b", "c"]
-    assert "ignoring the text column(s) label" in capsys.readouterr().err  # said, not silently dropped
+    assert "ignoring the text column(s) label ('note')" in capsys.readouterr().err  # said, not silently dropped
+    unit = [line + (",4.5 kW" if i else ",load") for i, line in enumerate(csv_lines(6))]
+    assert list(load_series(write(tmp_path, unit, "unit.csv")).columns) == ["a", "b"]
+    assert "load ('4.5 kW': numbers with a unit? strip it to use the column)" in capsys.readouterr().err
     chosen = load_series(path, columns=["c", "a"])
     assert list(chosen.columns) == ["c", "a"] and chosen["a"].iloc[2] == pytest.approx(2 + math.sin(2), abs=1e-6)
     with pytest.raises(UserError, match="column 'label' has a non-numeric value 'note' at line 2"):
