@@ -462,6 +462,10 @@ def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None
         return
     texts = [c for c in raw.columns if c != date_column and not pd.api.types.is_numeric_dtype(raw[c])
              and pd.to_numeric(raw[c], errors="coerce").isna().all()]
+    if times := [c for c in texts if raw[c].astype("str").str.fullmatch(r"\s*\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?\s*").all()]:
+        raise UserError(f"{path}: its timestamps are split in two columns, '{date_column}' and '{times[0]}' (the time of "
+                        f"day); join them into one, e.g. with pandas df['{date_column}'] = df['{date_column}'] + ' ' + "
+                        f"df['{times[0]}'], and drop '{times[0]}'")
     ids = [c for c in texts if raw[c].nunique() > 1 and not raw.duplicated([date_column, c]).any()]
     if not ids:
         return

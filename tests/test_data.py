@@ -69,6 +69,9 @@ BAD_INPUTS = [
     ("date column spelt otherwise", [line.replace("date", "Date ", 1) for line in BASE], SMALL, {},
      r"did you mean 'Date '\? \(CLI: --date-column 'Date '; Python: date_column=\)"),
     ("a comment line first", ["# exported from SCADA", *BASE], SMALL, {}, r"its first line is a comment: remove the comment"),
+    ("date and time apart", ["date,time,a,b", *(f"{line.split(' ')[0]},{line.split(' ')[1][:5]},{line.split(',', 1)[1]}"
+                                                for line in BASE[1:])], SMALL, {},
+     r"its timestamps are split in two columns, 'date' and 'time' \(the time of day\); join them into one"),
     ("pipes", [line.replace(",", "|") for line in BASE], SMALL, {}, r"not to be comma-separated"),
     ("binary garbage", bytes(range(256)) * 8, SMALL, {}, r"not UTF-8 text"),
     ("windows code page", "\n".join(BASE[:3] + ["2020-01-01 02:00:00,caf\u00e9,1"]).encode("cp1252"), SMALL, {},
