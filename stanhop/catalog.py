@@ -58,6 +58,7 @@ def run_row(path: Path) -> dict[str, Any]:
         in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),
         test_mae=_figure(metrics, "test", "mae"), w8a8_mse=_figure(metrics.get("quantized", {}), "w8a8", "mse"),
+        w8a8_range=(metrics.get("quantized", {}).get("w8a8") or {}).get("range"),  # how activations were measured
         memory=(metrics.get("memory") or {}).get("kind"),
         naive_mse=_figure(metrics.get("baselines", {}), "naive", "mse"),
         seasonal_naive_mse=_figure(metrics.get("baselines", {}), "seasonal_naive", "mse"),

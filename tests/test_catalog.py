@@ -94,3 +94,16 @@ def test_runs_imports_neither_torch_nor_lightning(run_dir, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_runs_shows_which_activation_range_a_w8a8_figure_was_measured_with(run_dir, tmp_path):
+    for name, act_range in (("a-minmax", "minmax"), ("b-percentile", "percentile:99.9")):
+        run = copy_run(run_dir, tmp_path / name)
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["quantized"] = {"w8a8": {"mse": 0.5, "mae": 0.5, "range": act_range, "mse_increase": 0.1}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    lines = invoke(tmp_path).stdout.splitlines()
+    assert "W8A8 range" in lines[0]
+    assert lines[1].split()[-1] == "minmax" and lines[2].split()[-1] == "percentile:99.9"
+    rows = json.loads(invoke(tmp_path, "--json").stdout)
+    assert [row["w8a8_range"] for row in rows] == ["minmax", "percentile:99.9"]
