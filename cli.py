@@ -302,6 +302,9 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             own = check_run_dir(init_from) / CONFIG
             config_path = own if own.is_file() else None  # else the training says what is missing
         elif init_from is not None:
+            from stanhop.workflow import check_starting_run
+
+            check_starting_run(init_from, out)  # before the notice: a mistake is told alone
             notice_to_stderr(f"--config {config_path} stands in for {init_from}'s config: its data, split and training "
                              f"settings are used, and its model settings must be {init_from}'s; only the weights come "
                              f"from {init_from}")

@@ -279,19 +279,28 @@ class StartingRun:
     data: DataInfo
 
 
-def starting_run(path: str | Path, run_dir: Path, config: Config) -> StartingRun:
-    """The finished run at ``path``, checked before any work: complete, not the new run's own
-    folder (it is kept), and whose channels the new data has. When the config names no
-    channels, the run's are chosen, in its order."""
-    from stanhop.config import load_config
+def check_starting_run(path: str | Path, run_dir: str | Path | None) -> Path:
+    """The folder of the finished run at ``path`` that a new run at ``run_dir`` starts from: a
+    UserError unless it is complete and not the new run's own folder (it is kept)."""
     from stanhop.runs import CONFIG, SCALER, WEIGHTS
 
     source = check_run_dir(path)
     for name in (CONFIG, SCALER, WEIGHTS):
         if not (source / name).is_file():
             raise UserError(f"--init-from {source}: its {name} is missing (did its training finish?)")
-    if run_dir.resolve() == source.resolve():
+    if run_dir is not None and Path(run_dir).resolve() == source.resolve():
         raise UserError(f"--init-from {source} is the run to start from and is kept: give the new run another --out")
+    return source
+
+
+def starting_run(path: str | Path, run_dir: Path, config: Config) -> StartingRun:
+    """The finished run at ``path``, checked before any work: complete, not the new run's own
+    folder (it is kept), and whose channels the new data has. When the config names no
+    channels, the run's are chosen, in its order."""
+    from stanhop.config import load_config
+    from stanhop.runs import CONFIG, SCALER
+
+    source = check_starting_run(path, run_dir)
     start = StartingRun(source, load_config(source / CONFIG), DataInfo.from_dict(read_json(source / SCALER)))
     if config.data.columns is None:
         from stanhop.datasets import looks_like_path

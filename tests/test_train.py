@@ -380,6 +380,9 @@ def test_init_from_refuses_another_model_other_channels_and_its_own_folder(run_d
     quick = str(ROOT / "configs" / "quick.yaml")  # another model's config: told whose settings are used, then refused
     mixed = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--config", quick, "--out", str(tmp_path / "d")])
     assert f"--config {quick} stands in for {run_dir}'s config" in mixed.stderr and mixed.exit_code == 2
+    into_itself = CliRunner().invoke(cli.cli, ["train", "--init-from", str(run_dir), "--config", quick, "--out", str(run_dir)])
+    assert into_itself.exit_code == 2 and into_itself.stderr.strip().splitlines() == [
+        f"error: --init-from {run_dir} is the run to start from and is kept: give the new run another --out"]  # alone
 
 
 def test_the_built_in_default_is_configs_etth1_yaml():
