@@ -28,15 +28,17 @@ def find_runs(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; give the folder your runs are in (stanhop train --out FOLDER/NAME)")
-    found, level = [], [folder]
+    found, seen, level = [], set(), [folder]
     for _ in range(MAX_DEPTH + 1):
         below = []
         for path in level:
             if (path / MARKER).is_file():
-                found.append(path)
+                if path.resolve() not in seen:  # a link to a run listed already (runs/latest -> runs/x): once
+                    seen.add(path.resolve())
+                    found.append(path)
             else:
                 below += [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        level = below
+        level = sorted(below, key=lambda p: (p.is_symlink(), str(p)))  # a folder before a link to it
     return sorted(found)
 
 
@@ -45,11 +47,15 @@ def run_row(path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"run": str(path)}
     try:
         config = load_config(path / CONFIG)
-        metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
     except UserError as err:
         return {**row, "note": f"unreadable: {err}"}
+    unreadable = None
+    try:
+        metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
+    except UserError as err:  # the settings still shown; evaluate measures the figures anew
+        metrics, unreadable = {}, str(err)
     if not isinstance(metrics, dict):
-        return {**row, "note": f"unreadable: {path / METRICS} does not hold a JSON object"}
+        metrics, unreadable = {}, f"{path / METRICS} does not hold a JSON object"
     m = config.model
     data = str(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
     row.update(
@@ -65,6 +71,8 @@ def run_row(path: Path) -> dict[str, Any]:
     )
     if (pid := training_pid(path)) is not None:  # its figures, if any, are of the model before this training
         row["note"] = f"training now (process {pid})" if pid > 0 else "training now"
+    elif unreadable is not None:
+        row["note"] = f"unreadable: {unreadable}; {command('evaluate', path)} measures its figures anew"
     elif row["test_mse"] is None:
         row["note"] = _what_is_missing(path)
     elif metrics.get("init_from"):  # train --init-from: the run it started from

@@ -107,3 +107,15 @@ def test_runs_shows_which_activation_range_a_w8a8_figure_was_measured_with(run_d
     assert lines[1].split()[-1] == "minmax" and lines[2].split()[-1] == "percentile:99.9"
     rows = json.loads(invoke(tmp_path, "--json").stdout)
     assert [row["w8a8_range"] for row in rows] == ["minmax", "percentile:99.9"]
+
+
+def test_a_linked_run_is_listed_once_and_a_damaged_metrics_file_keeps_the_settings(run_dir, tmp_path):
+    real = copy_run(run_dir, tmp_path / "real")
+    (tmp_path / "latest").symlink_to(real)
+    rows = json.loads(invoke(tmp_path, "--json").stdout)
+    assert [Path(row["run"]).name for row in rows] == ["real"]
+    (real / "metrics.json").write_text('{"test": ')  # cut short
+    row = json.loads(invoke(tmp_path, "--json").stdout)[0]
+    assert row["separation"] == "entmax" and row["test_mse"] is None
+    assert row["note"].startswith("unreadable: cannot read") and row["note"].endswith(
+        f"stanhop evaluate {real} measures its figures anew")
