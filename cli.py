@@ -57,7 +57,8 @@ class StanhopGroup(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt as err:  # Ctrl+C or SIGTERM; the message, if any, says what is left and how to go on
-            click.echo(f"\ninterrupted: {err}" if str(err) else "interrupted", err=True)  # after a progress bar's line
+            after_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar's line on a terminal; none in a log
+            click.echo(f"{after_bar}interrupted: {err}" if str(err) else "interrupted", err=True)
             ctx.exit(143 if isinstance(err, Terminated) else 130)  # 128 + the signal, as the shell reports it
         except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly
             _silence_stdout()
