@@ -697,16 +697,19 @@ def _write_csv(chunks: Iterable[pd.DataFrame], tmp: str, index: bool, freq: str 
 def csv_date_format(table: pd.DataFrame, freq: str | None) -> str | None:
     """to_csv's date_format for ``table``: the time on every row where the run's step ``freq`` is
     under a day (pandas leaves it out of a table whose times are all midnight, as a one-step
-    hourly forecast at 00:00 is); else None, pandas' own (daily dates; dates with a UTC offset,
-    which pandas writes in full)."""
+    hourly forecast at 00:00 is); else None, pandas' own (daily dates; dates with a UTC offset or
+    fractions of a second, which pandas writes in full)."""
     if freq is None:
         return None
     step = to_offset(freq)
     if not (isinstance(step, pd.offsets.Tick) and pd.Timedelta(step) < pd.Timedelta(days=1)):
         return None
     dates = table.index if isinstance(table.index, pd.DatetimeIndex) else table.get("ds")
-    zone = getattr(dates.dt, "tz", None) if isinstance(dates, pd.Series) else getattr(dates, "tz", None)
-    return "%Y-%m-%d %H:%M:%S" if dates is not None and zone is None else None
+    if dates is None:
+        return None
+    dates = pd.DatetimeIndex(dates)
+    whole_seconds = not (dates.microsecond.any() or dates.nanosecond.any())  # else pandas writes the fractions
+    return "%Y-%m-%d %H:%M:%S" if dates.tz is None and whole_seconds else None
 
 
 def _write_parquet(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:

@@ -466,3 +466,13 @@ def test_an_hourly_forecast_at_midnight_is_written_with_its_time(run_dir, etth1,
         printed.stdout  # hourly data: the time too, as for any other hour
     written = invoke("forecast", run_dir, "--input", source, "--horizon", "1", "--output", tmp_path / "out.csv")
     assert written.exit_code == 0 and (tmp_path / "out.csv").read_text().splitlines()[1].split(",")[0].endswith(" 00:00:00")
+
+
+def test_dates_with_fractions_of_a_second_are_written_in_full():
+    from stanhop.forecast import csv_date_format
+
+    fractions = pd.DataFrame({"a": [1.0, 2.0]}, index=pd.DatetimeIndex(["2024-01-01 00:00:30", "2024-01-01 00:00:30.5"]))
+    written = fractions.to_csv(date_format=csv_date_format(fractions, "500ms")).splitlines()
+    assert [line.split(",")[0] for line in written[1:]] == ["2024-01-01 00:00:30.000", "2024-01-01 00:00:30.500"]
+    midnight = pd.DataFrame({"a": [1.0]}, index=pd.DatetimeIndex(["2024-01-02"]))
+    assert midnight.to_csv(date_format=csv_date_format(midnight, "h")).splitlines()[1].startswith("2024-01-02 00:00:00,")
