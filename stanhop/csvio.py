@@ -537,13 +537,16 @@ def on_calendar(index: pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex | None:
 
 def _full_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex | None:
     """The regular timestamps from the first to the last that hold every one of ``index`` (some
-    may be missing from it): at its usual step, or for monthly data at month starts or ends;
-    None when there is no such step."""
+    may be missing from it): business days for daily data on weekdays only (holidays missing),
+    else its usual step, or for monthly data month starts or ends; None when there is no such
+    step."""
     if len(index) < 3:
         return None
     usual = pd.Series(index[1:] - index[:-1]).mode().iloc[0]
     monthly = pd.Timedelta(days=28) <= usual <= pd.Timedelta(days=31)
-    for step in (usual, *((pd.offsets.MonthBegin(), pd.offsets.MonthEnd()) if monthly else ())):
+    business = usual == pd.Timedelta(days=1) and bool((index.dayofweek < 5).all())  # weekdays only: holidays missing
+    for step in (*((pd.offsets.BDay(),) if business else ()), usual,
+                 *((pd.offsets.MonthBegin(), pd.offsets.MonthEnd()) if monthly else ())):
         full = pd.date_range(index[0], index[-1], freq=step, name=index.name)
         if index.isin(full).all():
             return full

@@ -331,6 +331,16 @@ def test_year_first_dates_are_never_read_day_first(tmp_path, capsys):
     assert "day first" not in capsys.readouterr().err
 
 
+def test_business_days_with_holidays_missing_are_business_days(tmp_path):
+    holidays = pd.DatetimeIndex(["2024-01-15", "2024-02-19", "2024-05-27"])
+    days = pd.bdate_range("2024-01-01", periods=120).difference(holidays)
+    path = write(tmp_path, ["date,a", *(f"{d:%Y-%m-%d},{i}" for i, d in enumerate(days))], "workdays.csv")
+    with pytest.raises(UserError, match=r"3 timestamp\(s\) missing at the step 'B' \(the first 2024-01-15"):
+        load_series(path)  # the holidays, not every weekend
+    filled = load_series(path, fill="ffill")
+    assert len(filled) == 120 and infer_freq(filled.index) == "B" and (filled.index.dayofweek < 5).all()
+
+
 def test_columns_without_a_name_are_not_channels(tmp_path, capsys):
     lines = csv_lines(6)
     plain = load_series(write(tmp_path, lines, "plain.csv"))
