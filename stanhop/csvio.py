@@ -678,7 +678,13 @@ def _check_order(index: pd.DatetimeIndex, path: Path) -> None:
     row = int(np.argmax(wrong)) + 1
     line = row + FIRST_ROW_LINE
     if steps[row - 1] == np.timedelta64(0):
-        raise UserError(f"{path}: line {line} repeats the date {index[row]} of the line before; each timestamp must appear once")
+        repeated = index[row]
+        clocks = (" (the hour the clocks go back in autumn? write the dates with their UTC offsets: in Central "
+                  f"Europe {repeated:%Y-%m-%dT%H:%M}+02:00, then +01:00)"
+                  if index.tz is None and repeated.hour in (1, 2) and repeated.minute == 0 and repeated.month in (10, 11)
+                  else "")
+        raise UserError(f"{path}: line {line} repeats the date {repeated} of the line before; each timestamp must "
+                        f"appear once{clocks}")
     raise UserError(f"{path}: dates are not in increasing order: line {line} ({index[row]}) comes after {index[row - 1]}; sort the file by date")
 
 
