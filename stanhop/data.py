@@ -11,13 +11,10 @@ Reading and checking the CSV lives in :mod:`stanhop.csvio`, the split arithmetic
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,85 +22,12 @@ from stanhop import datasets
 from stanhop.config import DataConfig
 from stanhop.csvio import infer_freq, load_series
 from stanhop.errors import UserError, listing
+from stanhop.scaling import Scaler
 from stanhop.splits import PARTS, describe, split_borders, window_range
 
 __all__ = [
     "ForecastDataModule", "Scaler", "WindowDataset", "describe", "infer_freq", "load_series", "split_borders",
 ]
-
-
-FAR_MEAN, FAR_SPREAD = 3.0, 5.0  # on the run's scale, where the training split has mean 0 and spread 1
-# inputs to forecast or score: a trend may carry a series a few spreads away (ETTh1's OT, a year
-# on: -4.6 on a run trained on its first months); other units carry it orders of magnitude away
-INPUT_FAR_MEAN = INPUT_FAR_SPREAD = 10.0
-
-
-def far_from_training(frame, scaler: Scaler, far_mean: float = FAR_MEAN, far_spread: float = FAR_SPREAD) -> str | None:
-    """What to tell of the channels of ``frame`` (a DataFrame in original units) whose values,
-    on the run's scale (``scaler``), have a mean beyond ±far_mean or a spread above far_spread:
-    data in other units (W for kW, a shifted baseline) than the run was trained on; None when
-    there are none. E.g. "OT (mean 5.64e+03, spread 946) lies far from the run's training
-    data, whose values the run's scaler maps to mean 0 and spread 1 (the figures are on that
-    scale)"."""
-    from stanhop.errors import listing
-
-    z = scaler.transform(frame.to_numpy(dtype=np.float64))  # (rows, c)
-    mean, spread = np.nanmean(z, axis=0), np.nanstd(z, axis=0)
-    far = [f"{name} (mean {m:.3g}, spread {sd:.3g})" for name, m, sd in zip(frame.columns, mean, spread)
-           if abs(m) > far_mean or sd > far_spread]
-    if not far:
-        return None
-    return (f"{listing(far)} {'lies' if len(far) == 1 else 'lie'} far from the run's training data, whose values the "
-            "run's scaler maps to mean 0 and spread 1 (the figures are on that scale)")
-
-
-@dataclass
-class Scaler:
-    """Per-channel standardisation z = (x - mean) / scale, fit on the training rows only.
-
-    ``scale`` is the population standard deviation (1 for a constant channel), as
-    scikit-learn's StandardScaler computes it. Works on numpy arrays and torch tensors whose
-    last axis is the channels; stored as JSON through ``to_dict``/``from_dict``.
-    """
-
-    mean: list[float]
-    scale: list[float]
-
-    @classmethod
-    def fit(cls, values: np.ndarray) -> Scaler:
-        """Fit on ``values`` of shape (rows, channels)."""
-        fitted = StandardScaler().fit(np.asarray(values, dtype=np.float64))
-        return cls(mean=[float(v) for v in fitted.mean_], scale=[float(v) for v in fitted.scale_])
-
-    def transform(self, x: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        mean, scale = self._params(x)
-        return (x - mean) / scale
-
-    def inverse_transform(self, z: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        mean, scale = self._params(z)
-        return z * scale + mean
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "scale": list(self.scale)}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Scaler:
-        if not isinstance(raw, dict) or not isinstance(raw.get("mean"), list) or not isinstance(raw.get("scale"), list):
-            raise UserError("a scaler must be a mapping with lists 'mean' and 'scale'; the run's scaler file is damaged")
-        mean, scale = raw["mean"], raw["scale"]
-        numbers_ok = all(isinstance(v, numbers.Real) and np.isfinite(v) for v in [*mean, *scale])
-        if not numbers_ok or len(mean) != len(scale) or not mean or any(s <= 0 for s in scale):
-            raise UserError("a scaler needs equally long lists of finite 'mean' and positive 'scale'; the run's scaler file is damaged")
-        return cls(mean=[float(v) for v in mean], scale=[float(v) for v in scale])
-
-    def _params(self, x: np.ndarray | Tensor) -> tuple:
-        if x.shape[-1] != len(self.mean):
-            raise UserError(f"the scaler was fit on {len(self.mean)} channels but the data has {x.shape[-1]}")
-        if isinstance(x, Tensor):
-            dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-            return (torch.tensor(self.mean, dtype=dtype, device=x.device), torch.tensor(self.scale, dtype=dtype, device=x.device))
-        dtype = x.dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float64
-        return np.asarray(self.mean, dtype=dtype), np.asarray(self.scale, dtype=dtype)
 
 
 class WindowDataset(Dataset):

@@ -331,7 +331,7 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
 
 
 def scaler_of(run):
-    from stanhop.data import Scaler
+    from stanhop.scaling import Scaler
 
     return Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale})
 
@@ -359,8 +359,8 @@ def rollout(run, inputs: np.ndarray, horizon: int) -> np.ndarray:
 
 def tell_if_far(run, frame: pd.DataFrame, source: str, notify: Notify | None = None) -> None:
     """A notice when ``frame``'s channels lie far from the run's training data (other units?):
-    the model's forecasts of such inputs mean little (stanhop.data.far_from_training)."""
-    from stanhop.data import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
+    the model's forecasts of such inputs mean little (stanhop.scaling.far_from_training)."""
+    from stanhop.scaling import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
 
     if far := far_from_training(frame, scaler_of(run), INPUT_FAR_MEAN, INPUT_FAR_SPREAD):
         (notify or notice_to_stderr)(f"{source}: {far}; forecasts of data so far from what the run learned are "

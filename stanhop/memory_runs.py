@@ -69,10 +69,10 @@ def memory_frame(config: Config, dm):
 
 def _far_from_training(path: str, frame, scaler) -> None:
     """A notice naming the memory CSV's channels far from the run's training data
-    (stanhop.data.far_from_training): memory windows are compared with inputs on the run's
+    (stanhop.scaling.far_from_training): memory windows are compared with inputs on the run's
     scale, so a file in other units (W for kW, a shifted baseline) matches no input and the
     plugin retrieves nothing useful."""
-    from stanhop.data import far_from_training
+    from stanhop.scaling import far_from_training
     from stanhop.errors import tell_once
 
     if far := far_from_training(frame, scaler):

@@ -59,7 +59,7 @@ def run_data_module(run, remedy: str = "evaluate can read a copy with --data"):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew;
     ``remedy``: what the command can do when the data file is gone."""
-    from stanhop.data import Scaler
+    from stanhop.scaling import Scaler
     from stanhop.datasets import check_run_file
 
     check_run_file(str(run.config.data.name), remedy)
@@ -459,7 +459,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     they are of the run's own windows (``same_windows``); figures of other data or another
     split are only returned, with a notice, so the run's own figures are never replaced.
     """
-    from stanhop.data import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
+    from stanhop.scaling import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
     from stanhop.evaluation import forecast_errors
     from stanhop.outliers import OutlierMonitor
 
@@ -584,7 +584,7 @@ def same_windows(run, dm) -> bool:
     training rows with the run's saved mean and scale (the same file, or a copy of it)."""
     import numpy as np
 
-    from stanhop.data import Scaler
+    from stanhop.scaling import Scaler
 
     borders = {part: [int(start), int(end)] for part, (start, end) in dm.borders.items()}
     if borders != run.data.borders:

@@ -396,6 +396,19 @@ def test_help_imports_neither_torch_nor_matplotlib():
     assert out.strip() == "[]"
 
 
+def test_a_forecast_does_not_load_lightning(run_dir, etth1, tmp_path):
+    """A forecast needs the model and the run's scaler, not the training framework (≈ 3 s to import)."""
+    import subprocess
+    import sys
+
+    source = write_csv(etth1.iloc[:100], tmp_path / "in.csv")
+    code = ("import sys; from click.testing import CliRunner; import cli; "
+            f"r = CliRunner().invoke(cli.cli, ['forecast', {str(run_dir)!r}, '--input', {str(source)!r}]); "
+            "assert r.exit_code == 0, r.output; print('lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_a_backtest_of_many_series_shows_the_first_and_last_few_and_where_the_rest_are(tmp_path):
     t = np.arange(400)
     frame = pd.DataFrame({f"s{j:02d}": np.sin(t / (5 + j)) for j in range(15)},
