@@ -283,6 +283,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
         frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify,
                                keep_them="--fill inserts and fills the missing rows")
         first = max(len(frame) - last_rows, 0)
+        refuse_off_calendar(frame.index, first, run.data.freq, path)
         try:  # a gap among the last rows, which the forecast reads: the usual error, naming it by its lines
             refuse_gaps(frame.iloc[first:], path, first_row=first)
         except UserError as gap:
@@ -292,6 +293,26 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
         frame = fill_missing(frame, fill, path) if fill else frame
         check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
+
+
+def refuse_off_calendar(index: pd.DatetimeIndex, first: int, freq: str, path) -> None:
+    """A UserError naming the first of ``index[first:]`` (a file's rows, untrimmed) that is not
+    on the run's calendar of step ``freq`` counted from ``index[first]``: a Saturday in business
+    days, 10:30 in hourly data. It is told as a row to remove, not as timestamps missing."""
+    from stanhop.csvio import FIRST_ROW_LINE
+
+    rows = index[first:]
+    if len(rows) < 2 or not (rows.is_monotonic_increasing and rows.is_unique):
+        return
+    try:
+        grid = pd.date_range(rows[0], rows[-1], freq=freq)
+    except (TypeError, ValueError):
+        return
+    off = np.flatnonzero(~rows.isin(grid))
+    if len(off):
+        at = first + int(off[0])
+        raise UserError(f"{path}: line {at + FIRST_ROW_LINE} ({index[at]}) is not on the run's step '{freq}' (counted "
+                        f"from line {first + FIRST_ROW_LINE}); remove that row, or give rows at the run's step")
 
 
 OWN_PARTS = ("all", "through_test", "val", "test")

@@ -489,3 +489,12 @@ def test_dates_with_fractions_of_a_second_are_written_in_full():
     assert [line.split(",")[0] for line in written[1:]] == ["2024-01-01 00:00:30.000", "2024-01-01 00:00:30.500"]
     midnight = pd.DataFrame({"a": [1.0]}, index=pd.DatetimeIndex(["2024-01-02"]))
     assert midnight.to_csv(date_format=csv_date_format(midnight, "h")).splitlines()[1].startswith("2024-01-02 00:00:00,")
+
+
+def test_a_row_off_the_runs_calendar_among_the_last_rows_is_named_as_such(run_dir, etth1, tmp_path):
+    rows = etth1.iloc[:100]
+    half_past = rows.index[-1] + pd.Timedelta(minutes=30)  # an hourly run given a row at :30 last
+    off = pd.concat([rows, rows.iloc[[-1]].set_axis(pd.DatetimeIndex([half_past], name="date"))])
+    result = invoke("forecast", run_dir, "--input", write_csv(off, tmp_path / "off.csv"))
+    assert result.exit_code == 2 and f"line 102 ({half_past}) is not on the run's step 'h'" in result.stderr, result.stderr
+    assert "remove that row" in result.stderr
