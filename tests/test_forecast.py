@@ -491,10 +491,16 @@ def test_dates_with_fractions_of_a_second_are_written_in_full():
     assert midnight.to_csv(date_format=csv_date_format(midnight, "h")).splitlines()[1].startswith("2024-01-02 00:00:00,")
 
 
-def test_a_row_off_the_runs_calendar_among_the_last_rows_is_named_as_such(run_dir, etth1, tmp_path):
-    rows = etth1.iloc[:100]
-    half_past = rows.index[-1] + pd.Timedelta(minutes=30)  # an hourly run given a row at :30 last
-    off = pd.concat([rows, rows.iloc[[-1]].set_axis(pd.DatetimeIndex([half_past], name="date"))])
-    result = invoke("forecast", run_dir, "--input", write_csv(off, tmp_path / "off.csv"))
-    assert result.exit_code == 2 and f"line 102 ({half_past}) is not on the run's step 'h'" in result.stderr, result.stderr
-    assert "remove that row" in result.stderr
+def test_a_row_off_the_runs_calendar_among_the_last_rows_is_named_as_such(tmp_path):
+    days = pd.bdate_range("2024-01-01", periods=200)
+    t = np.arange(200)
+    frame = pd.DataFrame({"a": np.sin(t / 5), "b": np.cos(t / 7)}, index=pd.Index(days, name="date"))
+    trained = invoke("train", "--config", str(ROOT / "configs" / "smoke.yaml"), "--data", write_csv(frame, tmp_path / "b.csv"),
+                     "--split", "0.6/0.2/0.2", "--in-len", "8", "--out-len", "4", "--out", tmp_path / "run",
+                     "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert trained.exit_code == 0, trained.output
+    saturday = days[-1] + pd.Timedelta(days=1)  # a business-day run given a Saturday last
+    off = pd.concat([frame, frame.iloc[[-1]].set_axis(pd.DatetimeIndex([saturday], name="date"))])
+    result = invoke("forecast", tmp_path / "run", "--input", write_csv(off, tmp_path / "off.csv"))
+    assert result.exit_code == 2 and f"line 202 ({saturday}) is not on the run's step 'B'" in result.stderr, result.stderr
+    assert "remove that row" in result.stderr and "missing" not in result.stderr  # not the weekend as a gap
