@@ -76,7 +76,8 @@ def training_lock(run_dir: Path):
     """Held while this process trains into ``run_dir``: another training into the same folder
     (replacing it, resuming it) or a tune of it is refused meanwhile. An advisory lock (flock)
     on RUN/.training, which names the process; the system releases it when the process ends, by
-    any means. A no-op where there is no flock (Windows)."""
+    any means. A no-op where there is no flock (Windows) or the file system refuses it (some
+    network mounts)."""
     try:
         import fcntl
     except ImportError:
@@ -88,6 +89,9 @@ def training_lock(run_dir: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(_busy(run_dir, _pid_in(path))) from None
+        except OSError:  # no locks here (ENOLCK): train without one, as where there is no flock
+            yield
+            return
         f.truncate(0)
         f.write(str(os.getpid()))
         f.flush()
