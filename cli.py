@@ -339,6 +339,20 @@ def _long_csv(path):
     return read_long(path)
 
 
+def _long_input(run, path, date_column, fill):
+    """An --input CSV in neuralforecast's long layout (unique_id, ds, y) as a long DataFrame, its
+    gaps filled by ``fill`` where given; None for any other --input."""
+    if (frame := _long_csv(path)) is None:
+        return None
+    if date_column not in (None, "ds"):
+        raise UserError(f"{path} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")
+    if fill:
+        from stanhop.frames import filled_long
+
+        frame = filled_long(frame, fill, run.data.freq, str(path))
+    return frame
+
+
 _RESUMABLE = ("resume", "max_epochs", "micro_batch_size")  # train's options that a resumed run may take
 
 
@@ -506,14 +520,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
-    elif (frame := _long_csv(input_path)) is not None:  # forecast as neuralforecast's layout: unique_id, ds, STanHop
+    elif (frame := _long_input(loaded, input_path, date_column, fill)) is not None:  # as neuralforecast's layout
         long = True
-        if date_column not in (None, "ds"):
-            raise UserError(f"{input_path} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")
-        if fill:
-            from stanhop.frames import filled_long
-
-            frame = filled_long(frame, fill, loaded.data.freq, source)
     else:
         frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
                            last_rows=None if backtest else loaded.config.model.in_len)
@@ -575,7 +583,7 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, sour
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"
              "stanhop plot runs/h24 --what training --output loss.svg")
 @click.argument("run", type=click.Path())
-@click.option("--input", "input_path", default=None, help="CSV to forecast from. [default: the run's own data, up to its test end]")
+@click.option("--input", "input_path", default=None, help="CSV to forecast from (wide, or long: unique_id, ds, y). [default: the run's own data, up to its test end]")
 @click.option("--channels", default=None, help="Comma-separated channels to draw. [default: the run's target]")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Figure file, .png, .svg or .pdf. [default: RUN/plots/<what>.png, replaced]")
 @click.option("--what", type=click.Choice(["forecast", "training", "outliers"]), default="forecast",
@@ -613,10 +621,11 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
         from stanhop.runs import load_run
 
         loaded = load_run(run)
-        frame = None if input_path is None else read_input(loaded, input_path, date_column=date_column, fill=fill,
-                                                           last_rows=loaded.config.model.in_len)
+        frame = _long_input(loaded, input_path, date_column, fill)  # neuralforecast's layout, as forecast takes it
+        if frame is None and input_path is not None:
+            frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
-                             intervals=intervals, progress=True)
+                             intervals=intervals, progress=True, source="the input" if input_path is None else str(input_path))
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)

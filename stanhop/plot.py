@@ -53,24 +53,26 @@ def target_of(run) -> str:
     return info.target if info is not None and info.target in run.data.columns else run.data.columns[-1]
 
 
-def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, intervals=None, progress: bool = False
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, intervals=None, progress: bool = False,
+                        source: str = "the input") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(history, forecast, truth): forecast ``horizon`` steps (default out_len) from the window
     ending ``horizon`` rows before the end when the frame has them (truth = those rows), else
-    past the end (truth None); the forecast has the ``intervals``' columns when given."""
+    past the end (truth None); the forecast has the ``intervals``' columns when given.
+    ``source``: what messages call the frame."""
     from stanhop.forecast import align, forecast, horizon_of
 
     horizon = horizon_of(run, horizon)
-    frame = align(run, frame, last_rows=run.config.model.in_len)  # rows before an older gap in time: left out
+    frame = align(run, frame, source=source, last_rows=run.config.model.in_len)  # rows before an older gap: left out
     if len(frame) >= run.config.model.in_len + horizon:
         history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
     else:
         history, truth = frame, None
-    return history, forecast(run, history, horizon=horizon, intervals=intervals, progress=progress), truth
+    return history, forecast(run, history, horizon=horizon, intervals=intervals, progress=progress, source=source), truth
 
 
 def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
-                  history: int | None = None, horizon: int | None = None, intervals=None, progress: bool = False):
+                  history: int | None = None, horizon: int | None = None, intervals=None, progress: bool = False,
+                  source: str = "the input"):
     """History, forecast and (where known) truth of each channel, one panel per channel.
 
     ``run``: a Run or a run directory; ``frame``: the series (default: the run's own data up
@@ -78,7 +80,8 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     drawn (default min(in_len, max(3·horizon, 48))); ``horizon``: steps forecast (default
     out_len; past it recursively); ``intervals``: levels in percent drawn as bands around the
     forecast (stanhop.intervals; ``progress``: a bar while they are calibrated). Titles give the MSE when truth is known, in original units
-    and scaled (÷ scale²), the latter over all channels as in metrics.json.
+    and scaled (÷ scale²), the latter over all channels as in metrics.json. A long frame
+    (unique_id, ds, y) is drawn as its wide form; ``source``: what messages call the frame.
     """
     from stanhop.intervals import parse_levels
 
@@ -92,7 +95,7 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     history = None if history is None else int(history)  # numpy's integers too
     frame = own_data(run, "through_test") if frame is None else frame
     levels = parse_levels(intervals)
-    past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress)
+    past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress, source)
     in_len, steps = run.config.model.in_len, len(future)
     shown = past.iloc[-(history or min(in_len, max(3 * steps, 48))):]
     errors = None if truth is None else _squared_errors(run, future[run.data.columns], truth)

@@ -150,6 +150,20 @@ def invoke(*args):
     return CliRunner().invoke(cli.cli, [str(a) for a in args])
 
 
+def test_plot_input_takes_a_long_csv_as_forecast_does(run, run_dir, etth1, tmp_path):
+    from stanhop.plot import forecast_with_truth
+
+    long_csv = tmp_path / "long.csv"
+    melted(etth1.iloc[:300]).to_csv(long_csv, index=False)
+    drawn = invoke("plot", run_dir, "--input", long_csv, "--output", tmp_path / "long.png")
+    assert drawn.exit_code == 0 and (tmp_path / "long.png").stat().st_size > 0, drawn.output
+    assert f"{long_csv}, long (unique_id, ds, y), is read as 7 series" in drawn.stderr  # named as the file, not 'the input'
+    from_long, from_wide = (forecast_with_truth(run, frame)[1] for frame in (melted(etth1.iloc[:300]), etth1.iloc[:300]))
+    pd.testing.assert_frame_equal(from_long, from_wide)  # the same forecast drawn
+    dated = invoke("plot", run_dir, "--input", long_csv, "--date-column", "date", "--output", tmp_path / "x.png")
+    assert dated.exit_code == 2 and "its timestamps are in ds; leave out --date-column" in dated.stderr
+
+
 def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, etth1, tmp_path):
     """The CLI takes a CSV in neuralforecast's layout as the Python API takes the DataFrame."""
     frame = etth1.iloc[:1200, :3]
