@@ -339,6 +339,11 @@ def _long_csv(path):
     return read_long(path)
 
 
+def _as_long(frame):
+    """A wide frame (DatetimeIndex, a column per series) in neuralforecast's layout: unique_id, ds, y."""
+    return frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
+
+
 def _long_input(run, path, date_column, fill):
     """An --input CSV in neuralforecast's long layout (unique_id, ds, y) as a long DataFrame, its
     gaps filled by ``fill`` where given; None for any other --input."""
@@ -520,6 +525,10 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
+        from stanhop.datasets import CSV_ENDINGS
+
+        if str(loaded.metrics.get("data_source", "")).lower().endswith(CSV_ENDINGS):  # trained from a long CSV:
+            frame, long, source = _as_long(frame), True, "the run's own data"  # its forecasts in that layout too
     elif (frame := _long_input(loaded, input_path, date_column, fill)) is not None:  # as neuralforecast's layout
         long = True
     else:

@@ -82,10 +82,10 @@ def data_dir() -> Path | None:
 
 def looks_like_path(text: str) -> bool:
     """True for anything the user meant as a file rather than a registered name."""
-    return Path(text).exists() or text.lower().endswith(_CSV_ENDINGS) or "/" in text or os.sep in text
+    return Path(text).exists() or text.lower().endswith(CSV_ENDINGS) or "/" in text or os.sep in text
 
 
-_CSV_ENDINGS = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")  # read compressed (stanhop.csvio)
+CSV_ENDINGS = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")  # read compressed (stanhop.csvio)
 
 
 def check_run_file(name: str, remedy: str) -> None:

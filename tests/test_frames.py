@@ -181,6 +181,11 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
 
     assert run_row(tmp_path / "long-run")["data"] == "long.csv"  # what it came from, not the run's data.csv
     assert run_row(tmp_path / "frame")["data"] == "DataFrame"
+    own = invoke("forecast", tmp_path / "long-run")  # its own data, in the layout it was given in
+    assert own.exit_code == 0 and own.stdout.splitlines()[0] == "unique_id,ds,STanHop", own.output
+    wide = from_csv.forecast()
+    assert len(own.stdout.splitlines()) == 1 + wide.size and own.stdout.splitlines()[1].startswith("HUFL,")
+    assert invoke("forecast", tmp_path / "frame").stdout.splitlines()[0].startswith("date,")  # a DataFrame's: wide
 
     recent = etth1.iloc[3000:3300]
     recent_csv = tmp_path / "recent.csv"
