@@ -374,7 +374,7 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop evaluate runs/h24 --quantize w8a8 --range percentile:99.99")
 @click.argument("run", type=click.Path())
-@click.option("--data", default=None, help="Evaluate on another CSV with the same columns. [default: the run's data]")
+@click.option("--data", default=None, help="Evaluate on another CSV with the same channels (wide, or long: unique_id, ds, y). [default: the run's data]")
 @click.option("--split", default=None, help="Another split. [default: the run's]")
 @click.option("--quantize", type=click.Choice(["w8a8"]), default=None, help="Also report simulated W8A8 post-quantization MSE.")
 @click.option("--range", "act_range", default=None, help="W8A8's activation range estimator: minmax or percentile:P. [default: minmax]")

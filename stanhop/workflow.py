@@ -451,17 +451,18 @@ def csv_name(value, argument: str, instead: str) -> str | None:
 
 
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,
-             act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+             act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True,
+             _data_name: str | None = None) -> dict[str, Any]:
     """Test and validation MSE/MAE, outlier statistics and (optionally) W8A8 MSE of a run.
 
-    ``data``/``split`` evaluate on another CSV with the same columns or another split; the
-    run's own scaler is used either way. Results are merged into the run's metrics.json when
+    ``data``/``split`` evaluate on another CSV (wide, or long as neuralforecast's unique_id,
+    ds, y) with the same channels, or another split; the run's own scaler is used either way. Results are merged into the run's metrics.json when
     they are of the run's own windows (``same_windows``); figures of other data or another
     split are only returned, with a notice, so the run's own figures are never replaced.
     """
-    from stanhop.scaling import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
     from stanhop.evaluation import forecast_errors
     from stanhop.outliers import OutlierMonitor
+    from stanhop.scaling import INPUT_FAR_MEAN, INPUT_FAR_SPREAD, far_from_training
 
     if quantize is not None:
         _check_quantize(quantize, act_range)  # before any work, not after the FP32 evaluation
@@ -469,8 +470,13 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     run = load_run(run_path)
     config = run.config
     if data is not None:
+        from stanhop.csvio import read_long
         from stanhop.forecast import check_csv_header
 
+        if (long := read_long(data)) is not None:  # neuralforecast's layout: scored as its wide form
+            with _staged_wide(long, run, data) as staged:
+                return evaluate(run.path, data=str(staged), split=split, quantize=quantize, act_range=act_range,
+                                facts=facts, progress=progress, _data_name=data)
         check_csv_header(data, run.data.columns, run.data.date_column)  # worded as forecast words it
         config.data.name = data
     if split is not None:
@@ -524,7 +530,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         "separation": config.model.separation,
         "gate": config.model.gate,
         "split": config.data.split,
-        "data": config.data.name,
+        "data": _data_name or config.data.name,
         "in_len": config.model.in_len,
         "out_len": config.model.out_len,
     }
@@ -563,6 +569,21 @@ def _plugin_settings(run, val_loader) -> dict[str, Any]:
     return {"kind": run.model.kind, "size": len(run.model.windows), "strategy": saved.get("strategy"),
             **{key: saved[key] for key in ("lambda", "beta") if key in saved},
             "val_mse": val["test_mse"], "val_mse_plain": val["test_mse_plain"]}
+
+
+@contextmanager
+def _staged_wide(long, run, name: str):
+    """A long frame written as a wide CSV in a temporary folder, for the run's readers; messages
+    name it ``name`` (the long file)."""
+    import tempfile
+
+    from stanhop.frames import write_frame
+
+    with tempfile.TemporaryDirectory() as folder:
+        staged = Path(folder) / "data.csv"
+        with known_as(str(staged), name):
+            write_frame(long, staged, run.data.date_column, run.config.data.fill, name)
+            yield staged
 
 
 RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint", "init_from", "data_source")  # metrics.json's keys that describe the model

@@ -365,7 +365,17 @@ def test_long_csvs_are_read_as_users_write_them(tmp_path, capsys, run_dir):
         read_long(long_csv("bad.csv", [], [], values=[("a", hours[0], 1.0), ("a", "notadate", 2.0)]))
 
     refused = invoke("evaluate", run_dir, "--data", long_csv("eval.csv", ["HUFL"], hours))
-    assert refused.exit_code == 2 and "pivot it" in refused.stderr and ".rename_axis('date')" in refused.stderr
+    assert refused.exit_code == 2 and "eval.csv lacks the channel(s) HULL" in refused.stderr  # named as the long file
+
+
+def test_evaluate_data_takes_a_long_csv_as_its_wide_form(run_dir, etth1, tmp_path):
+    wide, long = tmp_path / "wide.csv", tmp_path / "long.csv"
+    etth1.to_csv(wide, index_label="date")
+    melted(etth1).to_csv(long, index=False)
+    scored = {path: invoke("evaluate", run_dir, "--data", path, "--json") for path in (wide, long)}
+    assert all(result.exit_code == 0 for result in scored.values()), scored[long].output
+    from_wide, from_long = (json.loads(scored[path].stdout) for path in (wide, long))
+    assert from_long["test"] == from_wide["test"] and from_long["data"] == str(long)  # not a temporary file's name
 
 
 def test_a_long_forecast_keeps_the_ids_as_the_frame_wrote_them():
