@@ -124,10 +124,23 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     """Rows, columns, frequency, date range, missing values and split of a data set."""
     from stanhop.splits import describe, unused_rows_notice  # pandas only: no torch or lightning to import
 
-    info = describe(
-        name_or_csv, split=split, in_len=in_len, out_len=out_len, date_column=date_column,
-        columns=_split_list(columns), fill=fill,
-    )
+    def described(path: str) -> dict:
+        return describe(path, split=split, in_len=in_len, out_len=out_len, date_column=date_column,
+                        columns=_split_list(columns), fill=fill)
+
+    if (long := _long_csv(name_or_csv)) is not None:  # neuralforecast's layout: described as its wide form
+        import tempfile
+
+        from stanhop.errors import known_as
+        from stanhop.frames import to_wide
+
+        with tempfile.TemporaryDirectory() as folder:
+            staged = os.path.join(folder, "data.csv")
+            with known_as(staged, name_or_csv):
+                to_wide(long, date_column, name_or_csv).to_csv(staged, index=False)
+                info = {**described(staged), "name": name_or_csv}
+    else:
+        info = described(name_or_csv)
     if as_json:
         click.echo(json.dumps(info))
         return

@@ -378,6 +378,17 @@ def test_evaluate_data_takes_a_long_csv_as_its_wide_form(run_dir, etth1, tmp_pat
     assert from_long["test"] == from_wide["test"] and from_long["data"] == str(long)  # not a temporary file's name
 
 
+def test_data_describe_takes_a_long_csv_as_its_wide_form(etth1, tmp_path):
+    wide, long = tmp_path / "wide.csv", tmp_path / "long.csv"
+    etth1.iloc[:2000].to_csv(wide, index_label="date")
+    melted(etth1.iloc[:2000]).to_csv(long, index=False)
+    described = {path: invoke("data", "describe", path, "--split", "0.6/0.2/0.2", "--json") for path in (wide, long)}
+    assert described[long].exit_code == 0, described[long].output
+    from_wide, from_long = (json.loads(described[path].stdout) for path in (wide, long))
+    assert sorted(from_long.pop("columns")) == sorted(from_wide.pop("columns"))  # the pivot sorts the series' ids
+    assert from_long == {**from_wide, "name": str(long)}
+
+
 def test_a_long_forecast_keeps_the_ids_as_the_frame_wrote_them():
     table = pd.DataFrame({"1": [1.0, 2.0], "2": [3.0, 4.0]}, index=pd.date_range("2024-01-01", periods=2, freq="D"))
     ids = pd.DataFrame({"unique_id": [1, 2], "ds": ["2023-12-31"] * 2, "y": [0.0, 0.0]})
