@@ -326,6 +326,11 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
         if config.memory.kind is None and (memory_size is not None or memory_strategy is not None):
             raise UserError("--memory-size and --memory-strategy choose a memory plugin's windows: "
                             "add --memory plug or --memory tune")
+        memory_sets = [item.partition("=")[0].strip() for item in overrides
+                       if item.strip().startswith("memory.") and not item.strip().startswith("memory.kind")]
+        if config.memory.kind is None and memory_sets:  # else saved in the run's config as if they had acted
+            raise UserError(f"--set {memory_sets[0]} sets a memory plugin that this run has none of: add --memory plug "
+                            "or --memory tune")
     if resume is None and out is None:
         out = default_run_dir(config)  # named here, to be told at the end
     long = _long_csv(data) if resume is None else None

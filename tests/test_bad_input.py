@@ -119,6 +119,7 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--set", "data.name=5"], "data.name must be text"),
         (["train", "--memory-size", "8"], "add --memory plug or --memory tune"),  # not silently a run without one
         (["train", "--memory-strategy", "all"], "add --memory plug or --memory tune"),
+        (["train", "--set", "memory.size=8"], "--set memory.size sets a memory plugin that this run has none of"),
         (["train", "--set", "model.d_model=[1,2"], "--set model.d_model: '[1,2' is not a value (expected ',' or ']'"),
         (["train", "--set", "model.dropout=abc"], "model.dropout must be in [0, 1), got 'abc'"),
     ],
