@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config
 from stanhop.errors import UserError
-from stanhop.runs import load_run, refuse_if_training
+from stanhop.runs import load_run, refuse_if_training, training_lock
 from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
 
@@ -116,52 +117,54 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     except OSError as err:
         raise UserError(f"cannot write in {run.path} ({err.strerror}); a memory plugin is saved in its run: copy the "
                         "run to a folder you can write, and add the plugin to the copy") from None
-    model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
-    config, mem = run.config, run.config.memory
-    mem.kind = kind
-    if fill is not None:  # for a csv memory's empty cells (the run's own data read alike has none to fill)
-        config.data.fill = fill
-    csv = None if csv is None else str(Path(csv).expanduser().resolve())  # saved absolute: found from any folder
-    for name, value in (("size", size), ("strategy", strategy), ("csv", csv), ("tune_epochs", epochs)):
-        if value is not None:
-            setattr(mem, name, value)
-    if strategy is not None and strategy != "csv":
-        mem.csv = None
-    config.validate()
-    check_memory_config(config)
-    own_rows = "a memory is taken from, and tuned on, the run's own training rows"
-    dm = run_data_module(run, f"put it back there: {own_rows}")
-    if run.data.borders and not same_windows(run, dm):  # grown or edited: its split would reach the run's test rows
-        raise UserError(f"{config.data.name} no longer holds the rows {run.path} was trained on (its split borders or "
-                        f"training rows differ), and {own_rows}; put back the file as it was when the run was trained")
-    rows, first_row = _memory_rows(config, dm, csv_rows)
-    memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
-                             seed=config.train.seed, first_row=first_row)
+    # tune of a finished run: no training into it meanwhile (a training adding its plugin holds the lock itself)
+    with training_lock(run.path) if facts is None else nullcontext():
+        model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
+        config, mem = run.config, run.config.memory
+        mem.kind = kind
+        if fill is not None:  # for a csv memory's empty cells (the run's own data read alike has none to fill)
+            config.data.fill = fill
+        csv = None if csv is None else str(Path(csv).expanduser().resolve())  # saved absolute: found from any folder
+        for name, value in (("size", size), ("strategy", strategy), ("csv", csv), ("tune_epochs", epochs)):
+            if value is not None:
+                setattr(mem, name, value)
+        if strategy is not None and strategy != "csv":
+            mem.csv = None
+        config.validate()
+        check_memory_config(config)
+        own_rows = "a memory is taken from, and tuned on, the run's own training rows"
+        dm = run_data_module(run, f"put it back there: {own_rows}")
+        if run.data.borders and not same_windows(run, dm):  # grown or edited: its split would reach the run's test rows
+            raise UserError(f"{config.data.name} no longer holds the rows {run.path} was trained on (its split borders or "
+                            f"training rows differ), and {own_rows}; put back the file as it was when the run was trained")
+        rows, first_row = _memory_rows(config, dm, csv_rows)
+        memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
+                                 seed=config.train.seed, first_row=first_row)
 
-    use_gpu = config.train.accelerator != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda" if use_gpu else "cpu")
-    if kind == "plug":
-        forecaster = M.plug_and_play(model.to(device), memory).to(device)
-        lam, beta, _ = M.choose_plug(forecaster, dm.val_dataloader())
-        details = {"lambda": lam, "beta": beta}
-    else:
-        # start from the β₀ that Plug-and-Play's validation grid prefers (on ETTh1 the default 16
-        # finds no matches and the plugin learns nothing; 1-4 do), the gate from 0 as always
-        _, beta, _ = M.choose_plug(M.plug_and_play(model.to(device), memory).to(device), dm.val_dataloader())
-        forecaster = M.tune_and_play(model, memory, beta=beta, seed=config.train.seed).to(device)
-        train_windows = dm.dataset("train")
-        losses = M.tune(forecaster, dm.series, train_windows.first, len(train_windows), epochs=mem.tune_epochs,
-                        seed=config.train.seed)
-        details = {"tune_epochs": mem.tune_epochs, "tune_loss": losses[-1], "beta_start": beta}
-    val = M.memory_report(forecaster, dm.val_dataloader())
-    forecaster.cpu()
-    settings = {"size": len(memory), "strategy": mem.strategy, "csv": mem.csv, "seed": config.train.seed}
-    M.save_memory(forecaster, run.path, settings)
-    save_config(config, run.path / CONFIG)
-    summary = {"kind": kind, "size": len(memory), "strategy": mem.strategy, **details,
-               "val_mse": val["test_mse"], "val_mse_plain": val["test_mse_plain"],
-               "seconds": round(time.perf_counter() - started, 1)}
-    return evaluate(run.path, facts={**(facts or {}), "memory": summary}, progress=progress)
+        use_gpu = config.train.accelerator != "cpu" and torch.cuda.is_available()
+        device = torch.device("cuda" if use_gpu else "cpu")
+        if kind == "plug":
+            forecaster = M.plug_and_play(model.to(device), memory).to(device)
+            lam, beta, _ = M.choose_plug(forecaster, dm.val_dataloader())
+            details = {"lambda": lam, "beta": beta}
+        else:
+            # start from the β₀ that Plug-and-Play's validation grid prefers (on ETTh1 the default 16
+            # finds no matches and the plugin learns nothing; 1-4 do), the gate from 0 as always
+            _, beta, _ = M.choose_plug(M.plug_and_play(model.to(device), memory).to(device), dm.val_dataloader())
+            forecaster = M.tune_and_play(model, memory, beta=beta, seed=config.train.seed).to(device)
+            train_windows = dm.dataset("train")
+            losses = M.tune(forecaster, dm.series, train_windows.first, len(train_windows), epochs=mem.tune_epochs,
+                            seed=config.train.seed)
+            details = {"tune_epochs": mem.tune_epochs, "tune_loss": losses[-1], "beta_start": beta}
+        val = M.memory_report(forecaster, dm.val_dataloader())
+        forecaster.cpu()
+        settings = {"size": len(memory), "strategy": mem.strategy, "csv": mem.csv, "seed": config.train.seed}
+        M.save_memory(forecaster, run.path, settings)
+        save_config(config, run.path / CONFIG)
+        summary = {"kind": kind, "size": len(memory), "strategy": mem.strategy, **details,
+                   "val_mse": val["test_mse"], "val_mse_plain": val["test_mse_plain"],
+                   "seconds": round(time.perf_counter() - started, 1)}
+        return evaluate(run.path, facts={**(facts or {}), "memory": summary}, progress=progress)
 
 
 def _memory_rows(config: Config, dm, frame=None):

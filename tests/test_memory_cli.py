@@ -212,6 +212,26 @@ def test_add_memory_takes_a_csv_as_the_memory_asked_for_and_refuses_what_it_woul
     assert loaded.config.memory.strategy == "csv" and (loaded.model.starts == -1).all()
 
 
+def test_tune_holds_the_runs_lock_while_it_works(plug_run, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import stanhop.memory as M
+    from stanhop.runs import training_pid
+
+    run = shutil.copytree(plug_run, tmp_path / "copy")
+    seen, select = [], M.select_memory
+
+    def watched(*args, **kwargs):  # while tune chooses the memory: is the run locked, and by whom?
+        seen.append(training_pid(run))
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(M, "select_memory", watched)
+    result = invoke("tune", str(run), "--epochs", "1", "--memory-size", "4")
+    assert result.exit_code == 0, result.output
+    assert seen == [os.getpid()] and training_pid(run) is None and not (run / ".training").exists()
+
+
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     out = tmp_path / "never"
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
