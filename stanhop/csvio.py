@@ -567,6 +567,11 @@ def _with_missing_dates(frame: pd.DataFrame, path: Path, insert: bool, first_row
     row = first_row + int(frame.index.searchsorted(gone[0])) - 1  # the last row before the first gap
     missing = (f"{len(gone)} timestamp(s) missing at the step '{infer_freq(full)}' "  # 'D' as elsewhere, not '24h'
                f"(the first {gone[0]}, between lines {row + FIRST_ROW_LINE} and {row + 1 + FIRST_ROW_LINE})")
+    first = gone[0]
+    if (full.tz is None and first.hour == 2 and first.minute == 0 and first.month in (3, 4)
+            and full.freq is not None and pd.Timedelta(full.freq) <= pd.Timedelta(hours=1)):
+        missing += (" (the hour the clocks go forward in spring? it never was: write the dates with their UTC "
+                    "offsets, or they are filled as if it had been)")
     if not insert:
         raise UserError(f"{path}: {missing}; insert them and fill their cells {FILL_ADVICE}, or fix the file")
     tell_once(f"{path}: {missing} inserted, their cells filled")
