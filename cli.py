@@ -129,16 +129,10 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
                         columns=_split_list(columns), fill=fill)
 
     if (long := _long_csv(name_or_csv)) is not None:  # neuralforecast's layout: described as its wide form
-        import tempfile
+        from stanhop.frames import as_wide_csv
 
-        from stanhop.errors import known_as
-        from stanhop.frames import to_wide
-
-        with tempfile.TemporaryDirectory() as folder:
-            staged = os.path.join(folder, "data.csv")
-            with known_as(staged, name_or_csv):
-                to_wide(long, date_column, name_or_csv).to_csv(staged, index=False)
-                info = {**described(staged), "name": name_or_csv}
+        with as_wide_csv(long, date_column, name_or_csv, keep_empty=True) as staged:  # empty cells: counted
+            info = {**described(str(staged)), "name": name_or_csv}
     else:
         info = described(name_or_csv)
     if as_json:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, likely_name
 
 SEPARATIONS = ("entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped")
 MEMORY_KINDS = (None, "plug", "tune")
@@ -257,11 +257,8 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             raise UserError("--set model.n_series: the number of series is the data's, set from its channels; choose "
                             "them with --columns (Python: data.columns)")
         if section not in raw or name not in raw[section]:
-            import difflib
-
-            keys = [f"{part}.{field}" for part, fields in raw.items() for field in fields]
-            close = difflib.get_close_matches(key.strip(), keys, n=1, cutoff=0.7)
-            raise UserError(f"--set: unknown config key '{key}'" + (f"; did you mean {close[0]}?" if close else ""))
+            likely = likely_name(key.strip(), [f"{part}.{field}" for part, fields in raw.items() for field in fields])
+            raise UserError(f"--set: unknown config key '{key}'" + (f"; did you mean {likely}?" if likely else ""))
         try:
             raw[section][name] = parse_yaml(value) if value.strip() else None
         except yaml.YAMLError as err:

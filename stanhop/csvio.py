@@ -40,7 +40,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
-from stanhop.errors import UserError, listing, tell_once
+from stanhop.errors import UserError, likely_name, listing, tell_once
 from stanhop.frames import LONG_COLUMNS
 
 FILLS = ("ffill", "interpolate")
@@ -153,16 +153,18 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     other than pandas' own."""
     distinct = pd.Series(pd.unique(text), name="ds")
     readings = [(how, dates) for how, dates in _long_readings(distinct) if not dates.isna().any()]
-    steps = [pd.DatetimeIndex(dates).sort_values() for _, dates in readings]
-    chosen = next((r for r, index in zip(readings, steps) if _regular(index)), None) \
-        or next((r for r, index in zip(readings, steps) if _full_range(index) is not None), None) \
-        or next(iter(readings), None)
+
+    def fits(dates: pd.Series, gaps_allowed: bool) -> bool:  # in any order: one per series
+        index = pd.DatetimeIndex(dates).sort_values()
+        return _regular(index) or (gaps_allowed and _full_range(index) is not None)
+
+    chosen = _first_fitting(readings, fits) or next(iter(readings), None)
     if chosen is None:
         unread = _to_datetime(text, utc=True).isna().to_numpy()
         row = int(np.argmax(unread)) if unread.any() else 0
         raise UserError(f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {text.iloc[row]!r} in "
                         "column 'ds' (expected e.g. 2016-07-01 00:00:00, one format for the whole column)")
-    how, dates = chosen
+    how, dates = chosen[:2]
     if how:
         tell_once(f"{path}: the dates in column 'ds' are read {how}")
     else:
@@ -394,18 +396,6 @@ def _check_text(path: Path) -> None:
 _DATE_NAMES = {"date", "time", "timestamp", "datetime", "date_time", "ds", "dt", "datum", "zeit", "fecha", "data"}
 
 
-def close_name(wanted: str, names: list[str]) -> str | None:
-    """The one of ``names`` that is ``wanted`` but for case and spaces ('Date ', 'DATE'), or else
-    the closest spelling (difflib), if any is close; None otherwise."""
-    import difflib
-
-    same = [n for n in names if n.strip().casefold() == wanted.strip().casefold()]
-    if same:
-        return same[0]
-    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
-    return close[0] if close else None
-
-
 def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_column: str,
                   columns: list[str] | None) -> None:
     names = [str(c) for c in header]
@@ -415,7 +405,8 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
             hint = "; the file seems not to be comma-separated: save it with ',' (or ';') between values"
         elif set(LONG_COLUMNS) <= set(names):  # neuralforecast's long layout: the pivot, not --date-column ds
             hint = ("; it is in long format, one row per series and timestamp (neuralforecast's unique_id, ds, y), "
-                    "which train --data and forecast --input take as it is; here one column per series is needed: "
+                    "which the CLI's train, forecast, plot, evaluate and data describe take as it is (Python: stanhop.csvio.read_long); "
+                    "here one column per series is needed: "
                     f"pivot it, e.g. with pandas df.pivot(index='ds', columns='unique_id', values='y')"
                     f".rename_axis('{date_column}')")
         elif names and _UNNAMED.fullmatch(names[0]):
@@ -425,7 +416,7 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
             hint = "; its first line is a comment: remove the comment lines above the header"
         elif len(names) > 1:
             hint = "; name it with date_column=... (CLI: --date-column)"
-            likely = close_name(date_column, names) or next((n for n in names if n.strip().casefold() in _DATE_NAMES),
+            likely = likely_name(date_column, names) or next((n for n in names if n.strip().casefold() in _DATE_NAMES),
                                                             None)
             if likely is not None:
                 hint = f"; did you mean {likely!r}? (CLI: --date-column {shlex.quote(likely)}; Python: date_column=)"
@@ -524,15 +515,20 @@ def _regular(index: pd.DatetimeIndex) -> bool:
     return True
 
 
-def on_calendar(index: pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex | None:
-    """The timestamps of the step ``freq`` (a run's) from the first of ``index`` to its last,
-    where every one of ``index`` is among them: calendar months, days across a change of
-    clocks. None where a timestamp lies off that step, or pandas cannot make the range."""
+def calendar(index: pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex | None:
+    """The timestamps of the step ``freq`` (a run's) from the first of ``index`` to its last:
+    calendar months, days across a change of clocks; None where pandas cannot make them."""
     try:
-        grid = pd.date_range(index[0], index[-1], freq=freq)
+        return pd.date_range(index[0], index[-1], freq=freq)
     except (TypeError, ValueError):
         return None
-    return grid if index.isin(grid).all() else None
+
+
+def on_calendar(index: pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex | None:
+    """``calendar(index, freq)`` where every one of ``index`` is among its timestamps; None
+    where a timestamp lies off that step, or pandas cannot make the range."""
+    grid = calendar(index, freq)
+    return grid if grid is not None and index.isin(grid).all() else None
 
 
 def _full_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex | None:
@@ -607,16 +603,27 @@ def _another_reading_if_only_that_fits(text: pd.Series, dates: pd.Series, path: 
     two days in a row, month first two days a month apart); where day first fits as well as
     pandas' reading and gives other dates, the user is told which was taken."""
     readings = [("", dates), *_other_readings(text)]
+    chosen = _first_fitting(readings, lambda other, gaps_allowed: _fits(other, path, gaps_allowed=gaps_allowed))
+    if chosen is None:
+        return dates  # the caller says what is wrong with them
+    how, other, gapless = chosen
+    if how:
+        _tell_read_as(text, other, path, how)
+    elif gapless:
+        for day_first in (d for h, d in readings if h == "day first"):
+            _tell_if_day_first_fits_too(text, other, day_first, path)
+    return other
+
+
+def _first_fitting(readings, fits) -> tuple[str, pd.Series, bool] | None:
+    """(how, dates, gapless) of the first of ``readings`` (how, dates) whose dates fit with no
+    timestamp missing (``fits(dates, False)``), else of the first that fits with gaps
+    (``fits(dates, True)``); None where none fits."""
     for gaps_allowed in (False, True):
-        for how, other in readings:
-            if _fits(other, path, gaps_allowed=gaps_allowed):
-                if how:
-                    _tell_read_as(text, other, path, how)
-                elif not gaps_allowed:
-                    for day_first in (d for h, d in readings if h == "day first"):
-                        _tell_if_day_first_fits_too(text, other, day_first, path)
-                return other
-    return dates  # the caller says what is wrong with them
+        for how, dates in readings:
+            if fits(dates, gaps_allowed):
+                return how, dates, not gaps_allowed
+    return None
 
 
 def _tell_if_day_first_fits_too(text: pd.Series, dates: pd.Series, day_first: pd.Series, path: Path) -> None:

@@ -102,6 +102,18 @@ def command(*words) -> str:
     return shlex.join(["stanhop", *map(str, words)])
 
 
+def likely_name(wanted: str, names: list[str]) -> str | None:
+    """The one of ``names`` that is ``wanted`` but for case and spaces ('Date ', 'DATE'), or else
+    the closest spelling (difflib), if any is close; None otherwise: what a mistyped name meant."""
+    import difflib
+
+    same = [n for n in names if n.strip().casefold() == wanted.strip().casefold()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
     print(f"notice: {aliased(message)}", file=sys.stderr)

@@ -39,7 +39,9 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from stanhop.errors import UserError, command, counted, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.errors import (
+    UserError, command, counted, likely_name, listing, notice_to_stderr, redrawn_bars, writable_folder,
+)
 from stanhop.frames import is_long
 from stanhop.runs import publish, write_json
 
@@ -88,10 +90,8 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
                         f"ds, y); here one column per series is needed: pivot it, e.g. with pandas "
                         f"df.pivot(index='ds', columns='unique_id', values='y').rename_axis('{date_column}')")
     if date_column not in names:
-        from stanhop.csvio import close_name
-
         shown = ", ".join(names[:10])[:200]
-        likely = close_name(date_column, names)
+        likely = likely_name(date_column, names)
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); rename its timestamp column"
                         f"{f' ({likely!r}?)' if likely else ''} to '{date_column}', as in the data the run was trained on")
     require_file_channels(path, names, channels, date_column, notify)
@@ -117,7 +117,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     rows must be complete). With ``last_rows`` (only that many rows at the end will be used),
     rows before a gap in time that leaves that many after it are dropped (``after_last_gap``).
     """
-    from stanhop.frames import check_names, is_text, to_wide
+    from stanhop.frames import check_names, index_hint, is_text, to_wide
 
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
@@ -136,8 +136,6 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
             raise UserError(f"cannot read the dates in column '{date}' of {source} ({str(err).splitlines()[0]})") from None
         frame = frame.drop(columns=[date]).set_axis(index, axis=0)
     elif not isinstance(frame.index, pd.DatetimeIndex):
-        from stanhop.frames import index_hint
-
         raise UserError(f"{source} needs a DatetimeIndex or a '{date}' column with the timestamps{index_hint(frame)}")
     channels_of(run, frame.columns, source, notify, long=long)
     try:
@@ -299,14 +297,10 @@ def refuse_off_calendar(index: pd.DatetimeIndex, first: int, freq: str, path) ->
     """A UserError naming the first of ``index[first:]`` (a file's rows, untrimmed) that is not
     on the run's calendar of step ``freq`` counted from ``index[first]``: a Saturday in business
     days, 10:30 in hourly data. It is told as a row to remove, not as timestamps missing."""
-    from stanhop.csvio import FIRST_ROW_LINE
+    from stanhop.csvio import FIRST_ROW_LINE, calendar
 
     rows = index[first:]
-    if len(rows) < 2 or not (rows.is_monotonic_increasing and rows.is_unique):
-        return
-    try:
-        grid = pd.date_range(rows[0], rows[-1], freq=freq)
-    except (TypeError, ValueError):
+    if len(rows) < 2 or not (rows.is_monotonic_increasing and rows.is_unique) or (grid := calendar(rows, freq)) is None:
         return
     off = np.flatnonzero(~rows.isin(grid))
     if len(off):

@@ -15,11 +15,13 @@ of its data that evaluate, forecast and plot find as for any CSV.
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
-from stanhop.errors import UserError, listing, tell_once
+from stanhop.errors import UserError, known_as, listing, tell_once
 
 LONG_COLUMNS = ("unique_id", "ds", "y")
 MODEL_COLUMN = "STanHop"  # a long forecast's column, named after the model as neuralforecast names its own
@@ -143,14 +145,14 @@ def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the Data
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: str | None = None,
-                name: str = "the DataFrame") -> Path:
+                name: str = "the DataFrame", *, keep_empty: bool = False) -> Path:
     """Write ``frame`` (wide or long) as a wide comma-separated CSV (pandas' ISO dates, floats that
-    read back exactly); without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its time.
-    Messages call the frame ``name``."""
+    read back exactly); without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its
+    time, unless ``keep_empty`` (for a reader that counts them). Messages call the frame ``name``."""
     wide = to_wide(frame, date_column, name)
     numbers = wide.drop(columns=[date_column]).select_dtypes("number")
     empty = numbers.isna().to_numpy()  # (rows, numeric columns)
-    if fill is None and empty.any():
+    if fill is None and not keep_empty and empty.any():
         row, col = (int(v[0]) for v in empty.nonzero())
         what = "missing value(s) (empty, or a timestamp the series lacks), the first for series" if is_long(frame) \
             else "empty (NaN) cell(s), the first in column"
@@ -160,3 +162,15 @@ def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: s
     path = Path(path)
     wide.to_csv(path, index=False)
     return path
+
+
+@contextmanager
+def as_wide_csv(frame: pd.DataFrame, date_column: str, name: str, fill: str | None = None, *,
+                keep_empty: bool = False):
+    """``frame`` (a long file's rows) written by ``write_frame`` as a wide CSV in a temporary
+    folder, for the CSV readers; within the block, messages call that file ``name``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.csv"
+        with known_as(str(path), name):
+            write_frame(frame, path, date_column, fill, name, keep_empty=keep_empty)
+            yield path

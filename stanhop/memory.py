@@ -305,6 +305,11 @@ def block_inputs_and_forecast(model: nn.Module, x: Tensor) -> tuple[Tensor, list
     return forecast, inputs
 
 
+def backbone(model: nn.Module) -> nn.Module:
+    """The STanHop-Net of a run's model, with or without a memory plugin around it."""
+    return model.model if isinstance(model, MemoryForecaster) else model
+
+
 @torch.no_grad()
 def backbone_outputs(model: nn.Module, x: Tensor, batch_size: int = 256) -> tuple[Tensor, list[Tensor]]:
     """`block_inputs_and_forecast` of the model in eval mode, in batches: (n, out_len, c), [(n, c, s_i, d)].

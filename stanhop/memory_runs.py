@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config
-from stanhop.errors import UserError
-from stanhop.runs import load_run, refuse_if_training, training_lock
+from stanhop.errors import UserError, tell_once
+from stanhop.runs import load_run, training_lock
 from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
 
@@ -42,7 +42,6 @@ def memory_frame(config: Config, dm):
     (``_far_from_training``) and for rows inside the run's validation and test period. Called
     before any training, so that a bad file cannot leave a trained run without its memory."""
     from stanhop.csvio import infer_freq, load_series
-    from stanhop.errors import tell_once
     from stanhop.forecast import check_csv_header, same_freq
 
     mem, m = config.memory, config.model
@@ -74,7 +73,6 @@ def _far_from_training(path: str, frame, scaler) -> None:
     scale, so a file in other units (W for kW, a shifted baseline) matches no input and the
     plugin retrieves nothing useful."""
     from stanhop.scaling import far_from_training
-    from stanhop.errors import tell_once
 
     if far := far_from_training(frame, scaler):
         tell_once(f"memory CSV {path}: {far}; memory windows are compared with inputs on that scale, so check the "
@@ -109,8 +107,6 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     if epochs is not None and kind != "tune":
         raise UserError(f"epochs= is Tune-and-Play's (kind='tune'); a {kind!r} memory is not trained")
     started = time.perf_counter()
-    if facts is None:  # tune of a finished run (a training adding its plugin holds the run's lock itself)
-        refuse_if_training(run_path)
     run = load_run(run_path)
     try:  # before any work: the plugin is saved in the run
         tempfile.TemporaryFile(dir=run.path).close()
@@ -119,7 +115,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
                         "run to a folder you can write, and add the plugin to the copy") from None
     # tune of a finished run: no training into it meanwhile (a training adding its plugin holds the lock itself)
     with training_lock(run.path) if facts is None else nullcontext():
-        model = run.model.model if isinstance(run.model, M.MemoryForecaster) else run.model
+        model = M.backbone(run.model)
         config, mem = run.config, run.config.memory
         mem.kind = kind
         if fill is not None:  # for a csv memory's empty cells (the run's own data read alike has none to fill)

@@ -59,8 +59,8 @@ def run_data_module(run, remedy: str = "evaluate can read a copy with --data"):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew;
     ``remedy``: what the command can do when the data file is gone."""
-    from stanhop.scaling import Scaler
     from stanhop.datasets import check_run_file
+    from stanhop.scaling import Scaler
 
     check_run_file(str(run.config.data.name), remedy)
     run.config.data.columns = list(run.data.columns)
@@ -193,11 +193,12 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     dm = make_data_module(config)
     config.model.n_series = dm.n_series
     config.validate()
-    limit, batches = config.train.limit_train_batches, math.ceil(len(dm.dataset("train")) / config.train.batch_size)
+    windows, limit = len(dm.dataset("train")), config.train.limit_train_batches
+    batches = math.ceil(windows / config.train.batch_size)
     if isinstance(limit, float) and limit * batches < 1:  # else Lightning's error, after the run's folder is made
         raise UserError(f"train.limit_train_batches {limit} of the {batches} training batches is less than one; give "
                         f"at least {1 / batches:.3g}, or a whole number of batches")
-    if config.train.batch_size > (windows := len(dm.dataset("train"))):
+    if config.train.batch_size > windows:
         notice_to_stderr(f"train.batch_size {config.train.batch_size} is more than the {windows} training windows: "
                          "every epoch is one step of all of them")
     if constant := constant_channels(dm):
@@ -472,9 +473,10 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if data is not None:
         from stanhop.csvio import read_long
         from stanhop.forecast import check_csv_header
+        from stanhop.frames import as_wide_csv
 
         if (long := read_long(data)) is not None:  # neuralforecast's layout: scored as its wide form
-            with _staged_wide(long, run, data) as staged:
+            with as_wide_csv(long, run.data.date_column, data, run.config.data.fill) as staged:
                 return evaluate(run.path, data=str(staged), split=split, quantize=quantize, act_range=act_range,
                                 facts=facts, progress=progress, _data_name=data)
         check_csv_header(data, run.data.columns, run.data.date_column)  # worded as forecast words it
@@ -495,7 +497,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     with OutlierMonitor(run.model) as monitor:  # the outlier statistics come from the test pass's activations
         test = forecast_errors(run.model, bar(test_loader, "test"), run.data.mean, run.data.scale)
     outliers = monitor.summary()
-    from stanhop.memory import MemoryForecaster, memory_report
+    from stanhop.memory import MemoryForecaster, backbone, memory_report
 
     if isinstance(run.model, MemoryForecaster):  # it wraps the model: its modules keep the names of a plain run
         outliers["per_module"] = {name.removeprefix("model."): v for name, v in outliers["per_module"].items()}
@@ -519,7 +521,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     elif previous.pop("memory", None) is not None:  # its files were deleted: the figures are of a model no more
         notice_to_stderr(f"{run.path} has no memory plugin now ({MEMORY_SETTINGS} is gone): its figures are dropped "
                          f"from {METRICS}")
-    previous.setdefault("params", sum(p.numel() for p in _backbone(run.model).parameters()))
+    previous.setdefault("params", sum(p.numel() for p in backbone(run.model).parameters()))
     metrics = {
         **previous,
         "test": test,
@@ -552,13 +554,6 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     return metrics
 
 
-def _backbone(model):
-    """The STanHop-Net of a run's model, with or without a memory plugin around it."""
-    from stanhop.memory import MemoryForecaster
-
-    return model.model if isinstance(model, MemoryForecaster) else model
-
-
 def _plugin_settings(run, val_loader) -> dict[str, Any]:
     """metrics.json's memory settings and validation figures, as tuning wrote them, from the
     plugin and its memory.json (for a run whose metrics.json was lost)."""
@@ -569,21 +564,6 @@ def _plugin_settings(run, val_loader) -> dict[str, Any]:
     return {"kind": run.model.kind, "size": len(run.model.windows), "strategy": saved.get("strategy"),
             **{key: saved[key] for key in ("lambda", "beta") if key in saved},
             "val_mse": val["test_mse"], "val_mse_plain": val["test_mse_plain"]}
-
-
-@contextmanager
-def _staged_wide(long, run, name: str):
-    """A long frame written as a wide CSV in a temporary folder, for the run's readers; messages
-    name it ``name`` (the long file)."""
-    import tempfile
-
-    from stanhop.frames import write_frame
-
-    with tempfile.TemporaryDirectory() as folder:
-        staged = Path(folder) / "data.csv"
-        with known_as(str(staged), name):
-            write_frame(long, staged, run.data.date_column, run.config.data.fill, name)
-            yield staged
 
 
 RUN_FACTS = ("params", "epochs", "train_seconds", "best_checkpoint", "init_from", "data_source")  # metrics.json's keys that describe the model
