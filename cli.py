@@ -502,8 +502,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     per future step, timestamps continuing the CSV's frequency, one column per channel.
     A --horizon past the run's out_len appends each forecast to the input and forecasts
     again (errors compound; a backtest with that horizon measures them).
-    --backtest writes a long table (window_start: the window's first input row; timestamp,
-    step: 1 is the first step after its last input row; <channel>_pred, <channel>_true) and
+    --backtest writes a long table (window_start and cutoff: the window's first and last input
+    rows; timestamp, step: 1 is the first step after the cutoff; <channel>_pred, <channel>_true) and
     prints MSE/MAE per channel and overall; with --output the metrics
     also go to a JSON file beside it (bt.csv -> bt.metrics.json). A long --input (unique_id,
     ds, y) gets its tables in that layout: unique_id, ds, STanHop, … .

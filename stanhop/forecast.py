@@ -594,7 +594,8 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]]),
              "baselines": naive_errors(z, starts, in_len, horizon, season_of(run.data.freq))}
     chunks = _chunks(run, frame, z, starts, horizon, int(batch_size), errors, progress)
-    as_given = (_as_given(run, chunk, given, levels, prediction="_pred", keep=("window_start", "step")) for chunk in chunks)
+    as_given = (_as_given(run, chunk, given, levels, prediction="_pred",
+                                   keep=("window_start", "cutoff", "step")) for chunk in chunks)
     return BacktestStream(as_given, errors, facts)
 
 
@@ -610,11 +611,14 @@ def _chunks(run, frame: pd.DataFrame, z: np.ndarray, starts: np.ndarray, horizon
 
 def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
                 widths: dict[float, np.ndarray], scale: np.ndarray) -> pd.DataFrame:
-    """One row per (window, step): window_start, timestamp, step, then per channel <channel>_pred,
-    its interval bounds at each level (<channel>_lo80, _hi80, …) and <channel>_true."""
+    """One row per (window, step): window_start (its first input row), cutoff (its last, the
+    forecast's origin, as neuralforecast's cross-validation names it), timestamp, step, then per
+    channel <channel>_pred, its interval bounds at each level (<channel>_lo80, _hi80, …) and
+    <channel>_true."""
     b, t, c = prediction.shape
     table = {
         "window_start": np.repeat(frame.index[starts], t),
+        "cutoff": np.repeat(frame.index[rows[:, 0] - 1], t),
         "timestamp": frame.index[rows.reshape(-1)],
         "step": np.tile(np.arange(1, t + 1), b),
     }
@@ -630,7 +634,7 @@ def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: in
     default: the horizon) beside the truth.
 
     Returns the long table in original units (for a long ``frame``, neuralforecast's layout:
-    unique_id, ds, window_start, step, y, STanHop, …) and the metrics: ``overall`` and
+    unique_id, ds, window_start, cutoff, step, y, STanHop, …) and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,

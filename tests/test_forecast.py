@@ -285,6 +285,7 @@ def test_backtest_table_agrees_with_forecasts_truth_and_metrics(run, etth1):
     np.testing.assert_array_equal(third[[f"{c}_true" for c in rows.columns]].to_numpy(),
                                   rows.iloc[14 + in_len : 14 + in_len + out_len].to_numpy())
     assert list(third["timestamp"]) == list(rows.index[14 + in_len : 14 + in_len + out_len])
+    assert set(third["cutoff"]) == {rows.index[14 + in_len - 1]}  # the last input row, neuralforecast's cutoff
     for c in rows.columns:
         squared = (table[f"{c}_pred"] - table[f"{c}_true"]) ** 2
         assert result.metrics["per_channel"][c]["mse_original_units"] == pytest.approx(squared.mean(), rel=1e-4)

@@ -123,7 +123,7 @@ def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_lo
     long_backtest, wide_backtest = run.backtest(long, stride=5), run.backtest(wide, stride=5)
     assert long_backtest.metrics == wide_backtest.metrics
     table, reference = long_backtest.table, wide_backtest.table
-    assert list(table.columns) == ["unique_id", "ds", "window_start", "step", "y", "STanHop"]
+    assert list(table.columns) == ["unique_id", "ds", "window_start", "cutoff", "step", "y", "STanHop"]
     ot = table[table["unique_id"] == "OT"]
     np.testing.assert_array_equal(ot["ds"].to_numpy(), reference["timestamp"].to_numpy())
     np.testing.assert_array_equal(ot["y"].to_numpy(), reference["OT_true"].to_numpy())
@@ -208,7 +208,7 @@ def test_a_long_csv_trains_forecasts_and_backtests_from_the_cli(run, run_dir, et
     wide_backtest = run.backtest(recent, stride=50)
     assert json.loads(backtest.stdout) == json.loads(json.dumps(wide_backtest.metrics))
     table = pd.read_csv(tmp_path / "bt.csv", parse_dates=["ds", "window_start"])
-    assert list(table.columns) == ["unique_id", "ds", "window_start", "step", "y", "STanHop"]
+    assert list(table.columns) == ["unique_id", "ds", "window_start", "cutoff", "step", "y", "STanHop"]
     ot = table[table["unique_id"] == "OT"]
     np.testing.assert_allclose(ot["STanHop"].to_numpy(), wide_backtest.table["OT_pred"].to_numpy(), rtol=1e-12)
     holed = melted(recent)
