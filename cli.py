@@ -19,7 +19,7 @@ import traceback
 import click
 
 from stanhop import __version__
-from stanhop.errors import Terminated, UserError, abridged, command, counted, listing, notice_to_stderr
+from stanhop.errors import Terminated, UserError, abridged, command, counted, listing, notice_to_stderr, one_job
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 MEMORY_STRATEGY_HELP = ("How the K memory windows are chosen from the training split: random; all (every window, "
@@ -42,7 +42,8 @@ class StanhopGroup(click.Group):
         if threading.current_thread() is threading.main_thread():  # (only there may a handler be set)
             signal.signal(signal.SIGTERM, _terminated)  # told as Ctrl+C is (Lightning's own handler takes over in fit)
         try:
-            return super().invoke(ctx)
+            with one_job():  # each notice once in the command
+                return super().invoke(ctx)
         except _NO_ARGS_IS_HELP:  # a bare group: its help, as click shows it
             raise
         except click.UsageError as err:  # an unknown command or option, a bad option value: one line, as any mistake

@@ -11,6 +11,7 @@ import re
 import sys
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 
@@ -119,16 +120,35 @@ def notice_to_stderr(message: str) -> None:
     print(f"notice: {aliased(message)}", file=sys.stderr)
 
 
-_TOLD: set[str] = set()
+_TOLD: ContextVar[set[str] | None] = ContextVar("stanhop_told", default=None)  # the notices told in this job
+
+
+@contextmanager
+def one_job():
+    """A job: one command, or one call of the Python API (as a decorator, on each call). Within
+    it :func:`tell_once` tells each notice once; a job begun inside another is part of it. Two
+    trainings in one notebook are two jobs, so the second DataFrame's notices are told too,
+    though they read as the first's ("the DataFrame: 3 empty cell(s) filled ...")."""
+    if _TOLD.get() is not None:
+        yield
+        return
+    token = _TOLD.set(set())
+    try:
+        yield
+    finally:
+        _TOLD.reset(token)
 
 
 def tell_once(message: str) -> None:
-    """A notice, once per process and text as the user reads it (aliased): a run reads its
-    file more than once, and a DataFrame's staged file and the run's copy read alike."""
-    told = aliased(message)
-    if told not in _TOLD:
-        _TOLD.add(told)
-        notice_to_stderr(message)
+    """A notice, once per job (:func:`one_job`; every time outside one) and text as the user
+    reads it (aliased): a run reads its file more than once, and a DataFrame's staged file and
+    the run's copy read alike."""
+    told, text = _TOLD.get(), aliased(message)
+    if told is not None and text in told:
+        return
+    if told is not None:
+        told.add(text)
+    notice_to_stderr(message)
 
 
 def writable_folder(folder: str | os.PathLike, option: str) -> Path:

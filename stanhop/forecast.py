@@ -40,7 +40,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop.errors import (
-    UserError, command, counted, likely_name, listing, notice_to_stderr, redrawn_bars, writable_folder,
+    UserError, command, counted, likely_name, listing, notice_to_stderr, one_job, redrawn_bars, writable_folder,
 )
 from stanhop.frames import is_long
 from stanhop.runs import publish, write_json
@@ -430,6 +430,7 @@ def future_index(index: pd.DatetimeIndex, steps: int, freq: str) -> pd.DatetimeI
     return pd.date_range(start=index[-1], periods=steps + 1, freq=freq)[1:]
 
 
+@one_job()
 def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=None,
              notify: Notify | None = None, progress: bool = False, source: str = "the input") -> pd.DataFrame:
     """Forecast the ``horizon`` (default ``out_len``) steps after the last row of ``frame``, in
@@ -558,6 +559,7 @@ class BacktestStream:
         return {**self.facts, **self.errors.result()}
 
 
+@one_job()
 def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
                     intervals=None, batch_size: int | None = None, notify: Notify | None = None,
                     progress: bool = False, source: str = "the input") -> BacktestStream:
@@ -628,6 +630,7 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
     return pd.DataFrame(table)
 
 
+@one_job()
 def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None, intervals=None,
              batch_size: int | None = None, notify: Notify | None = None, source: str = "the input") -> Backtest:
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride

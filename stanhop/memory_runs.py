@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config
-from stanhop.errors import UserError, tell_once
+from stanhop.errors import UserError, one_job, tell_once
 from stanhop.runs import load_run, training_lock
 from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
@@ -79,6 +79,7 @@ def _far_from_training(path: str, frame, scaler) -> None:
                   "file's units")
 
 
+@one_job()
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
                csv: str | None = None, epochs: int | None = None, fill: str | None = None,
                facts: dict[str, Any] | None = None, progress: bool = True, csv_rows=None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stanhop.errors import UserError, command, listing
+from stanhop.errors import UserError, command, listing, one_job
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 WHATS = ("forecast", "training", "outliers")
@@ -70,6 +70,7 @@ def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, in
     return history, forecast(run, history, horizon=horizon, intervals=intervals, progress=progress, source=source), truth
 
 
+@one_job()
 def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
                   history: int | None = None, horizon: int | None = None, intervals=None, progress: bool = False,
                   source: str = "the input"):
@@ -282,6 +283,7 @@ def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int =
     return path
 
 
+@one_job()
 def plot(run, what: str = "forecast", **kwargs):
     """``plot_forecast``, ``plot_training`` or ``plot_outliers`` by name."""
     if what not in WHATS:

@@ -25,7 +25,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError, command, listing, writable_folder
+from stanhop.errors import UserError, command, listing, one_job, writable_folder
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
@@ -227,6 +227,7 @@ class DataInfo:
     scale: list[float]
     target: str | None = None
     borders: dict[str, list[int]] = field(default_factory=dict)
+    fingerprint: str | None = None  # of the rows the windows use (rows_fingerprint); runs before it have none
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -286,6 +287,7 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
 
+    @one_job()
     def forecast(self, frame=None, horizon=None, intervals=None, **kwargs):
         """Forecast ``horizon`` steps (default out_len) past the end of ``frame`` (default: the
         run's own data, as `stanhop forecast RUN` does), with conformal ``intervals`` (levels in
@@ -296,6 +298,7 @@ class Run:
             frame = own_data(self, "all", remedy="pass the data to forecast from as a DataFrame")
         return forecast(self, frame, horizon=horizon, intervals=intervals, **kwargs)
 
+    @one_job()
     def backtest(self, frame=None, **kwargs):
         """Forecast every window of ``frame`` (default: the run's test split and the in_len rows
         before it, as `stanhop forecast RUN --backtest` does) beside the truth; see

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stanhop.config import SEPARATIONS, Config, make_paths_absolute
-from stanhop.errors import UserError, counted, writable_folder
+from stanhop.errors import UserError, counted, one_job, writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,6 +183,7 @@ def run_row(variant: Variant, seed: int, run_dir: Path, metrics: dict[str, Any],
     }
 
 
+@one_job()
 def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, gated: bool = False,
               seeds: int | Sequence[int] = 3, out: str | Path = "study", *, act_range: str = "minmax",
               log: Callable[[str], None] | None = print, progress_bars: bool = False) -> pd.DataFrame:

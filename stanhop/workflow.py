@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import Terminated, UserError, command, known_as, listing, notice_to_stderr, redrawn_bars, writable_folder
+from stanhop.errors import (Terminated, UserError, command, known_as, listing, notice_to_stderr, one_job, redrawn_bars,
+                            writable_folder)
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
     read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
@@ -72,9 +73,25 @@ def data_info(dm, config: Config) -> DataInfo:
         columns=list(dm.columns), freq=dm.freq, date_column=config.data.date_column,
         mean=[float(v) for v in dm.scaler.mean], scale=[float(v) for v in dm.scaler.scale],
         target=config.data.target, borders={part: [int(start), int(end)] for part, (start, end) in dm.borders.items()},
+        fingerprint=rows_fingerprint(dm),
     )
 
 
+def rows_fingerprint(dm) -> str:
+    """A hash of the rows ``dm``'s windows use (its first through its test split's last), their
+    timestamps and values as read: the same for the run's file and any copy of it, another for
+    a file that differs in any of those rows."""
+    import hashlib
+
+    import numpy as np
+
+    rows = dm.frame.iloc[: dm.borders["test"][1]]
+    digest = hashlib.sha256(np.ascontiguousarray(rows.index.asi8).tobytes())
+    digest.update(np.ascontiguousarray(rows.to_numpy(dtype=np.float64)).tobytes())
+    return digest.hexdigest()
+
+
+@one_job()
 def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
           init_from: str | Path | None = None, frame=None, frame_name: str = "the DataFrame", progress: bool = True,
           callbacks: list | None = None) -> dict[str, Any]:
@@ -451,6 +468,7 @@ def csv_name(value, argument: str, instead: str) -> str | None:
     raise UserError(f"{argument} must be a CSV path (str or pathlib.Path), got {type(value).__name__}; {instead}")
 
 
+@one_job()
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,
              act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True,
              _data_name: str | None = None) -> dict[str, Any]:
@@ -581,8 +599,9 @@ def test_baselines(dm, in_len: int, out_len: int) -> dict[str, dict[str, float]]
 
 
 def same_windows(run, dm) -> bool:
-    """Whether ``dm`` (set up) holds the run's own windows: the same split borders, and
-    training rows with the run's saved mean and scale (the same file, or a copy of it)."""
+    """Whether ``dm`` (set up) holds the run's own windows: the same split borders, and the same
+    rows (the same file, or a copy of it). Runs saved before ``rows_fingerprint`` compare the
+    training rows' mean and scale with the run's."""
     import numpy as np
 
     from stanhop.scaling import Scaler
@@ -590,6 +609,8 @@ def same_windows(run, dm) -> bool:
     borders = {part: [int(start), int(end)] for part, (start, end) in dm.borders.items()}
     if borders != run.data.borders:
         return False
+    if run.data.fingerprint is not None:
+        return rows_fingerprint(dm) == run.data.fingerprint
     start, end = dm.borders["train"]
     fitted = Scaler.fit(dm.frame.to_numpy(dtype=np.float64)[start:end])
     return bool(np.allclose(fitted.mean, run.data.mean, rtol=1e-9, atol=1e-12)
@@ -632,6 +653,7 @@ def quantized_errors(run, dm, fp32_mse: float, act_range: str, quantize: str = "
             "mse_increase": errors["mse"] / fp32_mse - 1.0}
 
 
+@one_job()
 def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str = "minmax") -> dict[str, Any]:
     """Add only ``quantized.<quantize>`` to an evaluated run's metrics.json and return the metrics.
 

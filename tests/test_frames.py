@@ -73,6 +73,17 @@ def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsy
         to_wide(repeated, "date")
 
 
+def test_each_training_in_a_process_tells_its_own_notices(etth1, tmp_path, capsys):
+    # two frames whose notices read alike ("the DataFrame: ..."): the second's is told too
+    first = etth1.iloc[:1200].copy()
+    first.iloc[50, 2] = np.nan
+    second = first * 2
+    for i, frame in enumerate((first, second)):
+        train(smoke("data.fill=ffill"), tmp_path / f"run{i}", frame=frame, progress=False)
+        told = [line for line in capsys.readouterr().err.splitlines() if "filled by ffill" in line]
+        assert told == ["notice: the DataFrame: 1 empty cell(s) filled by ffill: MUFL 1 (0%)"], i
+
+
 def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, tmp_path, capsys):
     holed = etth1.iloc[:1200].copy()
     holed.iloc[50, 2] = np.nan

@@ -173,6 +173,15 @@ def test_evaluate_on_other_data_or_split_keeps_the_runs_own_figures(smoke_run: P
     assert f"these are of {tmp_path / 'other.csv'}, split {saved['split']}" in other_data.stderr
     assert (smoke_run / "metrics.json").read_bytes() == own
 
+    start, end = json.loads((smoke_run / "scaler.json").read_text())["borders"]["test"]
+    frame = pd.read_csv(Path(os.environ["STANHOP_DATA_DIR"]) / "ETTh1.csv")
+    frame.loc[start : end - 1, "OT"] += 10  # the run's training and validation rows, other test rows
+    frame.to_csv(tmp_path / "other_test.csv", index=False)
+    other_test = CliRunner().invoke(cli.cli, ["evaluate", str(smoke_run), "--data", str(tmp_path / "other_test.csv")])
+    assert other_test.exit_code == 0, other_test.output
+    assert f"these are of {tmp_path / 'other_test.csv'}" in other_test.stderr
+    assert (smoke_run / "metrics.json").read_bytes() == own
+
     again = invoke("evaluate", str(smoke_run))  # its own data and split: recomputed into metrics.json
     assert "is unchanged" not in again.stderr
     assert json.loads((smoke_run / "metrics.json").read_text())["quantized"] == saved_w8a8["quantized"]
