@@ -8,6 +8,7 @@ lightning, pandas) are imported inside the commands so that `stanhop --help` sta
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -483,7 +484,8 @@ def _cell(value) -> str:
 @click.option("--input", "input_path", default=None,
               help="CSV holding the run's channels (by name) and a date column, or neuralforecast's long unique_id, ds, y "
                    "(the tables come back long). [default: the run's own data: all of it; with --backtest, its test split]")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File for the table. [default: CSV on stdout; backtest: metrics only]")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File for the table; - (or /dev/stdout, a pipe) streams it, with a backtest's metrics on stderr when on stdout. "
+                   "[default: CSV on stdout; backtest: metrics only]")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default=None, help="Table format. [default: by --output's extension, else csv]")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @click.option("--horizon", type=click.IntRange(min=1), default=None,
@@ -509,18 +511,22 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     also go to a JSON file beside it (bt.csv -> bt.metrics.json). A long --input (unique_id,
     ds, y) gets its tables in that layout: unique_id, ds, STanHop, … .
     """
-    from stanhop.forecast import check_output, metrics_path, output_format
+    from stanhop.forecast import check_output, is_stdout, is_stream, metrics_path, output_format
     from stanhop.intervals import parse_levels
 
     parse_levels(intervals)  # a mistake is told before any work
     fmt = output_format(output, fmt)
+    stream = output is not None and is_stream(output)  # written through, with no metrics file beside it
     if not backtest and (stride is not None or as_json):
         raise UserError("--stride and --json are for --backtest; add --backtest or leave them out")
     if input_path is None and (date_column or fill):
         raise UserError("--date-column and --fill are for an --input CSV; the run's own data is read with its own settings")
-    if output is None and fmt == "parquet" and not backtest:
-        raise UserError("parquet is not for the terminal; give --output FILE.parquet")
-    if output is not None:
+    if fmt == "parquet" and (output is None and not backtest or output is not None and is_stdout(output)) and sys.stdout.isatty():
+        raise UserError("parquet is not for the terminal; give --output FILE.parquet, or send it into a pipe or file")
+    if as_json and output is not None and is_stdout(output):
+        raise UserError(f"--output {output} writes the table on stdout: leave out --json (the metrics then go to "
+                        "stderr), or write the table to a file")
+    if output is not None and not stream:
         from stanhop.runs import own_files
 
         kept = [*own_files(run), *([input_path] if input_path else [])]  # replaced by no --force
@@ -551,37 +557,44 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json, source)
         return
     table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True, source=source)
-    if output is None:
+    if output is None and fmt == "csv":
         click.echo(table.to_csv(index=not long, date_format=csv_date_format(table, loaded.data.freq)), nl=False)
         return
-    write_table([table], output, fmt, index=not long, freq=loaded.data.freq)
+    write_table([table], "-" if output is None else output, fmt, index=not long, freq=loaded.data.freq)
+    if output is None or is_stdout(output):
+        return
     dates = table["ds"] if long else table.index
     click.echo(f"wrote {output} ({len(table)} {'rows' if long else 'steps'} from {dates.min()} to {dates.max()})", err=True)
 
 
 def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, source) -> None:
-    from stanhop.forecast import backtest_stream, metrics_path, write_metrics, write_table
+    """Write the table to ``output`` (none: metrics only) and its metrics beside it; to a stream
+    (``-``, a pipe, /dev/stdout) only the table, and the metrics go to stderr."""
+    from stanhop.forecast import backtest_stream, is_stdout, is_stream, metrics_path, write_metrics, write_table
 
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, progress=True,
                              source=source)
+    to_stream = output is not None and is_stream(output)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch
             pass
     else:
         write_table(stream.chunks, output, fmt, freq=run.data.freq)
-        write_metrics(stream.metrics(), metrics_path(output))
-        click.echo(f"wrote {output} and {metrics_path(output)}", err=True)
+        if not to_stream:
+            write_metrics(stream.metrics(), metrics_path(output))
+            click.echo(f"wrote {output} and {metrics_path(output)}", err=True)
     metrics = stream.metrics()
+    echo = functools.partial(click.echo, err=to_stream and is_stdout(output))  # stdout is the table's
     if as_json:
-        click.echo(json.dumps(metrics))
+        echo(json.dumps(metrics))
         return
     horizon, out_len = metrics["horizon"], metrics["out_len"]
     ahead = "" if horizon == out_len else f", horizon {horizon}{' (recursive)' if horizon > out_len else ''}"
-    click.echo(f"{counted(metrics['windows'], 'window')} (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
-               f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
+    echo(f"{counted(metrics['windows'], 'window')} (stride {metrics['stride']}, in_len {metrics['in_len']}, out_len {metrics['out_len']}{ahead}) "
+         f"starting {metrics['first_window_start']} .. {metrics['last_window_start']}")
 
     first, left_out, last = abridged(list(metrics["per_channel"].items()))  # hundreds of series: where the rest are
-    where = f"{metrics_path(output)} has" if output is not None else "--json prints"
+    where = f"{metrics_path(output)} has" if output is not None and not to_stream else "--json prints"
     gap = [(f"… {left_out} more channels ({where} them all)", None)] if left_out else []
     rows = [*first, *gap, *last, ("all", metrics["overall"])]
     width = max(len(name) for name, m in rows if m is not None)
@@ -590,15 +603,15 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, sour
     def inside(name: str) -> str:
         return "".join(f"  {(c['overall'] if name == 'all' else c['per_channel'][name]):>8.1%}" for c in coverage.values())
 
-    click.echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}"
-               + "".join(f"  {'in ' + level + '%':>8}" for level in coverage))
+    echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}"
+         + "".join(f"  {'in ' + level + '%':>8}" for level in coverage))
     for name, m in rows:
-        click.echo(name if m is None else
-                   f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  "
-                   f"{m['mae_original_units']:>10.4f}{inside(name)}")
+        echo(name if m is None else
+             f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  "
+             f"{m['mae_original_units']:>10.4f}{inside(name)}")
     from stanhop.baselines import describe
 
-    click.echo("on the same windows (scaled): " + "; ".join(
+    echo("on the same windows (scaled): " + "; ".join(
         f"{label} MSE {b['mse']:.4f}, MAE {b['mae']:.4f}" for label, b in describe(metrics["baselines"])))
 
 

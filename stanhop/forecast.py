@@ -29,6 +29,8 @@ from __future__ import annotations
 import importlib.util
 import numbers
 import os
+import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -664,10 +666,40 @@ def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
     return chosen
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether an output names a stream, not a file: ``-`` (stdout), a path of /dev or /proc
+    (/dev/stdout, /dev/fd/3), or an existing character device, named pipe or socket. A stream
+    is written straight through: no temp file renamed over it (that would replace the device's
+    link with a file, and the reader would get nothing), and nothing is written beside it."""
+    if str(path) == "-":
+        return True
+    absolute = Path(os.path.abspath(path))
+    if absolute.parts[1:2] in (("dev",), ("proc",)):
+        return True
+    try:
+        mode = os.stat(absolute).st_mode  # through links
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def is_stdout(path: str | os.PathLike) -> bool:
+    """Whether an output is this process's stdout: ``-``, /dev/stdout, or the file or pipe
+    stdout already is."""
+    if str(path) == "-":
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file; a stdout with no descriptor (a notebook's)
+        return False
+
+
 def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable[str | os.PathLike] = ()) -> Path:
     """Refuse an existing file unless ``force``, a folder always, any of the files in ``keep``
     (the input, a run's own files) even with ``force``, and a place where nothing can be
-    written; create missing parent folders."""
+    written; create missing parent folders. A stream (:func:`is_stream`) is always accepted."""
+    if is_stream(path):
+        return Path(path)
     path = Path(path)
     real = Path(os.path.realpath(path))  # the file it names once its folders exist (new/../in.csv is in.csv)
     if real.is_dir():
@@ -684,13 +716,30 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
 
 def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: str, *, index: bool = False,
                 freq: str | None = None) -> Path:
-    """Write tables (one after another) to ``path`` atomically: a temp file, then a rename.
-    ``freq``: the run's step, for the dates' format in a CSV (csv_date_format)."""
+    """Write tables (one after another) to ``path`` atomically: a temp file, then a rename; to a
+    stream (:func:`is_stream`: ``-`` is stdout) as they come. ``freq``: the run's step, for the
+    dates' format in a CSV (csv_date_format)."""
+    if is_stream(path):
+        if is_stdout(path):  # as it is (a file opened anew would be truncated: stdout may append to one)
+            sys.stdout.flush()
+            _write_csv(chunks, sys.stdout, index, freq) if fmt == "csv" else _write_parquet(chunks, sys.stdout.buffer, index)
+            sys.stdout.flush()
+        elif fmt == "csv":
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                _write_csv(chunks, f, index, freq)
+        else:
+            with open(path, "wb") as f:
+                _write_parquet(chunks, f, index)
+        return Path(path)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        _write_csv(chunks, tmp, index, freq) if fmt == "csv" else _write_parquet(chunks, tmp, index)
+        if fmt == "csv":
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                _write_csv(chunks, f, index, freq)
+        else:
+            _write_parquet(chunks, tmp, index)
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -710,10 +759,9 @@ def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 
-def _write_csv(chunks: Iterable[pd.DataFrame], tmp: str, index: bool, freq: str | None) -> None:
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        for i, chunk in enumerate(chunks):
-            chunk.to_csv(f, header=i == 0, index=index, date_format=csv_date_format(chunk, freq))
+def _write_csv(chunks: Iterable[pd.DataFrame], f, index: bool, freq: str | None) -> None:  # f: a text file
+    for i, chunk in enumerate(chunks):
+        chunk.to_csv(f, header=i == 0, index=index, date_format=csv_date_format(chunk, freq))
 
 
 def csv_date_format(table: pd.DataFrame, freq: str | None) -> str | None:
@@ -734,7 +782,7 @@ def csv_date_format(table: pd.DataFrame, freq: str | None) -> str | None:
     return "%Y-%m-%d %H:%M:%S" if dates.tz is None and whole_seconds else None
 
 
-def _write_parquet(chunks: Iterable[pd.DataFrame], tmp: str, index: bool) -> None:
+def _write_parquet(chunks: Iterable[pd.DataFrame], tmp, index: bool) -> None:  # tmp: a path or a binary file
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -267,11 +267,15 @@ def figure_format(path: str | os.PathLike) -> str:
 
 def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int = 110) -> Path:
     """Save ``fig`` to ``path`` (format by extension) atomically; refuse an existing file unless ``force``."""
-    from stanhop.forecast import check_output
+    from stanhop.forecast import check_output, is_stream
     from stanhop.runs import publish
 
     fmt = figure_format(path)
     path = check_output(path, force=force)
+    if is_stream(path):  # a named pipe: written through, never replaced
+        with open(path, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=dpi)
+        return path
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
     os.close(fd)
     try:

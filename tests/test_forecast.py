@@ -505,3 +505,38 @@ def test_a_row_off_the_runs_calendar_among_the_last_rows_is_named_as_such(tmp_pa
     result = invoke("forecast", tmp_path / "run", "--input", write_csv(off, tmp_path / "off.csv"))
     assert result.exit_code == 2 and f"line 202 ({saturday}) is not on the run's step 'B'" in result.stderr, result.stderr
     assert "remove that row" in result.stderr and "missing" not in result.stderr  # not the weekend as a gap
+
+
+def test_tables_stream_to_stdout_and_pipes_never_replacing_them(run_dir, etth1, tmp_path):
+    """--output - (or /dev/stdout, a named pipe) is written through: the table comes out there,
+    a backtest's metrics go to stderr when the table is on stdout, and the pipe stays a pipe
+    (a temp file renamed over /dev/stdout would replace the device's link with a file)."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    import threading
+
+    source = write_csv(etth1.iloc[:300], tmp_path / "in.csv")
+    dashed = invoke("forecast", run_dir, "--input", source, "--output", "-")
+    assert dashed.exit_code == 0, dashed.output
+    assert dashed.stdout == invoke("forecast", run_dir, "--input", source).stdout and not (tmp_path / "-").exists()
+
+    piped = subprocess.run([sys.executable, str(ROOT / "cli.py"), "forecast", str(run_dir), "--input", str(source),
+                            "--backtest", "--output", "/dev/stdout"], capture_output=True, text=True, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("window_start,cutoff,timestamp,step,")
+    assert "windows (stride" in piped.stderr and "MSE" in piped.stderr  # the metrics, off the table's stdout
+    assert os.path.islink("/dev/stdout") or not os.path.isfile("/dev/stdout")
+
+    fifo = tmp_path / "table.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    to_fifo = invoke("forecast", run_dir, "--input", source, "--backtest", "--output", fifo, "--json")
+    reader.join(timeout=60)
+    assert to_fifo.exit_code == 0, to_fifo.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "table.metrics.json").exists()
+    assert received[0].startswith("window_start,cutoff,") and len(received[0].splitlines()) > 10
+    assert json.loads(to_fifo.stdout)["windows"] > 1  # the pipe is not stdout: the metrics stay there
