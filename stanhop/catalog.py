@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import load_config
+from stanhop.datasets import looks_like_path
 from stanhop.errors import UserError, command
 from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json, training_pid
 
@@ -59,7 +60,7 @@ def run_row(path: Path) -> dict[str, Any]:
     m = config.model
     data = str(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
     row.update(
-        data="DataFrame" if data == "the DataFrame" else Path(data).name if data.endswith(".csv") else data,
+        data="DataFrame" if data == "the DataFrame" else Path(data).name if looks_like_path(data) else data,
         separation=m.separation + ("+gate" if m.gate else ""),
         in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),

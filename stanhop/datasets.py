@@ -88,6 +88,17 @@ def looks_like_path(text: str) -> bool:
 CSV_ENDINGS = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")  # read compressed (stanhop.csvio)
 
 
+def data_label(name: str) -> str:
+    """What a run folder's name calls its data: a registered data set's name, else the file's
+    name without its endings (``sales`` for /data/sales.csv.gz)."""
+    if not looks_like_path(name):
+        return name
+    file = Path(name).name
+    for ending in (".gz", ".bz2", ".xz", ".zip"):
+        file = file.removesuffix(ending)
+    return Path(file).stem or file
+
+
 def check_run_file(name: str, remedy: str) -> None:
     """Raise UserError when a run's data ``name`` is a CSV path with no file there, saying why
     (moved or deleted; or, for a run trained before paths were saved absolute, named relative

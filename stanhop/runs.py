@@ -319,7 +319,9 @@ def own_files(path: str | Path) -> list[Path]:
         data = str(run_config(path).data.name)
     except UserError:  # no readable config: the command says so itself
         return files
-    return files + ([Path(data)] if data.lower().endswith(".csv") else [])
+    from stanhop.datasets import looks_like_path
+
+    return files + ([Path(data)] if looks_like_path(data) else [])
 
 
 def build_model(config: Config):

@@ -26,8 +26,11 @@ from stanhop.runs import (
 
 
 def default_run_dir(config: Config) -> Path:
-    """runs/<data>-<separation>-<timestamp> (the data's file stem when it is a path)."""
-    data = Path(config.data.name).stem if config.data.name.endswith(".csv") else config.data.name
+    """runs/<data>-<separation>-<timestamp> (datasets.data_label: the file's name without its
+    endings when the data is a file)."""
+    from stanhop.datasets import data_label
+
+    data = data_label(str(config.data.name))
     return Path("runs") / f"{data}-{config.model.separation}{'-gated' if config.model.gate else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

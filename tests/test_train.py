@@ -399,3 +399,15 @@ def test_the_built_in_default_is_configs_etth1_yaml():
     from stanhop.config import Config, load_config
 
     assert Config() == load_config(ROOT / "configs" / "etth1.yaml")
+
+
+@pytest.mark.parametrize("data, label", [("ETTh1", "ETTh1"), ("/data/sales.csv.gz", "sales"), ("rel/x.csv.xz", "x"),
+                                         ("/data/y.csv", "y")])
+def test_a_run_without_out_goes_under_runs_named_by_its_data(data, label):
+    from stanhop.config import load_config
+    from stanhop.workflow import default_run_dir
+
+    config = load_config(SMOKE)
+    config.data.name = data
+    run_dir = default_run_dir(config)  # a compressed file's run went beside the file, named by its whole path
+    assert run_dir.parent == Path("runs") and run_dir.name.startswith(f"{label}-entmax-")
