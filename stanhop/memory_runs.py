@@ -15,7 +15,7 @@ from typing import Any
 from stanhop.config import Config
 from stanhop.errors import UserError, one_job, tell_once
 from stanhop.runs import load_run, training_lock
-from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
+from stanhop.workflow import csv_name, evaluate, kept_random_state, run_data_module, same_windows
 
 
 def check_memory_config(config: Config) -> None:
@@ -80,6 +80,7 @@ def _far_from_training(path: str, frame, scaler) -> None:
 
 
 @one_job()
+@kept_random_state()
 def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, strategy: str | None = None,
                csv: str | None = None, epochs: int | None = None, fill: str | None = None,
                facts: dict[str, Any] | None = None, progress: bool = True, csv_rows=None) -> dict[str, Any]:

@@ -94,7 +94,35 @@ def rows_fingerprint(dm) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def kept_random_state():
+    """Restore the global random generators (Python's, NumPy's, torch's on CPU and CUDA) and
+    Lightning's seed variables on the way out, as they were on the way in."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    env = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @one_job()
+@kept_random_state()  # the training seeds every generator: a caller's draws go on as they would have
 def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
           init_from: str | Path | None = None, frame=None, frame_name: str = "the DataFrame", progress: bool = True,
           callbacks: list | None = None) -> dict[str, Any]:
@@ -110,11 +138,15 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     ``frame_name``: what messages call the frame (the CLI gives a long CSV's path).
     ``callbacks``: extra Lightning callbacks. The checkpoint is loaded with
     ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
+    The training seeds Python's, NumPy's and torch's generators with ``train.seed``; they are
+    put back as they were when it returns.
     """
     if not isinstance(config, Config):
         raise UserError(f"config must be a stanhop Config (stanhop.config.load_config(FILE), or Config()), got "
                         f"{type(config).__name__}")
     config = copy.deepcopy(config)  # the run's own: the caller's config is left as it was given
+
+
     if resume is not None and init_from is not None:
         raise UserError("a resumed run continues from its own checkpoint: leave out init_from")
     if frame is None:
@@ -472,6 +504,7 @@ def csv_name(value, argument: str, instead: str) -> str | None:
 
 
 @one_job()
+@kept_random_state()
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,
              act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True,
              _data_name: str | None = None) -> dict[str, Any]:
@@ -657,6 +690,7 @@ def quantized_errors(run, dm, fp32_mse: float, act_range: str, quantize: str = "
 
 
 @one_job()
+@kept_random_state()
 def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str = "minmax") -> dict[str, Any]:
     """Add only ``quantized.<quantize>`` to an evaluated run's metrics.json and return the metrics.
 

@@ -414,3 +414,18 @@ def test_file_lines_become_frame_positions_only_in_messages_about_the_frame():
         assert (aliased("/tmp/x.csv: empty cell(s) at line(s) 3, 9 and 12 more; fix the file")
                 == "the DataFrame: empty cell(s) at position(s) 1, 7 and 12 more; fix the DataFrame")
         assert aliased("other.csv: line 9 is bad; fix the file") == "other.csv: line 9 is bad; fix the file"
+
+
+def test_training_leaves_the_callers_random_generators_as_they_were(etth1, tmp_path):
+    import random
+
+    import torch
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    random.seed(7), np.random.seed(1234), torch.manual_seed(99)
+    expected = draws()
+    random.seed(7), np.random.seed(1234), torch.manual_seed(99)
+    train(smoke(), tmp_path / "run", frame=etth1.iloc[:1200], progress=False)  # it seeds every generator with its own
+    assert draws() == expected
