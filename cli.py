@@ -200,12 +200,6 @@ def _print_metrics(metrics: dict) -> None:
     click.echo(", ".join(facts))
     if "memory" in metrics:
         _print_memory(metrics["memory"])
-    from stanhop.baselines import better_than
-
-    if beaten := better_than(test["mse"], metrics.get("baselines", {})):
-        label, figures = beaten
-        notice_to_stderr(f"the {label} forecast has a lower test MSE than the model ({figures['mse']:.4f} against "
-                         f"{test['mse']:.4f}): see 'the naive forecast beats the model' in the README's Troubleshooting")
 
 
 def _baseline_rows(baselines: dict) -> list[tuple[str, float]]:

@@ -605,6 +605,12 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     else:
         notice_to_stderr(f"{run.path / METRICS} is unchanged: it keeps the figures of the run's own data and split; "
                          f"these are of {config.data.name}, split {config.data.split}")
+    from stanhop.baselines import better_than
+
+    if beaten := better_than(test["mse"], baselines):
+        label, figures = beaten
+        notice_to_stderr(f"the {label} forecast has a lower test MSE than the model ({figures['mse']:.4f} against "
+                         f"{test['mse']:.4f}): see 'the naive forecast beats the model' in the README's Troubleshooting")
     return metrics
 
 

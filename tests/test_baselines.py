@@ -60,3 +60,12 @@ def test_evaluate_and_backtest_report_the_same_yardsticks_on_the_test_windows(ru
     test_mse = json.loads(result.stdout)["test"]["mse"]
     beaten = min(b["mse"] for b in baselines.values()) < test_mse
     assert ("has a lower test MSE than the model" in printed.stderr) == beaten  # a notice only where one is lower
+
+
+def test_the_python_api_tells_too_when_a_naive_forecast_beats_the_model(run_dir, capsys):
+    from stanhop.workflow import evaluate
+
+    metrics = evaluate(run_dir, progress=False)
+    beaten = min(b["mse"] for b in metrics["baselines"].values()) < metrics["test"]["mse"]
+    assert beaten  # the smoke run, a few steps of training, does worse than repeating the past
+    assert "has a lower test MSE than the model" in capsys.readouterr().err
