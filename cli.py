@@ -20,7 +20,8 @@ import traceback
 import click
 
 from stanhop import __version__
-from stanhop.errors import Terminated, UserError, abridged, command, counted, listing, notice_to_stderr, one_job
+from stanhop.errors import (Terminated, UserError, abridged, command, counted, listing, notice_to_stderr, one_job,
+                            redrawn_bars)
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 MEMORY_STRATEGY_HELP = ("How the K memory windows are chosen from the training split: random; all (every window, "
@@ -59,7 +60,7 @@ class StanhopGroup(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt as err:  # Ctrl+C or SIGTERM; the message, if any, says what is left and how to go on
-            after_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar's line on a terminal; none in a log
+            after_bar = "\n" if redrawn_bars() else ""  # a progress bar's line on a terminal; none in a log
             click.echo(f"{after_bar}interrupted: {err}" if str(err) else "interrupted", err=True)
             ctx.exit(143 if isinstance(err, Terminated) else 130)  # 128 + the signal, as the shell reports it
         except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly

@@ -91,8 +91,14 @@ def _as_rows(message: str, first_row_line: int) -> str:
 
 def redrawn_bars() -> bool:
     """Whether stderr shows progress bars as they are redrawn: a terminal or a Jupyter notebook,
-    not a log file (where each redraw would be a line of its own)."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
+    not a log file (where each redraw would be a line of its own), nor a terminal that tells no
+    width (`script`, `docker run -t`, `ssh -tt`: its bars were drawn as empty lines)."""
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):  # no descriptor (a replaced stderr)
+        return False
 
 
 def command(*words) -> str:

@@ -283,3 +283,28 @@ def test_a_moved_run_resumes_from_its_own_checkpoints(tmp_path: Path, fast_smoke
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["epochs"] == 2
     kept = load_file(str(tmp_path / "b" / "model.safetensors"))
     assert all(torch.equal(weights[k], kept[k]) for k in weights)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as Linux makes them")
+def test_a_terminal_that_tells_no_width_gets_lines_not_bars():
+    """A new pseudo-terminal is 0 × 0 (`script`, `docker run -t`, `ssh -tt` give such): progress
+    bars drawn on it were empty lines, so it gets the log's lines; once it has a size, bars."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    code = "from stanhop.errors import redrawn_bars; print(redrawn_bars())"
+    controller, terminal = pty.openpty()
+    try:
+        def bars() -> str:
+            done = subprocess.run([sys.executable, "-c", code], stderr=terminal, capture_output=False,
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+            return done.stdout.strip()
+
+        assert bars() == "False"
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        assert bars() == "True"
+    finally:
+        os.close(controller)
+        os.close(terminal)
