@@ -442,9 +442,11 @@ def runs(folder, sort, as_json) -> None:
     from stanhop.catalog import list_runs  # YAML and JSON only: no torch
 
     rows = list_runs(folder, sort)
-    if as_json:
+    if as_json:  # [] for a folder without runs yet (a script's first look at a study)
         click.echo(json.dumps(rows))
         return
+    if not rows:
+        raise UserError(f"no stanhop runs in {folder}; train one with '{command('train', '--out', os.path.join(folder, 'NAME'))}'")
     columns = [("run", "run"), ("data", "data"), ("separation", "separation"), ("in→out", "window"),
                ("params", "params"), ("epochs", "epochs"), ("val MSE", "val_mse"), ("test MSE", "test_mse"),
                ("test MAE", "test_mae")]

@@ -94,12 +94,10 @@ def _what_is_missing(path: Path) -> str:
 
 def list_runs(folder: str | Path, sort: str = "name") -> list[dict[str, Any]]:
     """A row per run under ``folder``, sorted by ``sort`` (a figure: smallest first, runs
-    without it last)."""
+    without it last); none for a folder without runs."""
     if sort not in SORT_KEYS:
         raise UserError(f"unknown sort key {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     rows = [run_row(path) for path in find_runs(folder)]
-    if not rows:
-        raise UserError(f"no stanhop runs in {folder}; train one with '{command('train', '--out', Path(folder) / 'NAME')}'")
     if sort != "name":
         rows.sort(key=lambda row: (row.get(sort) is None, row.get(sort) or 0.0))
     return rows

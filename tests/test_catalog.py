@@ -84,6 +84,8 @@ def test_runs_refuses_a_folder_without_runs_in_one_line(tmp_path):
         result = invoke(folder)
         assert result.exit_code == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+    listed = invoke(tmp_path, "--json")  # a script's first look, before any run: an empty list
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
 
 
 def test_runs_imports_neither_torch_nor_lightning(run_dir, tmp_path):
