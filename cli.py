@@ -8,6 +8,7 @@ lightning, pandas) are imported inside the commands so that `stanhop --help` sta
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -353,6 +354,35 @@ def _as_long(frame):
     return frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
 
 
+_COMPRESSED = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz"}  # their first bytes
+
+
+@contextlib.contextmanager
+def _input_file(path):
+    """``path`` as a file to read: a stream (``-`` for stdin, /dev/stdin, a pipe, bash's
+    <(...)) is copied to a temporary file first, gzip, bzip2 or xz as its first bytes say, and
+    messages call that file by the name given."""
+    from stanhop.errors import known_as
+    from stanhop.forecast import is_stream
+
+    if path is None or not is_stream(path):
+        yield path
+        return
+    import shutil
+    import tempfile
+
+    with (contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")) as source, \
+            tempfile.TemporaryDirectory(prefix="stanhop-input-") as folder:
+        head = source.read(6)
+        ending = next((end for magic, end in _COMPRESSED.items() if head.startswith(magic)), "")
+        copy = os.path.join(folder, f"input.csv{ending}")
+        with open(copy, "wb") as f:
+            f.write(head)
+            shutil.copyfileobj(source, f)
+        with known_as(copy, "stdin" if path == "-" else path):
+            yield copy
+
+
 def _long_input(run, path, date_column, fill):
     """An --input CSV in neuralforecast's long layout (unique_id, ds, y) as a long DataFrame, its
     gaps filled by ``fill`` where given; None for any other --input."""
@@ -480,7 +510,8 @@ def _cell(value) -> str:
 @click.argument("run", type=click.Path())
 @click.option("--input", "input_path", default=None,
               help="CSV holding the run's channels (by name) and a date column, or neuralforecast's long unique_id, ds, y "
-                   "(the tables come back long). [default: the run's own data: all of it; with --backtest, its test split]")
+                   "(the tables come back long); - reads it from stdin. [default: the run's own data: all of it; with "
+                   "--backtest, its test split]")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="File for the table; - (or /dev/stdout, a pipe) streams it, with a backtest's metrics on stderr when on stdout. "
                    "[default: CSV on stdout; backtest: metrics only]")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default=None, help="Table format. [default: by --output's extension, else csv]")
@@ -534,7 +565,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     from stanhop.runs import load_run
 
     loaded = load_run(run)
-    source = "the input" if input_path is None else str(input_path)  # what messages about the frame call it
+    source = {None: "the input", "-": "stdin"}.get(input_path, str(input_path))  # what messages about the frame call it
+    input_path = click.get_current_context().with_resource(_input_file(input_path))  # stdin, a pipe: as a file
     long = False  # a long --input: the tables come back long
     if input_path is None:
         frame = own_data(loaded, "test" if backtest else "all")
@@ -615,7 +647,7 @@ def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, sour
 @cli.command(context_settings=CONTEXT, epilog="Examples: stanhop plot runs/h24 --channels OT,HUFL --output forecast.png\n\n"
              "stanhop plot runs/h24 --what training --output loss.svg")
 @click.argument("run", type=click.Path())
-@click.option("--input", "input_path", default=None, help="CSV to forecast from (wide, or long: unique_id, ds, y). [default: the run's own data, up to its test end]")
+@click.option("--input", "input_path", default=None, help="CSV to forecast from (wide, or long: unique_id, ds, y; - reads stdin). [default: the run's own data, up to its test end]")
 @click.option("--channels", default=None, help="Comma-separated channels to draw. [default: the run's target]")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Figure file, .png, .svg or .pdf. [default: RUN/plots/<what>.png, replaced]")
 @click.option("--what", type=click.Choice(["forecast", "training", "outliers"]), default="forecast",
@@ -653,11 +685,13 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
         from stanhop.runs import load_run
 
         loaded = load_run(run)
+        source = {None: "the input", "-": "stdin"}.get(input_path, str(input_path))
+        input_path = click.get_current_context().with_resource(_input_file(input_path))  # stdin, a pipe: as a file
         frame = _long_input(loaded, input_path, date_column, fill)  # neuralforecast's layout, as forecast takes it
         if frame is None and input_path is not None:
             frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
-                             intervals=intervals, progress=True, source="the input" if input_path is None else str(input_path))
+                             intervals=intervals, progress=True, source=source)
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)

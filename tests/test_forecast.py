@@ -540,3 +540,27 @@ def test_tables_stream_to_stdout_and_pipes_never_replacing_them(run_dir, etth1, 
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "table.metrics.json").exists()
     assert received[0].startswith("window_start,cutoff,") and len(received[0].splitlines()) > 10
     assert json.loads(to_fifo.stdout)["windows"] > 1  # the pipe is not stdout: the metrics stay there
+
+
+def test_an_input_from_stdin_or_a_pipe_forecasts_as_its_file_does(run_dir, etth1, tmp_path):
+    import gzip
+    import os
+    import threading
+
+    source = write_csv(etth1.iloc[:300], tmp_path / "in.csv")
+    want = invoke("forecast", run_dir, "--input", source)
+    assert want.exit_code == 0, want.output
+    for given in (source.read_bytes(), gzip.compress(source.read_bytes())):  # cat in.csv | stanhop forecast RUN --input -
+        piped = CliRunner().invoke(cli.cli, ["forecast", str(run_dir), "--input", "-"], input=given)
+        assert piped.exit_code == 0, piped.output
+        assert piped.stdout == want.stdout
+    fifo = tmp_path / "in.fifo"  # as bash's <(...) gives one
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(source.read_bytes()))
+    writer.start()
+    from_pipe = invoke("forecast", run_dir, "--input", fifo)
+    writer.join(timeout=60)
+    assert from_pipe.exit_code == 0, from_pipe.output
+    assert from_pipe.stdout == want.stdout
+    short = CliRunner().invoke(cli.cli, ["forecast", str(run_dir), "--input", "-"], input=b"date,OT\n")
+    assert short.exit_code == 2 and "stanhop-input-" not in short.stderr  # messages never name the temporary copy
