@@ -254,9 +254,9 @@ _MEMORY_SETTINGS = {"lambda": "λ {:.4g}", "beta": "β₀ {:.4g}", "beta_start":
 @click.option("--memory-strategy", default=None, metavar="random|all|extremes|csv:FILE",
               help=f"{MEMORY_STRATEGY_HELP}.")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="Device kind. [default: from config, else auto]")
-@click.option("--devices", type=int, default=None, help="Devices (processes with --strategy ddp). [default: 1]")
+@click.option("--devices", type=int, default=None, help="Devices (processes with --strategy ddp). [default: from config, else 1]")
 @click.option("--strategy", type=click.Choice(["auto", "ddp"]), default=None, help="Distribution strategy (Lightning's). [default: from config, else auto]")
-@click.option("--num-nodes", type=int, default=None, help="Machines for DDP. [default: 1]")
+@click.option("--num-nodes", type=int, default=None, help="Machines for DDP. [default: from config, else 1]")
 @click.option("--precision", type=click.Choice(["32", "bf16-mixed"]), default=None, help="Numeric precision. [default: from config, else 32]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set model.d_model=128 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. [default: runs/<data>-<separation>-<timestamp>]")
@@ -695,7 +695,7 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {path}", err=True)  # as forecast tells its files: stdout is for data
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop compare --config configs/outlier-study-cpu.yaml --gated --seeds 3 --out studies/outliers")

@@ -167,5 +167,9 @@ def writable_folder(folder: str | os.PathLike, option: str) -> Path:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise UserError(f"cannot write in {folder} ({err.strerror}); choose another {option}") from None
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = (f"{blocking} is a file, not a folder" if blocking is not None
+               else f"{folder} takes no new files" if folder.is_dir() and isinstance(err, FileNotFoundError)  # /proc
+               else err.strerror)
+        raise UserError(f"cannot write in {folder} ({why}); choose another {option}") from None
     return folder

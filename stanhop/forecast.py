@@ -667,17 +667,14 @@ def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
 
 
 def is_stream(path: str | os.PathLike) -> bool:
-    """Whether an output names a stream, not a file: ``-`` (stdout), a path of /dev or /proc
-    (/dev/stdout, /dev/fd/3), or an existing character device, named pipe or socket. A stream
-    is written straight through: no temp file renamed over it (that would replace the device's
-    link with a file, and the reader would get nothing), and nothing is written beside it."""
-    if str(path) == "-":
-        return True
-    absolute = Path(os.path.abspath(path))
-    if absolute.parts[1:2] in (("dev",), ("proc",)):
+    """Whether an output names a stream, not a file: ``-`` or /dev/stdout (:func:`is_stdout`), or
+    an existing character device, named pipe or socket (/dev/fd/3, a fifo). A stream is written
+    straight through: no temp file renamed over it (that would replace a device's link with a
+    file, and the reader would get nothing), and nothing is written beside it."""
+    if is_stdout(path):
         return True
     try:
-        mode = os.stat(absolute).st_mode  # through links
+        mode = os.stat(path).st_mode  # through links
     except OSError:
         return False
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

@@ -247,6 +247,7 @@ def test_an_output_place_that_cannot_be_written_is_a_usage_error(tmp_path: Path,
     for args, option in commands:
         result = run_cli(*args)
         assert_one_line_usage_error(result, f"cannot write in {blocker}")
+        assert f"({blocker} is a file, not a folder)" in result.output  # not the system's "File exists"
         assert result.output.rstrip().endswith(f"choose another {option}")
     assert blocker.read_text() == "mine"
 
