@@ -122,10 +122,11 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
 
 
 def _channels(run, channels: list[str] | str | None) -> list[str]:
-    if isinstance(channels, str):  # one channel by name, not its letters
-        channels = [channels]
-    if not channels:
+    if channels is None or isinstance(channels, (list, tuple)) and not channels:
         return [target_of(run)]
+    if isinstance(channels, (str, int)):  # one channel by name, not its letters; 0 as a frame's column 0 names it
+        channels = [channels]
+    channels = [c if isinstance(c, str) else str(c) for c in channels]  # the run names its channels by text
     unknown = [c for c in channels if c not in run.data.columns]
     if unknown:
         raise UserError(f"unknown channel(s) {listing(unknown)}; the run's channels: {listing(run.data.columns)}")

@@ -292,6 +292,7 @@ class Run:
         """Forecast ``horizon`` steps (default out_len) past the end of ``frame`` (default: the
         run's own data, as `stanhop forecast RUN` does), with conformal ``intervals`` (levels in
         percent) if given; see :func:`stanhop.forecast.forecast`."""
+        _no_neuralforecast_names("forecast", kwargs)
         from stanhop.forecast import forecast, own_data
 
         if frame is None:
@@ -303,11 +304,27 @@ class Run:
         """Forecast every window of ``frame`` (default: the run's test split and the in_len rows
         before it, as `stanhop forecast RUN --backtest` does) beside the truth; see
         :func:`stanhop.forecast.backtest`."""
+        _no_neuralforecast_names("backtest", kwargs)
         from stanhop.forecast import backtest, own_data
 
         if frame is None:
             frame = own_data(self, "test", remedy="pass the data to backtest on as a DataFrame")
         return backtest(self, frame, **kwargs)
+
+
+# neuralforecast's argument names, and what stanhop calls them
+_NEURALFORECAST_NAMES = {
+    "h": "horizon=", "level": "intervals=[80, 95]", "step_size": "stride=",
+    "n_windows": "fewer rows (a backtest forecasts every window of the frame, stride rows apart)",
+}
+
+
+def _no_neuralforecast_names(method: str, given: dict[str, Any]) -> None:
+    """A TypeError that names stanhop's word for a neuralforecast argument given to ``method``."""
+    for name in given:
+        if name in _NEURALFORECAST_NAMES:
+            raise TypeError(f"{method}() got an unexpected keyword argument {name!r}: neuralforecast's {name}; here "
+                            f"give {_NEURALFORECAST_NAMES[name]}")
 
 
 def own_files(path: str | Path) -> list[Path]:

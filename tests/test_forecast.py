@@ -566,3 +566,11 @@ def test_an_input_from_stdin_or_a_pipe_forecasts_as_its_file_does(run_dir, etth1
     assert from_pipe.stdout == want.stdout
     short = CliRunner().invoke(cli.cli, ["forecast", str(run_dir), "--input", "-"], input=b"date,OT\n")
     assert short.exit_code == 2 and "stanhop-input-" not in short.stderr  # messages never name the temporary copy
+
+
+def test_neuralforecasts_argument_names_are_told_what_they_are_called_here(run, etth1):
+    rows = etth1.iloc[:200]
+    for method, name, ours in (("forecast", "h", "horizon="), ("forecast", "level", "intervals="),
+                               ("backtest", "step_size", "stride="), ("backtest", "n_windows", "fewer rows")):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}': neuralforecast's {name}; here give {ours}"):
+            getattr(run, method)(rows, **{name: 2})

@@ -133,6 +133,8 @@ def test_forecast_plot_arguments_as_a_notebook_gives_them(run_dir):
             plot_forecast(run_dir, history=history)
     shown = plot_forecast(run_dir, channels="OT", history=np.int64(30))  # numpy's integers, as horizon takes them
     assert len(shown.get_axes()[0].get_lines()[0].get_xdata()) == 30
+    with pytest.raises(UserError, match="unknown channel\\(s\\) 0; the run's channels"):
+        plot_forecast(run_dir, channels=0)  # a position is not a channel (0 drew the target, as if none was given)
 
 
 def test_a_one_epoch_training_plot_has_whole_epoch_ticks(run_dir, tmp_path):
