@@ -127,6 +127,24 @@ class RunCheckpoint(ModelCheckpoint):
     would evaluate, and save as its weights, the original folder's best checkpoint (or fail
     when that folder is gone)."""
 
+    # Lightning (2.6) writes last.ckpt only in an epoch that also wrote the best: after epochs
+    # without improvement last.ckpt was the best epoch's, and --resume trained those epochs again.
+    # last.ckpt is written after every epoch here.
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def _save_last_every_epoch(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # (skipped where this step's is saved already)
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:
@@ -142,6 +160,48 @@ def _moved(path: str, old: str, new: str) -> str:
     if not path or os.path.commonpath([os.path.abspath(path), os.path.abspath(old)]) != os.path.abspath(old):
         return path
     return os.path.join(new, os.path.relpath(path, old))
+
+
+class RandomStates(Callback):
+    """The random generators' states (Python's, NumPy's, torch's on CPU and CUDA) in every
+    checkpoint, put back on --resume: a resumed run shuffles and drops out as the uninterrupted
+    run would have from that epoch on (the training seeds them once, at its start; resumed, it
+    drew the first epoch's numbers again). In one process only: the ranks of a DDP training
+    draw each their own, and rank 0's are the ones saved."""
+
+    def __init__(self):
+        self.single_process = True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.single_process = trainer.world_size == 1
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+
+        kind, words, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(words.astype(np.int64)), position, has_gauss, gauss),  # tensors load safely
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        import random
+
+        import numpy as np
+
+        if not self.single_process or not state_dict:
+            return
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        kind, words, position, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, words.numpy().astype(np.uint32), position, has_gauss, cached))
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available() and len(state_dict["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 class EpochLines(Callback):
@@ -200,6 +260,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
     callbacks: list[Callback] = [
         EarlyStopping(monitor="val_mse", mode="min", patience=t.patience),
         RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_mse", mode="min", save_last=True),
+        RandomStates(),
         *(extra_callbacks or []),
     ]
     bars = progress and redrawn_bars()  # in a log file, a line per epoch instead of a redrawn bar

@@ -232,6 +232,10 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")
+        done = finished_epochs(ckpt)
+        if done is not None and config.train.max_epochs < done:  # else Lightning's error, after the run's files changed
+            raise UserError(f"run {run_dir} has trained {done} epochs, more than --max-epochs {config.train.max_epochs}: "
+                            f"give at least {done} (its figures as it is: {command('evaluate', run_dir)})")
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config)
         source = None if init_from is None else starting_run(init_from, run_dir, config)
@@ -315,6 +319,17 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         if config.memory.kind is not None:
             return add_memory(run_dir, kind=config.memory.kind, facts=facts, progress=progress, csv_rows=memory_rows)
         return evaluate(run_dir, facts=facts, progress=progress)
+
+
+def finished_epochs(ckpt: Path) -> int | None:
+    """How many epochs the checkpoint ``ckpt`` has finished (None where it does not say)."""
+    import torch
+
+    try:
+        epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # damaged or not a checkpoint: the training's own loading says what is wrong
+        return None
+    return None if epoch is None else int(epoch) + 1
 
 
 # the model settings that decide the weights' shapes and meaning: a run starts from another's

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from click.testing import CliRunner
@@ -308,3 +309,46 @@ def test_a_terminal_that_tells_no_width_gets_lines_not_bars():
     finally:
         os.close(controller)
         os.close(terminal)
+
+
+class ValMseSequence(L.Callback):
+    """Reports the given validation MSE for each epoch, so which epochs improve is known."""
+
+    def __init__(self, values: list[float]):
+        self.values = values
+
+    def on_validation_end(self, trainer, module):  # after the logged figures, before the checkpoint's turn
+        if not trainer.sanity_checking:
+            trainer.callback_metrics["val_mse"] = torch.tensor(self.values[trainer.current_epoch])
+
+
+def test_resume_goes_on_from_the_last_epoch_as_the_uninterrupted_run_would(tmp_path: Path):
+    """last.ckpt is the last epoch's, also after epochs that did not improve (Lightning wrote it
+    only with a new best, so --resume trained those again), and it holds the random generators'
+    states: 2 epochs and a resume to 4 end with the weights of 4 epochs at once."""
+    from safetensors.torch import load_file
+
+    from stanhop.config import apply_overrides
+    from stanhop.workflow import train
+
+    four = apply_overrides(load_config(SMOKE), ["train.max_epochs=4", "train.patience=10", "train.limit_train_batches=4"])
+    worse = [1.0, 0.5, 0.7, 0.9]  # the best after epoch 2 of 4
+    train(four, tmp_path / "whole", progress=False, callbacks=[ValMseSequence(worse)])
+    last = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 3  # the fourth epoch's, not the best one's (1)
+
+    train(apply_overrides(four, ["train.max_epochs=2"]), tmp_path / "cut", progress=False,
+          callbacks=[ValMseSequence(worse)])
+    train(four, resume=tmp_path / "cut", progress=False, callbacks=[ValMseSequence(worse)])
+    resumed = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 3
+    for name, weights in last["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], weights, rtol=0, atol=0, msg=name)
+    assert load_file(tmp_path / "cut" / "model.safetensors").keys() == load_file(tmp_path / "whole" / "model.safetensors").keys()
+
+    config = (tmp_path / "cut" / "config.yaml").read_bytes()
+    log = (tmp_path / "cut" / "logs" / "metrics.csv").read_bytes()
+    fewer = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "cut"), "--max-epochs", "2"])
+    assert fewer.exit_code == 2 and "has trained 4 epochs, more than --max-epochs 2: give at least 4" in fewer.stderr
+    assert (tmp_path / "cut" / "config.yaml").read_bytes() == config  # nothing changed before the refusal
+    assert (tmp_path / "cut" / "logs" / "metrics.csv").read_bytes() == log
