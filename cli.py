@@ -483,6 +483,8 @@ def runs(folder, sort, as_json) -> None:
     columns += [(label, key) for label, key in (("seasonal naive", "seasonal_naive_mse"), ("W8A8 MSE", "w8a8_mse"),
                                                 ("memory", "memory"))
                 if any(row.get(key) is not None for row in rows)]
+    if len({str(row.get("split")) for row in rows if "split" in row}) > 1:  # test figures of other windows side by side
+        columns.insert(columns.index(("in→out", "window")), ("split", "split"))
     if any(row.get("w8a8_range") not in (None, "minmax") for row in rows):  # W8A8 figures of other ranges side by side
         columns.insert(columns.index(("W8A8 MSE", "w8a8_mse")) + 1, ("W8A8 range", "w8a8_range"))
     cells = [[label for label, _ in columns] + [""]]  # the last column: a note, left as it is

@@ -61,7 +61,7 @@ def run_row(path: Path) -> dict[str, Any]:
     data = str(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
     row.update(
         data="DataFrame" if data == "the DataFrame" else Path(data).name if looks_like_path(data) else data,
-        separation=m.separation + ("+gate" if m.gate else ""),
+        separation=m.separation + ("+gate" if m.gate else ""), split=config.data.split,
         in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),
         test_mae=_figure(metrics, "test", "mae"), w8a8_mse=_figure(metrics.get("quantized", {}), "w8a8", "mse"),
@@ -76,6 +76,10 @@ def run_row(path: Path) -> dict[str, Any]:
         row["note"] = f"unreadable: {unreadable}; {command('evaluate', path)} measures its figures anew"
     elif row["test_mse"] is None:
         row["note"] = _what_is_missing(path)
+    elif not (path / WEIGHTS).is_file():  # deleted since: its figures are of weights no more there
+        again = (command("train", "--resume", path) if (path / "checkpoints" / "last.ckpt").is_file()
+                 else "train it again with --force")
+        row["note"] = f"{WEIGHTS} is missing: {again} writes it"
     elif metrics.get("init_from"):  # train --init-from: the run it started from
         row["note"] = f"from {metrics['init_from']}"
     return row

@@ -264,4 +264,6 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         except yaml.YAMLError as err:
             raise UserError(f"--set {key.strip()}: {value.strip()!r} is not a value ({_yaml_problem(err)}); write e.g. "
                             f"model.d_model=128, train.lr_halving_epochs=[2,4] or data.name='my file.csv'") from None
+        if (section, name) == ("data", "columns") and isinstance(raw[section][name], str):  # as --columns OT,HUFL
+            raw[section][name] = [part.strip() for part in raw[section][name].split(",") if part.strip()]
     return Config.from_dict(raw)

@@ -313,7 +313,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
             "epochs": trainer.current_epoch,
             "train_seconds": round(timer.seconds, 1),
             "best_checkpoint": Path(best).name,
-            **({} if source is None else {"init_from": str(source.path)}),
+            **({} if source is None else {"init_from": str(source.path.resolve())}),  # found from any folder
             **({} if data_source is None else {"data_source": data_source}),
         }
         if config.memory.kind is not None:

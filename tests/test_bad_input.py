@@ -265,6 +265,7 @@ def test_a_setting_given_by_its_option_and_by_set_is_refused(tmp_path: Path, arg
     from stanhop.errors import UserError
 
     assert apply_overrides(Config(), "model.d_model=8").model.d_model == 8  # one override as a string
+    assert apply_overrides(Config(), "data.columns=OT, HUFL").data.columns == ["OT", "HUFL"]  # as --columns OT,HUFL
     with pytest.raises(UserError, match="overrides must be a list of 'section.key=value' strings, got NoneType"):
         apply_overrides(Config(), None)
 

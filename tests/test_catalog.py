@@ -121,3 +121,24 @@ def test_a_linked_run_is_listed_once_and_a_damaged_metrics_file_keeps_the_settin
     assert row["separation"] == "entmax" and row["test_mse"] is None
     assert row["note"].startswith("unreadable: cannot read") and row["note"].endswith(
         f"stanhop evaluate {real} measures its figures anew")
+
+
+def test_runs_shows_the_split_where_runs_differ_in_it_and_a_run_whose_weights_are_gone(run_dir, tmp_path):
+    import re
+
+    def with_split(run: Path, split: str) -> None:
+        config = run / "config.yaml"
+        config.write_text(re.sub(r"split: .*", f"split: {split}", config.read_text()))
+
+    with_split(copy_run(run_dir, tmp_path / "a"), "0.06/0.03/0.03")
+    other = copy_run(run_dir, tmp_path / "b")
+    with_split(other, "0.3/0.1/0.1")
+    lines = invoke(tmp_path).stdout.splitlines()
+    assert lines[0].split()[:4] == ["run", "data", "separation", "split"]  # test figures of other windows: told apart
+    assert [line.split()[3] for line in lines[1:]] == ["0.06/0.03/0.03", "0.3/0.1/0.1"]
+    (other / "model.safetensors").unlink()
+    rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
+    assert rows["a"]["split"] == "0.06/0.03/0.03" and "note" not in rows["a"]
+    assert rows["b"]["note"] == f"model.safetensors is missing: stanhop train --resume {other} writes it"
+    with_split(other, "0.06/0.03/0.03")
+    assert "split" not in invoke(tmp_path).stdout.splitlines()[0].split()  # one split: no column

@@ -337,6 +337,14 @@ def test_limit_train_batches_counts_batches_when_whole_and_shares_them_when_a_fr
     assert steps == [0]  # the one epoch's validation, logged after its one training step (step 0)
 
 
+def test_init_from_is_recorded_as_a_path_found_from_any_folder(run_dir: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(run_dir.parent)
+    tiny = ["--max-epochs", "1", "--set", "train.limit_train_batches=1"]
+    result = invoke("train", "--init-from", run_dir.name, "--out", str(tmp_path / "tuned"), *tiny)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "tuned" / "metrics.json").read_text())["init_from"] == str(run_dir.resolve())
+
+
 def test_init_from_starts_a_new_run_from_a_finished_runs_weights(run_dir: Path, tmp_path: Path):
     """With a learning rate too small to move a float32 weight, the new run's model is the
     old one: the same weights and test MSE. Trained from scratch alike, it is not."""
