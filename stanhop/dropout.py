@@ -122,7 +122,8 @@ def _forget_rng_pool() -> None:  # a forked child has none of the parent's threa
     _rng_pool = None
 
 
-os.register_at_fork(after_in_child=_forget_rng_pool)
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_rng_pool)
 
 
 def unpacked_mask(bits: Tensor, shape: torch.Size, p: float, like: Tensor) -> Tensor:

@@ -352,3 +352,11 @@ def test_resume_goes_on_from_the_last_epoch_as_the_uninterrupted_run_would(tmp_p
     assert fewer.exit_code == 2 and "has trained 4 epochs, more than --max-epochs 2: give at least 4" in fewer.stderr
     assert (tmp_path / "cut" / "config.yaml").read_bytes() == config  # nothing changed before the refusal
     assert (tmp_path / "cut" / "logs" / "metrics.csv").read_bytes() == log
+
+
+def test_the_package_imports_where_the_os_cannot_fork():
+    """Windows has no os.register_at_fork (nor fcntl): the model and the CLI still import."""
+    code = ("import os, sys; del os.register_at_fork; sys.modules['fcntl'] = None; "
+            "import stanhop.dropout, stanhop.model, stanhop.runs, cli; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
