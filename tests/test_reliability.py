@@ -355,8 +355,9 @@ def test_resume_goes_on_from_the_last_epoch_as_the_uninterrupted_run_would(tmp_p
 
 
 def test_the_package_imports_where_the_os_cannot_fork():
-    """Windows has no os.register_at_fork (nor fcntl): the model and the CLI still import."""
-    code = ("import os, sys; del os.register_at_fork; sys.modules['fcntl'] = None; "
+    """Windows has no os.register_at_fork (nor fcntl): the model and the CLI still import (torch
+    first, which on Windows does without it)."""
+    code = ("import os, sys, torch; del os.register_at_fork, os.fork; sys.modules['fcntl'] = None; "
             "import stanhop.dropout, stanhop.model, stanhop.runs, cli; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
