@@ -10,6 +10,7 @@ CLI can read and check a config before loading anything heavy.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,10 +230,10 @@ def make_paths_absolute(cfg: Config) -> Config:
     so that a run's saved config finds them from any folder; data set names stay as they are."""
     from stanhop.datasets import looks_like_path
 
-    if looks_like_path(str(cfg.data.name)):
-        cfg.data.name = str(Path(cfg.data.name).expanduser().absolute())
+    if looks_like_path(str(cfg.data.name)):  # abspath: "../x/data.csv" as "/.../x/data.csv", one spelling per file
+        cfg.data.name = os.path.abspath(Path(cfg.data.name).expanduser())
     if cfg.memory.csv is not None:
-        cfg.memory.csv = str(Path(cfg.memory.csv).expanduser().absolute())
+        cfg.memory.csv = os.path.abspath(Path(cfg.memory.csv).expanduser())
     return cfg
 
 

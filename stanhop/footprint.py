@@ -31,6 +31,15 @@ from stanhop.errors import UserError
 __all__ = ["Activations", "Memory", "activations", "free_memory", "fit_micro_batch"]
 
 GiB = 2**30
+INFERENCE_SERIES_WINDOWS = 16384  # series-windows a forward pass without gradients takes at once
+
+
+def inference_windows(n_series: int, most: int = 256) -> int:
+    """Windows a forward pass without gradients (evaluation, forecasts) takes at once: ``most``,
+    fewer for many series (a window of Electricity's 321 holds 46 times the activations of one
+    of ETTh1's 7). It keeps no activations for a backward pass, so it takes far more windows than
+    a training step of the same memory."""
+    return max(1, min(most, INFERENCE_SERIES_WINDOWS // max(1, n_series)))
 PEAK_OVER_SAVED = 1.25  # a step's live peak over its saved tensors: 441.6 vs 363.6 MiB at h24 (torch's memory timeline)
 USABLE = 0.7  # of the free memory, the share a step may take (the data, the optimiser and other processes need some)
 

@@ -405,9 +405,10 @@ def window_forecasts(run, z: np.ndarray, starts: np.ndarray, horizon: int, batch
 
 
 def windows_per_batch(run, most: int = 256) -> int:
-    """Windows forecast at once: ``most``, fewer for many series (a window of Electricity's 321
-    holds 46 times the activations of one of ETTh1's 7), about 16k series-windows a batch."""
-    return max(1, min(most, 16384 // len(run.data.columns)))
+    """Windows forecast at once (footprint.inference_windows): ``most``, fewer for many series."""
+    from stanhop.footprint import inference_windows
+
+    return inference_windows(len(run.data.columns), most)
 
 
 def horizon_of(run, horizon: int | None) -> int:

@@ -68,6 +68,9 @@ class RangeSpec:
     method: str
     percentile: float = 100.0
 
+    def __str__(self) -> str:  # as metrics.json records it: "minmax", "percentile:99.9"
+        return "minmax" if self.method == "minmax" else f"percentile:{self.percentile:g}"
+
 
 def parse_range(spec: str) -> RangeSpec:
     """Parse "minmax" or "percentile:P" (e.g. "percentile:99.99"); anything else is a UserError."""

@@ -20,6 +20,8 @@ finished runs are reused, so an interrupted study continues where it stopped.
 from __future__ import annotations
 
 import copy
+import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stanhop.config import SEPARATIONS, Config, make_paths_absolute
-from stanhop.errors import UserError, counted, one_job, writable_folder
+from stanhop.errors import UserError, counted, notice_to_stderr, one_job, writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,10 +136,44 @@ def check_study_folder(out: Path) -> None:
         return
     if (out / MARKER).is_file():
         raise UserError(f"--out {out} is a training run's folder; give the study a folder of its own")
-    ours = (out / STUDY_MARKER).is_file() or any((p / MARKER).is_file() for p in out.iterdir() if p.is_dir())
+    runs = [p for p in out.iterdir() if p.is_dir() and (p / MARKER).is_file()]
+    ours = (out / STUDY_MARKER).is_file() or (  # a study from before the marker: its runs, and only those
+        bool(runs) and all(re.fullmatch(r".+-seed\d+", p.name) for p in runs))
     theirs = [name for name in SUMMARY_FILES if (out / name).exists()]
     if theirs and not ours:
         raise UserError(f"--out {out} holds {listing(theirs)}, which the study would replace; choose another --out")
+
+
+def check_not_long(config: Config) -> None:
+    """A long CSV (neuralforecast's unique_id, ds, y) is refused before the study starts: each
+    run reads data.name as a wide file."""
+    from stanhop.csvio import read_long
+    from stanhop.datasets import looks_like_path
+
+    name = str(config.data.name)
+    if looks_like_path(name) and Path(name).expanduser().is_file() and read_long(name) is not None:
+        raise UserError(f"{name} is long (unique_id, ds, y); the study's runs read a wide file, a column per series: "
+                        "write it wide, e.g. frame.pivot(index='ds', columns='unique_id', values='y').to_csv(...)")
+
+
+def tell_what_changes(out: Path, act_range: str, runs: set[str]) -> None:
+    """Notices, before a rerun in ``out`` changes it: W8A8 figures of another range replaced, and
+    finished runs there that the summary now leaves out (another choice of separations or seeds)."""
+    from stanhop.errors import listing
+    from stanhop.runs import MARKER
+
+    try:
+        before = json.loads((out / STUDY_MARKER).read_text()).get("w8a8_range", "minmax")
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if before is not None and before != act_range:
+        notice_to_stderr(f"{out}'s W8A8 figures were measured with --range {before}; with {act_range} they are measured "
+                         f"again, replacing them in its runs' metrics.json and its summary")
+    left_out = sorted(p.name for p in out.iterdir() if p.is_dir() and (p / MARKER).is_file() and p.name not in runs) \
+        if out.is_dir() else []
+    if left_out:
+        notice_to_stderr(f"{out} holds {counted(len(left_out), 'finished run')} that this study leaves out of its summary "
+                         f"({listing(left_out)}): its separations and seeds are another choice")
 
 
 def run_state(run_dir: Path, config: Config, act_range: str = "minmax") -> str:
@@ -165,9 +201,20 @@ def run_state(run_dir: Path, config: Config, act_range: str = "minmax") -> str:
         raise UserError(f"{run_dir} was trained with other settings: {'; '.join(differences[:3])}; "
                         "use another --out for these settings, or delete that run to retrain it")
     quantized = metrics.get("quantized", {}).get(QUANTIZE)
-    if isinstance(quantized, dict) and "mse" in quantized and quantized.get("range") == act_range:
+    if isinstance(quantized, dict) and "mse" in quantized and _same_range(quantized.get("range"), act_range):
         return "finished"
     return "quantize"
+
+
+def _same_range(saved: Any, asked: str) -> bool:
+    """Whether a run's W8A8 figures were measured with the range ``asked`` (however either was
+    spelt: "MINMAX", " minmax ")."""
+    from stanhop.quantize import parse_range
+
+    try:
+        return str(parse_range(str(saved))) == str(parse_range(asked))
+    except UserError:  # an unreadable record: measured again
+        return False
 
 
 def run_row(variant: Variant, seed: int, run_dir: Path, metrics: dict[str, Any], status: str) -> dict[str, Any]:
@@ -178,7 +225,7 @@ def run_row(variant: Variant, seed: int, run_dir: Path, metrics: dict[str, Any],
         "run": str(run_dir), "status": status,
         "test_mse": metrics["test"]["mse"], "test_mae": metrics["test"]["mae"],
         "kurtosis": metrics["outliers"]["kurtosis_avg"], "inf_norm": metrics["outliers"]["inf_norm_max"],
-        "w8a8_mse": q["mse"], "w8a8_mae": q["mae"], "mse_increase": q["mse_increase"],
+        "w8a8_mse": q["mse"], "w8a8_mae": q["mae"], "mse_increase": q["mse_increase"], "w8a8_range": q.get("range"),
         "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
     }
 
@@ -199,18 +246,20 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
     from stanhop.quantize import parse_range
     from stanhop.runs import read_json
 
-    parse_range(act_range)
+    act_range = str(parse_range(act_range))  # one spelling: "percentile:99.9", not "Percentile:99.90"
     chosen, seed_values = variants(separations, gated), seed_list(seeds)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the study")
     check_study_folder(out)
-    writable_folder(out, "--out")
-    (out / STUDY_MARKER).write_text('{"tool": "stanhop compare"}\n')
+    check_not_long(config)
     say = log or (lambda line: None)
     # seed-major: an interrupted study has every variant for its first seeds
     jobs = [(v, s, out / run_name(v, s), run_config(config, v, s)) for s in seed_values for v in chosen]
     states = [run_state(run_dir, cfg, act_range) for _, _, run_dir, cfg in jobs]  # settings checked before any work
+    tell_what_changes(out, act_range, {run_dir.name for _, _, run_dir, _ in jobs})
+    writable_folder(out, "--out")
+    (out / STUDY_MARKER).write_text(json.dumps({"tool": "stanhop compare", "w8a8_range": act_range}) + "\n")
     say(f"study {out}: {counted(len(jobs), 'run')} ({states.count('train')} to train, {states.count('quantize')} to quantize, "
         f"{states.count('finished')} finished)")
     rows = []

@@ -41,14 +41,15 @@ def _is_child_process() -> bool:
 
 def make_data_module(config: Config, scaler=None):
     """The data module of a config, set up; ``scaler`` replaces the one fit on training rows.
-    Validation and test go ``train.micro_batch_size`` windows at a time when it is set, as
-    training does."""
+    Validation and test go as many windows at a time as a forward pass without gradients takes
+    (footprint.inference_windows: 256 of ETTh1's), or as a training step's, if more."""
     from stanhop.data import ForecastDataModule
+    from stanhop.footprint import inference_windows
 
     m, t = config.model, config.train
-    dm = ForecastDataModule(config.data, m.in_len, m.out_len, t.batch_size, eval_batch_size=t.micro_batch_size,
-                            scaler=scaler)
+    dm = ForecastDataModule(config.data, m.in_len, m.out_len, t.batch_size, scaler=scaler)
     dm.setup()
+    dm.eval_batch_size = max(min(t.micro_batch_size or t.batch_size, t.batch_size), inference_windows(dm.n_series))
     return dm
 
 
@@ -698,7 +699,7 @@ def quantized_errors(run, dm, fp32_mse: float, act_range: str, quantize: str = "
     import torch
 
     from stanhop.evaluation import forecast_errors
-    from stanhop.quantize import quantize_model
+    from stanhop.quantize import parse_range, quantize_model
 
     weight_bits, act_bits = QUANTIZATION_BITS[quantize]
     with torch.random.fork_rng():
@@ -706,7 +707,7 @@ def quantized_errors(run, dm, fp32_mse: float, act_range: str, quantize: str = "
         calibration = [x for x, _ in islice(iter(dm.train_dataloader()), CALIBRATION_BATCHES)]
     quantized = quantize_model(run.model, calibration, weight_bits=weight_bits, act_bits=act_bits, act_range=act_range)
     errors = forecast_errors(quantized, dm.test_dataloader(), run.data.mean, run.data.scale)
-    return {"mse": errors["mse"], "mae": errors["mae"], "range": act_range,
+    return {"mse": errors["mse"], "mae": errors["mae"], "range": str(parse_range(act_range)),  # one spelling
             "mse_increase": errors["mse"] / fp32_mse - 1.0}
 
 

@@ -279,7 +279,7 @@ def test_a_moved_run_resumes_from_its_own_checkpoints(tmp_path: Path, fast_smoke
     assert "dirpath has changed" not in resumed.output
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     weights = load_file(str(tmp_path / "b" / "model.safetensors"))
-    again = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "b"), "--max-epochs", "1"])  # nothing to train
+    again = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "b"), "--max-epochs", "2"])  # nothing to train
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["epochs"] == 2
     kept = load_file(str(tmp_path / "b" / "model.safetensors"))

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,7 @@ def test_run_state_train_quantize_finished_and_other_settings(tmp_path):
     write_json(run / "metrics.json", {"test": {"mse": 1.0}, "quantized": {"w8a8": {"mse": 1.1, "range": "minmax"}}})
     assert run_state(run, config) == "finished"
     assert run_state(run, config, act_range="percentile:99.9") == "quantize"  # another range: recompute W8A8
+    assert run_state(run, config, act_range=" MINMAX ") == "finished"  # the same range, however it is spelt
     config.train.accelerator = "gpu"  # where it runs does not matter
     config.train.micro_batch_size = 8  # nor how many windows go through the model at a time
     assert run_state(run, config) == "finished"
@@ -289,3 +291,35 @@ def test_compare_never_replaces_files_it_did_not_write(tmp_path, run_dir):
     into_run = compare(run_dir, "--separations", "softmax")
     assert into_run.exit_code == 2 and "is a training run's folder" in into_run.output
     assert sorted(p.name for p in run_dir.iterdir()) == before
+    runs = tmp_path / "runs"  # stanhop train's folder of the user's runs, and their own summary
+    shutil.copytree(run_dir, runs / "my-entmax")
+    (runs / "summary.csv").write_text("my,notes\n")
+    into_runs = compare(runs, "--separations", "softmax")
+    assert into_runs.exit_code == 2 and "holds summary.csv, which the study would replace" in into_runs.output
+    assert (runs / "summary.csv").read_text() == "my,notes\n"
+
+
+def test_a_study_records_its_w8a8_range_and_says_what_a_rerun_changes(tmp_path, monkeypatch, etth1):
+    etth1.iloc[:2000].to_csv(tmp_path / "mine.csv")
+    monkeypatch.chdir(tmp_path)
+    args = ["compare", "--config", SMOKE, "--separations", "softmax", "--seeds", "1", *QUICK, "--out", "study"]
+    first = CliRunner().invoke(cli, [*args, "--set", "data.name=mine.csv", "--range", "MINMAX"])
+    assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "study" / "stanhop-study.json").read_text())["w8a8_range"] == "minmax"
+    assert pd.read_csv(tmp_path / "study" / "runs.csv")["w8a8_range"].tolist() == ["minmax"]
+    again = CliRunner().invoke(cli, [*args, "--set", "data.name=../" + tmp_path.name + "/mine.csv"])  # the same file
+    assert again.exit_code == 0 and "reused" in again.output, again.output
+    other = CliRunner().invoke(cli, [*args, "--set", "data.name=mine.csv", "--range", "percentile:99.90"])
+    assert other.exit_code == 0, other.output
+    assert "W8A8 figures were measured with --range minmax; with percentile:99.9 they are measured again" in other.stderr
+    assert pd.read_csv(tmp_path / "study" / "runs.csv")["w8a8_range"].tolist() == ["percentile:99.9"]
+    fewer = CliRunner().invoke(cli, ["compare", "--config", SMOKE, "--separations", "softmax1", "--seeds", "1", *QUICK,
+                                     "--out", "study", "--set", "data.name=mine.csv", "--range", "percentile:99.9"])
+    assert fewer.exit_code == 0, fewer.output
+    assert "holds 1 finished run that this study leaves out of its summary (softmax-seed0)" in fewer.stderr
+
+    long = etth1.iloc[:300, :2].reset_index().melt(id_vars="date", var_name="unique_id", value_name="y")
+    long.rename(columns={"date": "ds"}).to_csv(tmp_path / "long.csv", index=False)
+    refused = CliRunner().invoke(cli, [*args[:-1], "long-study", "--set", "data.name=long.csv"])
+    assert refused.exit_code == 2 and "is long (unique_id, ds, y)" in refused.output
+    assert not (tmp_path / "long-study").exists()  # refused before the study's folder is made
