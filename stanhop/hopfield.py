@@ -172,7 +172,9 @@ class Hopfield(nn.Module):
         if mask is not None and mask.dim() == 3:
             mask = rearrange(mask, "b q k -> b 1 q k")
         p = self.dropout if self.training else 0.0
-        if self.update_steps:
+        if self.update_steps or torch.compiler.is_compiling():  # compiled: heads in head-major layout (split heads
+            # and the concatenation of their gradients gave wrong key/value gradients after a recompile for new
+            # shapes, softmax and Softmax₁, torch 2.13's inductor; the layout below gives the eager gradients)
             z = self._iterated(q, kv, mask)
         elif self._fuses(q) and (p == 0.0 or q.device.type != "cpu") and not _has_empty_rows(mask):
             z = self._sdpa(q, kv, mask, p)

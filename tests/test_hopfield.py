@@ -306,3 +306,21 @@ def test_bad_layer_settings_and_inputs_are_one_line_errors():
     assert layer(torch.randn(2, 5, 16), torch.randn(2, 7, 16), mask=torch.ones(1, 5, 7, dtype=torch.bool)).shape == (2, 5, 16)
     with pytest.raises(UserError, match=r"state patterns are torch.float64 but the layer's weights are torch.float32"):
         layer(torch.randn(2, 5, 16, dtype=torch.float64))  # numpy's default dtype, through torch.from_numpy
+
+
+@pytest.mark.parametrize("separation", ["softmax", "softmax1"])
+def test_a_compiled_layer_keeps_its_gradients_through_recompiles_for_new_shapes(separation):
+    """Compiled with torch's automatic dynamic shapes, softmax and Softmax₁ layers gave wrong
+    key/value gradients once recompiled for new shapes (split heads, torch 2.13's inductor)."""
+    torch.manual_seed(0)
+    layer = Hopfield(8, n_heads=2, separation=separation)
+    compiled = torch.compile(layer, fullgraph=True)
+    for state_shape, stored_shape in (((2, 3, 8), (2, 4, 8)), ((1, 5, 8), (3, 7, 8)), ((4, 2, 8), (4, 6, 8))):
+        state, stored = torch.randn(state_shape), torch.randn(stored_shape)
+        layer.zero_grad()
+        layer(state, stored).sum().backward()
+        eager = {name: p.grad.clone() for name, p in layer.named_parameters()}
+        layer.zero_grad()
+        compiled(state, stored).sum().backward()
+        for name, p in layer.named_parameters():
+            torch.testing.assert_close(p.grad, eager[name], rtol=1e-4, atol=1e-5, msg=f"{name} at {state_shape}")
