@@ -320,3 +320,30 @@ def test_maps_compute_in_float32_under_bf16_autocast(name):
     for under, plain in zip(run(True), run(False)):
         assert under.dtype == torch.float32
         assert torch.equal(under, plain)
+
+
+def test_entmax_at_alpha_one_is_near_softmax_with_finite_gradients_and_out_of_range_is_refused():
+    scores = torch.randn(4, 9, generator=torch.Generator().manual_seed(0)) * 3
+    near_one = Entmax(1.5)
+    with torch.no_grad():
+        near_one.a.fill_(-30.0)  # sigmoid(a) underflows: α is exactly 1.0 in float32 (uniform weights, NaN gradient before)
+    assert near_one.alpha.item() == 1.0
+    p = near_one(scores)
+    p.square().sum().backward()
+    torch.testing.assert_close(p, torch.softmax(scores, -1), atol=2e-3, rtol=0)
+    assert torch.isfinite(near_one.a.grad) and (p.sum(-1) - 1).abs().max() < 1e-5
+    as_bf16 = Entmax(1.003).to(torch.bfloat16)  # α on bfloat16's grid: 1.0
+    torch.testing.assert_close(as_bf16(scores.bfloat16()).float(), torch.softmax(scores, -1), atol=2e-2, rtol=0)
+    for bad in (0.5, 2.5):
+        with pytest.raises(UserError, match="entmax alpha must be in \\[1, 2\\]"):
+            entmax(scores, torch.tensor(bad))
+
+
+def test_second_derivatives_of_entmax_are_refused_not_wrong():
+    """Their backward passes are not written to be differentiated again: entmax gave 0 and
+    1.5-entmax NaN for second derivatives (a gradient penalty, a Hessian-vector product)."""
+    x = torch.randn(1, 6, dtype=torch.float64, requires_grad=True)
+    for name, f in (("entmax", lambda s: entmax(s, torch.tensor(1.3, dtype=torch.float64))), ("entmax15", entmax15)):
+        (g,) = torch.autograd.grad((f(x) * torch.arange(6.0)).sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(g.sum(), x)
