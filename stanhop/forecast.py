@@ -149,7 +149,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         return out
     out = after_last_gap(out, run.data.freq, last_rows, source, notify,
                          keep_them=f"fill the gap: {gap_filling(run.data.freq, long, ', ')}")
-    tail = out.index[-last_rows:]  # the rows that will be used: only their timestamps matter
+    tail = out.index[-max(last_rows, 2):]  # the rows that will be used (two at least, to see the step): only their timestamps matter
     check_dates(run, tail, source, first_position=len(out) - len(tail), long=long)
     return out
 
@@ -213,13 +213,12 @@ def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int =
     if len(index) < 2:
         raise UserError(f"{source} has {len(index)} row(s); a forecast needs at least {run.config.model.in_len}")
     try:
-        freq = infer_freq(index)
+        infer_freq(index)
     except UserError:  # (a file's gaps were named, by line, when it was read)
         refuse_missing_steps(index, run.data.freq, source, None if long else first_position)
         infer_freq(index, frame_name=source, first_position=None if long else first_position)  # rows off the step
         raise
-    if not same_freq(freq, run.data.freq):
-        raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it to '{run.data.freq}'")
+    refuse_other_step(run, index, source)
 
 
 def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_position: int | None = 0) -> None:
@@ -282,7 +281,8 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     if tail:
         frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify,
                                keep_them="--fill inserts and fills the missing rows")
-        first = max(len(frame) - last_rows, 0)
+        first = max(len(frame) - max(last_rows, 2), 0)  # (two rows at least, to see the step)
+        refuse_other_step(run, frame.index[first:], str(path))  # all rows off the run's step: resample, not remove one
         refuse_off_calendar(frame.index, first, run.data.freq, path)
         try:  # a gap among the last rows, which the forecast reads: the usual error, naming it by its lines
             refuse_gaps(frame.iloc[first:], path, first_row=first)
@@ -293,6 +293,20 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
         frame = fill_missing(frame, fill, path) if fill else frame
         check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
+
+
+def refuse_other_step(run, index: pd.DatetimeIndex, source: str) -> None:
+    """A UserError where ``index`` has a regular step other than the run's (weekly on Mondays
+    for a run of Sundays, 15-minute rows for a daily run); nothing where it has none."""
+    from stanhop.csvio import infer_freq
+
+    try:
+        freq = infer_freq(index)
+    except UserError:  # no one step: the checks that follow name the rows
+        return
+    if not same_freq(freq, run.data.freq):
+        raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it "
+                        f"to '{run.data.freq}'")
 
 
 def refuse_off_calendar(index: pd.DatetimeIndex, first: int, freq: str, path) -> None:

@@ -554,6 +554,12 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if split is not None:
         config.data.split = split
     dm = run_data_module(run)
+    if data is not None:
+        from stanhop.forecast import same_freq
+
+        if not same_freq(dm.freq, run.data.freq):  # scored by a model of another step, its figures would mean nothing
+            raise UserError(f"{data} has time step '{dm.freq}' but the run was trained on '{run.data.freq}' data; "
+                            f"resample it to '{run.data.freq}'")
     if data is not None and (far := far_from_training(dm.frame, dm.scaler, INPUT_FAR_MEAN, INPUT_FAR_SPREAD)):
         notice_to_stderr(f"{data}: {far}; the model's errors on data so far from what it learned mean little (other "
                          "units?)")

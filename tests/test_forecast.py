@@ -574,3 +574,25 @@ def test_neuralforecasts_argument_names_are_told_what_they_are_called_here(run, 
                                ("backtest", "step_size", "stride="), ("backtest", "n_windows", "fewer rows")):
         with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}': neuralforecast's {name}; here give {ours}"):
             getattr(run, method)(rows, **{name: 2})
+
+
+def test_an_input_at_another_step_is_told_to_resample_by_forecast_plot_and_evaluate(run_dir, etth1, tmp_path):
+    quarter_hours = etth1.iloc[:3000].set_axis(pd.date_range("2020-01-01", periods=3000, freq="15min", name="date"))
+    source = write_csv(quarter_hours, tmp_path / "q.csv")
+    for command in (["forecast", run_dir, "--input", source], ["plot", run_dir, "--input", source, "--output", tmp_path / "p.png"],
+                    ["evaluate", run_dir, "--data", source]):
+        told = invoke(*command)
+        assert told.exit_code == 2, (command, told.output)
+        assert "has time step '15min' but the run was trained on 'h' data; resample it to 'h'" in told.stderr, told.stderr
+        assert "remove that row" not in told.stderr  # every row is off the run's step: not one row to remove
+
+
+def test_a_run_with_in_len_1_forecasts(etth1, tmp_path):
+    trained = invoke("train", "--config", ROOT / "configs" / "smoke.yaml", "--in-len", "1", "--set", "model.seg_len=1",
+                     "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=2", "--out", tmp_path / "run")
+    assert trained.exit_code == 0, trained.output
+    own = invoke("forecast", tmp_path / "run")
+    given = invoke("forecast", tmp_path / "run", "--input", write_csv(etth1.iloc[:50], tmp_path / "in.csv"))
+    for result in (own, given):  # one row is the window, and the run knows its step
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == 1 + 8
