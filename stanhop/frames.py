@@ -15,6 +15,7 @@ of its data that evaluate, forecast and plot find as for any CSV.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,8 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
             raise UserError(f"{name} has {int(repeated.sum())} repeated (unique_id, ds) pair(s), the first "
                             f"({first['unique_id']}, {first['ds']}); keep one row per series and timestamp")
         wide = frame.pivot(index="ds", columns="unique_id", values="y")
+        if all(isinstance(c, str) and re.fullmatch(r"\s*-?\d+\s*", c) for c in wide.columns):  # ids 1, 2, 10 read as text
+            wide = wide[sorted(wide.columns, key=int)]  # in the order of their numbers, not 1, 10, 2
         wide.columns = [str(c) for c in wide.columns]
         if alike := sorted({c for c in wide.columns if list(wide.columns).count(c) > 1}):
             raise UserError(f"{name} has several unique_id values that read {listing(repr(c) for c in alike)} as "

@@ -429,3 +429,13 @@ def test_training_leaves_the_callers_random_generators_as_they_were(etth1, tmp_p
     random.seed(7), np.random.seed(1234), torch.manual_seed(99)
     train(smoke(), tmp_path / "run", frame=etth1.iloc[:1200], progress=False)  # it seeds every generator with its own
     assert draws() == expected
+
+
+def test_integer_ids_of_a_long_csv_are_ordered_as_numbers(tmp_path):
+    from stanhop.csvio import read_long
+
+    dates = pd.date_range("2020-01-01", periods=3, freq="h")
+    long = pd.DataFrame({"unique_id": np.repeat([0, 1, 2, 10, 11], 3), "ds": np.tile(dates, 5), "y": np.arange(15.0)})
+    long.to_csv(tmp_path / "long.csv", index=False)  # read back, the ids are text: '10' sorted before '2'
+    wide = to_wide(read_long(tmp_path / "long.csv"), "date", "long.csv")
+    assert list(wide.columns) == ["date", "0", "1", "2", "10", "11"]
