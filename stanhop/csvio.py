@@ -283,7 +283,7 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
     _check_size(path)
     _check_text(path)
     dialect = _dialect(path)
-    names = [str(n) for n in _read(path, dialect, header=None, nrows=1, dtype=str).iloc[0] if not pd.isna(n)]  # as written
+    names = [str(n).strip() for n in _read(path, dialect, header=None, nrows=1, dtype=str).iloc[0] if not pd.isna(n)]
     if repeated := sorted({n for n in names if names.count(n) > 1}):  # pandas would rename them silently (name.1)
         raise UserError(f"{path}: the header names column(s) {listing(repr(n) for n in repeated)} more than once; give each column "
                         f"its own name")
@@ -291,7 +291,11 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
 
 
 def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
+    """read_csv of a file, with its header's names stripped of spaces ("date, a , b": the
+    channels are a and b, as --columns and the other options name them)."""
     try:
+        if "header" not in kwargs and (names := _stripped_names(path, dialect)) is not None:
+            kwargs = {"header": 0, "names": names, **kwargs}
         return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **dialect, **kwargs)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header line and data rows") from None
@@ -302,6 +306,15 @@ def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
         raise UserError(f"{path} is not a readable CSV file ({str(err).splitlines()[0]})") from None
     except OSError as err:
         raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+
+
+def _stripped_names(path: Path, dialect: dict[str, str]) -> list[str] | None:
+    """The header's names stripped of the spaces around them, where some name has them; else None."""
+    written = pd.read_csv(path, header=None, nrows=1, dtype=str, skip_blank_lines=False, encoding="utf-8",
+                          **dialect).iloc[0]
+    if not any(isinstance(n, str) and n != n.strip() for n in written):
+        return None
+    return [n.strip() if isinstance(n, str) else f"Unnamed: {i}" for i, n in enumerate(written)]
 
 
 def _dialect(path: Path) -> dict[str, str]:

@@ -66,8 +66,8 @@ BAD_INPUTS = [
     ("empty file", b"", SMALL, {}, r"is empty"),
     ("header only", ["date,a,b"], SMALL, {}, r"has a header but no data rows"),
     ("no date column", [line.replace("date", "time", 1) for line in BASE], SMALL, {}, r"no date column 'date' \(columns: time, a, b\)"),
-    ("date column spelt otherwise", [line.replace("date", "Date ", 1) for line in BASE], SMALL, {},
-     r"did you mean 'Date '\? \(CLI: --date-column 'Date '; Python: date_column=\)"),
+    ("date column spelt otherwise", [line.replace("date", "Date ", 1) for line in BASE], SMALL, {},  # (its space stripped)
+     r"did you mean 'Date'\? \(CLI: --date-column Date; Python: date_column=\)"),
     ("a comment line first", ["# exported from SCADA", *BASE], SMALL, {}, r"its first line is a comment: remove the comment"),
     ("date and time apart", ["date,time,a,b", *(f"{line.split(' ')[0]},{line.split(' ')[1][:5]},{line.split(',', 1)[1]}"
                                                 for line in BASE[1:])], SMALL, {},
@@ -785,3 +785,16 @@ def test_hundreds_of_series_are_listed_short_in_describe_and_errors(tmp_path):
     unknown = CliRunner().invoke(cli, ["data", "describe", str(path), *SMALL, "--columns", "MT_000,OT"])
     assert unknown.exit_code == 2 and len(unknown.stderr) < 200, unknown.stderr
     assert "unknown column(s) OT in" in unknown.stderr and "…, MT_319, MT_320 (321 in all)" in unknown.stderr
+
+
+def test_names_in_a_header_written_with_spaces_after_the_commas_are_stripped(tmp_path):
+    from stanhop.csvio import header_of, read_series
+
+    path = tmp_path / "spaced.csv"
+    path.write_text("date, a , b\n" + "".join(f"2020-01-{d:02d}, {d}.5, {d * 2}\n" for d in range(1, 11)))
+    assert header_of(path) == ["date", "a", "b"]  # as --columns, data.target and plot --channels name them
+    frame = read_series(path, "date", ["b"])
+    assert list(frame.columns) == ["b"] and frame["b"].tolist() == [2.0 * d for d in range(1, 11)]
+    path.write_text("date, a,a \n2020-01-01,1,2\n2020-01-02,3,4\n")
+    with pytest.raises(UserError, match="names column\\(s\\) 'a' more than once"):
+        header_of(path)
