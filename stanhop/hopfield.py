@@ -18,6 +18,7 @@ Axes: b batch, q state patterns, k stored patterns, h heads, e head width, d mod
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -123,14 +124,16 @@ class Hopfield(nn.Module):
     def __init__(self, d_model: int, *, n_heads: int = 4, separation: str = "entmax", dropout: float = 0.0,
                  gate: bool = False, update_steps: int = 0, d_stored: int | None = None):
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads), *((("d_stored", d_stored),) if d_stored else ())):
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), *((("d_stored", d_stored),) if d_stored is not None else ())):
             _positive_whole(name, value)
         if d_model % n_heads:
             raise UserError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if not isinstance(update_steps, int) or update_steps < 0:
+        if not isinstance(update_steps, int) or isinstance(update_steps, bool) or update_steps < 0:
             raise UserError(f"update_steps must be a whole number, 0 or more, got {update_steps!r}")
-        if not 0.0 <= dropout < 1.0:
+        if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise UserError(f"dropout is a rate from 0 up to (not including) 1, got {dropout!r}")
+        if not isinstance(gate, bool):
+            raise UserError(f"gate is True or False, got {gate!r}")
         self.d_model, self.d_stored = d_model, d_stored or d_model
         self.n_heads, self.dropout, self.update_steps = n_heads, dropout, update_steps
         self.fused: bool | None = None  # softmax / softmax1 through SDPA: None = off the CPU only
@@ -164,6 +167,13 @@ class Hopfield(nn.Module):
             if stored.shape[0] != state.shape[0] and 1 not in (stored.shape[0], state.shape[0]):
                 raise UserError(f"state and stored patterns have batches of {state.shape[0]} and {stored.shape[0]}; "
                                 "give the same batch, or 1 on one side")
+        if stored is None and kv is None and self.d_stored != self.d_model:
+            raise UserError(f"this layer's stored patterns are {self.d_stored} wide (d_stored), its state patterns "
+                            f"{self.d_model}: it cannot retrieve from the state itself; give stored patterns")
+        if kv is not None and (not isinstance(kv, Tensor) or kv.dim() != 3 or kv.shape[-1] != 2 * self.d_model):
+            shape = tuple(kv.shape) if isinstance(kv, Tensor) else type(kv).__name__
+            raise UserError(f"kv must be the stored patterns' keys and values (b, k, 2·d_model = {2 * self.d_model}), "
+                            f"got {shape}")
         q = self.q(state)  # (b, q, d)
         if kv is None:
             kv = self.kv(state if stored is None else stored)  # (b, k, 2d)
@@ -247,8 +257,9 @@ def _check_patterns(name: str, x, width: int, weight: Tensor) -> None:
     if x.dim() != 3 or x.shape[-1] != width or x.shape[1] == 0:
         raise UserError(f"{name} patterns must have shape (b, n, {width}) with n >= 1, got {tuple(x.shape)}")
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise UserError(f"{name} patterns are {x.dtype} but the layer's weights are {weight.dtype}; convert one "
-                        f"(x.to({weight.dtype}), or layer.to({x.dtype}))")
+        layer = f", or layer.to({x.dtype})" if x.dtype.is_floating_point else ""  # a layer holds floating-point weights
+        raise UserError(f"{name} patterns are {x.dtype} but the layer's weights are {weight.dtype}; convert "
+                        f"{'one' if layer else 'them'} (x.to({weight.dtype}){layer})")
 
 
 def _check_mask(mask, q: int, k: int, b: int) -> None:

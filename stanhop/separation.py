@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -317,6 +318,8 @@ def entmax(scores: Tensor, alpha: Tensor | float, dim: int = -1) -> Tensor:
     one) it was uniform, with a NaN gradient.
     """
     if not isinstance(alpha, Tensor):
+        if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool):
+            raise UserError(f"entmax alpha must be a number in [1, 2] or a tensor, got {alpha!r}")
         alpha = float(alpha)
         if not 1.0 <= alpha <= 2.0:
             raise UserError(f"entmax alpha must be in [1, 2], got {alpha}")
@@ -403,8 +406,9 @@ class Entmax(Separation):
 
     def __init__(self, alpha: float = 1.5):
         super().__init__()
-        if not 1.0 < alpha < 2.0:
-            raise UserError(f"initial entmax alpha must be strictly between 1 and 2, got {alpha}")
+        if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 1.0 + ALPHA_GAP <= alpha < 2.0:
+            raise UserError(f"initial entmax alpha must be a number from {1.0 + ALPHA_GAP} up to (not including) 2, got "
+                            f"{alpha!r}")
         self.a = nn.Parameter(torch.tensor(math.log((alpha - 1.0) / (2.0 - alpha))))
 
     @property

@@ -324,3 +324,23 @@ def test_a_compiled_layer_keeps_its_gradients_through_recompiles_for_new_shapes(
         compiled(state, stored).sum().backward()
         for name, p in layer.named_parameters():
             torch.testing.assert_close(p.grad, eager[name], rtol=1e-4, atol=1e-5, msg=f"{name} at {state_shape}")
+
+
+def test_layer_arguments_of_the_wrong_kind_are_one_line_errors():
+    from stanhop.errors import UserError
+    from stanhop.separation import Entmax, entmax
+
+    cases = [
+        (lambda: Hopfield(8, d_stored=5)(torch.randn(2, 3, 8)), "cannot retrieve from the state itself; give stored"),
+        (lambda: Hopfield(8)(torch.randn(2, 3, 8), kv=torch.randn(2, 3, 5)), "kv must be the stored patterns' keys and values"),
+        (lambda: Hopfield(8, dropout="0.1"), "dropout is a rate"),
+        (lambda: Hopfield(8, gate="yes"), "gate is True or False"),
+        (lambda: Hopfield(8, update_steps=True), "update_steps must be a whole number"),
+        (lambda: Hopfield(8, d_stored=0), "d_stored must be a whole number, 1 or more"),
+        (lambda: Entmax("1.5"), "initial entmax alpha must be a number"),
+        (lambda: entmax(torch.randn(2, 3), "1.5"), "entmax alpha must be a number in \\[1, 2\\] or a tensor"),
+        (lambda: Hopfield(8)(torch.ones(2, 3, 8, dtype=torch.int64)), "convert them \\(x.to\\(torch.float32\\)\\)$"),
+    ]
+    for make, message in cases:
+        with pytest.raises(UserError, match=message):
+            make()
