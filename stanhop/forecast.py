@@ -139,6 +139,7 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         frame = frame.drop(columns=[date]).set_axis(index, axis=0)
     elif not isinstance(frame.index, pd.DatetimeIndex):
         raise UserError(f"{source} needs a DatetimeIndex or a '{date}' column with the timestamps{index_hint(frame)}")
+    tell_other_zone(run, frame.index, source, notify)
     channels_of(run, frame.columns, source, notify, long=long)
     try:
         out = frame[list(run.data.columns)].astype("float64")
@@ -198,6 +199,19 @@ def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notif
         f"{rows} rows, so the {counted(start, 'row')} before the last gap {'is' if start == 1 else 'are'} left out"
         + (f" (to keep them, {keep_them})" if keep_them else ""))
     return frame.iloc[start:]
+
+
+def tell_other_zone(run, index: pd.DatetimeIndex, source: str, notify: Notify | None = None) -> None:
+    """A notice where ``index`` has a time zone and the run's timestamps had none, or the other
+    way round (the run's are recorded since its scaler.json has "timezone"): a likely mistake,
+    whose forecast is dated as ``source`` is."""
+    zone = getattr(run.data, "timezone", None)
+    if zone is None or (zone == "") == (index.tz is None):
+        return
+    given = "have no time zone" if index.tz is None else f"are in {index.tz}"
+    trained = "had none" if zone == "" else f"were in {zone}"
+    (notify or notice_to_stderr)(f"{source}: its timestamps {given}, and those the run was trained on {trained}; "
+                                 f"the forecast is dated as {source} is (pandas: tz_localize / tz_convert to match)")
 
 
 def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int = 0, long: bool = False) -> None:
@@ -352,6 +366,9 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
         fetch = f" (`{command('data', 'describe', info.name)}` downloads it)" if info is not None else ""
         raise UserError(f"the run's data '{name}' is not on this machine{fetch}; {remedy}")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
+    zone = getattr(run.data, "timezone", None)
+    if zone and frame.index.tz is not None and str(frame.index.tz) != zone:  # a DataFrame's zone: its CSV kept offsets
+        frame.index = frame.index.tz_convert(zone)
     if part == "all":
         return frame
     start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])

@@ -228,6 +228,7 @@ class DataInfo:
     target: str | None = None
     borders: dict[str, list[int]] = field(default_factory=dict)
     fingerprint: str | None = None  # of the rows the windows use (rows_fingerprint); runs before it have none
+    timezone: str | None = None  # its timestamps' zone ("Europe/Berlin", "UTC"), "" for none; None: not recorded (older runs)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -72,8 +72,12 @@ def run_data_module(run, remedy: str = "evaluate can read a copy with --data"):
     return make_data_module(run.config, scaler=Scaler.from_dict({"mean": run.data.mean, "scale": run.data.scale}))
 
 
-def data_info(dm, config: Config) -> DataInfo:
+def data_info(dm, config: Config, timezone: str | None = None) -> DataInfo:
+    """What the run records of its data; ``timezone``: the zone of a DataFrame's timestamps (its
+    CSV copy keeps only their UTC offsets), else that of the timestamps as read ("" for none)."""
+    tz = dm.frame.index.tz
     return DataInfo(
+        timezone=timezone if timezone is not None else ("" if tz is None else str(tz)),
         columns=list(dm.columns), freq=dm.freq, date_column=config.data.date_column,
         mean=[float(v) for v in dm.scaler.mean], scale=[float(v) for v in dm.scaler.scale],
         target=config.data.target, borders={part: [int(start), int(end)] for part, (start, end) in dm.borders.items()},
@@ -161,7 +165,17 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     run_dir = check_new_run_dir(Path(out) if out is not None else default_run_dir(config), force=force)
     with staged_frame(frame, run_dir, config, frame_name) as staged:
         return _train(config, run_dir, force=force, init_from=init_from, progress=progress, callbacks=callbacks,
-                      staged=staged, data_source=frame_name)
+                      staged=staged, data_source=frame_name, zone=zone_of(frame))
+
+
+def zone_of(frame) -> str | None:
+    """The time zone of a DataFrame's timestamps (its DatetimeIndex, or a long frame's ds), as
+    its CSV copy cannot keep it; None where they have none or are not read yet."""
+    import pandas as pd
+
+    dates = frame.index if isinstance(frame.index, pd.DatetimeIndex) else frame.get("ds")
+    tz = getattr(getattr(dates, "dt", dates), "tz", None) if dates is not None else None
+    return None if tz is None else str(tz)
 
 
 @contextmanager
@@ -203,7 +217,7 @@ def staged_frame(frame, run_dir: Path, config: Config, name: str = "the DataFram
 
 def _train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
            init_from: str | Path | None = None, progress: bool = True, callbacks: list | None = None,
-           staged: Path | None = None, data_source: str | None = None) -> dict[str, Any]:
+           staged: Path | None = None, data_source: str | None = None, zone: str | None = None) -> dict[str, Any]:
     """:func:`train` from ``config.data.name``; ``staged``: a DataFrame's CSV (staged_frame)
     that becomes RUN/data.csv once its data is read and the run's folder made, and
     ``data_source`` what it came from (metrics.json's data_source: "the DataFrame", or a long
@@ -233,6 +247,10 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")
+        if zone is None:  # a DataFrame's zone, which its CSV copy does not keep, stays the run's
+            from stanhop.runs import SCALER
+
+            zone = (read_json(run_dir / SCALER) if (run_dir / SCALER).is_file() else {}).get("timezone") or None
         done = finished_epochs(ckpt)
         if done is not None and config.train.max_epochs < done:  # else Lightning's error, after the run's files changed
             raise UserError(f"run {run_dir} has trained {done} epochs, more than --max-epochs {config.train.max_epochs}: "
@@ -277,7 +295,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
                 if unused := unused_rows_notice(len(dm.frame), dm.borders["test"][1], config.data.split, config.data.name):
                     notice_to_stderr(unused)
             held.enter_context(training_lock(run_dir))  # till the run is evaluated: no other training into it
-            save_run_files(run_dir, config, data_info(dm, config))
+            save_run_files(run_dir, config, data_info(dm, config, zone))
 
         if config.train.num_nodes > 1 and not _is_child_process():  # else it seems to hang: it waits for the others
             notice_to_stderr(f"training on {config.train.num_nodes} machines: this one waits until the same command runs on "

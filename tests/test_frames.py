@@ -439,3 +439,18 @@ def test_integer_ids_of_a_long_csv_are_ordered_as_numbers(tmp_path):
     long.to_csv(tmp_path / "long.csv", index=False)  # read back, the ids are text: '10' sorted before '2'
     wide = to_wide(read_long(tmp_path / "long.csv"), "date", "long.csv")
     assert list(wide.columns) == ["date", "0", "1", "2", "10", "11"]
+
+
+def test_a_run_of_a_zoned_dataframe_dates_every_forecast_in_its_zone(etth1, tmp_path, capsys):
+    from stanhop.runs import load_run
+
+    index = pd.date_range("2021-03-01", periods=1200, freq="h", tz="Europe/Berlin", name="date")  # across the spring change
+    zoned = etth1.iloc[:1200].set_axis(index)
+    train(smoke(), tmp_path / "run", frame=zoned, progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.data.timezone == "Europe/Berlin"  # its data.csv keeps only the UTC offsets
+    own, given = run.forecast(), run.forecast(zoned)
+    assert str(own.index.tz) == str(given.index.tz) == "Europe/Berlin"  # the run's own data was dated in UTC
+    capsys.readouterr()
+    run.forecast(zoned.tz_localize(None))
+    assert "its timestamps have no time zone, and those the run was trained on were in Europe/Berlin" in capsys.readouterr().err
