@@ -126,21 +126,23 @@ def test_micro_batch_size_must_be_a_positive_whole_number_or_null(value):
         config.validate()
 
 
-def test_evaluation_goes_micro_batch_size_windows_at_a_time_with_the_same_figures():
+def test_evaluation_goes_inference_windows_at_a_time_with_the_same_figures_as_in_small_batches():
+    """Without gradients a pass holds no activations for a backward pass: evaluation takes
+    footprint.inference_windows windows at once (256 of ETTh1's), whatever a training step's
+    micro-batch, and its figures are those of small batches (errors are summed per element)."""
     from stanhop.config import load_config
     from stanhop.evaluation import forecast_errors
+    from stanhop.footprint import inference_windows
     from stanhop.workflow import make_data_module
 
     config = load_config(SMOKE)
-    whole = make_data_module(config)
     config.train.micro_batch_size = 5
-    parts = make_data_module(config)
-    assert whole.val_dataloader().batch_size == config.train.batch_size
-    assert parts.val_dataloader().batch_size == parts.test_dataloader().batch_size == 5
-    assert parts.train_dataloader().batch_size == config.train.batch_size  # a step still sees the whole batch
-    config.model.n_series = whole.n_series
+    dm = make_data_module(config)
+    assert dm.val_dataloader().batch_size == dm.test_dataloader().batch_size == inference_windows(7) == 256
+    assert dm.train_dataloader().batch_size == config.train.batch_size  # a step still sees the whole batch
+    config.model.n_series = dm.n_series
     torch.manual_seed(0)
     model = STanHopNet(config.model)
-    scaler = whole.scaler
-    figures = [forecast_errors(model, dm.test_dataloader(), scaler.mean, scaler.scale) for dm in (whole, parts)]
+    figures = [forecast_errors(model, loader, dm.scaler.mean, dm.scaler.scale)
+               for loader in (dm.test_dataloader(), dm._loader("test", 5, shuffle=False))]
     assert figures[0] == pytest.approx(figures[1], rel=1e-6)
