@@ -443,8 +443,10 @@ def evaluate(run, data, split, quantize, act_range, as_json) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs. [default: the run's memory.tune_epochs]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None,
               help="Fill empty cells and missing timestamps of a csv:FILE memory instead of rejecting them. [default: the run's data.fill]")
-def tune(run, memory_size, memory_strategy, epochs, fill) -> None:
-    """Add a Tune-and-Play memory to a trained run (replacing any memory it has).
+@click.option("--plug", is_flag=True, help="Add Plug-and-Play instead: no training, its weight λ and β₀ chosen on the validation split.")
+def tune(run, memory_size, memory_strategy, epochs, fill, plug) -> None:
+    """Add a Tune-and-Play memory to a trained run (replacing any memory it has), or with --plug
+    a Plug-and-Play one.
 
     The backbone stays frozen; only the plugin is fine-tuned on the training split. Prints the
     metrics, with test MSE with and without the plugin on all test windows and on the sudden
@@ -453,11 +455,15 @@ def tune(run, memory_size, memory_strategy, epochs, fill) -> None:
     """
     from stanhop.memory_runs import add_memory
 
+    if plug and epochs is not None:
+        raise UserError("--epochs is Tune-and-Play's: a Plug-and-Play memory (--plug) is not trained")
     csv = None
     if memory_strategy is not None and memory_strategy.startswith("csv:"):
         memory_strategy, csv = "csv", memory_strategy[4:]
-    _print_metrics(add_memory(run, kind="tune", size=memory_size, strategy=memory_strategy, csv=csv, epochs=epochs,
-                              fill=fill))
+        if not csv.strip():
+            raise UserError("--memory-strategy csv: needs the file's name after the colon (csv:events.csv)")
+    _print_metrics(add_memory(run, kind="plug" if plug else "tune", size=memory_size, strategy=memory_strategy, csv=csv,
+                              epochs=epochs, fill=fill))
 
 
 @cli.command(context_settings=CONTEXT, epilog="Example: stanhop runs studies/outliers --sort test_mse")

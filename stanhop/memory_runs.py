@@ -6,6 +6,7 @@ run directory, and evaluate with and without it. What `stanhop tune` and `stanho
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from contextlib import nullcontext
@@ -31,7 +32,11 @@ def check_memory_config(config: Config) -> None:
         raise UserError("memory strategy csv needs a file: --memory-strategy csv:FILE (or memory.csv in the config)")
     if mem.strategy == "csv" and not Path(mem.csv).is_file():
         raise UserError(f"memory CSV {mem.csv} not found; give an existing file with --memory-strategy csv:FILE "
-                        "(Python: memory.csv, or csv= of add_memory)")
+                        "(Python: memory.csv, or csv= of add_memory); a resumed run reads the file its config names: "
+                        "put it back there")
+    if mem.csv and mem.strategy != "csv":  # else recorded as if read, and never read
+        raise UserError(f"memory.csv names a memory CSV, which only strategy csv reads (memory.strategy is "
+                        f"{mem.strategy!r}): give --memory-strategy csv:FILE, or leave memory.csv out")
 
 
 def memory_frame(config: Config, dm):
@@ -59,12 +64,20 @@ def memory_frame(config: Config, dm):
                         f"give windows at the run's step")
     _far_from_training(mem.csv, frame, dm.scaler)
     first, last = dm.frame.index[dm.borders["val"][0]], dm.frame.index[dm.borders["test"][1] - 1]
-    inside = int(((frame.index >= first) & (frame.index <= last)).sum()) if frame.index.tz == first.tz else 0
+    dates = _on_clock(frame.index, dm.frame.index.tz)  # a file with UTC offsets against a run without, or the other way
+    inside = int(((dates >= first) & (dates <= last)).sum())
     if inside:
         tell_once(f"memory CSV {mem.csv}: {inside} of its rows lie in the run's validation and test period ({first} to "
                   f"{last}): a memory taken from them holds what the plugin is chosen on and scored on, so its "
                   "figures would flatter it")
     return frame
+
+
+def _on_clock(index, tz):
+    """``index`` on the clock of ``tz`` (None: timestamps without a zone, read as UTC's)."""
+    if index.tz is None:
+        return index if tz is None else index.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    return index.tz_convert(tz) if tz is not None else index.tz_convert(None)
 
 
 def _far_from_training(path: str, frame, scaler) -> None:
@@ -102,6 +115,8 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     from stanhop.config import save_config
     from stanhop.runs import CONFIG
 
+    if kind not in ("plug", "tune"):  # None attached Tune-and-Play while the run's config said it had no plugin
+        raise UserError(f"kind must be 'plug' (Plug-and-Play) or 'tune' (Tune-and-Play), got {kind!r}")
     csv = csv_name(csv, "csv", "write the memory windows to a CSV file first (frame.to_csv(path))")
     if csv is not None and strategy not in (None, "csv"):
         raise UserError(f"csv= names the memory windows' file, for strategy='csv'; leave it out with strategy={strategy!r}")
@@ -120,8 +135,6 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         model = M.backbone(run.model)
         config, mem = run.config, run.config.memory
         mem.kind = kind
-        if fill is not None:  # for a csv memory's empty cells (the run's own data read alike has none to fill)
-            config.data.fill = fill
         csv = None if csv is None else str(Path(csv).expanduser().resolve())  # saved absolute: found from any folder
         for name, value in (("size", size), ("strategy", strategy), ("csv", csv), ("tune_epochs", epochs)):
             if value is not None:
@@ -135,7 +148,11 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         if run.data.borders and not same_windows(run, dm):  # grown or edited: its split would reach the run's test rows
             raise UserError(f"{config.data.name} no longer holds the rows {run.path} was trained on (its split borders or "
                             f"training rows differ), and {own_rows}; put back the file as it was when the run was trained")
-        rows, first_row = _memory_rows(config, dm, csv_rows)
+        reading = config  # the memory CSV is read with ``fill``; the run's own data keeps its own fill
+        if fill is not None and fill != config.data.fill:
+            reading = copy.deepcopy(config)
+            reading.data.fill = fill
+        rows, first_row = _memory_rows(reading, dm, csv_rows)
         memory = M.select_memory(rows, config.model.in_len, config.model.out_len, size=mem.size, strategy=mem.strategy,
                                  seed=config.train.seed, first_row=first_row)
 

@@ -115,6 +115,13 @@ def test_tune_from_a_csv_memory(plug_run, tmp_path, etth1_path, monkeypatch):
     assert result.exit_code == 0, result.output
     told = [line for line in result.output.splitlines() if "validation and test period" in line]
     assert len(told) == 1 and told[0].startswith(f"notice: memory CSV {tested}: 100 of its rows lie in the run's "), told
+    offsets = tmp_path / "offsets.csv"  # the same rows with UTC offsets, against a run without them: told too
+    frame = pd.read_csv(tested)
+    frame.assign(date=pd.to_datetime(frame["date"]).dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")).to_csv(offsets, index=False)
+    result = invoke("tune", str(plug_run), "--plug", "--memory-size", "8", "--memory-strategy", f"csv:{offsets}")
+    assert result.exit_code == 0, result.output
+    assert f"notice: memory CSV {offsets}: 100 of its rows lie in the run's " in result.output
+    assert json.loads((plug_run / "memory.json").read_text())["kind"] == "plug"  # --plug: Plug-and-Play on a finished run
 
     watts = tmp_path / "watts.csv"
     rows.assign(OT=rows["OT"] * 1000).to_csv(watts, index=False)  # OT in other units
@@ -207,6 +214,8 @@ def test_add_memory_takes_a_csv_as_the_memory_asked_for_and_refuses_what_it_woul
         add_memory(run, kind="plug", size=4, strategy="random", csv=events, progress=False)
     with pytest.raises(UserError, match="epochs= is Tune-and-Play's"):
         add_memory(run, kind="plug", size=4, epochs=5, progress=False)
+    with pytest.raises(UserError, match="kind must be 'plug' \\(Plug-and-Play\\) or 'tune'"):
+        add_memory(run, kind=None, size=4, progress=False)  # it attached Tune-and-Play, the config saying none
     add_memory(run, kind="plug", size=4, csv=events, progress=False)  # no strategy: the file is the memory
     loaded = load_run(run)
     assert loaded.config.memory.strategy == "csv" and (loaded.model.starts == -1).all()
@@ -234,6 +243,13 @@ def test_tune_holds_the_runs_lock_while_it_works(plug_run, tmp_path, monkeypatch
 
 def test_bad_memory_options_are_one_line_errors(plug_run, tmp_path):
     out = tmp_path / "never"
+    result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--set", f"memory.csv={SMOKE}",
+                                      "--out", str(out)])  # recorded as read, and never read: refused
+    assert result.exit_code == 2 and "memory.csv names a memory CSV, which only strategy csv reads" in result.output
+    result = CliRunner().invoke(cli, ["tune", str(plug_run), "--plug", "--epochs", "2"])
+    assert result.exit_code == 2 and "--epochs is Tune-and-Play's" in result.output
+    result = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-strategy", "csv:"])
+    assert result.exit_code == 2 and "needs the file's name after the colon" in result.output
     result = CliRunner().invoke(cli, ["train", "--config", SMOKE, "--memory", "plug", "--memory-strategy", "csv", "--out", str(out)])
     assert result.exit_code == 2 and "error: memory strategy csv needs a file" in result.output
     result = CliRunner().invoke(cli, ["tune", str(plug_run), "--memory-size", "0"])
