@@ -106,19 +106,24 @@ def spans(series: Tensor, length: int) -> Tensor:
     return rearrange(series.unfold(0, length, 1), "n c t -> n t c")
 
 
-def select_memory(series: Tensor, in_len: int, out_len: int, *, size: int, strategy: str, seed: int = 0,
+def select_memory(series: Tensor | list[Tensor], in_len: int, out_len: int, *, size: int, strategy: str, seed: int = 0,
                   first_row: int = 0) -> MemorySet:
     """K = ``size`` memory windows (with futures) of the scaled rows ``series`` (rows, c).
 
     ``strategy``: random | all | extremes | csv (as all, for a series the user gave; its starts
     are -1), see the module docstring. ``first_row`` is the row of ``series[0]`` in the whole
     series (for `MemorySet.starts`). Fewer than K windows come back when the rows hold fewer.
+    A list of series (a CSV's stretches without gaps, strategy csv) gives windows within each.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise UserError(f"memory.size must be a positive whole number, got {size!r}")
-    if len(series) < in_len + out_len:
-        raise UserError(f"the memory series has {len(series)} rows, too few for one window of {in_len} + {out_len} steps")
-    candidates = spans(series, in_len + out_len)  # n (in_len + out_len) c
+    parts = list(series) if isinstance(series, (list, tuple)) else [series]
+    usable = [part for part in parts if len(part) >= in_len + out_len]
+    if not usable:
+        longest = max((len(part) for part in parts), default=0)
+        raise UserError(f"the memory series has {longest} rows{' in its longest stretch' if len(parts) > 1 else ''}, "
+                        f"too few for one window of {in_len} + {out_len} steps")
+    candidates = torch.cat([spans(part, in_len + out_len) for part in usable])  # n (in_len + out_len) c
     n = len(candidates)
     if size > n:
         notice_to_stderr(f"memory.size {size} is more than the {n} windows there are to choose from: the memory "

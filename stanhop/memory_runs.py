@@ -9,9 +9,12 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stanhop.config import Config
 from stanhop.errors import UserError, one_job, tell_once
@@ -46,22 +49,38 @@ def memory_frame(config: Config, dm):
     rows; notices for channels whose values lie far from the training data's
     (``_far_from_training``) and for rows inside the run's validation and test period. Called
     before any training, so that a bad file cannot leave a trained run without its memory."""
-    from stanhop.csvio import infer_freq, load_series
+    from stanhop.csvio import fill_missing, infer_freq, read_series
     from stanhop.forecast import check_csv_header, same_freq
 
     mem, m = config.memory, config.model
     if mem.kind is None or mem.strategy != "csv":
         return None
-    channels, freq = list(dm.columns), dm.freq
+    channels, freq, window = list(dm.columns), dm.freq, m.in_len + m.out_len
     check_csv_header(mem.csv, list(channels), config.data.date_column)
-    frame = load_series(mem.csv, config.data.date_column, list(channels), config.data.fill)
-    if len(frame) < m.in_len + m.out_len:
-        raise UserError(f"memory CSV {mem.csv} has {len(frame)} rows, too few for one window of {m.in_len} + "
-                        f"{m.out_len} steps")
-    step = infer_freq(frame.index)
-    if not same_freq(step, freq):
+    frame = read_series(mem.csv, config.data.date_column, list(channels), keep_gaps=True)  # gaps part incidents
+    if not (frame.index.is_monotonic_increasing and frame.index.is_unique):
+        raise UserError(f"memory CSV {mem.csv}: its timestamps must be increasing and unique; sort the rows and drop "
+                        "repeated dates")
+    frame = fill_missing(frame, config.data.fill, mem.csv)  # empty cells; missing timestamps part its stretches
+    try:
+        step = infer_freq(frame.index)
+    except UserError:  # gaps: stretches at the run's step, or none
+        step = None
+    if step is not None and not same_freq(step, freq):
         raise UserError(f"memory CSV {mem.csv} has time step '{step}' but the run's data has '{freq}'; "
                         f"give windows at the run's step")
+    parts = stretches(frame, freq)
+    usable = [part for part in parts if len(part) >= window]
+    if not usable and len(parts) == 1:
+        raise UserError(f"memory CSV {mem.csv} has {len(frame)} rows, too few for one window of {m.in_len} + "
+                        f"{m.out_len} steps")
+    if not usable:
+        raise UserError(f"memory CSV {mem.csv} has no {window} rows in a row at the run's step '{freq}' (its longest "
+                        f"stretch without a gap: {max(len(part) for part in parts)}), too few for one window of "
+                        f"{m.in_len} + {m.out_len} steps")
+    if len(parts) > 1:
+        tell_once(f"memory CSV {mem.csv}: {len(parts)} stretches without gaps (incidents); windows are taken within "
+                  f"each{f', leaving out {len(parts) - len(usable)} shorter than a window ({window} rows)' if len(usable) < len(parts) else ''}")
     _far_from_training(mem.csv, frame, dm.scaler)
     first, last = dm.frame.index[dm.borders["val"][0]], dm.frame.index[dm.borders["test"][1] - 1]
     dates = _on_clock(frame.index, dm.frame.index.tz)  # a file with UTC offsets against a run without, or the other way
@@ -71,6 +90,20 @@ def memory_frame(config: Config, dm):
                   f"{last}): a memory taken from them holds what the plugin is chosen on and scored on, so its "
                   "figures would flatter it")
     return frame
+
+
+def stretches(frame, freq: str) -> list:
+    """``frame``'s runs of rows one step ``freq`` apart: parts of it, in order."""
+    from pandas.tseries.frequencies import to_offset
+
+    index = frame.index
+    if len(index) < 2:
+        return [frame]
+    with warnings.catch_warnings():  # a calendar offset added to every timestamp: pandas' PerformanceWarning
+        warnings.simplefilter("ignore")
+        next_step = index[:-1] + to_offset(freq)
+    cuts = [0, *(i + 1 for i in np.flatnonzero(next_step != index[1:])), len(index)]
+    return [frame.iloc[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _on_clock(index, tz):
@@ -195,4 +228,5 @@ def _memory_rows(config: Config, dm, frame=None):
         return dm.series[start:end], start
     if frame is None:
         frame = memory_frame(config, dm)
-    return torch.from_numpy(np.asarray(dm.scaler.transform(frame.to_numpy(dtype=np.float64)), dtype=np.float32)), -1
+    return [torch.from_numpy(np.asarray(dm.scaler.transform(part.to_numpy(dtype=np.float64)), dtype=np.float32))
+            for part in stretches(frame, dm.freq)], -1  # windows within each stretch without gaps

@@ -286,3 +286,27 @@ def test_a_memory_csv_without_the_runs_date_column_or_channels_is_refused_before
                                       "--epochs", "1", "--memory-size", "4"])  # as the empty-cell message says
     assert filled.exit_code == 0, filled.output
     assert f"{holed}: 1 empty cell(s) filled by ffill" in filled.output
+
+
+def test_a_memory_csv_of_separate_incidents_gives_windows_within_each(plug_run, tmp_path, etth1_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(plug_run, run)
+    rows = pd.read_csv(etth1_path)
+    incidents = pd.concat([rows.iloc[200:240], rows.iloc[500:540], rows.iloc[800:810]])  # the last shorter than a window
+    path = tmp_path / "incidents.csv"
+    incidents.to_csv(path, index=False)
+    result = invoke("tune", str(run), "--plug", "--memory-size", "64", "--memory-strategy", f"csv:{path}")
+    assert result.exit_code == 0, result.output  # it was refused as 'timestamps missing', and --fill made lines
+    assert f"memory CSV {path}: 3 stretches without gaps (incidents); windows are taken within each, leaving out 1 " \
+           "shorter than a window (32 rows)" in result.output
+    loaded = load_run(run)
+    scaled = (torch.tensor(incidents.iloc[:, 1:].to_numpy(dtype="float32")) - torch.tensor(loaded.data.mean)) \
+        / torch.tensor(loaded.data.scale)
+    whole = torch.cat([loaded.model.windows, loaded.model.futures], dim=1)  # (K, 32, c)
+    assert len(whole) == 2 * (40 - 32 + 1)  # 9 windows in each incident, none across the gap
+    firsts = [next(i for i in range(len(scaled)) if torch.allclose(scaled[i], w[0], atol=1e-5)) for w in whole]
+    for w, first in zip(whole, firsts):
+        assert first + 32 <= 40 or 40 <= first and first + 32 <= 80  # inside one incident
+        torch.testing.assert_close(w, scaled[first : first + 32], atol=1e-5, rtol=0)
