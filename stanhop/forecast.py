@@ -803,12 +803,13 @@ def csv_date_format(table: pd.DataFrame, freq: str | None) -> str | None:
     step = to_offset(freq)
     if not (isinstance(step, pd.offsets.Tick) and pd.Timedelta(step) < pd.Timedelta(days=1)):
         return None
-    dates = table.index if isinstance(table.index, pd.DatetimeIndex) else table.get("ds")
-    if dates is None:
+    columns = [table.index] if isinstance(table.index, pd.DatetimeIndex) else []
+    columns += [table[name] for name in table.columns if pd.api.types.is_datetime64_any_dtype(table[name])]
+    if not columns:  # (a backtest's window_start, cutoff and timestamp alike: one format for all)
         return None
-    dates = pd.DatetimeIndex(dates)
-    whole_seconds = not (dates.microsecond.any() or dates.nanosecond.any())  # else pandas writes the fractions
-    return "%Y-%m-%d %H:%M:%S" if dates.tz is None and whole_seconds else None
+    dates = [pd.DatetimeIndex(column) for column in columns]
+    whole_seconds = not any(d.microsecond.any() or d.nanosecond.any() for d in dates)  # else pandas writes the fractions
+    return "%Y-%m-%d %H:%M:%S" if all(d.tz is None for d in dates) and whole_seconds else None
 
 
 def _write_parquet(chunks: Iterable[pd.DataFrame], tmp, index: bool) -> None:  # tmp: a path or a binary file

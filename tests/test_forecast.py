@@ -482,6 +482,11 @@ def test_an_hourly_forecast_at_midnight_is_written_with_its_time(run_dir, etth1,
         printed.stdout  # hourly data: the time too, as for any other hour
     written = invoke("forecast", run_dir, "--input", source, "--horizon", "1", "--output", tmp_path / "out.csv")
     assert written.exit_code == 0 and (tmp_path / "out.csv").read_text().splitlines()[1].split(",")[0].endswith(" 00:00:00")
+    daily_starts = invoke("forecast", run_dir, "--input", write_csv(etth1.iloc[:400], tmp_path / "h.csv"), "--backtest",
+                          "--stride", "24", "--output", tmp_path / "bt.csv")  # every window starts at midnight
+    assert daily_starts.exit_code == 0, daily_starts.output
+    first = (tmp_path / "bt.csv").read_text().splitlines()[1].split(",")
+    assert first[0] == "2016-07-01 00:00:00" and first[1].endswith(":00:00")  # window_start as cutoff is: with its time
 
 
 def test_dates_with_fractions_of_a_second_are_written_in_full():
