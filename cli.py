@@ -153,6 +153,9 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
         note = f"no values at all in {listing(empty)}: leave {'it' if len(empty) == 1 else 'them'} out with --columns"
     click.echo(f"missing   {info['missing']}" + (f" ({by_column}; {note})" if by_column else ""))
     click.echo(f"split     {info['split_spec']} (in_len {in_len}, out_len {out_len})")
+    if info["split"] is None:  # the file is described all the same; training would refuse this split
+        click.echo(f"  does not fit: {info['split_problem']}")
+        return
     for part, s in info["split"].items():
         click.echo(f"  {part:<6} rows [{s['start']}, {s['end']})  {counted(s['rows'], 'row')}  {counted(s['windows'], 'window')}")
     if unused := unused_rows_notice(info["rows"], info["split"]["test"]["end"], info["split_spec"], name_or_csv):

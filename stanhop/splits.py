@@ -93,7 +93,7 @@ def split_borders(n_rows: int, split: str, freq: str, in_len: int, out_len: int)
         if ends[-1] > n_rows:
             raise UserError(
                 f"the split {spec.text} needs {ends[-1]} rows ({sum(spec.values)} months of 30 days at step '{freq}') "
-                f"but the data has {n_rows}; use fewer months or fractions such as 0.7/0.1/0.2"
+                f"but the data has {n_rows}; use fewer months or fractions such as 0.7/0.1/0.2 (--split; Python: data.split)"
             )
     else:
         ends = [math.floor(n_rows * c) for c in cumulative]
@@ -152,14 +152,22 @@ def describe(
 ) -> dict:
     """Rows, channels, time step, date range, empty cells (before any fill) and the split.
 
-    ``split`` maps each part to ``{start, end, rows, windows}`` (rows, end exclusive).
+    ``split`` maps each part to ``{start, end, rows, windows}`` (rows, end exclusive); None, with
+    ``split_problem`` saying why, where the split does not fit the data (too few rows for its
+    months, a part too short for a window): the rest describes the file all the same.
     """
+    _check_lengths(in_len, out_len)
+    parse_split(split)  # a mistake in the split itself is an error
     raw = csvio.read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
     missing = csvio.count_missing(raw)
     frame = raw if fill is None else csvio.fill_missing(raw, fill, name_or_path)  # empty cells are counted, not refused
     freq = csvio.infer_freq(frame.index)
-    borders = split_borders(len(frame), split, freq, in_len, out_len)
-    counts = window_counts(borders, in_len, out_len)
+    try:
+        borders = split_borders(len(frame), split, freq, in_len, out_len)
+    except UserError as err:
+        borders, problem = None, str(err)
+    else:
+        counts, problem = window_counts(borders, in_len, out_len), None
     info = datasets.lookup(os.fspath(name_or_path)) if not datasets.looks_like_path(os.fspath(name_or_path)) else None
     return {
         "name": info.name if info else os.fspath(name_or_path),
@@ -173,10 +181,11 @@ def describe(
         "split_spec": str(split),
         "in_len": in_len,
         "out_len": out_len,
-        "split": {
+        "split": None if borders is None else {
             part: {"start": start, "end": end, "rows": end - start, "windows": counts[part]}
             for part, (start, end) in borders.items()
         },
+        **({} if problem is None else {"split_problem": problem}),
     }
 
 

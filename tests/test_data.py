@@ -99,8 +99,6 @@ BAD_INPUTS = [
      r"1 timestamp\(s\) missing at the step 'h' \(the first 2020-01-01 09:00:00, between lines 10 and 11\); insert them .*--fill"),
     ("irregular spacing", edit(BASE, 11, 0, "2020-01-01 09:30:00"), SMALL, {},
      r"irregular time steps: line 11 \(2020-01-01 09:30:00\) comes 0 days 01:30:00 after"),
-    ("too few rows for a window", BASE, ["--split", "0.6/0.2/0.2"], {}, r"leaves the train part 24 rows of 40, too short for one window \(needs 192"),
-    ("months beyond the data", BASE, ["--in-len", "2", "--out-len", "1"], {}, r"the split 14/5/5 needs 17280 rows .* but the data has 40"),
     ("bad split", BASE, ["--split", "0.7/5"], {}, r"needs three positive numbers"),
     ("mixed split", BASE, ["--split", "0.7/5/1"], {}, r"mixes months and fractions"),
     ("unknown column", BASE, [*SMALL, "--columns", "a,zz"], {}, r"unknown column\(s\) zz"),
@@ -137,6 +135,21 @@ def test_bad_input_through_the_cli(case, tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
     assert re.search(pattern, lines[0])
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--split", "0.6/0.2/0.2"], r"leaves the train part 24 rows of 40, too short for one window \(needs 192"),
+    (["--in-len", "2", "--out-len", "1"], r"the split 14/5/5 needs 17280 rows .* but the data has 40.*\(--split; Python: data.split\)"),
+])
+def test_data_describe_describes_a_file_its_split_does_not_fit_and_says_why(tmp_path, args, problem):
+    """A short file on the default split of months: its rows, step and empty cells all the same
+    (it was an error alone, so describe told nothing of the file)."""
+    path = _bad_path(tmp_path, BASE)
+    result = CliRunner().invoke(cli, ["data", "describe", path, *args])
+    assert result.exit_code == 0, result.output
+    assert "rows      40" in result.stdout and re.search(r"  does not fit: .*" + problem, result.stdout)
+    info = json.loads(CliRunner().invoke(cli, ["data", "describe", path, *args, "--json"]).stdout)
+    assert info["split"] is None and re.search(problem, info["split_problem"]) and info["rows"] == 40
 
 
 def test_unknown_data_set_through_the_cli():
