@@ -31,7 +31,6 @@ import numbers
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from stanhop.errors import UserError
 
@@ -153,6 +152,22 @@ def _entmax_newton(x: Tensor, alpha: Tensor, *, steps: int | None = None, max_it
 # ------------------------------------------------------------- autograd functions
 
 
+def _first_order(backward):
+    """A backward pass that is not itself differentiable: under create_graph (a gradient penalty,
+    a Hessian-vector product) it raises, where its result would silently drop the second-order
+    terms (torch's once_differentiable raises only when the incoming gradient has a graph)."""
+
+    @functools.wraps(backward)
+    def run(ctx, *grads):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            raise RuntimeError("entmax's backward pass is not differentiable: second derivatives (create_graph=True) "
+                               "through entmax and 1.5-entmax are not supported; use softmax, softmax1 or sparsemax")
+        with torch.no_grad():
+            return backward(ctx, *grads)
+
+    return run
+
+
 def _autocast_off(method):
     """An autograd Function's forward or backward run with autocast off. The maps compute in
     float32 (``_along`` upcasts half precision); under autocast, reductions such as vecdot would
@@ -218,7 +233,7 @@ class _Entmax15Function(torch.autograd.Function):
         return p
 
     @staticmethod
-    @once_differentiable  # its backward is not written to be differentiated again (NaN where p = 0)
+    @_first_order  # its backward is not written to be differentiated again (NaN where p = 0)
     @_autocast_off
     def backward(ctx, grad_p: Tensor) -> Tensor:
         (p,) = ctx.saved_tensors
@@ -241,7 +256,7 @@ class _EntmaxFunction(torch.autograd.Function):
         return _from_columns(p, scores.shape)
 
     @staticmethod
-    @once_differentiable  # its backward is not written to be differentiated again (it gave 0 for second derivatives)
+    @_first_order  # its backward is not written to be differentiated again (it gave 0 for second derivatives)
     @_autocast_off
     def backward(ctx, grad_out: Tensor):
         p, g, alpha = ctx.saved_tensors
