@@ -445,7 +445,7 @@ def evaluate(run, data, split, quantize, act_range, as_json) -> None:
               help=f"{MEMORY_STRATEGY_HELP}. [default: the run's memory.strategy]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs. [default: the run's memory.tune_epochs]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None,
-              help="Fill empty cells and missing timestamps of a csv:FILE memory instead of rejecting them. [default: the run's data.fill]")
+              help="Fill empty cells of a csv:FILE memory instead of rejecting them (its gaps in time part its incidents). [default: the run's data.fill]")
 @click.option("--plug", is_flag=True, help="Add Plug-and-Play instead: no training, its weight λ and β₀ chosen on the validation split.")
 def tune(run, memory_size, memory_strategy, epochs, fill, plug) -> None:
     """Add a Tune-and-Play memory to a trained run (replacing any memory it has), or with --plug

@@ -760,7 +760,7 @@ def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: st
             with open(path, "wb") as f:
                 _write_parquet(chunks, f, index)
         return Path(path)
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through a link: the file it names is replaced, the link kept
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -277,11 +277,12 @@ def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int =
         with open(path, "wb") as f:
             fig.savefig(f, format=fmt, dpi=dpi)
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
+    target = Path(os.path.realpath(path))  # through a link: the file it names is replaced, the link kept
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
     os.close(fd)
     try:
         fig.savefig(tmp, format=fmt, dpi=dpi)
-        publish(tmp, path)
+        publish(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -601,3 +601,17 @@ def test_a_run_with_in_len_1_forecasts(etth1, tmp_path):
     for result in (own, given):  # one row is the window, and the run knows its step
         assert result.exit_code == 0, result.output
         assert len(result.stdout.splitlines()) == 1 + 8
+
+
+def test_an_output_through_a_link_replaces_the_file_it_names_and_keeps_the_link(run_dir, etth1, tmp_path):
+    import os
+
+    target = tmp_path / "target.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    os.symlink(target, link)
+    result = invoke("forecast", run_dir, "--input", write_csv(etth1.iloc[:300], tmp_path / "in.csv"), "--output", link,
+                    "--force")
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == str(target)  # it was replaced by a file, the target left old
+    assert target.read_text().startswith("date,")
