@@ -101,6 +101,12 @@ def redrawn_bars() -> bool:
         return False
 
 
+def log_line(message: str) -> None:
+    """A line of progress on stderr for a log file (where no bar is redrawn): what a long pass
+    is doing, so that a log is not silent for minutes."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def command(*words) -> str:
     """A stanhop command line to suggest, its words quoted as a shell needs them (a run folder
     with spaces in its name): command("train", "--resume", path) -> "stanhop train --resume 'my run'"."""

@@ -42,7 +42,8 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop.errors import (
-    UserError, command, counted, likely_name, listing, notice_to_stderr, one_job, redrawn_bars, writable_folder,
+    UserError, command, counted, likely_name, listing, log_line, notice_to_stderr, one_job, redrawn_bars,
+    writable_folder,
 )
 from stanhop.frames import is_long
 from stanhop.runs import publish, write_json
@@ -429,6 +430,8 @@ def window_forecasts(run, z: np.ndarray, starts: np.ndarray, horizon: int, batch
 
     in_len = run.config.model.in_len
     bars = progress and redrawn_bars()
+    if progress and not bars:  # a log file: a line per pass, not a bar
+        log_line(f"{desc}: {counted(len(starts), 'window')}, {horizon} steps ahead")
     for first in tqdm(range(0, len(starts), batch_size), desc=desc, unit="batch", leave=False, disable=not bars):
         batch = starts[first : first + batch_size]  # (b,)
         rows = batch[:, None] + in_len + np.arange(horizon)  # (b, horizon)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, make_paths_absolute
-from stanhop.errors import (Terminated, UserError, command, known_as, listing, notice_to_stderr, one_job, redrawn_bars,
-                            writable_folder)
+from stanhop.errors import (Terminated, UserError, command, counted, known_as, listing, log_line, notice_to_stderr,
+                            one_job, redrawn_bars, writable_folder)
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
     read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
@@ -585,6 +585,8 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     from tqdm.auto import tqdm
 
     def bar(loader, what: str):
+        if progress and not redrawn_bars():  # a log file: a line per pass, not a bar
+            log_line(f"evaluating the {what} split: {counted(len(loader.dataset), 'window')}")
         return tqdm(loader, desc=what, unit="batch", leave=False, disable=not (progress and redrawn_bars()))
 
     test_loader, val_loader = dm.test_dataloader(), dm.val_dataloader()
@@ -626,7 +628,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         "separation": config.model.separation,
         "gate": config.model.gate,
         "split": config.data.split,
-        "data": _data_name or config.data.name,
+        "data": _absolute(_data_name or config.data.name),  # where the scored file is, from any folder
         "in_len": config.model.in_len,
         "out_len": config.model.out_len,
     }
@@ -652,6 +654,13 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         notice_to_stderr(f"the {label} forecast has a lower test MSE than the model ({figures['mse']:.4f} against "
                          f"{test['mse']:.4f}): see 'the naive forecast beats the model' in the README's Troubleshooting")
     return metrics
+
+
+def _absolute(name: str) -> str:
+    """A data file's path made absolute (a registered data set's name as it is)."""
+    from stanhop.datasets import looks_like_path
+
+    return os.path.abspath(os.path.expanduser(name)) if looks_like_path(str(name)) else str(name)
 
 
 def _plugin_settings(run, val_loader) -> dict[str, Any]:

@@ -419,3 +419,19 @@ def test_a_run_without_out_goes_under_runs_named_by_its_data(data, label):
     config.data.name = data
     run_dir = default_run_dir(config)  # a compressed file's run went beside the file, named by its whole path
     assert run_dir.parent == Path("runs") and run_dir.name.startswith(f"{label}-entmax-")
+
+
+def test_evaluate_tells_a_log_each_pass_and_names_a_copy_by_its_absolute_path(smoke_run: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    before = json.loads((smoke_run / "metrics.json").read_text())
+    shutil.copy(Path(os.environ["STANHOP_DATA_DIR"]) / "ETTh1.csv", tmp_path / "copy.csv")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("evaluate", str(smoke_run), "--data", "copy.csv")  # a copy of the run's own file: its figures saved
+    assert result.exit_code == 0, result.output
+    after = json.loads((smoke_run / "metrics.json").read_text())
+    assert after["data"] == str(tmp_path / "copy.csv") and after["test"] == pytest.approx(before["test"])  # absolute
+    (smoke_run / "metrics.json").write_text(json.dumps(before))
+    # stderr is a log here, not a terminal: a line for each pass, where a terminal gets bars
+    assert re.search(r"^evaluating the test split: \d+ windows$", result.stderr, flags=re.M), result.stderr
+    assert re.search(r"^evaluating the validation split: \d+ windows$", result.stderr, flags=re.M)
