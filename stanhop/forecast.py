@@ -129,7 +129,8 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     long = is_long(frame)
     if long:
         frame = to_wide(frame, date, source)
-    frame = frame.set_axis([str(c) for c in frame.columns], axis=1)  # channels are named as text (0 -> '0')
+    frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)  # channels are named as text (0 -> '0'),
+    # without spaces around them, as a CSV's header is read (a frame's ' a ' is the run's a)
     if date not in frame.columns and frame.index.name == date and is_text(frame.index):
         frame = frame.reset_index()  # read without parse_dates: its text is read as a date column's
     if date in frame.columns:

@@ -454,3 +454,14 @@ def test_a_run_of_a_zoned_dataframe_dates_every_forecast_in_its_zone(etth1, tmp_
     capsys.readouterr()
     run.forecast(zoned.tz_localize(None))
     assert "its timestamps have no time zone, and those the run was trained on were in Europe/Berlin" in capsys.readouterr().err
+
+
+def test_a_frame_whose_column_names_have_spaces_around_them_forecasts_as_it_trained(etth1, tmp_path):
+    from stanhop.runs import load_run
+
+    spaced = etth1.iloc[:1200].rename(columns=lambda name: f" {name} ")
+    train(smoke(), tmp_path / "run", frame=spaced, progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.data.columns == list(etth1.columns)  # its CSV copy is read as any CSV: names stripped
+    future = run.forecast(spaced)  # the frame it trained on, names and all (it lacked the channel 'HUFL' before)
+    assert len(future) == run.config.model.out_len and np.isfinite(future.to_numpy()).all()
