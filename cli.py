@@ -357,9 +357,6 @@ def _as_long(frame):
     return frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")
 
 
-_COMPRESSED = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz"}  # their first bytes
-
-
 @contextlib.contextmanager
 def _input_file(path):
     """``path`` as a file to read: a stream (``-`` for stdin, /dev/stdin, a pipe, bash's
@@ -374,16 +371,24 @@ def _input_file(path):
     import shutil
     import tempfile
 
+    from stanhop.csvio import compression_ending
+
     with (contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")) as source, \
             tempfile.TemporaryDirectory(prefix="stanhop-input-") as folder:
         head = source.read(6)
-        ending = next((end for magic, end in _COMPRESSED.items() if head.startswith(magic)), "")
-        copy = os.path.join(folder, f"input.csv{ending}")
+        copy = os.path.join(folder, f"input.csv{compression_ending(head)}")
         with open(copy, "wb") as f:
             f.write(head)
             shutil.copyfileobj(source, f)
         with known_as(copy, "stdin" if path == "-" else path):
             yield copy
+
+
+def _opened_input(input_path):
+    """(the --input to read, as a file for the rest of the command: ``_input_file``; what
+    messages about its frame call it)."""
+    source = {None: "the input", "-": "stdin"}.get(input_path, str(input_path))
+    return click.get_current_context().with_resource(_input_file(input_path)), source
 
 
 def _long_input(run, path, date_column, fill):
@@ -576,8 +581,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     from stanhop.runs import load_run
 
     loaded = load_run(run)
-    source = {None: "the input", "-": "stdin"}.get(input_path, str(input_path))  # what messages about the frame call it
-    input_path = click.get_current_context().with_resource(_input_file(input_path))  # stdin, a pipe: as a file
+    input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
     long = False  # a long --input: the tables come back long
     if input_path is None:
         frame = own_data(loaded, "test" if backtest else "all")
@@ -696,8 +700,7 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
         from stanhop.runs import load_run
 
         loaded = load_run(run)
-        source = {None: "the input", "-": "stdin"}.get(input_path, str(input_path))
-        input_path = click.get_current_context().with_resource(_input_file(input_path))  # stdin, a pipe: as a file
+        input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
         frame = _long_input(loaded, input_path, date_column, fill)  # neuralforecast's layout, as forecast takes it
         if frame is None and input_path is not None:
             frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)

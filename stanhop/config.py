@@ -228,13 +228,18 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 def make_paths_absolute(cfg: Config) -> Config:
     """``cfg`` with its CSV files (data.name when it is a path, memory.csv) made absolute, in place,
     so that a run's saved config finds them from any folder; data set names stay as they are."""
+    cfg.data.name = absolute_data_name(cfg.data.name)
+    if cfg.memory.csv is not None:
+        cfg.memory.csv = absolute_data_name(cfg.memory.csv)
+    return cfg
+
+
+def absolute_data_name(name) -> str:
+    """A CSV file's path made absolute, one spelling per file ("../x/data.csv" as
+    "/.../x/data.csv"); a registered data set's name as it is."""
     from stanhop.datasets import looks_like_path
 
-    if looks_like_path(str(cfg.data.name)):  # abspath: "../x/data.csv" as "/.../x/data.csv", one spelling per file
-        cfg.data.name = os.path.abspath(Path(cfg.data.name).expanduser())
-    if cfg.memory.csv is not None:
-        cfg.memory.csv = os.path.abspath(Path(cfg.memory.csv).expanduser())
-    return cfg
+    return os.path.abspath(Path(name).expanduser()) if looks_like_path(str(name)) else name
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

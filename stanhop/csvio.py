@@ -369,6 +369,12 @@ def _check_size(path: Path) -> None:
 
 
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # read_csv infers them from the name too
+COMPRESSED_STARTS = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz"}  # their files' first bytes
+
+
+def compression_ending(head: bytes) -> str:
+    """The name ending that says how bytes starting with ``head`` are compressed ("" for none)."""
+    return next((ending for start, ending in COMPRESSED_STARTS.items() if head.startswith(start)), "")
 
 
 def _open_bytes(path: Path):

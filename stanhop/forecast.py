@@ -33,6 +33,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ def tell_other_zone(run, index: pd.DatetimeIndex, source: str, notify: Notify | 
     """A notice where ``index`` has a time zone and the run's timestamps had none, or the other
     way round (the run's are recorded since its scaler.json has "timezone"): a likely mistake,
     whose forecast is dated as ``source`` is."""
-    zone = getattr(run.data, "timezone", None)
+    zone = run.data.timezone
     if zone is None or (zone == "") == (index.tz is None):
         return
     given = "have no time zone" if index.tz is None else f"are in {index.tz}"
@@ -228,13 +229,12 @@ def check_dates(run, index: pd.DatetimeIndex, source: str, first_position: int =
         raise UserError(f"the timestamps of {source} must be increasing and unique; sort the rows and drop repeated dates")
     if len(index) < 2:
         raise UserError(f"{source} has {len(index)} row(s); a forecast needs at least {run.config.model.in_len}")
-    try:
-        infer_freq(index)
-    except UserError:  # (a file's gaps were named, by line, when it was read)
+    freq = step_of(index)
+    if freq is None:  # (a file's gaps were named, by line, when it was read)
         refuse_missing_steps(index, run.data.freq, source, None if long else first_position)
         infer_freq(index, frame_name=source, first_position=None if long else first_position)  # rows off the step
-        raise
-    refuse_other_step(run, index, source)
+        infer_freq(index)  # where those found nothing to name: the plain error
+    refuse_other_step(run, freq, source)
 
 
 def refuse_missing_steps(index: pd.DatetimeIndex, freq: str, source: str, first_position: int | None = 0) -> None:
@@ -298,7 +298,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
         frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify,
                                keep_them="--fill inserts and fills the missing rows")
         first = max(len(frame) - max(last_rows, 2), 0)  # (two rows at least, to see the step)
-        refuse_other_step(run, frame.index[first:], str(path))  # all rows off the run's step: resample, not remove one
+        refuse_other_step(run, step_of(frame.index[first:]), str(path))  # all rows off the run's step: resample, not remove one
         refuse_off_calendar(frame.index, first, run.data.freq, path)
         try:  # a gap among the last rows, which the forecast reads: the usual error, naming it by its lines
             refuse_gaps(frame.iloc[first:], path, first_row=first)
@@ -311,16 +311,21 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     return frame[list(run.data.columns)]
 
 
-def refuse_other_step(run, index: pd.DatetimeIndex, source: str) -> None:
-    """A UserError where ``index`` has a regular step other than the run's (weekly on Mondays
-    for a run of Sundays, 15-minute rows for a daily run); nothing where it has none."""
+def step_of(index: pd.DatetimeIndex) -> str | None:
+    """The one regular step of ``index`` (csvio.infer_freq), or None where it has none."""
     from stanhop.csvio import infer_freq
 
     try:
-        freq = infer_freq(index)
-    except UserError:  # no one step: the checks that follow name the rows
-        return
-    if not same_freq(freq, run.data.freq):
+        return infer_freq(index)
+    except UserError:
+        return None
+
+
+def refuse_other_step(run, freq: str | None, source: str) -> None:
+    """A UserError where ``source``'s regular step ``freq`` is not the run's (weekly on Mondays
+    for a run of Sundays, 15-minute rows for a daily run); nothing for None (no one step: the
+    checks that follow name the rows)."""
+    if freq is not None and not same_freq(freq, run.data.freq):
         raise UserError(f"{source} has time step '{freq}' but the run was trained on '{run.data.freq}' data; resample it "
                         f"to '{run.data.freq}'")
 
@@ -368,7 +373,7 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
         fetch = f" (`{command('data', 'describe', info.name)}` downloads it)" if info is not None else ""
         raise UserError(f"the run's data '{name}' is not on this machine{fetch}; {remedy}")
     frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
-    zone = getattr(run.data, "timezone", None)
+    zone = run.data.timezone
     if zone and frame.index.tz is not None and str(frame.index.tz) != zone:  # a DataFrame's zone: its CSV kept offsets
         frame.index = frame.index.tz_convert(zone)
     if part == "all":
@@ -749,35 +754,41 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
 
 def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: str, *, index: bool = False,
                 freq: str | None = None) -> Path:
-    """Write tables (one after another) to ``path`` atomically: a temp file, then a rename; to a
-    stream (:func:`is_stream`: ``-`` is stdout) as they come. ``freq``: the run's step, for the
-    dates' format in a CSV (csv_date_format)."""
+    """Write tables (one after another) to ``path`` (:func:`output_file`: atomically, or to a
+    stream as they come). ``freq``: the run's step, for the dates' format in a CSV
+    (csv_date_format)."""
+    with output_file(path, binary=fmt != "csv") as f:
+        _write_csv(chunks, f, index, freq) if fmt == "csv" else _write_parquet(chunks, f, index)
+    return Path(path)
+
+
+@contextmanager
+def output_file(path: str | os.PathLike, *, binary: bool = False):
+    """A file to write the output ``path`` through. A stream (:func:`is_stream`; ``-`` is
+    stdout) is written as it comes: stdout as it is (opened anew, a file it appends to would be
+    truncated), a pipe or device opened. Anything else is written atomically: a temp file beside
+    the file ``path`` names (through links: the link is kept), renamed over it once written, and
+    removed if the writing fails."""
+    if is_stdout(path):
+        sys.stdout.flush()
+        yield sys.stdout.buffer if binary else sys.stdout
+        sys.stdout.flush()
+        return
+    text = {} if binary else {"newline": "", "encoding": "utf-8"}
     if is_stream(path):
-        if is_stdout(path):  # as it is (a file opened anew would be truncated: stdout may append to one)
-            sys.stdout.flush()
-            _write_csv(chunks, sys.stdout, index, freq) if fmt == "csv" else _write_parquet(chunks, sys.stdout.buffer, index)
-            sys.stdout.flush()
-        elif fmt == "csv":
-            with open(path, "w", newline="", encoding="utf-8") as f:
-                _write_csv(chunks, f, index, freq)
-        else:
-            with open(path, "wb") as f:
-                _write_parquet(chunks, f, index)
-        return Path(path)
-    path = Path(os.path.realpath(path))  # through a link: the file it names is replaced, the link kept
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with open(path, "wb" if binary else "w", **text) as f:
+            yield f
+        return
+    target = Path(os.path.realpath(path))
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        if fmt == "csv":
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                _write_csv(chunks, f, index, freq)
-        else:
-            _write_parquet(chunks, tmp, index)
-        publish(tmp, path)
+        with open(tmp, "wb" if binary else "w", **text) as f:
+            yield f
+        publish(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def metrics_path(output: str | os.PathLike) -> Path:
@@ -816,7 +827,7 @@ def csv_date_format(table: pd.DataFrame, freq: str | None) -> str | None:
     return "%Y-%m-%d %H:%M:%S" if all(d.tz is None for d in dates) and whole_seconds else None
 
 
-def _write_parquet(chunks: Iterable[pd.DataFrame], tmp, index: bool) -> None:  # tmp: a path or a binary file
+def _write_parquet(chunks: Iterable[pd.DataFrame], f, index: bool) -> None:  # f: a binary file
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -824,7 +835,7 @@ def _write_parquet(chunks: Iterable[pd.DataFrame], tmp, index: bool) -> None:  #
     try:
         for chunk in chunks:
             table = pa.Table.from_pandas(chunk.reset_index() if index else chunk, preserve_index=False)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer = writer or pq.ParquetWriter(f, table.schema)
             writer.write_table(table)
     finally:
         if writer is not None:

@@ -19,7 +19,8 @@ import numpy as np
 from stanhop.config import Config
 from stanhop.errors import UserError, one_job, tell_once
 from stanhop.runs import load_run, training_lock
-from stanhop.workflow import csv_name, evaluate, kept_random_state, run_data_module, same_windows
+from stanhop.randomness import kept_random_state
+from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
 
 def check_memory_config(config: Config) -> None:
@@ -49,8 +50,8 @@ def memory_frame(config: Config, dm):
     rows; notices for channels whose values lie far from the training data's
     (``_far_from_training``) and for rows inside the run's validation and test period. Called
     before any training, so that a bad file cannot leave a trained run without its memory."""
-    from stanhop.csvio import fill_missing, infer_freq, read_series
-    from stanhop.forecast import check_csv_header, same_freq
+    from stanhop.csvio import fill_missing, read_series
+    from stanhop.forecast import check_csv_header, same_freq, step_of
 
     mem, m = config.memory, config.model
     if mem.kind is None or mem.strategy != "csv":
@@ -62,10 +63,7 @@ def memory_frame(config: Config, dm):
         raise UserError(f"memory CSV {mem.csv}: its timestamps must be increasing and unique; sort the rows and drop "
                         "repeated dates")
     frame = fill_missing(frame, config.data.fill, mem.csv)  # empty cells; missing timestamps part its stretches
-    try:
-        step = infer_freq(frame.index)
-    except UserError:  # gaps: stretches at the run's step, or none
-        step = None
+    step = step_of(frame.index)  # None where it has gaps: stretches at the run's step, or none
     if step is not None and not same_freq(step, freq):
         raise UserError(f"memory CSV {mem.csv} has time step '{step}' but the run's data has '{freq}'; "
                         f"give windows at the run's step")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -267,25 +266,15 @@ def figure_format(path: str | os.PathLike) -> str:
 
 
 def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int = 110) -> Path:
-    """Save ``fig`` to ``path`` (format by extension) atomically; refuse an existing file unless ``force``."""
-    from stanhop.forecast import check_output, is_stream
-    from stanhop.runs import publish
+    """Save ``fig`` to ``path`` (format by extension) as any output is written
+    (forecast.output_file: atomically, a named pipe through); refuse an existing file unless
+    ``force``."""
+    from stanhop.forecast import check_output, output_file
 
     fmt = figure_format(path)
     path = check_output(path, force=force)
-    if is_stream(path):  # a named pipe: written through, never replaced
-        with open(path, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi)
-        return path
-    target = Path(os.path.realpath(path))  # through a link: the file it names is replaced, the link kept
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{fmt}")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-        publish(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with output_file(path, binary=True) as f:
+        fig.savefig(f, format=fmt, dpi=dpi)
     return path
 
 

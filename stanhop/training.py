@@ -30,6 +30,7 @@ from stanhop.config import Config
 from stanhop.errors import redrawn_bars
 from stanhop.model import STanHopNet
 from stanhop.optimisation import TrainingDiverged, accumulate_gradients, adam
+from stanhop.randomness import random_states, restore_random_states
 
 
 class Forecaster(L.LightningModule):
@@ -176,32 +177,11 @@ class RandomStates(Callback):
         self.single_process = trainer.world_size == 1
 
     def state_dict(self) -> dict:
-        import random
-
-        import numpy as np
-
-        kind, words, position, has_gauss, gauss = np.random.get_state()
-        return {
-            "python": random.getstate(),
-            "numpy": (kind, torch.from_numpy(words.astype(np.int64)), position, has_gauss, gauss),  # tensors load safely
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        }
+        return random_states()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        import random
-
-        import numpy as np
-
-        if not self.single_process or not state_dict:
-            return
-        version, internal, gauss = state_dict["python"]
-        random.setstate((version, tuple(internal), gauss))
-        kind, words, position, has_gauss, cached = state_dict["numpy"]
-        np.random.set_state((kind, words.numpy().astype(np.uint32), position, has_gauss, cached))
-        torch.set_rng_state(state_dict["torch"])
-        if state_dict["cuda"] and torch.cuda.is_available() and len(state_dict["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        if self.single_process and state_dict:
+            restore_random_states(state_dict)
 
 
 class EpochLines(Callback):

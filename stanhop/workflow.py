@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stanhop.config import Config, make_paths_absolute
+from stanhop.config import Config, absolute_data_name, make_paths_absolute
 from stanhop.errors import (Terminated, UserError, command, counted, known_as, listing, log_line, notice_to_stderr,
                             one_job, redrawn_bars, writable_folder)
+from stanhop.randomness import kept_random_state
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
     read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
@@ -99,33 +100,6 @@ def rows_fingerprint(dm) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def kept_random_state():
-    """Restore the global random generators (Python's, NumPy's, torch's on CPU and CUDA) and
-    Lightning's seed variables on the way out, as they were on the way in."""
-    import random
-
-    import numpy as np
-    import torch
-
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    env = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        for name, value in env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @one_job()
 @kept_random_state()  # the training seeds every generator: a caller's draws go on as they would have
 def train(config: Config, out: str | Path | None = None, *, force: bool = False, resume: str | Path | None = None,
@@ -150,8 +124,6 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
         raise UserError(f"config must be a stanhop Config (stanhop.config.load_config(FILE), or Config()), got "
                         f"{type(config).__name__}")
     config = copy.deepcopy(config)  # the run's own: the caller's config is left as it was given
-
-
     if resume is not None and init_from is not None:
         raise UserError("a resumed run continues from its own checkpoint: leave out init_from")
     if frame is None:
@@ -573,21 +545,21 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         config.data.split = split
     dm = run_data_module(run)
     if data is not None:
-        from stanhop.forecast import same_freq
+        from stanhop.forecast import refuse_other_step
 
-        if not same_freq(dm.freq, run.data.freq):  # scored by a model of another step, its figures would mean nothing
-            raise UserError(f"{data} has time step '{dm.freq}' but the run was trained on '{run.data.freq}' data; "
-                            f"resample it to '{run.data.freq}'")
+        refuse_other_step(run, dm.freq, data)  # scored by a model of another step, its figures would mean nothing
     if data is not None and (far := far_from_training(dm.frame, dm.scaler, INPUT_FAR_MEAN, INPUT_FAR_SPREAD)):
         notice_to_stderr(f"{data}: {far}; the model's errors on data so far from what it learned mean little (other "
                          "units?)")
 
     from tqdm.auto import tqdm
 
+    bars = progress and redrawn_bars()
+
     def bar(loader, what: str):
-        if progress and not redrawn_bars():  # a log file: a line per pass, not a bar
+        if progress and not bars:  # a log file: a line per pass, not a bar
             log_line(f"evaluating the {what} split: {counted(len(loader.dataset), 'window')}")
-        return tqdm(loader, desc=what, unit="batch", leave=False, disable=not (progress and redrawn_bars()))
+        return tqdm(loader, desc=what, unit="batch", leave=False, disable=not bars)
 
     test_loader, val_loader = dm.test_dataloader(), dm.val_dataloader()
     with OutlierMonitor(run.model) as monitor:  # the outlier statistics come from the test pass's activations
@@ -628,7 +600,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         "separation": config.model.separation,
         "gate": config.model.gate,
         "split": config.data.split,
-        "data": _absolute(_data_name or config.data.name),  # where the scored file is, from any folder
+        "data": absolute_data_name(_data_name or config.data.name),  # where the scored file is, from any folder
         "in_len": config.model.in_len,
         "out_len": config.model.out_len,
     }
@@ -654,13 +626,6 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         notice_to_stderr(f"the {label} forecast has a lower test MSE than the model ({figures['mse']:.4f} against "
                          f"{test['mse']:.4f}): see 'the naive forecast beats the model' in the README's Troubleshooting")
     return metrics
-
-
-def _absolute(name: str) -> str:
-    """A data file's path made absolute (a registered data set's name as it is)."""
-    from stanhop.datasets import looks_like_path
-
-    return os.path.abspath(os.path.expanduser(name)) if looks_like_path(str(name)) else str(name)
 
 
 def _plugin_settings(run, val_loader) -> dict[str, Any]:
