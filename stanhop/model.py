@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from stanhop.config import ModelConfig
 from stanhop.dropout import Dropout, keep_mask, pack_bits, scaled, unpacked_mask
-from stanhop.hopfield import Hopfield, HopfieldPooling
+from stanhop.hopfield import Hopfield, HopfieldLayer, HopfieldPooling
 
 
 def n_segments(length: int, seg_len: int) -> int:
@@ -159,17 +159,23 @@ class STanHopBlock(nn.Module):
 
     1. Temporal: every series retrieves over its own patches,
        z = LN(x + drop(GSH(x, x))); z = LN(z + drop(MLP(z))).
-    2. Cross-series: at every patch position, GSHPooling condenses the c series into
-       `factor` patterns h (learned state patterns retrieve from the series); each series
-       then retrieves from h: u = LN(z + drop(GSH(z, h))); u = LN(u + drop(MLP(u))).
-       Pooling first keeps the cost linear in the number of series (c·factor, not c²).
+    2. Cross-series, at every patch position, over the c series; ``cfg.cross_series``:
+       - ``stanhop`` (STanHop's, as its paper and public code have it): every series retrieves
+         from the block's `factor` learned stored patterns, h = GSHPooling(z) (c rows), and
+         from the series, u = LN(h + drop(GSH(z, z))); u = LN(u + drop(MLP(u))). The
+         series-to-series retrieval costs c² per position.
+       - ``router`` (Crossformer's router): `factor` learned state patterns pool the series,
+         r = GSHPooling(z) (`factor` rows), and every series retrieves from them,
+         u = LN(z + drop(GSH(z, r))); u = LN(u + drop(MLP(u))): c·factor per position.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, kw = cfg.d_model, dict(n_heads=cfg.n_heads, separation=cfg.separation, dropout=cfg.dropout, gate=cfg.gate)
         self.temporal = Hopfield(d, **kw)
-        self.pooling = HopfieldPooling(d, n_patterns=cfg.factor, **kw)
+        self.router = cfg.cross_series == "router"
+        self.pooling = (HopfieldPooling(d, n_patterns=cfg.factor, **kw) if self.router
+                        else HopfieldLayer(d, n_memories=cfg.factor, **kw))
         self.cross_series = Hopfield(d, **kw)
         self.mlp_temporal, self.mlp_cross = MLP(d, cfg.d_ff, cfg.dropout), MLP(d, cfg.d_ff, cfg.dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(4))
@@ -185,14 +191,18 @@ class STanHopBlock(nn.Module):
         # projections (on a strided view each Linear would copy it for itself, then add its bias
         # in a separate pass)
         z = rearrange(z, "(b c) s d -> (b s) c d", b=b).contiguous()
-        u, m = norm_mlp(residual(z, self.drop, self._cross_series(z)), self.norms[2], self.mlp_cross)
+        if self.router:
+            u = residual(z, self.drop, self._routed(z))
+        else:
+            u = residual(self.pooling(z), self.drop, self.cross_series(z))
+        u, m = norm_mlp(u, self.norms[2], self.mlp_cross)
         u = self.norms[3](residual(u, self.drop, m))
         return rearrange(u, "(b s) c d -> b c s d", b=b)
 
-    def _cross_series(self, z: Tensor) -> Tensor:  # (b s) c d -> (b s) c d
-        """GSH(z, GSHPooling(z)). The pooled patterns h = W_O r + b_O (r: the pooling's heads)
-        enter only through the keys/values W_kv h + b_kv, so those are computed as one affine
-        map of r, (W_kv W_O) r + (W_kv b_O + b_kv): the same values without the d×d projection
+    def _routed(self, z: Tensor) -> Tensor:  # (b s) c d -> (b s) c d
+        """GSH(z, GSHPooling(z)). The pooled patterns r = W_O p + b_O (p: the pooling's heads)
+        enter only through the keys/values W_kv r + b_kv, so those are computed as one affine
+        map of p, (W_kv W_O) p + (W_kv b_O + b_kv): the same values without the d×d projection
         of every pooled pattern. Hooks on these modules (quantization, outlier statistics)
         see the modules called one by one, as written above."""
         pool, kv = self.pooling, self.cross_series.kv

@@ -326,7 +326,7 @@ def finished_epochs(ckpt: Path) -> int | None:
 # the model settings that decide the weights' shapes and meaning: a run starts from another's
 # weights only where these are the same
 WEIGHT_SETTINGS = ("n_series", "in_len", "out_len", "seg_len", "win_size", "d_model", "d_ff", "n_heads", "e_layers",
-                   "factor", "separation", "gate")
+                   "factor", "cross_series", "separation", "gate")
 
 
 @dataclass
@@ -356,11 +356,10 @@ def starting_run(path: str | Path, run_dir: Path, config: Config) -> StartingRun
     """The finished run at ``path``, checked before any work: complete, not the new run's own
     folder (it is kept), and whose channels the new data has. When the config names no
     channels, the run's are chosen, in its order."""
-    from stanhop.config import load_config
-    from stanhop.runs import CONFIG, SCALER
+    from stanhop.runs import SCALER, saved_config
 
     source = check_starting_run(path, run_dir)
-    start = StartingRun(source, load_config(source / CONFIG), DataInfo.from_dict(read_json(source / SCALER)))
+    start = StartingRun(source, saved_config(source), DataInfo.from_dict(read_json(source / SCALER)))
     if config.data.columns is None:
         from stanhop.datasets import looks_like_path
 

@@ -204,7 +204,7 @@ def _cfg(**kw) -> ModelConfig:
 @pytest.mark.parametrize("separation", ["entmax", "softmax1"])
 def test_composed_pooling_projection_equals_pooling_then_keys_values(separation):
     torch.manual_seed(0)
-    block = STanHopBlock(_cfg(separation=separation)).train()
+    block = STanHopBlock(_cfg(separation=separation, cross_series="router")).train()
     x = torch.randn(4, 3, 5, 16)
 
     def run(plain: bool):

@@ -6,8 +6,11 @@ import math
 import pytest
 import torch
 
-from stanhop.config import SEPARATIONS, ModelConfig
-from stanhop.model import CoarseGrain, PatchEmbedding, STanHopNet
+from einops import rearrange
+
+from stanhop.config import CROSS_SERIES, SEPARATIONS, ModelConfig
+from stanhop.hopfield import HopfieldLayer, HopfieldPooling
+from stanhop.model import CoarseGrain, PatchEmbedding, STanHopBlock, STanHopNet
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -19,10 +22,57 @@ def tiny(**overrides) -> ModelConfig:
     "c, in_len, out_len, seg_len, win_size, e_layers",
     [(3, 24, 8, 4, 2, 2), (1, 30, 7, 4, 2, 2), (5, 17, 3, 6, 3, 3), (2, 12, 12, 12, 1, 1), (7, 168, 24, 6, 4, 2)],
 )
-def test_output_shape_for_any_lengths_including_padding(c, in_len, out_len, seg_len, win_size, e_layers):
-    cfg = tiny(n_series=c, in_len=in_len, out_len=out_len, seg_len=seg_len, win_size=win_size, e_layers=e_layers)
+@pytest.mark.parametrize("cross_series", CROSS_SERIES)
+def test_output_shape_for_any_lengths_including_padding(c, in_len, out_len, seg_len, win_size, e_layers, cross_series):
+    cfg = tiny(n_series=c, in_len=in_len, out_len=out_len, seg_len=seg_len, win_size=win_size, e_layers=e_layers,
+               cross_series=cross_series)
     model = STanHopNet(cfg)
     assert model(torch.randn(2, in_len, c)).shape == (2, out_len, c)
+
+
+def _temporal_stage(block: STanHopBlock, x):  # (b, c, s, d) -> ((b s), c, d), as the block's first stage
+    b = x.shape[0]
+    z = rearrange(x, "b c s d -> (b c) s d")
+    z = block.norms[0](z + block.temporal(z))
+    z = block.norms[1](z + block.mlp_temporal(z))
+    return rearrange(z, "(b c) s d -> (b s) c d", b=b)
+
+
+def _closing(block: STanHopBlock, u, b):  # LN(u + MLP(u)), back to (b, c, s, d)
+    u = block.norms[2](u)
+    return rearrange(block.norms[3](u + block.mlp_cross(u)), "(b s) c d -> b c s d", b=b)
+
+
+def test_cross_series_stage_as_stanhop_writes_it():
+    """PAPERS.md (and STanHop's public code): h = GSHPooling(s), every series retrieving from
+    `factor` learned stored patterns; out = LN(h + drop(GSH(s, s))) -> + MLP -> LN."""
+    torch.manual_seed(0)
+    block = STanHopBlock(tiny(n_series=5, factor=3)).eval()
+    assert isinstance(block.pooling, HopfieldLayer) and block.pooling.memories.shape == (3, 16)
+    x = torch.randn(2, 5, 4, 16)
+    s = _temporal_stage(block, x)  # (8, 5, 16)
+    h = block.pooling.hopfield(s, block.pooling.memories[None])  # c rows: each series' retrieval
+    assert h.shape == s.shape
+    expected = _closing(block, h + block.cross_series(s, s), 2)
+    torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
+    # series talk to each other: changing series 0 changes the others' outputs
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    assert (block(x2)[:, 1:] - block(x)[:, 1:]).abs().max() > 1e-3
+
+
+def test_cross_series_stage_as_a_router():
+    """Crossformer's router: `factor` learned state patterns pool the series (factor rows), which
+    retrieve from them; out = LN(s + drop(GSH(s, Pool(s)))) -> + MLP -> LN."""
+    torch.manual_seed(0)
+    block = STanHopBlock(tiny(n_series=5, factor=3, cross_series="router")).eval()
+    assert isinstance(block.pooling, HopfieldPooling)
+    x = torch.randn(2, 5, 4, 16)
+    s = _temporal_stage(block, x)
+    pooled = block.pooling(s)
+    assert pooled.shape == (8, 3, 16)
+    expected = _closing(block, s + block.cross_series(s, pooled), 2)
+    torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_front_padding_repeats_the_first_step():
@@ -82,16 +132,18 @@ def windows(series: torch.Tensor, in_len: int, out_len: int):
     return x, y
 
 
-@pytest.mark.parametrize("separation, gate", [(s, False) for s in SEPARATIONS] + [("softmax1", True)])
-def test_training_harness_loss_falls(separation, gate):
+@pytest.mark.parametrize("separation, gate, cross_series",
+                         [(s, False, "stanhop") for s in SEPARATIONS] + [("softmax1", True, "stanhop"),
+                                                                          ("entmax", False, "router")])
+def test_training_harness_loss_falls(separation, gate, cross_series):
     torch.manual_seed(0)
-    cfg = tiny(separation=separation, gate=gate)
+    cfg = tiny(separation=separation, gate=gate, cross_series=cross_series)
     model = STanHopNet(cfg)
     x, y = windows(coupled_sines(), cfg.in_len, cfg.out_len)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(40):
+    for _ in range(100):
         idx = torch.randint(0, len(x), (32,), generator=g)
         loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
         opt.zero_grad()
