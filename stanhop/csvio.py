@@ -78,6 +78,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
+    _refuse_units_row(raw.drop(columns=date_column), path)
     _refuse_long_format(raw, date_column, path)
     if columns is None and (unnamed := [c for c in raw.columns if _UNNAMED.fullmatch(str(c))]):
         tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
@@ -115,8 +116,8 @@ def _with_example(column: pd.Series, name: str) -> str:
     if values.str.lower().isin(["true", "false"]).all():
         return f"{name} (true/false)"
     if re.fullmatch(r"[+-]?[\d.,]*\d[\d.,]*\s*[^\d\s.,]{1,4}", first):
-        return f"{name} ({first!r}: numbers with a unit? strip it to use the column)"
-    return f"{name} ({first!r})"
+        return f"{name} ({_shown(first)}: numbers with a unit? strip it to use the column)"
+    return f"{name} ({_shown(first)})"
 
 
 _NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
@@ -330,6 +331,9 @@ def _dialect(path: Path) -> dict[str, str]:
     with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="replace") as f:
         lines = [line for _, line in zip(range(_SNIFFED_LINES), f)]
     header, data = (lines[0], [line for line in lines[1:] if line.strip()]) if lines else ("", [])
+    if re.fullmatch(r'\ufeff?"?sep=.?"?\s*', header):
+        raise UserError(f"{path}: its first line {header.strip().lstrip(chr(0xfeff))!r} is Excel's note of the separator, "
+                        "not the header; delete that line, so that the header is line 1")
 
     def splits_every_line(sep: str) -> bool:
         return all(line.count(sep) == header.count(sep) for line in data)
@@ -454,7 +458,10 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
                                                             None)
             if likely is not None:
                 hint = f"; did you mean {likely!r}? (CLI: --date-column {shlex.quote(likely)}; Python: date_column=)"
-        shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]
+            elif _numbers_only(_read(path, dialect, nrows=5, dtype="str")):
+                hint = (f"; every column holds numbers: a column of timestamps is required (2016-07-01 00:00:00 on each "
+                        f"line), add one named '{date_column}'")
+        shown = ", ".join(n if n.isprintable() else _shown(n) for n in names[:10])[:200]
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}){hint}")
     if columns is not None:
         if not columns:
@@ -465,6 +472,13 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
             raise UserError(f"unknown column(s) {listing(unknown)} in {path}; channels there: {listing(n for n in names if n != date_column)}")
         if len(set(columns)) != len(columns):
             raise UserError(f"columns lists a column twice: {', '.join(columns)}")
+
+
+def _numbers_only(rows: pd.DataFrame) -> bool:
+    """Whether the first ``rows`` of a file hold numbers alone, and none could be Unix time (no
+    column of them could be the dates)."""
+    cells = rows.stack().astype("str").str.strip()
+    return bool(len(cells)) and bool(cells.str.fullmatch(_NUMBER).all()) and not cells.str.fullmatch(_UNIX_TIME).any()
 
 
 def refuse_long_format(name_or_path: str | os.PathLike, date_column: str) -> None:
@@ -501,6 +515,18 @@ def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None
         f"{path} has one row per series and timestamp (the series named in column '{key}', {raw[key].nunique()} of "
         f"them); here one column per series is needed: pivot it, e.g. with pandas "
         f"df.pivot(index='{date_column}', columns='{key}'{shown})")
+
+
+def _refuse_units_row(raw: pd.DataFrame, path: Path) -> None:
+    """A UserError where the file's line 2 holds words (kW, °C) where line 3 holds numbers, and
+    no number: a row of units under the header."""
+    if len(raw) < 2:
+        return
+    first, second = (raw.iloc[i].dropna().astype("str").str.strip() for i in (0, 1))
+    words = first[(first != "") & ~first.str.fullmatch(_NUMBER)]
+    if len(words) == (first != "").sum() and second.reindex(words.index).str.fullmatch(_NUMBER).any():
+        raise UserError(f"{path}: line 2 looks like a row of units under the header ({listing(repr(w) for w in pd.unique(words)[:3])}), "
+                        "not data; delete that line")
 
 
 def _drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:

@@ -319,6 +319,15 @@ def test_quoted_decimal_commas_in_a_comma_separated_file_are_decimals_column_by_
     assert "in column 'b', '.' is read as the decimal mark ('0.462' cannot group thousands)" in capsys.readouterr().err
 
 
+def test_thousands_beside_decimal_commas_and_negative_grouped_numbers_read_as_before(tmp_path):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=3, freq="h")]
+    watts = ["Datum;W;kW", *(f"{d};{w};{k}" for d, w, k in zip(dates, ["5.827", "12.009", "462"], ["5,827", "0,462", "12,009"]))]
+    frame = load_series(write(tmp_path, watts, "watts.csv"), date_column="Datum")  # whole watts beside decimal commas
+    assert frame["W"].tolist() == [5827.0, 12009.0, 462.0] and frame["kW"].tolist() == [5.827, 0.462, 12.009]
+    negative = ["date,a", *(f'{d},"{v}"' for d, v in zip(dates, ["-5,827.00", "-462.00", "12,345,678.5"]))]
+    assert load_series(write(tmp_path, negative, "negative.csv"))["a"].tolist() == [-5827.0, -462.0, 12345678.5]
+
+
 def test_spaces_and_apostrophes_that_group_thousands_are_read_so(tmp_path, capsys):
     dates = [str(d) for d in pd.date_range("2020-01-01", periods=3, freq="h")]
     for mark, told in ((" ", "a space"), ("\u00a0", "a no-break space"), ("'", "an apostrophe")):
@@ -331,6 +340,18 @@ def test_spaces_and_apostrophes_that_group_thousands_are_read_so(tmp_path, capsy
     with pytest.raises(UserError, match="non-numeric value '5 827,5' at line 2") as err:  # 46 2,0 groups nothing
         load_series(write(tmp_path, lines, "bad.csv"))
     assert "\\xa0" not in str(err.value)
+
+
+def test_an_excel_separator_line_a_units_row_and_a_file_without_dates_are_told_what_to_fix(tmp_path):
+    lines = csv_lines(6)
+    with pytest.raises(UserError, match="its first line 'sep=;' is Excel's note of the separator, not the header; delete"):
+        load_series(write(tmp_path, ["sep=;", *(line.replace(",", ";") for line in lines)], "excel.csv"))
+    units = [lines[0], ",kW,°C", *lines[1:]]
+    with pytest.raises(UserError, match=r"line 2 looks like a row of units under the header \('kW', '°C'\), not data; delete"):
+        load_series(write(tmp_path, units, "units.csv"))
+    numbers = [line.split(",", 1)[1] for line in lines]  # the header "a,b" and numbers: no timestamps at all
+    with pytest.raises(UserError, match="every column holds numbers: a column of timestamps is required .* add one named 'date'"):
+        load_series(write(tmp_path, numbers, "numbers.csv"))
 
 
 def test_the_separator_and_decimal_mark_are_found_past_a_comma_in_a_name_and_the_first_lines(tmp_path):
