@@ -14,7 +14,9 @@ column and the file line (line 1 is the header), so the user can fix the file:
   timestamps are inserted and every empty cell is filled; both give leading gaps the first value.
 
 Values are separated by commas, or by semicolons or tabs (a spreadsheet's export where the
-decimal mark is a comma, so commas in its values are decimal commas). Dates written
+decimal mark is a comma, so commas in its channels' numbers are decimal commas); the decimal mark
+is found from the channels' numbers, and may differ in a column whose marks cannot group
+thousands (:func:`_without_thousands_marks`). Dates written
 day.month.year are read day first; other dates month first (pandas' reading) unless only day
 first gives real dates at a regular step, or whole numbers that pandas cannot read fit as Unix
 time. A notice says when a file is read in one of these ways.
@@ -76,16 +78,20 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
+    _refuse_units_row(raw.drop(columns=date_column), path)
     _refuse_long_format(raw, date_column, path)
-    index = _parse_dates(raw[date_column], path)
     if columns is None and (unnamed := [c for c in raw.columns if _UNNAMED.fullmatch(str(c))]):
         tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
                    "or a delimiter at the end of each line?)")
         raw = raw.drop(columns=unnamed)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
+    decimal = _decimal_mark([raw[name] for name in names], dialect["sep"], path)
+    if decimal == "," and (points := [name for name in names if raw[name].dtype.kind == "f"]):
+        raw[points] = _read(path, dialect, usecols=points, dtype="str")[points]  # their text: 5.827 may group thousands
+    index = _parse_dates(raw[date_column], path)
     channels = {}
     for name in names:
-        values = _to_float(raw[name], name, path, required=columns is not None, decimal=dialect["decimal"])
+        values = _to_float(raw[name], name, path, required=columns is not None, decimal=decimal)
         if values is not None:
             channels[name] = values
     if not channels:
@@ -110,8 +116,8 @@ def _with_example(column: pd.Series, name: str) -> str:
     if values.str.lower().isin(["true", "false"]).all():
         return f"{name} (true/false)"
     if re.fullmatch(r"[+-]?[\d.,]*\d[\d.,]*\s*[^\d\s.,]{1,4}", first):
-        return f"{name} ({first!r}: numbers with a unit? strip it to use the column)"
-    return f"{name} ({first!r})"
+        return f"{name} ({_shown(first)}: numbers with a unit? strip it to use the column)"
+    return f"{name} ({_shown(first)})"
 
 
 _NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
@@ -140,7 +146,7 @@ def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
             raise UserError(f"{path}: line {line} has no {column}; every row needs its series and its timestamp")
     raw = raw.reset_index(drop=True)
     raw["ds"] = _long_dates(raw["ds"], path)
-    raw["y"] = _to_float(raw["y"], "y", path, required=True, decimal=dialect["decimal"])
+    raw["y"] = _to_float(raw["y"], "y", path, required=True, decimal=_decimal_mark([raw["y"]], dialect["sep"], path))
     return raw
 
 
@@ -318,40 +324,53 @@ def _stripped_names(path: Path, dialect: dict[str, str]) -> list[str] | None:
 
 
 def _dialect(path: Path) -> dict[str, str]:
-    """read_csv's ``sep`` and ``decimal`` for the file: commas between values and decimal
-    points, unless the header has semicolons or tabs and no comma, or a comma only inside a
-    name ("Leistung (kW, gesamt)": its first lines have as many semicolons or tabs as the header
-    and not as many commas); that is a spreadsheet's export, and commas in its data lines, if it
-    has any, are decimal commas. The user is told when it is not a comma-separated file."""
+    """read_csv's ``sep`` for the file: commas between values, unless the header has semicolons
+    or tabs and no comma, or a comma only inside a name ("Leistung (kW, gesamt)": its first
+    lines have as many semicolons or tabs as the header and not as many commas). The decimal
+    mark is found from the values read (:func:`_decimal_mark`)."""
     with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="replace") as f:
         lines = [line for _, line in zip(range(_SNIFFED_LINES), f)]
     header, data = (lines[0], [line for line in lines[1:] if line.strip()]) if lines else ("", [])
+    if re.fullmatch(r'\ufeff?"?sep=.?"?\s*', header):
+        raise UserError(f"{path}: its first line {header.strip().lstrip(chr(0xfeff))!r} is Excel's note of the separator, "
+                        "not the header; delete that line, so that the header is line 1")
 
     def splits_every_line(sep: str) -> bool:
         return all(line.count(sep) == header.count(sep) for line in data)
 
     sep = next((s for s in _SEPARATOR_NAMES if s in header), None)
     if sep is None or ("," in header and (splits_every_line(",") or not splits_every_line(sep))):
-        return {"sep": ",", "decimal": "."}
-    decimal = "," if _has_comma_after_header(path) else "."
-    tell_once(f"{path}: reading it as {_SEPARATOR_NAMES[sep]}-separated values"
-               + (" with decimal commas" if decimal == "," else ""))
-    return {"sep": sep, "decimal": decimal}
+        return {"sep": ","}
+    return {"sep": sep}
 
 
-def _has_comma_after_header(path: Path) -> bool:
-    """Whether a comma appears anywhere in the file after its first line (read in blocks)."""
-    with _open_bytes(path) as f:
-        f.readline()
-        while block := f.read(1 << 20):
-            if b"," in block:
-                return True
-    return False
+def _decimal_mark(columns: list[pd.Series], sep: str, path: Path) -> str:
+    """The file's decimal mark, from the numbers in its channels ``columns`` (not a comment's
+    text, not the date column's milliseconds): ',' where one has a comma in a file separated by
+    semicolons or tabs (a spreadsheet's export from a locale with decimal commas), or in a
+    comma-separated file, a quoted comma that cannot group thousands ("30,53", "0,462"); else
+    '.'. The user is told when it is not a comma-separated file with decimal points."""
+    decimal = "."
+    for column in columns:
+        if pd.api.types.is_numeric_dtype(column):
+            continue
+        text = column.dropna().astype("str").str.strip()
+        commas = text[text.str.fullmatch(_NUMBER) & text.str.contains(",", regex=False)]
+        commas = commas.str.replace(f"[{_SPACES}]", "", regex=True)
+        if len(commas) and (sep != "," or not commas.str.fullmatch(_grouped(",", r"\.")).all()):
+            decimal = ","
+            break
+    if sep != "," or decimal == ",":
+        tell_once(f"{path}: reading it as {_SEPARATOR_NAMES.get(sep, 'comma')}-separated values"
+                  + (" with decimal commas" if decimal == "," else ""))
+    return decimal
 
 
 _SNIFFED_LINES = 6  # the header and the first data lines
 _UNNAMED = re.compile(r"Unnamed: \d+")  # pandas' name for a column whose header cell is empty
 _SEPARATOR_NAMES = {";": "semicolon", "\t": "tab"}
+_SPACES = " \u00a0\u202f'’"  # thousands separators that are never a decimal mark: 12 345 (also no-break), 12'345
+_NUMBER = rf"[+-]?[\d.,{_SPACES}]*\d[\d.,{_SPACES}]*"  # a cell that may be a number, its marks aside
 
 
 def _check_size(path: Path) -> None:
@@ -439,7 +458,10 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
                                                             None)
             if likely is not None:
                 hint = f"; did you mean {likely!r}? (CLI: --date-column {shlex.quote(likely)}; Python: date_column=)"
-        shown = ", ".join(n if n.isprintable() else repr(n) for n in names[:10])[:200]
+            elif _numbers_only(_read(path, dialect, nrows=5, dtype="str")):
+                hint = (f"; every column holds numbers: a column of timestamps is required (2016-07-01 00:00:00 on each "
+                        f"line), add one named '{date_column}'")
+        shown = ", ".join(n if n.isprintable() else _shown(n) for n in names[:10])[:200]
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}){hint}")
     if columns is not None:
         if not columns:
@@ -450,6 +472,13 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
             raise UserError(f"unknown column(s) {listing(unknown)} in {path}; channels there: {listing(n for n in names if n != date_column)}")
         if len(set(columns)) != len(columns):
             raise UserError(f"columns lists a column twice: {', '.join(columns)}")
+
+
+def _numbers_only(rows: pd.DataFrame) -> bool:
+    """Whether the first ``rows`` of a file hold numbers alone, and none could be Unix time (no
+    column of them could be the dates)."""
+    cells = rows.stack().astype("str").str.strip()
+    return bool(len(cells)) and bool(cells.str.fullmatch(_NUMBER).all()) and not cells.str.fullmatch(_UNIX_TIME).any()
 
 
 def refuse_long_format(name_or_path: str | os.PathLike, date_column: str) -> None:
@@ -486,6 +515,18 @@ def _refuse_long_format(raw: pd.DataFrame, date_column: str, path: Path) -> None
         f"{path} has one row per series and timestamp (the series named in column '{key}', {raw[key].nunique()} of "
         f"them); here one column per series is needed: pivot it, e.g. with pandas "
         f"df.pivot(index='{date_column}', columns='{key}'{shown})")
+
+
+def _refuse_units_row(raw: pd.DataFrame, path: Path) -> None:
+    """A UserError where the file's line 2 holds words (kW, °C) where line 3 holds numbers, and
+    no number: a row of units under the header."""
+    if len(raw) < 2:
+        return
+    first, second = (raw.iloc[i].dropna().astype("str").str.strip() for i in (0, 1))
+    words = first[(first != "") & ~first.str.fullmatch(_NUMBER)]
+    if len(words) == (first != "").sum() and second.reindex(words.index).str.fullmatch(_NUMBER).any():
+        raise UserError(f"{path}: line 2 looks like a row of units under the header ({listing(repr(w) for w in pd.unique(words)[:3])}), "
+                        "not data; delete that line")
 
 
 def _drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:
@@ -721,19 +762,22 @@ def _check_order(index: pd.DatetimeIndex, path: Path) -> None:
 
 def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal: str = ".") -> pd.Series | None:
     """The column as float64; None for a text column that was not asked for. ``decimal``: the
-    file's decimal mark (read_csv leaves a column as text when one of its cells is not a number)."""
+    file's decimal mark (read_csv leaves a column as text when one of its cells is not a number);
+    a column may have the other (:func:`_without_thousands_marks`)."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.astype("float64")
     else:
         text = column.astype("str").str.strip().where(column.notna())
-        text = _without_thousands_marks(text.where(text != ""), name, path, decimal)
-        values = pd.to_numeric(text.str.replace(decimal, ".", regex=False), errors="coerce").astype("float64")
+        text = text.where(text != "")
+        plain, decimal = _without_thousands_marks(text, name, path, decimal)
+        values = pd.to_numeric(plain.str.replace(decimal, ".", regex=False), errors="coerce").astype("float64")
         bad = (values.isna() & text.notna()).to_numpy()
         if values.notna().sum() == 0 and text.notna().any() and not required:
             return None
         if bad.any():
             row = int(np.argmax(bad))
-            raise UserError(f"{path}: column '{name}' has a non-numeric value {text.iloc[row]!r} at line {row + FIRST_ROW_LINE}")
+            raise UserError(f"{path}: column '{name}' has a non-numeric value {_shown(text.iloc[row])} at line "
+                            f"{row + FIRST_ROW_LINE}")
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
         row = int(np.argmax(infinite))
@@ -741,25 +785,59 @@ def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal:
     return values.reset_index(drop=True)
 
 
-def _without_thousands_marks(text: pd.Series, name: str, path: Path, decimal: str) -> pd.Series:
-    """A text column's cells without thousands marks (the other mark than the decimal one:
-    1.002,5 with decimal commas, "1,002.5" with decimal points), where every cell holding that
-    mark is a number grouped in thousands by it; the user is told once, with an example. Else
-    as they are: with decimal commas, a column whose points are not all in thousands groups
-    (0.5, 12.25) is read with decimal points, as before."""
-    mark = "." if decimal == "," else ","
-    marked = text.str.contains(mark, regex=False, na=False)
+def _without_thousands_marks(text: pd.Series, name: str, path: Path, decimal: str) -> tuple[pd.Series, str]:
+    """A text column's cells without thousands marks, and the column's decimal mark. Spaces and
+    apostrophes (12 345,5; 12'345.5) are thousands marks wherever every one of them groups
+    thousands. The other mark than the file's ``decimal`` (1.002,5 with decimal commas,
+    "1,002.5" with decimal points) is one where every cell holding it is a number grouped in
+    thousands by it; where some cell's cannot be (0.462: no number starts with a group of 0;
+    5,83: two digits after it), it is the column's decimal mark, and the file's mark groups its
+    thousands if anything. The user is told once, with an example."""
+    other = "." if decimal == "," else ","
+    spaced = _read_as_thousands(text, f"[{_SPACES}]", "[.,]", name, path, "")
+    if spaced is None:
+        return text, decimal  # the caller names the cell that is no number
+    plain = _read_as_thousands(spaced, re.escape(other), re.escape(decimal), name, path,
+                               f", as the file's decimal mark is '{decimal}'")
+    if plain is not None:
+        return plain, decimal
+    example = spaced[spaced.str.contains(other, regex=False, na=False)].iloc[0]
+    tell_once(f"{path}: in column '{name}', '{other}' is read as the decimal mark ({_shown(example)} cannot group "
+              f"thousands), unlike the file's '{decimal}'")
+    plain = _read_as_thousands(spaced, re.escape(decimal), re.escape(other), name, path, "")
+    return (spaced if plain is None else plain), other
+
+
+def _read_as_thousands(text: pd.Series, mark: str, point: str, name: str, path: Path, why: str) -> pd.Series | None:
+    """``text`` without the thousands marks ``mark`` (a regex) where every number holding one is
+    grouped in thousands by it, its decimals after a ``point``, and the user told so; as it is
+    where none holds one; None where some number's mark cannot group thousands."""
+    marked = text.str.contains(mark, na=False) & text.str.fullmatch(_NUMBER, na=False)
     if not marked.any():
         return text
-    grouped = text.str.fullmatch(rf"[+-]?\d{{1,3}}(?:{re.escape(mark)}\d{{3}})+(?:{re.escape(decimal)}\d*)?", na=False)
-    if not grouped[marked].all():
-        return text
+    if not text[marked].str.fullmatch(_grouped(mark, point)).all():
+        return None
+    plain = text.str.replace(mark, "", regex=True)
     example = text[marked].iloc[0]
-    plain = text.str.replace(mark, "", regex=False)
-    shown = plain[marked].iloc[0].replace(decimal, ".")
-    tell_once(f"{path}: in column '{name}', '{mark}' is read as a thousands separator ({example!r} is {shown}), "
-              f"as the file's decimal mark is '{decimal}'")
+    shown = plain[marked].iloc[0].replace(",", ".") if "," in point else plain[marked].iloc[0]
+    tell_once(f"{path}: in column '{name}', {_MARK_NAMES.get(re.search(mark, example)[0], 'a mark')} is read as a "
+              f"thousands separator ({_shown(example)} is {shown}){why}")
     return plain
+
+
+def _grouped(mark: str, point: str) -> str:
+    """A number grouped in thousands by ``mark`` (regexes both): 1.002 or -12.345.678,5, not
+    0.462 (no number starts with a group of 0) nor 1.00.2."""
+    return rf"[+-]?[1-9]\d{{0,2}}(?:{mark}\d{{3}})+(?:{point}\d*)?"
+
+
+_MARK_NAMES = {".": "'.'", ",": "','", " ": "a space", "\u00a0": "a no-break space", "\u202f": "a narrow no-break space",
+               "'": "an apostrophe", "’": "an apostrophe"}
+
+
+def _shown(cell: str) -> str:
+    """A cell quoted for a message, its no-break spaces shown as spaces (not '\\xa0')."""
+    return repr(re.sub("[\u00a0\u202f]", " ", cell))
 
 
 def _describe_missing(frame: pd.DataFrame) -> str:

@@ -289,6 +289,71 @@ def test_thousands_separators_are_read_where_every_such_mark_groups_thousands(tm
         load_series(write(tmp_path, ["date,load", f'{dates[0]},"1,00,2.5"', f"{dates[1]},3"], "bad.csv"))
 
 
+def test_a_comma_in_a_comment_or_in_the_dates_leaves_the_decimal_points_of_a_semicolon_file(tmp_path, capsys):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=4, freq="h")]
+    values = ["5.827", "0.462", "1.340", "30.531"]  # three decimals: each could group thousands, but for 0.462
+    comment = ["date;a;b;Kommentar", *(f"{d};{v};{v};" for d, v in zip(dates, values))]
+    comment[2] += "Wartung, Pumpe 2 aus"
+    frame = load_series(write(tmp_path, comment, "comment.csv"))
+    assert frame["a"].tolist() == frame["b"].tolist() == [5.827, 0.462, 1.34, 30.531]
+    assert "Kommentar ('Wartung, Pumpe 2 aus')" in capsys.readouterr().err  # a text column, not a channel
+    scada = ["Timestamp;a", *(f"{d},000;{v}" for d, v in zip(dates, values))]  # milliseconds after a comma
+    assert load_series(write(tmp_path, scada, "scada.csv"), date_column="Timestamp")["a"].tolist() == [5.827, 0.462, 1.34, 30.531]
+    assert "decimal commas" not in capsys.readouterr().err
+
+
+def test_quoted_decimal_commas_in_a_comma_separated_file_are_decimals_column_by_column(tmp_path, capsys):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=4, freq="h")]
+    quoted = ["date,a,b,count", *(f'{d},"{a}","{b}",{i}' for i, (d, a, b) in
+                                  enumerate(zip(dates, ["5,827", "2,009", "1,340", "30,531"], ["0,462", "-0,107", "1,5", "2,25"])))]
+    frame = load_series(write(tmp_path, quoted, "quoted.csv"))  # a's marks could group thousands; b's cannot: decimal commas
+    assert frame["a"].tolist() == [5.827, 2.009, 1.34, 30.531] and frame["b"].tolist() == [0.462, -0.107, 1.5, 2.25]
+    assert frame["count"].tolist() == [0, 1, 2, 3]
+    assert "reading it as comma-separated values with decimal commas" in capsys.readouterr().err
+    sheets = ["date,OT,count", *(f'{d},"{v}",{i}' for i, (d, v) in enumerate(zip(dates, ["30,53", "27,79", "1,5", "2"])))]
+    assert load_series(write(tmp_path, sheets, "sheets.csv"))["OT"].tolist() == [30.53, 27.79, 1.5, 2.0]  # not text
+    assert load_series(write(tmp_path, sheets, "sheets.csv"), columns=["OT"])["OT"].tolist() == [30.53, 27.79, 1.5, 2.0]
+    mixed = ["Datum;a;b", *(f"{d};{a};{b}" for d, a, b in zip(dates, ["5,827", "2,009", "1,340", "3"], ["0.462", "1.031", "0.426", "2"]))]
+    frame = load_series(write(tmp_path, mixed, "mixed.csv"), date_column="Datum")  # b's points: 0.462 groups no thousands
+    assert frame["a"].tolist() == [5.827, 2.009, 1.34, 3.0] and frame["b"].tolist() == [0.462, 1.031, 0.426, 2.0]
+    assert "in column 'b', '.' is read as the decimal mark ('0.462' cannot group thousands)" in capsys.readouterr().err
+
+
+def test_thousands_beside_decimal_commas_and_negative_grouped_numbers_read_as_before(tmp_path):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=3, freq="h")]
+    watts = ["Datum;W;kW", *(f"{d};{w};{k}" for d, w, k in zip(dates, ["5.827", "12.009", "462"], ["5,827", "0,462", "12,009"]))]
+    frame = load_series(write(tmp_path, watts, "watts.csv"), date_column="Datum")  # whole watts beside decimal commas
+    assert frame["W"].tolist() == [5827.0, 12009.0, 462.0] and frame["kW"].tolist() == [5.827, 0.462, 12.009]
+    negative = ["date,a", *(f'{d},"{v}"' for d, v in zip(dates, ["-5,827.00", "-462.00", "12,345,678.5"]))]
+    assert load_series(write(tmp_path, negative, "negative.csv"))["a"].tolist() == [-5827.0, -462.0, 12345678.5]
+
+
+def test_spaces_and_apostrophes_that_group_thousands_are_read_so(tmp_path, capsys):
+    dates = [str(d) for d in pd.date_range("2020-01-01", periods=3, freq="h")]
+    for mark, told in ((" ", "a space"), ("\u00a0", "a no-break space"), ("'", "an apostrophe")):
+        decimal = "." if mark == "'" else ","  # Swiss 5'827.00, French 5 827,0
+        cells = [f"5{mark}827{decimal}5", f"462{decimal}0", f"-12{mark}345{mark}678"]
+        lines = ["date;load", *(f"{d};{v}" for d, v in zip(dates, cells))]
+        assert load_series(write(tmp_path, lines, "grouped.csv"))["load"].tolist() == [5827.5, 462.0, -12345678.0]
+        assert f"in column 'load', {told} is read as a thousands separator" in capsys.readouterr().err
+    lines = ["date;load", *(f"{d};{v}" for d, v in zip(dates, ["5\u00a0827,5", "46\u00a02,0", "1"]))]
+    with pytest.raises(UserError, match="non-numeric value '5 827,5' at line 2") as err:  # 46 2,0 groups nothing
+        load_series(write(tmp_path, lines, "bad.csv"))
+    assert "\\xa0" not in str(err.value)
+
+
+def test_an_excel_separator_line_a_units_row_and_a_file_without_dates_are_told_what_to_fix(tmp_path):
+    lines = csv_lines(6)
+    with pytest.raises(UserError, match="its first line 'sep=;' is Excel's note of the separator, not the header; delete"):
+        load_series(write(tmp_path, ["sep=;", *(line.replace(",", ";") for line in lines)], "excel.csv"))
+    units = [lines[0], ",kW,°C", *lines[1:]]
+    with pytest.raises(UserError, match=r"line 2 looks like a row of units under the header \('kW', '°C'\), not data; delete"):
+        load_series(write(tmp_path, units, "units.csv"))
+    numbers = [line.split(",", 1)[1] for line in lines]  # the header "a,b" and numbers: no timestamps at all
+    with pytest.raises(UserError, match="every column holds numbers: a column of timestamps is required .* add one named 'date'"):
+        load_series(write(tmp_path, numbers, "numbers.csv"))
+
+
 def test_the_separator_and_decimal_mark_are_found_past_a_comma_in_a_name_and_the_first_lines(tmp_path):
     dates = [str(d) for d in pd.date_range("2020-01-01", periods=12, freq="h")]
     named = ["date;Leistung (kW, gesamt);t", *(f"{d};{i};{i}" for i, d in enumerate(dates))]
