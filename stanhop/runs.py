@@ -303,7 +303,8 @@ class Run:
     @one_job()
     def backtest(self, frame=None, **kwargs):
         """Forecast every window of ``frame`` (default: the run's test split and the in_len rows
-        before it, as `stanhop forecast RUN --backtest` does) beside the truth; see
+        before it, as `stanhop forecast RUN --backtest` does) beside the truth, the last window
+        ending on the last row (``n_windows=N``: the last N windows only); see
         :func:`stanhop.forecast.backtest`."""
         _no_neuralforecast_names("backtest", kwargs)
         from stanhop.forecast import backtest, own_data
@@ -316,7 +317,6 @@ class Run:
 # neuralforecast's argument names, and what stanhop calls them
 _NEURALFORECAST_NAMES = {
     "h": "horizon=", "level": "intervals=[80, 95]", "step_size": "stride=",
-    "n_windows": "fewer rows (a backtest forecasts every window of the frame, stride rows apart)",
 }
 
 
