@@ -378,10 +378,31 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
     zone = run.data.timezone
     if zone and frame.index.tz is not None and str(frame.index.tz) != zone:  # a DataFrame's zone: its CSV kept offsets
         frame.index = frame.index.tz_convert(zone)
+    check_own_rows(run, frame)
     if part == "all":
         return frame
     start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])
     return frame.iloc[max(start - run.config.model.in_len, 0) if part in ("val", "test") else 0 : end]
+
+
+def check_own_rows(run, frame: pd.DataFrame) -> None:
+    """Refuse the run's own data when its rows through the test split are not those the run was
+    trained on (scaler.json's fingerprint; runs saved before it have none): another training
+    wrote the folder since ``run`` was loaded, or the file was edited."""
+    from stanhop.runs import SCALER, read_json
+    from stanhop.workflow import rows_fingerprint
+
+    if run.data.fingerprint is None or rows_fingerprint(frame, run.data.borders) == run.data.fingerprint:
+        return
+    try:
+        retrained = read_json(run.path / SCALER).get("fingerprint") != run.data.fingerprint
+    except (UserError, AttributeError):  # being written anew
+        retrained = True
+    if retrained:
+        raise UserError(f"the run's data changed since the run was loaded (retrained into the same folder, {run.path}?): "
+                        f"load the run again (stanhop.load_run)")
+    raise UserError(f"the run's data {run.config.data.name} changed since the run was trained (rows up to the end of its "
+                    f"test split differ: edited or replaced?): put the file back, or train again on it")
 
 
 # ---------------------------------------------------------------- forecast
