@@ -278,6 +278,7 @@ class Run:
     config: Config
     data: DataInfo
     model: Any
+    calibration: dict = field(default_factory=dict, compare=False)  # intervals' half-widths by (horizon, level)
 
     def __repr__(self) -> str:  # not the dataclass's, which would print every module of the model
         m = self.config.model

@@ -60,10 +60,12 @@ def test_a_loaded_run_refuses_its_data_once_another_training_replaced_it(etth1, 
     train(smoke(), tmp_path / "run", frame=etth1.iloc[:1200], progress=False)
     kept = load_run(tmp_path / "run")
     kept.forecast()
+    calibrated = kept.forecast(etth1.iloc[:300], intervals=[95])
     train(smoke(), tmp_path / "run", frame=etth1.iloc[:1200] * 10, force=True, progress=False)
     for call in (kept.forecast, kept.backtest, lambda: kept.forecast(etth1.iloc[:300], intervals=[80])):
         with pytest.raises(UserError, match=r"^the run's data changed since the run was loaded .*: load the run again"):
             call()
+    pd.testing.assert_frame_equal(kept.forecast(etth1.iloc[:300], intervals=[95]), calibrated)  # its own weights' calibration
     again = load_run(tmp_path / "run")
     assert len(again.forecast()) == again.config.model.out_len
     edited = pd.read_csv(tmp_path / "run" / "data.csv", index_col="date", parse_dates=["date"])
