@@ -539,17 +539,22 @@ def _cell(value) -> str:
                    "(split conformal, calibrated on the run's validation split); a backtest reports their coverage.")
 @click.option("--backtest", is_flag=True, help="Forecast every window of the CSV beside the truth and report MSE/MAE.")
 @click.option("--stride", type=click.IntRange(min=1), default=None, help="Rows between backtest windows. [default: the horizon]")
+@click.option("--n-windows", type=click.IntRange(min=1), default=None,
+              help="Backtest the last N windows only (neuralforecast's n_windows). [default: every window that fits]")
 @click.option("--json", "as_json", is_flag=True, help="Print the backtest metrics as one JSON object.")
 @click.option("--date-column", default=None, help="Timestamp column of the CSV. [default: the run's]")
 @click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None, help="Fill empty cells and missing timestamps instead of rejecting them.")
-def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, stride, as_json, date_column, fill) -> None:
+def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, stride, n_windows, as_json, date_column,
+             fill) -> None:
     """Forecast the horizon after the end of a CSV with a trained run, or backtest every window.
 
     The last in_len rows are scaled with the run's scaler, forecast and scaled back: one row
     per future step, timestamps continuing the CSV's frequency, one column per channel.
     A --horizon past the run's out_len appends each forecast to the input and forecasts
     again (errors compound; a backtest with that horizon measures them).
-    --backtest writes a long table (window_start and cutoff: the window's first and last input
+    --backtest places its windows from the end, as neuralforecast's cross_validation does: the
+    last one's horizon ends on the last row, each earlier one --stride rows before the next.
+    It writes a long table (window_start and cutoff: the window's first and last input
     rows; timestamp, step: 1 is the first step after the cutoff; <channel>_pred, <channel>_true) and
     prints MSE/MAE per channel and overall; with --output the metrics
     also go to a JSON file beside it (bt.csv -> bt.metrics.json). A long --input (unique_id,
@@ -561,8 +566,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     parse_levels(intervals)  # a mistake is told before any work
     fmt = output_format(output, fmt)
     stream = output is not None and is_stream(output)  # written through, with no metrics file beside it
-    if not backtest and (stride is not None or as_json):
-        raise UserError("--stride and --json are for --backtest; add --backtest or leave them out")
+    if not backtest and (stride is not None or n_windows is not None or as_json):
+        raise UserError("--stride, --n-windows and --json are for --backtest; add --backtest or leave them out")
     if input_path is None and (date_column or fill):
         raise UserError("--date-column and --fill are for an --input CSV; the run's own data is read with its own settings")
     if fmt == "parquet" and (output is None and not backtest or output is not None and is_stdout(output)) and sys.stdout.isatty():
@@ -598,7 +603,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
                            last_rows=None if backtest else loaded.config.model.in_len)
     if backtest:
-        _backtest(loaded, frame, stride, horizon, intervals, output, fmt, as_json, source)
+        _backtest(loaded, frame, stride, n_windows, horizon, intervals, output, fmt, as_json, source)
         return
     table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True, source=source)
     if output is None and fmt == "csv":
@@ -611,13 +616,13 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     click.echo(f"wrote {output} ({len(table)} {'rows' if long else 'steps'} from {dates.min()} to {dates.max()})", err=True)
 
 
-def _backtest(run, frame, stride, horizon, intervals, output, fmt, as_json, source) -> None:
+def _backtest(run, frame, stride, n_windows, horizon, intervals, output, fmt, as_json, source) -> None:
     """Write the table to ``output`` (none: metrics only) and its metrics beside it; to a stream
     (``-``, a pipe, /dev/stdout) only the table, and the metrics go to stderr."""
     from stanhop.forecast import backtest_stream, is_stdout, is_stream, metrics_path, write_metrics, write_table
 
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, progress=True,
-                             source=source)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, n_windows=n_windows, intervals=intervals,
+                             progress=True, source=source)
     to_stream = output is not None and is_stream(output)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch

@@ -13,8 +13,10 @@ the horizon is covered (its steps past ``out_len`` come from forecasts, so their
 compound; a backtest with the same horizon measures them). A shorter horizon is the first
 steps of one forecast.
 
-A backtest slides the input window over the whole series (window start t = 0, stride,
-2·stride, …) and compares each forecast with the rows that follow it:
+A backtest slides the input window over the series, its windows placed from the end as
+neuralforecast's ``cross_validation`` places them: the last window's horizon ends on the last
+row, and each earlier one starts ``stride`` rows before the next (``n_windows``: only the last
+n of them). It compares each forecast with the rows that follow it:
 
     MSE = mean over windows, steps, channels of (ŷ_z - y_z)²   (scaled; × scale² per channel
     for original units), MAE likewise with |ŷ_z - y_z|,
@@ -376,10 +378,31 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
     zone = run.data.timezone
     if zone and frame.index.tz is not None and str(frame.index.tz) != zone:  # a DataFrame's zone: its CSV kept offsets
         frame.index = frame.index.tz_convert(zone)
+    check_own_rows(run, frame)
     if part == "all":
         return frame
     start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])
     return frame.iloc[max(start - run.config.model.in_len, 0) if part in ("val", "test") else 0 : end]
+
+
+def check_own_rows(run, frame: pd.DataFrame) -> None:
+    """Refuse the run's own data when its rows through the test split are not those the run was
+    trained on (scaler.json's fingerprint; runs saved before it have none): another training
+    wrote the folder since ``run`` was loaded, or the file was edited."""
+    from stanhop.runs import SCALER, read_json
+    from stanhop.workflow import rows_fingerprint
+
+    if run.data.fingerprint is None or rows_fingerprint(frame, run.data.borders) == run.data.fingerprint:
+        return
+    try:
+        retrained = read_json(run.path / SCALER).get("fingerprint") != run.data.fingerprint
+    except (UserError, AttributeError):  # being written anew
+        retrained = True
+    if retrained:
+        raise UserError(f"the run's data changed since the run was loaded (retrained into the same folder, {run.path}?): "
+                        f"load the run again (stanhop.load_run)")
+    raise UserError(f"the run's data {run.config.data.name} changed since the run was trained (rows up to the end of its "
+                    f"test split differ: edited or replaced?): put the file back, or train again on it")
 
 
 # ---------------------------------------------------------------- forecast
@@ -602,15 +625,33 @@ class BacktestStream:
         return {**self.facts, **self.errors.result()}
 
 
+def window_starts(rows: int, in_len: int, horizon: int, stride: int, n_windows: int | None = None) -> np.ndarray:
+    """The first rows of a backtest's windows over ``rows`` rows, ascending: the last window's
+    horizon ends on the last row, each earlier one starts ``stride`` rows before the next
+    (neuralforecast's cross_validation); ``n_windows``: only the last n."""
+    last = rows - in_len - horizon  # the last window's start
+    starts = np.arange(last % stride, last + 1, stride)
+    if n_windows is None:
+        return starts
+    if not isinstance(n_windows, numbers.Integral) or isinstance(n_windows, bool) or n_windows < 1:
+        raise UserError(f"n_windows must be a whole number >= 1, got {n_windows!r}")
+    if n_windows > len(starts):
+        raise UserError(f"{n_windows} windows asked for (n_windows; CLI: --n-windows) and {len(starts)} fit in the "
+                        f"{rows} rows (in_len + horizon = {in_len + horizon} rows each, stride {stride}): ask for at "
+                        f"most {len(starts)}, or give more rows or a smaller stride")
+    return starts[-int(n_windows):]
+
+
 @one_job()
 def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
-                    intervals=None, batch_size: int | None = None, notify: Notify | None = None,
-                    progress: bool = False, source: str = "the input") -> BacktestStream:
+                    n_windows: int | None = None, intervals=None, batch_size: int | None = None,
+                    notify: Notify | None = None, progress: bool = False, source: str = "the input") -> BacktestStream:
     """Check the input now; forecast its windows lazily, ``batch_size`` (default:
     windows_per_batch) at a time, each ``horizon`` steps (default out_len; past it
     recursively, as :func:`forecast`), with the conformal ``intervals`` (levels in percent)
-    and their coverage when given. ``progress``: progress bars on stderr. For a long ``frame``
-    the tables are long too (see :func:`backtest`)."""
+    and their coverage when given. The windows end on the last row (see :func:`window_starts`;
+    ``n_windows``: the last n only). ``progress``: progress bars on stderr. For a long
+    ``frame`` the tables are long too (see :func:`backtest`)."""
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
@@ -625,12 +666,11 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     if len(frame) < in_len + horizon:
         needs = "in_len + out_len" if horizon == out_len else "in_len + horizon"
         raise UserError(f"a backtest needs at least {needs} = {in_len + horizon} rows, the input has {len(frame)}")
-    starts = np.arange(0, len(frame) - in_len - horizon + 1, int(stride))
-    last = starts[-1] + in_len + horizon
-    check_complete(frame.iloc[:last], "the backtest's rows", run.data.freq, is_long(given))
+    starts = window_starts(len(frame), in_len, horizon, int(stride), n_windows)
+    check_complete(frame.iloc[starts[0]:], "the backtest's rows", run.data.freq, is_long(given))
     from stanhop.baselines import naive_errors, season_of
 
-    frame = frame.iloc[:last]  # the rows the windows use
+    frame, starts = frame.iloc[starts[0]:], starts - starts[0]  # the rows the windows use
     tell_if_far(run, frame, source, notify)
     z = scaled(run, frame)  # (rows, c)
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
@@ -674,17 +714,19 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
 
 
 @one_job()
-def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None, intervals=None,
-             batch_size: int | None = None, notify: Notify | None = None, source: str = "the input") -> Backtest:
+def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
+             n_windows: int | None = None, intervals=None, batch_size: int | None = None, notify: Notify | None = None,
+             source: str = "the input") -> Backtest:
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
-    default: the horizon) beside the truth.
+    default: the horizon) beside the truth, the last window ending on the last row
+    (``n_windows``: the last n windows only).
 
     Returns the long table in original units (for a long ``frame``, neuralforecast's layout:
     unique_id, ds, window_start, cutoff, step, y, STanHop, …) and the metrics: ``overall`` and
     ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
     """
-    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, intervals=intervals, batch_size=batch_size,
-                             notify=notify, source=source)
+    stream = backtest_stream(run, frame, stride=stride, horizon=horizon, n_windows=n_windows, intervals=intervals,
+                             batch_size=batch_size, notify=notify, source=source)
     table = pd.concat(list(stream.chunks), ignore_index=True)
     if is_long(frame):  # series by series, as neuralforecast orders them (the stream gives them batch by batch)
         order = {uid: i for i, uid in enumerate(pd.unique(table["unique_id"]))}

@@ -90,5 +90,15 @@ def half_widths(errors: np.ndarray, levels: list[float]) -> dict[float, np.ndarr
 
 
 def conformal_half_widths(run, horizon: int, levels: list[float], *, progress: bool = False) -> dict[float, np.ndarray]:
-    """{level: (horizon, c) half-widths in scaled units} from the run's validation windows."""
-    return half_widths(calibration_errors(run, horizon, progress=progress), levels)
+    """{level: (horizon, c) half-widths in scaled units} from the run's validation windows.
+
+    Kept on the Run by (horizon, level): its weights do not change while it is loaded, and its
+    own data is checked against the rows it was trained on before any calibration
+    (forecast.check_own_rows), so a service that keeps a Run calibrates once per horizon and
+    level; a level not yet kept forecasts the validation windows again."""
+    kept = run.calibration  # {(horizon, level): (horizon, c), read-only}
+    if missing := [level for level in levels if (horizon, level) not in kept]:
+        for level, width in half_widths(calibration_errors(run, horizon, progress=progress), missing).items():
+            width.flags.writeable = False  # shared by every later call
+            kept[horizon, level] = width
+    return {level: kept[horizon, level] for level in levels}

@@ -278,6 +278,7 @@ class Run:
     config: Config
     data: DataInfo
     model: Any
+    calibration: dict = field(default_factory=dict, compare=False)  # intervals' half-widths by (horizon, level)
 
     def __repr__(self) -> str:  # not the dataclass's, which would print every module of the model
         m = self.config.model
@@ -303,7 +304,8 @@ class Run:
     @one_job()
     def backtest(self, frame=None, **kwargs):
         """Forecast every window of ``frame`` (default: the run's test split and the in_len rows
-        before it, as `stanhop forecast RUN --backtest` does) beside the truth; see
+        before it, as `stanhop forecast RUN --backtest` does) beside the truth, the last window
+        ending on the last row (``n_windows=N``: the last N windows only); see
         :func:`stanhop.forecast.backtest`."""
         _no_neuralforecast_names("backtest", kwargs)
         from stanhop.forecast import backtest, own_data
@@ -316,7 +318,6 @@ class Run:
 # neuralforecast's argument names, and what stanhop calls them
 _NEURALFORECAST_NAMES = {
     "h": "horizon=", "level": "intervals=[80, 95]", "step_size": "stride=",
-    "n_windows": "fewer rows (a backtest forecasts every window of the frame, stride rows apart)",
 }
 
 

@@ -82,19 +82,19 @@ def data_info(dm, config: Config, timezone: str | None = None) -> DataInfo:
         columns=list(dm.columns), freq=dm.freq, date_column=config.data.date_column,
         mean=[float(v) for v in dm.scaler.mean], scale=[float(v) for v in dm.scaler.scale],
         target=config.data.target, borders={part: [int(start), int(end)] for part, (start, end) in dm.borders.items()},
-        fingerprint=rows_fingerprint(dm),
+        fingerprint=rows_fingerprint(dm.frame, dm.borders),
     )
 
 
-def rows_fingerprint(dm) -> str:
-    """A hash of the rows ``dm``'s windows use (its first through its test split's last), their
-    timestamps and values as read: the same for the run's file and any copy of it, another for
-    a file that differs in any of those rows."""
+def rows_fingerprint(frame, borders) -> str:
+    """A hash of the rows the windows of split ``borders`` use in ``frame`` (its first through
+    the test split's last), their timestamps and values as read: the same for the run's file
+    and any copy of it, another for a file that differs in any of those rows."""
     import hashlib
 
     import numpy as np
 
-    rows = dm.frame.iloc[: dm.borders["test"][1]]
+    rows = frame.iloc[: borders["test"][1]]
     digest = hashlib.sha256(np.ascontiguousarray(rows.index.asi8).tobytes())
     digest.update(np.ascontiguousarray(rows.to_numpy(dtype=np.float64)).tobytes())
     return digest.hexdigest()
@@ -665,7 +665,7 @@ def same_windows(run, dm) -> bool:
     if borders != run.data.borders:
         return False
     if run.data.fingerprint is not None:
-        return rows_fingerprint(dm) == run.data.fingerprint
+        return rows_fingerprint(dm.frame, dm.borders) == run.data.fingerprint
     start, end = dm.borders["train"]
     fitted = Scaler.fit(dm.frame.to_numpy(dtype=np.float64)[start:end])
     return bool(np.allclose(fitted.mean, run.data.mean, rtol=1e-9, atol=1e-12)

@@ -295,6 +295,33 @@ def test_backtest_table_agrees_with_forecasts_truth_and_metrics(run, etth1):
     assert same.metrics["overall"]["mse"] == pytest.approx(result.metrics["overall"]["mse"], rel=1e-6)
 
 
+def test_backtest_windows_end_on_the_last_row_and_n_windows_keeps_the_last(run, run_dir, etth1, tmp_path):
+    """As neuralforecast's cross_validation: the last window's horizon ends on the last row, the
+    others step back by stride; n_windows keeps the last n, and more than fit is refused."""
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    rows = etth1.iloc[700:903]  # 203 rows: stride 7 from the start would leave the last 3 unscored
+    table = run.backtest(rows, stride=7).table
+    assert table["timestamp"].iloc[-1] == rows.index[-1]
+    cutoffs = pd.unique(table["cutoff"])
+    expected = rows.index[len(rows) - out_len - 1 :: -7][::-1]  # each cutoff stride rows before the next
+    assert list(cutoffs) == list(expected[expected >= rows.index[in_len - 1]])
+    last3 = run.backtest(rows, stride=7, n_windows=3)
+    assert last3.metrics["windows"] == 3 and list(pd.unique(last3.table["cutoff"])) == list(cutoffs[-3:])
+    pd.testing.assert_frame_equal(last3.table, table.iloc[-3 * out_len :].reset_index(drop=True), rtol=1e-5)
+    with pytest.raises(UserError, match=f"{len(cutoffs)} fit in the 203 rows.*ask for at most {len(cutoffs)}"):
+        run.backtest(rows, stride=7, n_windows=len(cutoffs) + 1)
+    printed = invoke("forecast", run_dir, "--input", write_csv(rows, tmp_path / "in.csv"), "--backtest", "--stride", 7,
+                     "--n-windows", 3, "--json")
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.stdout) == json.loads(json.dumps(last3.metrics))
+    own = invoke("forecast", run_dir, "--backtest", "--n-windows", 2, "--json")  # the run's test split: its end too
+    start, end = run.data.borders["test"]
+    assert own.exit_code == 0, own.output
+    assert json.loads(own.stdout)["last_window_start"] == str(etth1.index[end - in_len - out_len])
+    too_many = invoke("forecast", run_dir, "--input", tmp_path / "in.csv", "--backtest", "--n-windows", 10_000)
+    assert too_many.exit_code == 2 and "ask for at most" in too_many.stderr and "Traceback" not in too_many.output
+
+
 def test_backtest_streams_batches(run, etth1):
     from stanhop.forecast import backtest_stream
 
@@ -355,11 +382,12 @@ def test_a_backtest_with_a_longer_horizon_scores_the_recursive_forecasts(run, et
     assert result.metrics["windows"] == windows and len(result.table) == windows * horizon
     assert result.metrics["horizon"] == horizon and result.metrics["stride"] == 9
     assert list(result.table["step"][:horizon]) == list(range(1, horizon + 1))
-    second = result.table[result.table["window_start"] == rows.index[9]]
+    first = (len(rows) - in_len - horizon) % 9  # the windows end on the last row
+    second = result.table[result.table["window_start"] == rows.index[first + 9]]
     np.testing.assert_allclose(second[[f"{c}_pred" for c in rows.columns]].to_numpy(),
-                               run.forecast(rows.iloc[: 9 + in_len], horizon=horizon).to_numpy(), rtol=1e-5)
+                               run.forecast(rows.iloc[: first + 9 + in_len], horizon=horizon).to_numpy(), rtol=1e-5)
     np.testing.assert_array_equal(second[[f"{c}_true" for c in rows.columns]].to_numpy(),
-                                  rows.iloc[9 + in_len : 9 + in_len + horizon].to_numpy())
+                                  rows.iloc[first + 9 + in_len : first + 9 + in_len + horizon].to_numpy())
     same = run.backtest(rows, stride=9, horizon=out_len)
     assert same.metrics == run.backtest(rows, stride=9).metrics
     assert run.backtest(rows, horizon=horizon).metrics["stride"] == horizon  # default stride: the horizon
@@ -482,7 +510,7 @@ def test_an_hourly_forecast_at_midnight_is_written_with_its_time(run_dir, etth1,
         printed.stdout  # hourly data: the time too, as for any other hour
     written = invoke("forecast", run_dir, "--input", source, "--horizon", "1", "--output", tmp_path / "out.csv")
     assert written.exit_code == 0 and (tmp_path / "out.csv").read_text().splitlines()[1].split(",")[0].endswith(" 00:00:00")
-    daily_starts = invoke("forecast", run_dir, "--input", write_csv(etth1.iloc[:400], tmp_path / "h.csv"), "--backtest",
+    daily_starts = invoke("forecast", run_dir, "--input", write_csv(etth1.iloc[:392], tmp_path / "h.csv"), "--backtest",
                           "--stride", "24", "--output", tmp_path / "bt.csv")  # every window starts at midnight
     assert daily_starts.exit_code == 0, daily_starts.output
     first = (tmp_path / "bt.csv").read_text().splitlines()[1].split(",")
@@ -576,7 +604,7 @@ def test_an_input_from_stdin_or_a_pipe_forecasts_as_its_file_does(run_dir, etth1
 def test_neuralforecasts_argument_names_are_told_what_they_are_called_here(run, etth1):
     rows = etth1.iloc[:200]
     for method, name, ours in (("forecast", "h", "horizon="), ("forecast", "level", "intervals="),
-                               ("backtest", "step_size", "stride="), ("backtest", "n_windows", "fewer rows")):
+                               ("backtest", "step_size", "stride=")):
         with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}': neuralforecast's {name}; here give {ours}"):
             getattr(run, method)(rows, **{name: 2})
 

@@ -54,6 +54,27 @@ def test_a_dataframe_run_moved_or_copied_reads_its_own_data(etth1, tmp_path):
     assert evaluate(tmp_path / "moved", progress=False)["test"]["mse"] > 0  # the old place is gone: its own file
 
 
+def test_a_loaded_run_refuses_its_data_once_another_training_replaced_it(etth1, tmp_path):
+    """A service keeps a Run while a job trains into the same folder again (--force, the same
+    number of rows): the kept Run must not forecast, backtest or calibrate from the new rows."""
+    train(smoke(), tmp_path / "run", frame=etth1.iloc[:1200], progress=False)
+    kept = load_run(tmp_path / "run")
+    kept.forecast()
+    calibrated = kept.forecast(etth1.iloc[:300], intervals=[95])
+    train(smoke(), tmp_path / "run", frame=etth1.iloc[:1200] * 10, force=True, progress=False)
+    for call in (kept.forecast, kept.backtest, lambda: kept.forecast(etth1.iloc[:300], intervals=[80])):
+        with pytest.raises(UserError, match=r"^the run's data changed since the run was loaded .*: load the run again"):
+            call()
+    pd.testing.assert_frame_equal(kept.forecast(etth1.iloc[:300], intervals=[95]), calibrated)  # its own weights' calibration
+    again = load_run(tmp_path / "run")
+    assert len(again.forecast()) == again.config.model.out_len
+    edited = pd.read_csv(tmp_path / "run" / "data.csv", index_col="date", parse_dates=["date"])
+    edited.iloc[5, 0] += 1.0
+    edited.to_csv(tmp_path / "run" / "data.csv", index_label="date")
+    with pytest.raises(UserError, match=r"^the run's data .*data.csv changed since the run was trained .*put the file back"):
+        load_run(tmp_path / "run").forecast()
+
+
 def test_a_long_dataframe_is_pivoted_to_one_series_per_id(etth1, tmp_path, capsys):
     frame = etth1.iloc[:1200, :3]
     long = frame.rename_axis("ds").reset_index().melt(id_vars="ds", var_name="unique_id", value_name="y")

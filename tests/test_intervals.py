@@ -167,6 +167,31 @@ def test_intervals_need_the_runs_own_data_and_say_how_to_get_it(run_dir, etth1, 
     assert "calibrated on the run's validation split" in result.stderr
 
 
+def test_a_loaded_run_calibrates_each_horizon_and_level_once(run_dir, etth1, monkeypatch):
+    """A service that keeps a Run pays the calibration (the run's data read, its validation
+    windows forecast) once per horizon and level, with the same intervals every call."""
+    from stanhop import intervals
+    from stanhop.runs import load_run
+
+    calibrations = []
+    calibrate = intervals.calibration_errors
+    monkeypatch.setattr(intervals, "calibration_errors", lambda run, horizon, **kw: calibrations.append(horizon)
+                        or calibrate(run, horizon, **kw))
+    run, rows = load_run(run_dir), etth1.iloc[:300]
+    out_len = run.config.model.out_len
+    first = run.forecast(rows, intervals=[80, 95])
+    pd.testing.assert_frame_equal(run.forecast(rows, intervals=[80, 95]), first)
+    pd.testing.assert_frame_equal(run.forecast(rows, intervals=[95]), first.filter(regex="^[^_]*$|95$"))
+    run.backtest(rows, intervals=[80])
+    assert calibrations == [out_len]  # once, for every later call at that horizon and those levels
+    run.forecast(rows, intervals=[50, 80])  # a new level calibrates again, a new horizon too
+    run.forecast(rows, horizon=3, intervals=[80])
+    assert calibrations == [out_len, out_len, 3]
+    uncached = half_widths(calibrate(run, out_len), [80.0])[80.0]
+    np.testing.assert_array_equal(conformal_half_widths(run, out_len, [80.0])[80.0], uncached)
+    assert len(calibrations) == 3
+
+
 def test_calibration_takes_at_most_max_windows_evenly_spaced(run, etth1, monkeypatch):
     """Many validation windows are thinned to MAX_WINDOWS, the first and the last kept."""
     from stanhop import intervals
