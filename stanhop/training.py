@@ -25,7 +25,6 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 from torch.nn import functional as F
 
-from stanhop.allocator import retain_freed_memory
 from stanhop.config import Config
 from stanhop.errors import redrawn_bars
 from stanhop.model import STanHopNet
@@ -71,9 +70,6 @@ class Forecaster(L.LightningModule):
         not Lightning's clip_gradients, which refuses a fused optimiser under bf16-mixed."""
         if self.config.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.train.grad_clip)
-
-    def on_fit_start(self) -> None:
-        retain_freed_memory()  # no page faults on the activations every step (stanhop.allocator)
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()  # the halving schedule counts epochs
