@@ -21,6 +21,7 @@ import traceback
 import click
 
 from stanhop import __version__
+from stanhop.allocator import retain_freed_memory
 from stanhop.errors import (Terminated, UserError, abridged, command, counted, listing, notice_to_stderr, one_job,
                             redrawn_bars)
 
@@ -329,6 +330,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
     if resume is None and out is None:
         out = default_run_dir(config)  # named here, to be told at the end
     long = _long_csv(data) if resume is None else None
+    retain_freed_memory()  # this process trains: no page faults on the activations every step (stanhop.allocator)
     if long is not None:  # a DataFrame, as in Python: kept as RUN/data.csv, one column per unique_id
         metrics = train_run(config, out, force=force, init_from=init_from, frame=long, frame_name=str(data))
     else:
@@ -470,6 +472,7 @@ def tune(run, memory_size, memory_strategy, epochs, fill, plug) -> None:
         memory_strategy, csv = "csv", memory_strategy[4:]
         if not csv.strip():
             raise UserError("--memory-strategy csv: needs the file's name after the colon (csv:events.csv)")
+    retain_freed_memory()  # this process trains (fine-tunes the memory): as stanhop train
     _print_metrics(add_memory(run, kind="plug" if plug else "tune", size=memory_size, strategy=memory_strategy, csv=csv,
                               epochs=epochs, fill=fill))
 
@@ -740,6 +743,7 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
         if key in _SET_PER_RUN:
             raise UserError(f"--set {key}: the study sets it for each run; choose it with {_SET_PER_RUN[key]}")
     config = _build_config(config_path, _option_overrides({"train.max_epochs": max_epochs}) + list(overrides))
+    retain_freed_memory()  # this process trains: as stanhop train
     try:
         runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
                          progress_bars=progress_bars)

@@ -172,7 +172,7 @@ def gflop_per_step(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> f
 
 def worker(args: argparse.Namespace) -> dict:
     """Every figure for one separation, in this (fresh) process."""
-    retain_freed_memory()  # as stanhop train does (Forecaster.on_fit_start)
+    retain_freed_memory()  # as stanhop train does (cli.py)
     torch.manual_seed(0)
     device = torch.device(args.device)
     cfg, batch, micro = resolved(args, args.worker)

@@ -13,6 +13,11 @@ blocks are reused, so peak RSS stays near where it was (h24: within the runs' sp
 configs/etth1.yaml: 6 % higher, as kept blocks fragment), and the process keeps its peak until
 it exits, which suits a process that trains. A no-op where the C library is not glibc (macOS,
 Windows, musl).
+
+It is a setting of the whole process, for good, so it is the process's to choose: the CLI's
+training commands (``stanhop train``, ``tune``, ``compare``) and the benchmarks call it first;
+the Python API (``stanhop.workflow.train``) does not, and a program that trains from Python
+gets the same speed by calling ``retain_freed_memory()`` once itself.
 """
 
 from __future__ import annotations

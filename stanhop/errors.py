@@ -104,7 +104,14 @@ def redrawn_bars() -> bool:
 def log_line(message: str) -> None:
     """A line of progress on stderr for a log file (where no bar is redrawn): what a long pass
     is doing, so that a log is not silent for minutes."""
-    print(message, file=sys.stderr, flush=True)
+    _line_to_stderr(message)
+
+
+def _line_to_stderr(line: str) -> None:
+    """``line`` and its newline in one write (print writes them apart: lines told from several
+    threads at once would interleave)."""
+    sys.stderr.write(f"{line}\n")
+    sys.stderr.flush()
 
 
 def command(*words) -> str:
@@ -129,7 +136,7 @@ def likely_name(wanted: str, names: list[str]) -> str | None:
 
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
-    print(f"notice: {aliased(message)}", file=sys.stderr)
+    _line_to_stderr(f"notice: {aliased(message)}")
 
 
 _TOLD: ContextVar[set[str] | None] = ContextVar("stanhop_told", default=None)  # the notices told in this job

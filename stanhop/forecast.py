@@ -129,9 +129,9 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
         raise UserError(f"{source} must be a pandas DataFrame, got {type(frame).__name__}")
     date = run.data.date_column
     check_names(frame, source)
-    long = is_long(frame)
+    long = is_long(frame, source)
     if long:
-        frame = to_wide(frame, date, source)
+        frame = to_wide(frame, date, source, notify)
     frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)  # channels are named as text (0 -> '0'),
     # without spaces around them, as a CSV's header is read (a frame's ' a ' is the run's a)
     if date not in frame.columns and frame.index.name == date and is_text(frame.index):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,9 +29,17 @@ LONG_COLUMNS = ("unique_id", "ds", "y")
 MODEL_COLUMN = "STanHop"  # a long forecast's column, named after the model as neuralforecast names its own
 
 
-def is_long(frame) -> bool:
-    """Whether ``frame`` is a DataFrame in neuralforecast's long layout (unique_id, ds, y)."""
-    return isinstance(frame, pd.DataFrame) and set(LONG_COLUMNS) <= set(frame.columns)
+def is_long(frame, name: str = "the DataFrame") -> bool:
+    """Whether ``frame`` is a DataFrame in neuralforecast's long layout (unique_id, ds, y); a
+    UserError for one with unique_id and ds but no y, which could be nothing else."""
+    if not isinstance(frame, pd.DataFrame):
+        return False
+    if {"unique_id", "ds"} <= set(frame.columns) and "y" not in frame.columns:
+        others = [str(c) for c in frame.columns if c not in LONG_COLUMNS]
+        rename = f": frame.rename(columns={{{others[0]!r}: 'y'}})" if len(others) == 1 else ""
+        raise UserError(f"{name} has neuralforecast's long columns unique_id and ds but no y, the series' values; "
+                        f"name the column of values y{rename}")
+    return set(LONG_COLUMNS) <= set(frame.columns)
 
 
 def to_long(table: pd.DataFrame, channels: list[str], ids: pd.DataFrame, *, levels: list[str] = (),
@@ -57,13 +66,15 @@ def to_long(table: pd.DataFrame, channels: list[str], ids: pd.DataFrame, *, leve
     return pd.concat(parts, ignore_index=True)
 
 
-def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") -> pd.DataFrame:
+def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
+            notify: Callable[[str], None] | None = None) -> pd.DataFrame:
     """``frame`` (wide or long) as a wide table whose first column, ``date_column``, holds the
-    timestamps; empty cells are kept. Messages call the frame ``name`` (a long CSV's path)."""
+    timestamps; empty cells are kept. Messages call the frame ``name`` (a long CSV's path);
+    ``notify`` takes the notice of how a long frame is read (else told once on stderr)."""
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"the data must be a pandas DataFrame, got {type(frame).__name__}")
     check_names(frame, name)
-    if is_long(frame):
+    if is_long(frame, name):
         if pd.api.types.is_numeric_dtype(frame["ds"]) and not pd.api.types.is_bool_dtype(frame["ds"]):
             raise UserError(f"{name}: ds holds numbers ({frame['ds'].iloc[0]}, ...), not timestamps; the run's steps "
                             "are of the calendar: give ds dates, e.g. pd.date_range(start, periods=n, freq='h') in "
@@ -84,9 +95,9 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame") 
             raise UserError(f"{name} has a series whose unique_id is '{date_column}', the name its timestamps take "
                             f"(data.date_column); rename that series")
         others = [str(c) for c in frame.columns if c not in LONG_COLUMNS]
-        tell_once(f"{name}, long (unique_id, ds, y), is read as {wide.shape[1]} series, one column each"
-                         + (f"; its other column(s) {listing(others)} are not used (STanHop-Net forecasts the series "
-                            f"from their own past)" if others else ""))
+        (notify or tell_once)(f"{name}, long (unique_id, ds, y), is read as {wide.shape[1]} series, one column each"
+                              + (f"; its other column(s) {listing(others)} are not used (STanHop-Net forecasts the "
+                                 f"series from their own past)" if others else ""))
         return wide.rename_axis(date_column).reset_index()
     if isinstance(frame.index, pd.DatetimeIndex):
         if date_column in frame.columns:

@@ -1,5 +1,6 @@
 """The process's random generators (Python's, NumPy's, torch's on CPU and CUDA): their states
-taken and put back, for a training that seeds them all.
+taken and put back, for a training that seeds them all; and torch's determinism settings,
+which Lightning's Trainer sets for the whole process, put back likewise.
 
 ``random_states()`` holds only what a checkpoint loads safely (``weights_only``): tensors and
 plain numbers, NumPy's state words as a tensor. NumPy and torch are imported when a state is
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 LIGHTNING_SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # what L.seed_everything sets
+CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"  # what Trainer(deterministic=True) sets
 
 
 def random_states() -> dict[str, Any]:
@@ -49,11 +51,37 @@ def kept_random_state():
     """Within the block the generators may be seeded and drawn from; on the way out they, and
     Lightning's seed variables, are as they were on the way in (a caller's draws go on)."""
     states = random_states()
-    env = {name: os.environ.get(name) for name in LIGHTNING_SEED_VARIABLES}
+    with _kept_variables(LIGHTNING_SEED_VARIABLES):
+        try:
+            yield
+        finally:
+            restore_random_states(states)
+
+
+@contextmanager
+def kept_determinism():
+    """Within the block torch's deterministic-algorithms setting (and its warn_only), cuDNN's
+    benchmark flag and CUBLAS_WORKSPACE_CONFIG may change, as Lightning's
+    Trainer(deterministic=True) changes them; on the way out they are as they were on the way in."""
+    import torch
+
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    with _kept_variables((CUBLAS_VARIABLE,)):
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+            torch.backends.cudnn.benchmark = benchmark
+
+
+@contextmanager
+def _kept_variables(names):
+    """The environment variables ``names`` as they were on the way in, on the way out."""
+    env = {name: os.environ.get(name) for name in names}
     try:
         yield
     finally:
-        restore_random_states(states)
         for name, value in env.items():
             if value is None:
                 os.environ.pop(name, None)

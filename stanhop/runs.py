@@ -26,6 +26,7 @@ from typing import Any
 from stanhop import __version__
 from stanhop.config import RUN_CONFIG_BEFORE, Config, load_config, save_config
 from stanhop.errors import UserError, command, listing, one_job, writable_folder
+from stanhop.randomness import kept_random_state
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
@@ -368,8 +369,10 @@ def run_config(path: str | Path) -> Config:
     return config
 
 
+@kept_random_state()  # the model's initial weights, replaced by the run's, draw from the caller's generators
 def load_run(path: str | Path) -> Run:
-    """Load a run directory: config and scaler from YAML/JSON, weights from safetensors."""
+    """Load a run directory: config and scaler from YAML/JSON, weights from safetensors. The
+    process's random generators are left as they were."""
     path = check_run_dir(path)
     for name in (CONFIG, SCALER, WEIGHTS):
         if not (path / name).is_file():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -25,7 +25,6 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 from torch.nn import functional as F
 
-from stanhop.allocator import retain_freed_memory
 from stanhop.config import Config
 from stanhop.errors import redrawn_bars
 from stanhop.model import STanHopNet
@@ -71,9 +70,6 @@ class Forecaster(L.LightningModule):
         not Lightning's clip_gradients, which refuses a fused optimiser under bf16-mixed."""
         if self.config.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.train.grad_clip)
-
-    def on_fit_start(self) -> None:
-        retain_freed_memory()  # no page faults on the activations every step (stanhop.allocator)
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()  # the halving schedule counts epochs
@@ -210,20 +206,34 @@ class EpochLines(Callback):
         print(", ".join(parts), file=sys.stderr, flush=True)
 
 
-def quiet_lightning() -> None:
-    """Keep the terminal for the progress bar and our results: no tips, device banners or
-    deprecation chatter from Lightning's own loggers (warnings about the user's setup stay)."""
+LIGHTNING_CHATTER = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                     "lightning.fabric.utilities.seed")  # tips, device banners, seed lines
+
+
+@contextmanager
+def quiet_lightning():
+    """Within the block, keep the terminal for the progress bar and our results: no tips, device
+    banners or deprecation chatter from Lightning's own loggers (warnings about the user's setup
+    stay). On the way out the loggers' levels and the warnings filters are as they were: a
+    notebook's own Lightning calls still say what they say."""
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # a small data set has fewer batches an epoch than log_every_n_steps: its epochs are still logged
-    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    # on --resume the run's log and checkpoint folders exist by design
-    warnings.filterwarnings("ignore", message=r".*(Experiment logs|Checkpoint) directory .* exists and is not empty.*")
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_CHATTER}
+    try:
+        with warnings.catch_warnings():
+            for name in LIGHTNING_CHATTER:
+                logging.getLogger(name).setLevel(logging.WARNING)
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            # a small data set has fewer batches an epoch than log_every_n_steps: its epochs are still logged
+            warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+            # on --resume the run's log and checkpoint folders exist by design
+            warnings.filterwarnings("ignore", message=r".*(Experiment logs|Checkpoint) directory .* exists and is not empty.*")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def batches_per_epoch(limit: float) -> int | float | None:
@@ -235,7 +245,9 @@ def batches_per_epoch(limit: float) -> int | float | None:
 
 
 def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
-    """A Trainer writing checkpoints and the CSV log inside ``run_dir`` (no lightning_logs/)."""
+    """A Trainer writing checkpoints and the CSV log inside ``run_dir`` (no lightning_logs/).
+    Build and fit it within :func:`quiet_lightning`, and within randomness.kept_determinism
+    where train.deterministic is true (the Trainer sets torch's determinism for the process)."""
     t = config.train
     callbacks: list[Callback] = [
         EarlyStopping(monitor="val_mse", mode="min", patience=t.patience),
@@ -246,7 +258,6 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
     bars = progress and redrawn_bars()  # in a log file, a line per epoch instead of a redrawn bar
     if progress:
         callbacks.append(TQDMProgressBar(leave=True) if bars else EpochLines())
-    quiet_lightning()
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
@@ -255,7 +266,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         strategy=t.strategy,
         num_nodes=t.num_nodes,
         precision=t.precision,
-        deterministic=t.deterministic,
+        deterministic=t.deterministic or None,  # not False: that would switch off a caller's own deterministic setting
         limit_train_batches=batches_per_epoch(t.limit_train_batches),
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
         callbacks=callbacks,

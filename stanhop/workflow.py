@@ -19,7 +19,7 @@ from typing import Any
 from stanhop.config import Config, absolute_data_name, make_paths_absolute
 from stanhop.errors import (Terminated, UserError, command, counted, known_as, listing, log_line, notice_to_stderr,
                             one_job, redrawn_bars, writable_folder)
-from stanhop.randomness import kept_random_state
+from stanhop.randomness import kept_determinism, kept_random_state
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
     read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
@@ -118,7 +118,9 @@ def train(config: Config, out: str | Path | None = None, *, force: bool = False,
     ``callbacks``: extra Lightning callbacks. The checkpoint is loaded with
     ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
     The training seeds Python's, NumPy's and torch's generators with ``train.seed``; they are
-    put back as they were when it returns.
+    put back as they were when it returns, as are torch's determinism settings, Lightning's
+    loggers and the warnings filters. glibc's malloc thresholds are left alone: the CLI sets
+    them (:mod:`stanhop.allocator`).
     """
     if not isinstance(config, Config):
         raise UserError(f"config must be a stanhop Config (stanhop.config.load_config(FILE), or Config()), got "
@@ -198,7 +200,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     import torch
 
     from stanhop.splits import unused_rows_notice
-    from stanhop.training import EpochTimer, Forecaster, make_trainer
+    from stanhop.training import EpochTimer, Forecaster, make_trainer, quiet_lightning
 
     from stanhop.memory_runs import add_memory, check_memory_config, memory_frame
 
@@ -273,6 +275,8 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
             notice_to_stderr(f"training on {config.train.num_nodes} machines: this one waits until the same command runs on "
                              f"the others, each with NODE_RANK=1..{config.train.num_nodes - 1} and MASTER_ADDR / MASTER_PORT "
                              f"naming this machine (Lightning's DDP)")
+        held.enter_context(quiet_lightning())  # (the loggers and warnings filters as they were when train() returns)
+        held.enter_context(kept_determinism())  # Trainer(deterministic=True) sets torch's determinism for the process
         timer = EpochTimer()
         trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
         earlier_log = protect_log(run_dir) if resume is not None else []

@@ -643,3 +643,24 @@ def test_an_output_through_a_link_replaces_the_file_it_names_and_keeps_the_link(
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and os.readlink(link) == str(target)  # it was replaced by a file, the target left old
     assert target.read_text().startswith("date,")
+
+
+def test_load_run_leaves_the_callers_random_generators_as_they_were(run_dir):
+    # the model's initial weights, replaced by the run's, drew from the caller's torch generator
+    import random
+
+    import stanhop
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    def seed():
+        torch.manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
+
+    seed()
+    expected = draws()
+    seed()
+    stanhop.load_run(run_dir)
+    assert draws() == expected

@@ -139,7 +139,7 @@ def test_bad_dataframes_are_told_as_dataframes_and_leave_nothing_behind(etth1, t
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_long(run, etth1):
+def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_long(run, etth1, capsys):
     """The same numbers as the wide form's, in neuralforecast's layout: a row per series and
     step, series by series, the forecast in a column named after the model."""
     wide = etth1.iloc[3000:3300]
@@ -163,10 +163,25 @@ def test_a_long_dataframe_forecasts_and_backtests_as_its_wide_form_given_back_lo
 
     told = []
     extra = pd.concat([long, long[long["unique_id"] == "OT"].assign(unique_id="spare")])
-    run.forecast(extra, notify=told.append)
-    assert told == ["ignoring series spare of the input: the run was not trained on them"]
+    capsys.readouterr()
+    run.forecast(extra, notify=told.append)  # every notice to notify, that of the long layout too, none on stderr
+    assert told == ["the input, long (unique_id, ds, y), is read as 8 series, one column each",
+                    "ignoring series spare of the input: the run was not trained on them"]
+    assert capsys.readouterr().err == ""
     with pytest.raises(UserError, match=r"the input lacks the series \(unique_id\) OT the run was trained on"):
         run.forecast(long[long["unique_id"] != "OT"])
+
+
+def test_a_long_dataframe_without_y_is_told_it_lacks_y(run, etth1, tmp_path):
+    # it was refused as a frame without a DatetimeIndex or a 'date' column
+    long = melted(etth1.iloc[:300])
+    with pytest.raises(UserError, match=r"^the input has neuralforecast's long columns unique_id and ds but no y, the "
+                                        r"series' values; name the column of values y: "
+                                        r"frame.rename\(columns=\{'value': 'y'\}\)$"):
+        run.forecast(long.rename(columns={"y": "value"}))
+    with pytest.raises(UserError, match=r"^the DataFrame has neuralforecast's long columns unique_id and ds but no y"):
+        train(smoke(), tmp_path / "no-y", frame=long.drop(columns="y"), progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def melted(wide: pd.DataFrame) -> pd.DataFrame:

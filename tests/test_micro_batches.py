@@ -16,7 +16,7 @@ from stanhop.config import Config, ModelConfig
 from stanhop.errors import UserError
 from stanhop.model import STanHopNet
 from stanhop.optimisation import TrainingDiverged, accumulate_gradients
-from stanhop.training import Forecaster, make_trainer
+from stanhop.training import Forecaster, make_trainer, quiet_lightning
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = dict(in_len=12, out_len=6, seg_len=3, win_size=2, d_model=8, d_ff=16, n_heads=2, e_layers=2,
@@ -97,8 +97,9 @@ def fit(tmp_path, name: str, **train) -> tuple[dict[str, torch.Tensor], float]:
     windows = TensorDataset(torch.randn(20, 12, 3, generator=gen), torch.randn(20, 6, 3, generator=gen))
     L.seed_everything(0, verbose=False)
     module = Forecaster(config)
-    trainer = make_trainer(config, tmp_path / name, progress=False)
-    trainer.fit(module, DataLoader(windows, batch_size=8), DataLoader(windows, batch_size=8))
+    with quiet_lightning():  # as workflow.train builds and fits it
+        trainer = make_trainer(config, tmp_path / name, progress=False)
+        trainer.fit(module, DataLoader(windows, batch_size=8), DataLoader(windows, batch_size=8))
     assert trainer.global_step == 2 * 3  # one optimiser step per batch (8 + 8 + 4 windows), not per micro-batch
     return {k: v.clone() for k, v in module.state_dict().items()}, trainer.optimizers[0].param_groups[0]["lr"]
 

@@ -361,3 +361,22 @@ def test_the_package_imports_where_the_os_cannot_fork():
             "import stanhop.dropout, stanhop.model, stanhop.runs, cli; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_notice_or_log_line_is_one_write_so_lines_from_threads_stay_whole(monkeypatch):
+    # print wrote the message and its newline apart: notices of forecasts in threads interleaved
+    from stanhop.errors import log_line, notice_to_stderr
+
+    writes = []
+
+    class Stderr:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    notice_to_stderr("the first")
+    log_line("evaluating the test split: 3 windows")
+    assert writes == ["notice: the first\n", "evaluating the test split: 3 windows\n"]

@@ -461,3 +461,48 @@ def test_a_run_written_before_cross_series_existed_loads_as_the_router_it_was(tm
     assert listed.exit_code == 0 and "unreadable" not in listed.stdout
     assert load_config(config).model.cross_series == "stanhop"  # the file as a plain config: today's default
     assert isinstance(build_model(load_config(config)).encoder.blocks[0].pooling, HopfieldLayer)
+
+
+ONE_STEP = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=1", "train.max_epochs=1"]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_train_leaves_torchs_determinism_as_the_caller_set_it(tmp_path: Path, monkeypatch, deterministic):
+    # Lightning's Trainer(deterministic=...) sets it for the whole process: False switched off a caller's
+    # True (and its warn_only), True stayed on afterwards with CUBLAS_WORKSPACE_CONFIG set
+    import torch
+
+    from stanhop.config import apply_overrides, load_config
+    from stanhop.workflow import train
+
+    def settings():
+        return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = settings()
+    try:
+        torch.use_deterministic_algorithms(not deterministic, warn_only=not deterministic)  # the other way round
+        torch.backends.cudnn.benchmark = True
+        callers = settings()
+        config = apply_overrides(load_config(SMOKE), [*ONE_STEP, f"train.deterministic={str(deterministic).lower()}"])
+        train(config, tmp_path / "run", progress=False)
+        assert settings() == callers
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def test_train_quiets_lightning_only_while_it_trains(tmp_path: Path):
+    # the loggers stayed at WARNING and four warnings filters stayed in the caller's process for good
+    import logging
+    import warnings
+
+    from stanhop.config import apply_overrides, load_config
+    from stanhop.workflow import train
+
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed")
+    levels, filters = {name: logging.getLogger(name).level for name in names}, list(warnings.filters)
+    train(apply_overrides(load_config(SMOKE), ONE_STEP), tmp_path / "run", progress=False)
+    assert {name: logging.getLogger(name).level for name in names} == levels
+    assert warnings.filters == filters
