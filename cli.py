@@ -393,9 +393,10 @@ def _opened_input(input_path):
     return click.get_current_context().with_resource(_input_file(input_path)), source
 
 
-def _long_input(run, path, date_column, fill):
+def _long_input(run, path, date_column, fill, last_rows=None):
     """An --input CSV in neuralforecast's long layout (unique_id, ds, y) as a long DataFrame, its
-    gaps filled by ``fill`` where given; None for any other --input."""
+    gaps filled by ``fill`` where given (``last_rows``: the rows a forecast reads, as read_input
+    takes them); None for any other --input."""
     if (frame := _long_csv(path)) is None:
         return None
     if date_column not in (None, "ds"):
@@ -403,7 +404,7 @@ def _long_input(run, path, date_column, fill):
     if fill:
         from stanhop.frames import filled_long
 
-        frame = filled_long(frame, fill, run.data.freq, str(path))
+        frame = filled_long(frame, fill, run.data.freq, str(path), last_rows)
     return frame
 
 
@@ -600,7 +601,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
 
         if str(loaded.metrics.get("data_source", "")).lower().endswith(CSV_ENDINGS):  # trained from a long CSV:
             frame, long, source = _as_long(frame), True, "the run's own data"  # its forecasts in that layout too
-    elif (frame := _long_input(loaded, input_path, date_column, fill)) is not None:  # as neuralforecast's layout
+    elif (frame := _long_input(loaded, input_path, date_column, fill,
+                               None if backtest else loaded.config.model.in_len)) is not None:  # neuralforecast's layout
         long = True
     else:
         frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
@@ -709,7 +711,8 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
 
         loaded = load_run(run)
         input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
-        frame = _long_input(loaded, input_path, date_column, fill)  # neuralforecast's layout, as forecast takes it
+        frame = _long_input(loaded, input_path, date_column, fill,  # neuralforecast's layout, as forecast takes it
+                            loaded.config.model.in_len)
         if frame is None and input_path is not None:
             frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,

@@ -158,6 +158,7 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     them all; one with no timestamp missing before one with gaps); the user is told of any
     other than pandas' own."""
     distinct = pd.Series(pd.unique(text), name="ds")
+    _refuse_step_counts(distinct, path)
     readings = [(how, dates) for how, dates in _long_readings(distinct) if not dates.isna().any()]
 
     def fits(dates: pd.Series, gaps_allowed: bool) -> bool:  # in any order: one per series
@@ -207,10 +208,13 @@ def refuse_gaps(frame: pd.DataFrame, path: str | os.PathLike, first_row: int = 0
 FILL_ADVICE = "(CLI: --fill ffill|interpolate; Python: data.fill in a config, fill= in a function)"  # a file's gaps and empty cells
 
 
-def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data") -> pd.DataFrame:
+def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data",
+                 last_rows: int | None = None) -> pd.DataFrame:
     """Reject empty cells naming their lines, or fill them by ``"ffill"`` / ``"interpolate"``
-    with a notice (once per file) of how many were filled in each column; ``source`` names the
-    file in both."""
+    with a notice (once per file) of how many were filled in each column, and how many of them
+    lie before its first value or after its last (which are repeated there); ``source`` names
+    the file in both. ``last_rows``: the rows at the end a forecast reads; a column with no value
+    among them is told, its forecast resting on filled values only."""
     if fill not in (None, *FILLS):
         raise UserError(f"fill must be ffill or interpolate, got {fill!r}")
     if not frame.isna().any().any():
@@ -223,13 +227,20 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
         raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
     counts = {name: n for name, n in count_missing(frame).items() if n}
     leading = {name: int(frame[name].notna().to_numpy().argmax()) for name in counts}  # before the first value
+    trailing = {name: int(frame[name].notna().to_numpy()[::-1].argmax()) for name in counts}  # after the last
 
     def told(name: str, n: int) -> str:
         late = f", {leading[name]} before its first value, which is carried back to them" if leading[name] else ""
-        return f"{name} {n} ({n / len(frame):.0%}{late})"
+        early = f", {trailing[name]} after its last value, which is carried forward to them" if trailing[name] else ""
+        return f"{name} {n} ({n / len(frame):.0%}{late}{early})"
 
     tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
               + listing([told(name, n) for name, n in counts.items()]))
+    if last_rows and (bare := [name for name in counts if trailing[name] >= last_rows]):
+        tell_once(f"{source}: the last {last_rows} rows, the forecast's input, hold no value of "
+                  f"{listing(f'{name} (its last value at {frame[name].last_valid_index()})' for name in bare)}; "
+                  f"{'its' if len(bare) == 1 else 'their'} forecast rests on filled values only, that last value "
+                  "repeated")
     if fill == "ffill":
         return frame.ffill().bfill()
     return frame.interpolate(method="linear", limit_direction="both")
@@ -289,7 +300,8 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
     _check_size(path)
     _check_text(path)
     dialect = _dialect(path)
-    names = [str(n).strip() for n in _read(path, dialect, header=None, nrows=1, dtype=str).iloc[0] if not pd.isna(n)]
+    written = list(_read(path, dialect, header=None, nrows=1, dtype=str).iloc[0])
+    names = [n for n in (_stripped_names(path, dialect) or written) if not pd.isna(n)]
     if repeated := sorted({n for n in names if names.count(n) > 1}):  # pandas would rename them silently (name.1)
         raise UserError(f"{path}: the header names column(s) {listing(repr(n) for n in repeated)} more than once; give each column "
                         f"its own name")
@@ -315,12 +327,32 @@ def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
 
 
 def _stripped_names(path: Path, dialect: dict[str, str]) -> list[str] | None:
-    """The header's names stripped of the spaces around them, where some name has them; else None."""
+    """The header's names stripped of the spaces around them ("date, a , b": a and b) unless
+    written in quotes, as a long file's pivot writes its unique_ids (' a' and 'a' are two
+    series), where some name is stripped; else None."""
     written = pd.read_csv(path, header=None, nrows=1, dtype=str, skip_blank_lines=False, encoding="utf-8",
                           **dialect).iloc[0]
-    if not any(isinstance(n, str) and n != n.strip() for n in written):
+    with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="replace") as f:
+        quoted = _quoted_fields(f.readline().lstrip("\ufeff"), dialect["sep"])
+    quoted += [False] * (len(written) - len(quoted))  # (a quoted name across lines: the rest stripped)
+    if not any(isinstance(n, str) and n != n.strip() and not q for n, q in zip(written, quoted)):
         return None
-    return [n.strip() if isinstance(n, str) else f"Unnamed: {i}" for i, n in enumerate(written)]
+    return [(n if q else n.strip()) if isinstance(n, str) else f"Unnamed: {i}"
+            for i, (n, q) in enumerate(zip(written, quoted))]
+
+
+def _quoted_fields(line: str, sep: str) -> list[bool]:
+    """Whether each field of a CSV line is written in double quotes ("a",b: True, False)."""
+    quoted, inside, start = [], False, True
+    for char in line.rstrip("\r\n"):
+        if start:
+            quoted.append(char == '"')
+            start = False
+        if char == '"':
+            inside = not inside
+        elif char == sep and not inside:
+            start = True
+    return quoted + [False] * start
 
 
 def _dialect(path: Path) -> dict[str, str]:
@@ -541,6 +573,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     if empty.any():
         line = int(np.argmax(empty)) + FIRST_ROW_LINE
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
+    _refuse_step_counts(text, path)
     day_dot_month = bool(text.str.match(_DAY_DOT_MONTH).all())  # 01.07.2016: pandas alone reads it month first
     try:
         dates = _to_datetime(text, dayfirst=day_dot_month)
@@ -640,6 +673,26 @@ _DAY_DOT_MONTH = r"\s*\d{1,2}\.\d{1,2}\.\d{2,4}\b"  # 01.07.2016: day first wher
 _DAY_OR_MONTH_FIRST = r"\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b"  # 13/07/2016, 07-13-2016: not year first
 _UNIX_TIME = r"\s*\d{9,13}(?:\.\d*)?\s*"  # seconds or milliseconds since 1970-01-01 UTC
 _UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plausible range, so a count of steps is not read so
+
+
+_COMPACT_DATES = {8: "%Y%m%d", 10: "%Y%m%d%H", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}  # whole numbers that are dates
+
+
+def _refuse_step_counts(text: pd.Series, path: Path) -> None:
+    """A UserError for a date column of whole numbers other than dates written yyyymmdd (20200101,
+    or 202001010000 with the time) or Unix time (``_other_readings``): steps 0..n-1
+    (neuralforecast's integer ds), which pandas reads as no date, or from 1000 on as years
+    (1000-01-01); the Python API refuses them so too."""
+    from stanhop.frames import numbers_not_dates
+
+    if not text.str.fullmatch(r"\s*[+-]?\d+\s*").all():
+        return
+    digits = text.str.strip()
+    compact = _COMPACT_DATES.get(int(digits.str.len().max())) if digits.str.len().nunique() == 1 else None
+    if compact and _to_datetime(digits, format=compact).notna().all():
+        return
+    if next(_other_readings(text), None) is None:
+        raise UserError(numbers_not_dates(path, text.name, text.iloc[0]))
 
 
 def _fits(dates: pd.Series, path: Path, gaps_allowed: bool = True) -> bool:

@@ -130,10 +130,12 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     date = run.data.date_column
     check_names(frame, source)
     long = is_long(frame, source)
-    if long:
+    if long:  # its ids kept exactly (' a' and 'a' are two series); a run trained before they were knows ' a' as a
         frame = to_wide(frame, date, source, notify)
-    frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)  # channels are named as text (0 -> '0'),
-    # without spaces around them, as a CSV's header is read (a frame's ' a ' is the run's a)
+        known = set(run.data.columns)
+        frame = frame.rename(columns=lambda c: c.strip() if c not in known and c.strip() in known else c)
+    else:  # channels are named as text (0 -> '0'), without spaces around them, as a CSV's header is read (a
+        frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)  # frame's ' a ' is the run's a)
     if date not in frame.columns and frame.index.name == date and is_text(frame.index):
         frame = frame.reset_index()  # read without parse_dates: its text is read as a date column's
     if date in frame.columns:
@@ -308,7 +310,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
             raise UserError(f"{gap} (a forecast reads the last {last_rows} rows: gaps before them would be left out)") from None
         check_dates(run, frame.index[first:], str(path), first_position=first)
     else:
-        frame = fill_missing(frame, fill, path) if fill else frame
+        frame = fill_missing(frame, fill, path, last_rows) if fill else frame
         check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
 

@@ -15,6 +15,7 @@ of its data that evaluate, forecast and plot find as for any CSV.
 
 from __future__ import annotations
 
+import csv
 import re
 import tempfile
 from collections.abc import Callable
@@ -50,7 +51,8 @@ def to_long(table: pd.DataFrame, channels: list[str], ids: pd.DataFrame, *, leve
     from: unique_id (as that frame writes it), ds, the ``keep`` columns, y (the truth, where
     present), STanHop, STanHop-lo-80, STanHop-hi-80, …; series by series, as neuralforecast
     orders its forecasts. ``ds`` is the table's ``timestamp`` column, else its index."""
-    original = {str(u): u for u in pd.unique(ids["unique_id"])}
+    given = pd.unique(ids["unique_id"])
+    original = {**{str(u).strip(): u for u in given}, **{str(u): u for u in given}}  # (a run's channel a: ' a')
     ds = table["timestamp"].to_numpy() if "timestamp" in table.columns else table.index.to_numpy()
     parts = []
     for name in channels:
@@ -76,9 +78,7 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
     check_names(frame, name)
     if is_long(frame, name):
         if pd.api.types.is_numeric_dtype(frame["ds"]) and not pd.api.types.is_bool_dtype(frame["ds"]):
-            raise UserError(f"{name}: ds holds numbers ({frame['ds'].iloc[0]}, ...), not timestamps; the run's steps "
-                            "are of the calendar: give ds dates, e.g. pd.date_range(start, periods=n, freq='h') in "
-                            "place of steps 0..n-1 (neuralforecast's integer ds, freq=1)")
+            raise UserError(numbers_not_dates(name, "ds", frame["ds"].iloc[0]))
         repeated = frame.duplicated(["unique_id", "ds"])
         if repeated.any():
             first = frame[repeated].iloc[0]
@@ -111,6 +111,13 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
                     f"(data.date_column), or neuralforecast's long columns unique_id, ds, y{index_hint(frame)}")
 
 
+def numbers_not_dates(name, column: str, first) -> str:
+    """The message for timestamps given as numbers (steps 0..n-1, or years), of a frame or a CSV file."""
+    return (f"{name}: {column} holds numbers ({first}, ...), not timestamps; the run's steps are of the calendar: "
+            f"put dates in '{column}', e.g. pd.date_range(start, periods=n, freq='h') in place of steps 0..n-1 "
+            "(neuralforecast's integer ds, freq=1), or 2000-01-01 for the year 2000")
+
+
 def check_names(frame: pd.DataFrame, name: str = "the DataFrame") -> None:
     """A UserError for columns a series cannot be named by: levels (MultiIndex), or a name twice."""
     if isinstance(frame.columns, pd.MultiIndex):
@@ -140,11 +147,13 @@ def index_hint(frame: pd.DataFrame) -> str:
     return ""
 
 
-def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the DataFrame") -> pd.DataFrame:
+def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the DataFrame",
+                last_rows: int | None = None) -> pd.DataFrame:
     """A long ``frame`` whose series' empty values, the timestamps some series lack, and those
     of the step ``freq`` that all lack, are filled by ``fill`` ("ffill" or "interpolate"), as a
-    wide CSV's are (csvio.fill_missing, with its notice). Timestamps off that step are left as
-    they are, for the forecast's checks to name."""
+    wide CSV's are (csvio.fill_missing, with its notice; ``last_rows``: a forecast's in_len, to
+    tell of a series with no value in them). Timestamps off that step are left as they are, for
+    the forecast's checks to name."""
     from stanhop.csvio import fill_missing, on_calendar
 
     wide = to_wide(frame, "ds", name).set_index("ds")
@@ -153,7 +162,7 @@ def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the Data
     if grid is not None:
         wide = wide.reindex(grid)
     ids = {str(uid): uid for uid in pd.unique(frame["unique_id"])}  # given back as the frame wrote them
-    back = fill_missing(wide, fill, name).rename_axis("ds").reset_index()
+    back = fill_missing(wide, fill, name, last_rows).rename_axis("ds").reset_index()
     back = back.melt(id_vars="ds", var_name="unique_id", value_name="y")
     return back.assign(unique_id=back["unique_id"].map(ids))[list(LONG_COLUMNS)]
 
@@ -174,7 +183,10 @@ def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: s
                         f"fill them (CLI: --fill ffill|interpolate; Python: data.fill='ffill' or 'interpolate'), or, "
                         f"where series start or end at other dates, keep the dates they share")
     path = Path(path)
-    wide.to_csv(path, index=False)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        if is_long(frame):  # the ids in quotes: read back as written, spaces and all (other names are stripped)
+            csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(wide.columns)
+        wide.to_csv(f, index=False, header=not is_long(frame))
     return path
 
 

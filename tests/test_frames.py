@@ -501,3 +501,68 @@ def test_a_frame_whose_column_names_have_spaces_around_them_forecasts_as_it_trai
     assert run.data.columns == list(etth1.columns)  # its CSV copy is read as any CSV: names stripped
     future = run.forecast(spaced)  # the frame it trained on, names and all (it lacked the channel 'HUFL' before)
     assert len(future) == run.config.model.out_len and np.isfinite(future.to_numpy()).all()
+
+
+def test_ids_with_spaces_around_them_are_kept_exactly(etth1, tmp_path):
+    """' a' and 'a' are two series, and a forecast's ids merge with the input's (the pivot's
+    header was read with its names stripped: ' a' came back as a, or as a repeated column)."""
+    long = melted(etth1.iloc[:1200, :3].set_axis([" a", "a", "b "], axis=1))
+    long_csv = tmp_path / "spaced.csv"
+    long.to_csv(long_csv, index=False)
+    described = invoke("data", "describe", long_csv, "--split", "0.6/0.2/0.2", "--json")
+    assert described.exit_code == 0, described.output
+    assert sorted(json.loads(described.stdout)["columns"]) == [" a", "a", "b "]
+    trained = invoke("train", "--config", ROOT / "configs" / "smoke.yaml", "--data", long_csv,
+                     *[arg for setting in QUICK for arg in ("--set", setting)], "--out", tmp_path / "run")
+    assert trained.exit_code == 0, trained.output
+    run = load_run(tmp_path / "run")
+    assert sorted(run.data.columns) == [" a", "a", "b "]
+    out = invoke("forecast", tmp_path / "run", "--input", long_csv, "--output", tmp_path / "out.csv")
+    assert out.exit_code == 0, out.output
+    written = pd.read_csv(tmp_path / "out.csv", dtype={"unique_id": str})
+    assert set(written["unique_id"]) == set(long["unique_id"])
+    assert set(run.forecast(long)["unique_id"]) == set(long["unique_id"])
+
+
+def test_whole_numbers_in_a_long_or_wide_csvs_dates_are_refused_as_the_api_refuses_them(tmp_path):
+    """Steps 0..n-1 were 'a date that cannot be read', and from 1000 on silently years; dates
+    written yyyymmdd are still dates."""
+    from stanhop.csvio import load_series, read_long
+
+    for first in (0, 1000):
+        steps = np.arange(first, first + 40)
+        long = tmp_path / f"long{first}.csv"
+        pd.DataFrame({"unique_id": np.repeat(["x", "y"], 40), "ds": np.tile(steps, 2), "y": np.arange(80.0)}).to_csv(
+            long, index=False)
+        with pytest.raises(UserError, match=rf"ds holds numbers \({first}, ...\), not timestamps.*integer ds, freq=1"):
+            read_long(long)
+        refused = invoke("data", "describe", long, "--split", "0.6/0.2/0.2", "--in-len", "4", "--out-len", "2")
+        assert refused.exit_code == 2 and "holds numbers" in refused.stderr
+        wide = tmp_path / f"wide{first}.csv"
+        pd.DataFrame({"date": steps, "a": np.arange(40.0)}).to_csv(wide, index=False)
+        with pytest.raises(UserError, match=rf"date holds numbers \({first}, ...\), not timestamps"):
+            load_series(wide)
+    days = pd.date_range("2020-01-01", periods=40, freq="D")
+    ymd = tmp_path / "ymd.csv"
+    pd.DataFrame({"unique_id": "x", "ds": days.strftime("%Y%m%d").astype(int), "y": np.arange(40.0)}).to_csv(ymd, index=False)
+    assert list(read_long(ymd)["ds"]) == list(days)
+    pd.DataFrame({"date": days.strftime("%Y%m%d"), "a": np.arange(40.0)}).to_csv(ymd, index=False)
+    assert list(load_series(ymd).index) == list(days)
+
+
+def test_a_series_that_ends_early_is_told_in_the_fill_notice_and_the_forecast(run_dir, etth1, tmp_path):
+    long = melted(etth1.iloc[:300])
+    ended = long[~((long["unique_id"] == "OT") & (long["ds"] > long["ds"].max() - pd.Timedelta(hours=30)))]
+    path = tmp_path / "ended.csv"
+    ended.to_csv(path, index=False)
+    result = invoke("forecast", run_dir, "--input", path, "--fill", "ffill")
+    assert result.exit_code == 0, result.output
+    assert "OT 30 (10%, 30 after its last value, which is carried forward to them)" in result.stderr
+    assert (f"{path}: the last 24 rows, the forecast's input, hold no value of OT (its last value at "
+            f"{etth1.index[269]}); its forecast rests on filled values only") in result.stderr
+    backtested = invoke("forecast", run_dir, "--input", path, "--fill", "ffill", "--backtest")
+    assert backtested.exit_code == 0 and "the forecast's input" not in backtested.stderr  # it reads every window
+    wide = tmp_path / "wide.csv"
+    etth1.iloc[:300].assign(OT=lambda f: f["OT"].where(f.index <= etth1.index[269])).to_csv(wide, index_label="date")
+    result = invoke("forecast", run_dir, "--input", wide, "--fill", "ffill")
+    assert result.exit_code == 0 and "hold no value of OT" in result.stderr, result.output
