@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stanhop.config import load_config
 from stanhop.datasets import looks_like_path
 from stanhop.errors import UserError, command
-from stanhop.runs import MARKER, METRICS, WEIGHTS, read_json, saved_config, training_pid
+from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json, training_pid
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
 
@@ -46,7 +47,7 @@ def run_row(path: Path) -> dict[str, Any]:
     """One run's settings and figures; ``note`` says what is missing or unusual."""
     row: dict[str, Any] = {"run": str(path)}
     try:
-        config = saved_config(path)
+        config = load_config(path / CONFIG)
     except UserError as err:
         return {**row, "note": f"unreadable: {err}"}
     unreadable = None

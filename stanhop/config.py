@@ -21,9 +21,7 @@ import yaml
 from stanhop.errors import UserError, likely_name
 
 SEPARATIONS = ("entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped")
-CROSS_SERIES = ("stanhop", "router")  # the cross-series stage of a STanHop block (stanhop.model.STanHopBlock)
-# what a run's config.yaml written before a key existed meant: its model was built so
-RUN_CONFIG_BEFORE = {"model": {"cross_series": "router"}}
+CROSS_SERIES = ("router", "stanhop")  # the cross-series stage of a STanHop block (stanhop.model.STanHopBlock)
 MEMORY_KINDS = (None, "plug", "tune")
 MEMORY_STRATEGIES = ("random", "all", "extremes", "csv")
 ACCELERATORS, STRATEGIES = ("auto", "cpu", "gpu"), ("auto", "ddp")  # as the CLI offers them
@@ -55,7 +53,7 @@ class ModelConfig:
     dropout: float = 0.3
     separation: str = "entmax"  # entmax (GSH) | softmax1 (OutEffHop) | softmax | sparsemax | entmax15 | clipped
     gate: bool = False  # Gated Attention on every retrieval
-    cross_series: str = "stanhop"  # stanhop: series retrieve from factor learned patterns and from each other (the paper's); router: factor learned queries pool the series, which retrieve from them (Crossformer's; linear in series)
+    cross_series: str = "router"  # router: factor learned queries pool the series, which retrieve from them (Crossformer's; linear in series); stanhop: series retrieve from factor learned patterns and from each other (STanHop's paper and code)
     n_series: int = 7  # number of channels; set from the data at training time
     checkpoint: bool = False  # training keeps only block inputs, recomputes the rest: ~half the memory, ~30% slower
 
@@ -208,10 +206,8 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_config(path: str | Path | None, absent: dict[str, dict[str, Any]] | None = None) -> Config:
-    """Read a YAML config; None gives the defaults. ``absent`` ({section: {key: value}}): the
-    values of keys the file lacks, in place of the defaults (a run's config.yaml written before
-    a key existed: RUN_CONFIG_BEFORE)."""
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML config; None gives the defaults."""
     if path is None:
         return Config()
     path = Path(path)
@@ -223,9 +219,6 @@ def load_config(path: str | Path | None, absent: dict[str, dict[str, Any]] | Non
         raise UserError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if raw is None:  # not the built-in defaults without a word: a file cut short, or written over
         raise UserError(f"config file {path} is empty; see configs/ for examples (no --config: the built-in defaults)")
-    if absent and isinstance(raw, dict):
-        raw = {**raw, **{section: {**values, **(raw.get(section) or {})} for section, values in absent.items()
-                         if isinstance(raw.get(section) or {}, dict)}}
     return Config.from_dict(raw)
 
 

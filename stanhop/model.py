@@ -160,13 +160,13 @@ class STanHopBlock(nn.Module):
     1. Temporal: every series retrieves over its own patches,
        z = LN(x + drop(GSH(x, x))); z = LN(z + drop(MLP(z))).
     2. Cross-series, at every patch position, over the c series; ``cfg.cross_series``:
-       - ``stanhop`` (STanHop's, as its paper and public code have it): every series retrieves
-         from the block's `factor` learned stored patterns, h = GSHPooling(z) (c rows), and
-         from the series, u = LN(h + drop(GSH(z, z))); u = LN(u + drop(MLP(u))). The
-         series-to-series retrieval costs c² per position.
-       - ``router`` (Crossformer's router): `factor` learned state patterns pool the series,
-         r = GSHPooling(z) (`factor` rows), and every series retrieves from them,
+       - ``router`` (the default; Crossformer's router): `factor` learned state patterns pool
+         the series, r = GSHPooling(z) (`factor` rows), and every series retrieves from them,
          u = LN(z + drop(GSH(z, r))); u = LN(u + drop(MLP(u))): c·factor per position.
+       - ``stanhop`` (as STanHop's paper and public code have it): every series retrieves from
+         the block's `factor` learned stored patterns, h = GSHPooling(z) (c rows), and from
+         the series, u = LN(h + drop(GSH(z, z))); u = LN(u + drop(MLP(u))): c² per position,
+         and no path for a series' own pattern but through the retrievals.
     """
 
     def __init__(self, cfg: ModelConfig):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop import __version__
-from stanhop.config import RUN_CONFIG_BEFORE, Config, load_config, save_config
+from stanhop.config import Config, load_config, save_config
 from stanhop.errors import UserError, command, listing, one_job, writable_folder
 from stanhop.randomness import kept_random_state
 
@@ -350,18 +350,12 @@ def build_model(config: Config):
     return STanHopNet(config.model)
 
 
-def saved_config(path: str | Path) -> Config:
-    """RUN/config.yaml as the run's model was built: a key added since the run was written
-    takes the value that version used (RUN_CONFIG_BEFORE), not today's default."""
-    return load_config(Path(path) / CONFIG, absent=RUN_CONFIG_BEFORE)
-
-
 def run_config(path: str | Path) -> Config:
     """The config of the run at ``path``. A run trained on a DataFrame keeps it as RUN/data.csv,
     and its config names that file by the absolute path it had then: a run moved or copied
     since reads its own copy, not the file at the old place (gone, or another run's data)."""
     path = Path(path)
-    config = saved_config(path)
+    config = load_config(path / CONFIG)
     named, own = Path(str(config.data.name)), path / FRAME_DATA
     if (named.name == FRAME_DATA and own.is_file() and named.resolve() != own.resolve()
             and ((named.parent / MARKER).is_file() or not named.exists())):

@@ -183,7 +183,8 @@ def run_state(run_dir: Path, config: Config, act_range: str = "minmax") -> str:
     A trained run whose config differs from ``config`` (beyond where it ran) is a UserError:
     mixing settings in one study would make the comparison meaningless.
     """
-    from stanhop.runs import CONFIG, METRICS, WEIGHTS, read_json, saved_config
+    from stanhop.config import load_config
+    from stanhop.runs import CONFIG, METRICS, WEIGHTS, read_json
 
     metrics_path = run_dir / METRICS
     if not (metrics_path.is_file() and (run_dir / WEIGHTS).is_file() and (run_dir / CONFIG).is_file()):
@@ -194,7 +195,7 @@ def run_state(run_dir: Path, config: Config, act_range: str = "minmax") -> str:
         return "train"  # a damaged metrics.json: the run cannot be trusted
     if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
         return "train"
-    saved, asked = make_paths_absolute(saved_config(run_dir)), make_paths_absolute(copy.deepcopy(config))
+    saved, asked = make_paths_absolute(load_config(run_dir / CONFIG)), make_paths_absolute(copy.deepcopy(config))
     differences = _config_differences(saved, asked)  # a CSV's path compared as a file, however it was typed
     if differences:
         raise UserError(f"{run_dir} was trained with other settings: {'; '.join(differences[:3])}; "

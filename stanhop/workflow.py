@@ -360,10 +360,11 @@ def starting_run(path: str | Path, run_dir: Path, config: Config) -> StartingRun
     """The finished run at ``path``, checked before any work: complete, not the new run's own
     folder (it is kept), and whose channels the new data has. When the config names no
     channels, the run's are chosen, in its order."""
-    from stanhop.runs import SCALER, saved_config
+    from stanhop.config import load_config
+    from stanhop.runs import CONFIG, SCALER
 
     source = check_starting_run(path, run_dir)
-    start = StartingRun(source, saved_config(source), DataInfo.from_dict(read_json(source / SCALER)))
+    start = StartingRun(source, load_config(source / CONFIG), DataInfo.from_dict(read_json(source / SCALER)))
     if config.data.columns is None:
         from stanhop.datasets import looks_like_path
 

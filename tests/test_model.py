@@ -47,7 +47,7 @@ def test_cross_series_stage_as_stanhop_writes_it():
     """PAPERS.md (and STanHop's public code): h = GSHPooling(s), every series retrieving from
     `factor` learned stored patterns; out = LN(h + drop(GSH(s, s))) -> + MLP -> LN."""
     torch.manual_seed(0)
-    block = STanHopBlock(tiny(n_series=5, factor=3)).eval()
+    block = STanHopBlock(tiny(n_series=5, factor=3, cross_series="stanhop")).eval()
     assert isinstance(block.pooling, HopfieldLayer) and block.pooling.memories.shape == (3, 16)
     x = torch.randn(2, 5, 4, 16)
     s = _temporal_stage(block, x)  # (8, 5, 16)
@@ -133,8 +133,8 @@ def windows(series: torch.Tensor, in_len: int, out_len: int):
 
 
 @pytest.mark.parametrize("separation, gate, cross_series",
-                         [(s, False, "stanhop") for s in SEPARATIONS] + [("softmax1", True, "stanhop"),
-                                                                          ("entmax", False, "router")])
+                         [(s, False, "router") for s in SEPARATIONS] + [("softmax1", True, "router"),
+                                                                         ("entmax", False, "stanhop")])
 def test_training_harness_loss_falls(separation, gate, cross_series):
     torch.manual_seed(0)
     cfg = tiny(separation=separation, gate=gate, cross_series=cross_series)
@@ -143,7 +143,7 @@ def test_training_harness_loss_falls(separation, gate, cross_series):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(100):
+    for _ in range(60):
         idx = torch.randint(0, len(x), (32,), generator=g)
         loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
         opt.zero_grad()

@@ -437,30 +437,27 @@ def test_evaluate_tells_a_log_each_pass_and_names_a_copy_by_its_absolute_path(sm
     assert re.search(r"^evaluating the validation split: \d+ windows$", result.stderr, flags=re.M)
 
 
-def test_a_run_written_before_cross_series_existed_loads_as_the_router_it_was(tmp_path: Path, fast_smoke_args):
-    """Runs written before model.cross_series have no such key in config.yaml; their blocks were
-    Crossformer's router. They load, list, resume and evaluate as that model, and a new config
-    without the key gets today's default (STanHop's own cross-series stage)."""
+def test_a_run_keeps_its_cross_series_stage_and_older_runs_read_as_the_router(tmp_path: Path, fast_smoke_args):
+    """model.cross_series=stanhop (STanHop's own stage) is saved with the run and rebuilt on
+    loading; --init-from another stage is refused (other weights); a config.yaml written before
+    the key existed reads as the router, which every run was then."""
     from stanhop.config import load_config
-    from stanhop.hopfield import HopfieldLayer, HopfieldPooling
-    from stanhop.runs import build_model
+    from stanhop.hopfield import HopfieldLayer
 
-    out = tmp_path / "old"
-    result = invoke("train", "--config", SMOKE, "--out", str(out), *fast_smoke_args, "--set", "model.cross_series=router")
+    out = tmp_path / "paper"
+    result = invoke("train", "--config", SMOKE, "--out", str(out), *fast_smoke_args, "--set", "model.cross_series=stanhop")
     assert result.exit_code == 0, result.output
-    before = load_run(out).forecast()
+    run = load_run(out)
+    assert run.config.model.cross_series == "stanhop"
+    assert all(isinstance(b.pooling, HopfieldLayer) for b in run.model.encoder.blocks)
+    assert np.isfinite(run.forecast().drop(columns="date", errors="ignore").select_dtypes("number").to_numpy()).all()
+    other = CliRunner().invoke(cli.cli, ["train", "--init-from", str(out), "--out", str(tmp_path / "b"),
+                                         "--set", "model.cross_series=router"])
+    assert other.exit_code == 2 and "cross_series" in other.stderr
     config = out / "config.yaml"
     config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
                               if not line.strip().startswith("cross_series:")))
-    run = load_run(out)
-    assert run.config.model.cross_series == "router"
-    assert all(isinstance(b.pooling, HopfieldPooling) for b in run.model.encoder.blocks)
-    pd.testing.assert_frame_equal(run.forecast(), before)
-    assert invoke("evaluate", str(out)).exit_code == 0
-    listed = invoke("runs", str(tmp_path), "--json")
-    assert listed.exit_code == 0 and "unreadable" not in listed.stdout
-    assert load_config(config).model.cross_series == "stanhop"  # the file as a plain config: today's default
-    assert isinstance(build_model(load_config(config)).encoder.blocks[0].pooling, HopfieldLayer)
+    assert load_config(config).model.cross_series == "router"
 
 
 ONE_STEP = ["data.split=0.03/0.01/0.01", "train.limit_train_batches=1", "train.max_epochs=1"]
