@@ -7,8 +7,9 @@ NeurIPS 2023): each selected module's output x is reshaped to (b, n) and, per sa
     ‖x‖_∞ = max_j |x_j|,        Kurt(x) = E[(x − μ)⁴] / (σ⁴ + 1e-6),
 
 with μ and the population σ taken over the sample's n elements. Both are averaged over all
-samples seen (so batches weigh by their size). The summary reports the mean over modules of
-their average kurtosis and the max over modules of their largest ∞-norm.
+samples seen (so batches weigh by their size). The summary reports, as the papers' tables do,
+the mean over modules of their average kurtosis and the max over modules of their average
+∞-norm; each module also keeps its largest single ∞-norm.
 
 Hooks exist only inside ``with OutlierMonitor(model):``; outside it nothing is registered.
 """
@@ -127,7 +128,9 @@ class OutlierMonitor:
         self._handles.clear()
 
     def summary(self) -> dict:
-        """Averages and maxima so far.
+        """Averages and maxima so far: ``kurtosis_avg`` is the mean over modules of their average
+        kurtosis, ``inf_norm_max`` the max over modules of their average ∞-norm (the papers'
+        "max ∞-norm"); per module, ``inf_norm_max`` is its largest single sample's.
 
         {"kurtosis_avg": float, "inf_norm_max": float,
          "per_module": {name: {"kurtosis": float, "inf_norm_max": float, "inf_norm_avg": float}}}
@@ -145,7 +148,7 @@ class OutlierMonitor:
         kurt = [m["kurtosis"] for m in per_module.values()]
         return {
             "kurtosis_avg": sum(kurt) / len(kurt),
-            "inf_norm_max": max(m["inf_norm_max"] for m in per_module.values()),
+            "inf_norm_max": max(m["inf_norm_avg"] for m in per_module.values()),
             "per_module": per_module,
         }
 
