@@ -349,7 +349,9 @@ def entmax(scores: Tensor, alpha: Tensor | float, dim: int = -1) -> Tensor:
         raise UserError(f"entmax alpha must be in [1, 2], got values from {alpha.min().item():g} to {alpha.max().item():g}")
     if alpha.dtype in (torch.float16, torch.bfloat16):  # as the map computes (``_along``): 1.001 is 1.0 in bfloat16
         alpha = alpha.float()
-    alpha = alpha.clamp_min(1.0 + ALPHA_GAP)
+    # the map at 1 + ALPHA_GAP, its gradient passed on as if unclamped (straight through): a
+    # learned α that sank below can rise again (clamp_min's own gradient there is 0 for good)
+    alpha = alpha + (alpha.clamp_min(1.0 + ALPHA_GAP) - alpha).detach()
     if alpha.dim() > 0 and dim not in (-1, scores.dim() - 1):
         alpha = alpha.movedim(dim, -1)
     return _along(_EntmaxFunction.apply, scores, dim, alpha)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from stanhop.errors import UserError
 from stanhop.separation import (
+    ALPHA_GAP,
     SEPARATIONS,
     Entmax,
     clipped_softmax,
@@ -349,3 +350,20 @@ def test_second_derivatives_of_entmax_are_refused_not_wrong():
             torch.autograd.grad((f(x) * torch.arange(6.0)).sum(), x, create_graph=True)  # a gradient penalty's call
         (first,) = torch.autograd.grad((f(x) * torch.arange(6.0)).sum(), x)  # first derivatives as before
         assert torch.isfinite(first).all()
+
+
+def test_a_learned_alpha_below_the_floor_still_gets_a_gradient_and_can_rise():
+    """α = 1 + sigmoid(a) under 1 + ALPHA_GAP is computed at the floor; its gradient passes on,
+    so a layer whose α sank there (a < −6.9) can learn its way back (clamping gave 0 for good)."""
+    sep = Entmax(1.5)
+    with torch.no_grad():
+        sep.a.fill_(-8.0)
+    x = scores(6, 10, seed=1)
+    target = entmax(x, torch.tensor(1.6))  # sparser weights than softmax: α should rise
+    opt = torch.optim.Adam(sep.parameters(), lr=0.5)  # as training does: steps of the sign, not of the tiny size
+    for _ in range(20):
+        opt.zero_grad()
+        (sep(x) - target).square().sum().backward()
+        assert sep.a.grad.abs() > 0
+        opt.step()
+    assert sep.alpha.item() > 1.0 + ALPHA_GAP
