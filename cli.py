@@ -166,10 +166,15 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
 # ---------------------------------------------------------------- train / evaluate
 
 
-def _build_config(config_path, overrides: list[str]):
-    from stanhop.config import apply_overrides, load_config
+def _build_config(config_path, overrides: list[str], *, check_files: bool = True):
+    """--config with the options' and --set's overrides; ``check_files``: a CSV file the config
+    file names that is not there is told as the config's (not as a file the user gave)."""
+    from stanhop.config import apply_overrides, check_named_files, load_config
 
-    return apply_overrides(load_config(config_path), overrides)
+    config = apply_overrides(load_config(config_path), overrides)
+    if config_path is not None and check_files:
+        check_named_files(config, config_path, {item.partition("=")[0].strip() for item in overrides})
+    return config
 
 
 def _option_overrides(pairs: dict[str, object]) -> list[str]:
@@ -306,6 +311,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             "train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes, "train.precision": precision,
         })
         _refuse_twice_given(chosen, overrides)
+        given_config = config_path is not None  # else --init-from's run's own (which says itself what is missing)
         if init_from is not None and config_path is None:  # the run's own settings, as far as it has them
             from stanhop.runs import CONFIG, check_run_dir
 
@@ -318,7 +324,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
             notice_to_stderr(f"--config {config_path} stands in for {init_from}'s config: its data, split and training "
                              f"settings are used, and its model settings must be {init_from}'s; only the weights come "
                              f"from {init_from}")
-        config = _build_config(config_path, chosen + list(overrides))
+        config = _build_config(config_path, chosen + list(overrides), check_files=given_config)
         if config.memory.kind is None and (memory_size is not None or memory_strategy is not None):
             raise UserError("--memory-size and --memory-strategy choose a memory plugin's windows: "
                             "add --memory plug or --memory tune")
@@ -740,12 +746,14 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
     kurtosis, max inf-norm, W8A8 MSE and its increase, mean ± std over seeds, and the change
     against softmax. Finished runs in OUT are reused: rerun the command to continue.
     """
-    from stanhop.study import format_table, run_study, write_summary
+    from stanhop.study import SET_PER_RUN, format_table, run_study, write_summary
 
     for key in (item.split("=", 1)[0].strip() for item in overrides):
-        if key in _SET_PER_RUN:
-            raise UserError(f"--set {key}: the study sets it for each run; choose it with {_SET_PER_RUN[key]}")
-    config = _build_config(config_path, _option_overrides({"train.max_epochs": max_epochs}) + list(overrides))
+        if key in SET_PER_RUN:
+            raise UserError(f"--set {key}: the study sets it for each run; choose it with {SET_PER_RUN[key]}")
+    chosen = _option_overrides({"train.max_epochs": max_epochs})
+    _refuse_twice_given(chosen, overrides)
+    config = _build_config(config_path, chosen + list(overrides))
     retain_freed_memory()  # this process trains: as stanhop train
     try:
         runs = run_study(config, _split_list(separations) or [], gated, seeds, out, act_range=act_range, log=click.echo,
@@ -757,11 +765,6 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
     click.echo("")
     click.echo(format_table(summary))
     click.echo(f"\nwrote {paths['summary']}, {paths['runs']} and {paths['plot']}")
-
-
-# config keys that compare sets for each run, and its options that choose them
-_SET_PER_RUN = {"model.separation": "--separations", "model.gate": "--gated (or name+gate in --separations)",
-                "train.seed": "--seeds"}
 
 
 def _split_list(text: str | None) -> list[str] | None:

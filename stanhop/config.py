@@ -10,8 +10,10 @@ CLI can read and check a config before loading anything heavy.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,11 +174,28 @@ class Config:
             raise UserError(f"memory.kind must be plug, tune or empty, got {mem.kind!r}")
         if mem.strategy not in MEMORY_STRATEGIES:
             raise UserError(f"memory.strategy must be one of {', '.join(MEMORY_STRATEGIES)}, got {mem.strategy!r}")
+        for name in ("size", "tune_epochs"):  # checked without a plugin too: else saved, and refused only by a later tune
+            if not _positive_whole(getattr(mem, name)):
+                raise UserError(f"memory.{name} must be a positive whole number, got {getattr(mem, name)!r}")
+        if not (mem.csv is None or isinstance(mem.csv, str)):
+            raise UserError(f"memory.csv must be the path of a CSV file, got {mem.csv!r}")
         for name in ("name", "date_column"):
             if not isinstance(getattr(self.data, name), str):
                 raise UserError(f"data.{name} must be text, got {getattr(self.data, name)!r}")
+        if isinstance(self.data.columns, str):
+            self.data.columns = column_names(self.data.columns)
+        columns = self.data.columns
+        if not (columns is None or isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+            raise UserError(f"data.columns must name channels: a list such as [OT, HUFL], or OT,HUFL (null: every "
+                            f"numeric column; quote a name that reads as a number: '2019'), got {columns!r}")
         if self.data.fill not in (None, "ffill", "interpolate"):
             raise UserError(f"data.fill must be ffill or interpolate, got {self.data.fill!r}")
+
+
+def column_names(text: str) -> list[str]:
+    """data.columns given as one text, in a config file or --set: names split on commas, as
+    --columns OT,HUFL is ("OT, HUFL" -> ["OT", "HUFL"])."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _positive_whole(value: Any) -> bool:
@@ -188,11 +207,30 @@ def _whole(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number (YAML reads .inf and .nan as floats)."""
+    return _whole(value) or isinstance(value, float) and math.isfinite(value)
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, also reading 1e-4 as a number (YAML 1.1 wants 1.0e-4)."""
+    """YAML's safe loader, also reading 1e-4 as a number (YAML 1.1 wants 1.0e-4), and refusing a
+    key written twice in one mapping (PyYAML's would keep the last without a word: a second
+    ``model:`` section appended to a file would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be written again
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, Hashable):  # (refused as YAML's loader refuses it)
+                    continue
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is written twice, on lines {lines[key]} and "
+                        f"{key_node.start_mark.line + 1} (the second would replace the first); write it once")
+                lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -214,12 +252,19 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise UserError(f"config file {path} not found; see configs/ for examples")
     try:
-        raw = parse_yaml(path.read_text())
+        raw = parse_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise UserError(f"config file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} on line {line}); "
+                        "save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if raw is None:  # not the built-in defaults without a word: a file cut short, or written over
         raise UserError(f"config file {path} is empty; see configs/ for examples (no --config: the built-in defaults)")
-    return Config.from_dict(raw)
+    try:
+        return Config.from_dict(raw)
+    except UserError as err:  # said with the file: a run's config.yaml, or the --config given
+        raise UserError(f"config file {path}: {err}") from None
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -246,6 +291,24 @@ def absolute_data_name(name) -> str:
     return os.path.abspath(Path(name).expanduser()) if looks_like_path(str(name)) else name
 
 
+def check_named_files(cfg: Config, path: str | Path, given: set[str] | frozenset[str] = frozenset()) -> None:
+    """Raise UserError when the config file ``path`` names a CSV file that is not there (data.name;
+    memory.csv when a plugin reads it), saying so: a relative path in it is taken from the current
+    folder, not the config file's. ``given``: keys set anew (by an option or --set), not checked."""
+    from stanhop.datasets import looks_like_path
+
+    named = {"data.name": cfg.data.name, "memory.csv": cfg.memory.csv if cfg.memory.kind is not None else None}
+    for key, name in named.items():
+        if key in given or name is None or not looks_like_path(name) or Path(name).expanduser().exists():
+            continue
+        where = ""
+        if not Path(name).expanduser().is_absolute():
+            where = f", relative to the current folder {Path.cwd()}" + (
+                ", not to the config file's" if Path(path).resolve().parent != Path.cwd().resolve() else "")
+        raise UserError(f"file {name} not found ({key} in config file {path}{where}); correct it there, or give "
+                        f"another with --set {key}=FILE")
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -257,12 +320,15 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         overrides = [overrides]
     if not isinstance(overrides, (list, tuple)):
         raise UserError(f"overrides must be a list of 'section.key=value' strings, got {type(overrides).__name__}")
-    raw = cfg.to_dict()
+    raw, given = cfg.to_dict(), {}
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise UserError(f"--set expects section.key=value (e.g. model.d_model=128), got '{item}'")
+        if key.strip() in given:  # else the last would win without a word
+            raise UserError(f"--set {key.strip()} is given twice ({given[key.strip()]} and {item.strip()}); give it once")
+        given[key.strip()] = item.strip()
         if key.strip() == "model.n_series":  # else silently replaced by the data's count
             raise UserError("--set model.n_series: the number of series is the data's, set from its channels; choose "
                             "them with --columns (Python: data.columns)")
@@ -274,6 +340,4 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         except yaml.YAMLError as err:
             raise UserError(f"--set {key.strip()}: {value.strip()!r} is not a value ({_yaml_problem(err)}); write e.g. "
                             f"model.d_model=128, train.lr_halving_epochs=[2,4] or data.name='my file.csv'") from None
-        if (section, name) == ("data", "columns") and isinstance(raw[section][name], str):  # as --columns OT,HUFL
-            raw[section][name] = [part.strip() for part in raw[section][name].split(",") if part.strip()]
     return Config.from_dict(raw)

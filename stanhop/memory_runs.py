@@ -24,14 +24,12 @@ from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
 
 def check_memory_config(config: Config) -> None:
-    """Raise UserError on memory settings no run could use (before any training)."""
+    """Raise UserError on settings no run could use (Config.validate) and memory settings no run
+    with a plugin could (before any training)."""
+    config.validate()
     mem = config.memory
     if mem.kind is None:
         return
-    if not isinstance(mem.size, int) or isinstance(mem.size, bool) or mem.size < 1:
-        raise UserError(f"memory.size must be a positive whole number, got {mem.size!r}")
-    if not isinstance(mem.tune_epochs, int) or isinstance(mem.tune_epochs, bool) or mem.tune_epochs < 1:
-        raise UserError(f"memory.tune_epochs must be a positive whole number, got {mem.tune_epochs!r}")
     if mem.strategy == "csv" and not mem.csv:
         raise UserError("memory strategy csv needs a file: --memory-strategy csv:FILE (or memory.csv in the config)")
     if mem.strategy == "csv" and not Path(mem.csv).is_file():
@@ -172,7 +170,6 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
                 setattr(mem, name, value)
         if strategy is not None and strategy != "csv":
             mem.csv = None
-        config.validate()
         check_memory_config(config)
         own_rows = "a memory is taken from, and tuned on, the run's own training rows"
         dm = run_data_module(run, f"put it back there: {own_rows}")

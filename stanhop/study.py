@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 DEFAULT_SEPARATIONS = ("softmax", "softmax1", "clipped", "entmax")
 BASELINE = "softmax"
 GATE_SUFFIX = "+gate"
+# config keys that the study sets for each run, and compare's options that choose them
+SET_PER_RUN = {"model.separation": "--separations", "model.gate": "--gated (or name+gate in --separations)",
+               "train.seed": "--seeds"}
 QUANTIZE = "w8a8"
 # (column, label in the table and plot): the per-run numbers the summary aggregates
 METRICS = (
@@ -112,6 +115,20 @@ def run_config(config: Config, variant: Variant, seed: int) -> Config:
     cfg = copy.deepcopy(config)
     cfg.model.separation, cfg.model.gate, cfg.train.seed = variant.separation, variant.gate, seed
     return cfg
+
+
+def replaced_settings(config: Config, chosen: list[Variant], seeds: list[int]) -> list[str]:
+    """The config's own choices (not defaults) of what the study sets for each run (SET_PER_RUN)
+    that none of its runs has: ['model.gate true', 'train.seed 7']."""
+    studied = {"model.separation": {v.separation for v in chosen}, "model.gate": {v.gate for v in chosen},
+               "train.seed": set(seeds)}
+    default, replaced = Config(), []
+    for key, values in studied.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in values and value != getattr(getattr(default, section), name):
+            replaced.append(f"{key} {json.dumps(value) if not isinstance(value, str) else value}")
+    return replaced
 
 
 def _config_differences(saved: Config, wanted: Config) -> list[str]:
@@ -260,6 +277,11 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
     tell_what_changes(out, act_range, {run_dir.name for _, _, run_dir, _ in jobs})
     writable_folder(out, "--out")
     (out / STUDY_MARKER).write_text(json.dumps({"tool": "stanhop compare", "w8a8_range": act_range}) + "\n")
+    if replaced := replaced_settings(config, chosen, seed_values):  # (--set of them is refused)
+        options = " and ".join(SET_PER_RUN[item.split()[0]] for item in replaced)
+        notice_to_stderr(f"the study sets {' and '.join(item.split()[0] for item in replaced)} for each run: the "
+                         f"config's {' and '.join(replaced)} {'is' if len(replaced) == 1 else 'are'} in none of its "
+                         f"runs; choose with {options}")
     say(f"study {out}: {counted(len(jobs), 'run')} ({states.count('train')} to train, {states.count('quantize')} to quantize, "
         f"{states.count('finished')} finished)")
     rows = []

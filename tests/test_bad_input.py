@@ -81,6 +81,75 @@ def test_a_bad_config_file_is_a_one_line_error(tmp_path: Path, text, fragment):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("old, new, fragment", [
+    # a key written twice: PyYAML's loader keeps the last without a word
+    ("  d_model: 16\n", "  d_model: 16\n  d_model: 32\n", "key 'd_model' is written twice, on lines 15 and 16"),
+    ("  tune_epochs: 3\n", "  tune_epochs: 3\ntrain:\n  max_epochs: 1\n", "key 'train' is written twice, on lines 25 and 52"),
+    ("columns: null", "columns: 5", "data.columns must name channels: a list such as [OT, HUFL], or OT,HUFL"),
+    ("columns: null", "columns: {OT: 1}", "data.columns must name channels"),  # not taken as its keys
+    # memory settings are checked with no plugin too: else saved, and refused only by a later `stanhop tune`
+    ("\n  size: 64", "\n  size: -5", "memory.size must be a positive whole number, got -5"),
+    ("tune_epochs: 3", "tune_epochs: -1", "memory.tune_epochs must be a positive whole number, got -1"),
+    ("csv: null", "csv: 5", "memory.csv must be the path of a CSV file, got 5"),
+    ("lr: 0.001", "lr: .inf", "train.lr must be a positive number, got inf"),  # else 'loss became nan' in training
+    ("grad_clip: 5.0", "grad_clip: .inf", "train.grad_clip must be a number ≥ 0 (0 or null: no clipping), got inf"),
+])
+def test_a_bad_setting_in_a_config_file_is_refused_before_training(tmp_path: Path, old, new, fragment):
+    """configs/smoke.yaml with one setting made bad (a code without the check trains a tiny model)."""
+    path = tmp_path / "config.yaml"
+    text = Path(SMOKE).read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    result = run_cli("train", "--config", str(path), "--out", str(tmp_path / "run"))
+    assert_one_line_usage_error(result, f"config file {path}")
+    assert fragment in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sets, fragment", [
+    (["data.columns=5"], "data.columns must name channels"),  # not an internal TypeError
+    (["data.columns={a: 1}"], "data.columns must name channels"),  # not taken as its keys
+    (["train.lr=.inf"], "train.lr must be a positive number, got inf"),
+    (["train.seed=1", "train.seed=2"], "--set train.seed is given twice (train.seed=1 and train.seed=2); give it once"),
+])
+def test_a_bad_set_is_refused_before_training(tmp_path: Path, sets, fragment):
+    args = [arg for item in sets for arg in ("--set", item)]
+    assert_one_line_usage_error(run_cli("train", "--config", SMOKE, *args, "--out", str(tmp_path / "run")), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_not_in_utf8_is_a_one_line_error(tmp_path: Path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# réglage\n".encode("latin-1") + Path(SMOKE).read_bytes())
+    result = run_cli("train", "--config", str(path), "--out", str(tmp_path / "run"))
+    assert_one_line_usage_error(result, f"config file {path} is not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_files_columns_text_is_split_on_commas_as_sets_is(tmp_path: Path):
+    from stanhop.config import Config, apply_overrides, load_config, parse_yaml
+
+    path = tmp_path / "columns.yaml"
+    path.write_text(Path(SMOKE).read_text().replace("columns: null", "columns: OT, HUFL"))
+    assert load_config(path).data.columns == ["OT", "HUFL"]  # not one column named 'OT, HUFL'
+    assert apply_overrides(Config(), "data.columns=OT, HUFL").data.columns == ["OT", "HUFL"]
+    assert apply_overrides(Config(), "data.columns=OT").data.columns == ["OT"]
+    # a merge key's fields may be written again: that is YAML's way to change one of them
+    assert parse_yaml("a: &x {k: 1, j: 2}\nb:\n  <<: *x\n  k: 3\n") == {"a": {"k": 1, "j": 2}, "b": {"k": 3, "j": 2}}
+
+
+def test_a_missing_csv_named_by_a_config_file_is_told_as_the_configs(tmp_path: Path, monkeypatch):
+    """A relative data.name is taken from the current folder, not the config file's: the error says so."""
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "rel.yaml").write_text(Path(SMOKE).read_text().replace("name: ETTh1", "name: data/small.csv"))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("train", "--config", "cfg/rel.yaml", "--out", "run")
+    assert_one_line_usage_error(result, f"file data/small.csv not found (data.name in config file cfg/rel.yaml, relative "
+                                        f"to the current folder {Path.cwd()}, not to the config file's); correct it "
+                                        f"there, or give another with --set data.name=FILE")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
     path = tmp_path / "huge.csv"
     path.write_bytes(b"date,a\n" + b"2020-01-01 00:00:00,1\n" * 2000)
@@ -174,6 +243,15 @@ def test_in_len_not_a_multiple_of_seg_len_is_padded_not_refused(tmp_path: Path):
 def test_compare_refuses_to_set_what_it_sets_for_each_run(tmp_path: Path, key, option):
     result = run_cli("compare", "--config", SMOKE, "--out", str(tmp_path / "study"), "--set", f"{key}=1")
     assert_one_line_usage_error(result, f"choose it with {option}")  # not silently overridden by every run
+    assert not (tmp_path / "study").exists()
+
+
+def test_compare_refuses_an_option_given_again_by_set(tmp_path: Path):
+    """As train refuses it: else --set would win without a word."""
+    result = run_cli("compare", "--config", SMOKE, "--separations", "softmax", "--seeds", "1", "--max-epochs", "1",
+                     "--set", "train.max_epochs=2", "--set", "train.limit_train_batches=1", "--out", str(tmp_path / "study"))
+    assert_one_line_usage_error(result, "train.max_epochs is given twice, by its own option (1) and by --set "
+                                        "train.max_epochs=2; give it once")
     assert not (tmp_path / "study").exists()
 
 

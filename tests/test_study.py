@@ -22,7 +22,7 @@ from stanhop.model import STanHopNet
 from stanhop.quantize import quantize_model
 from stanhop.runs import save_run_files, write_json, DataInfo
 from stanhop.study import (
-    Variant, format_table, plot_summary, run_config, run_state, seed_list, summarise, variants,
+    Variant, format_table, plot_summary, replaced_settings, run_config, run_state, seed_list, summarise, variants,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +188,30 @@ def test_ctrl_c_during_a_study_says_the_same_compare_goes_on(tmp_path, monkeypat
     assert result.exit_code == 130
     assert result.stderr.strip().endswith(f"interrupted: the finished runs in {tmp_path / 'study'} are kept: the same "
                                           "stanhop compare goes on from them (the unfinished run trains again)")
+
+
+def test_compare_tells_the_config_settings_that_none_of_its_runs_has(tmp_path, monkeypatch):
+    """The study sets separation, gate and seed for each run: a config file's own choice of them
+    that no run has is told, not dropped without a word (--set of them is refused)."""
+    config = tmp_path / "mine.yaml"
+    config.write_text(Path(SMOKE).read_text().replace("gate: false", "gate: true").replace("seed: 0", "seed: 7"))
+
+    def interrupted(cfg, run_dir, **kwargs):  # the notice comes before any training
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(workflow, "train", interrupted)
+    args = ["compare", "--config", str(config), "--separations", "softmax", "--out", str(tmp_path / "study")]
+    told = CliRunner().invoke(cli, [*args, "--seeds", "2"])
+    assert told.exit_code == 130
+    assert ("notice: the study sets model.gate and train.seed for each run: the config's model.gate true and "
+            "train.seed 7 are in none of its runs; choose with --gated (or name+gate in --separations) and --seeds"
+            in told.stderr), told.stderr
+    quiet = CliRunner().invoke(cli, [*args, "--gated", "--seeds", "8"])  # both are among the runs
+    assert quiet.exit_code == 130 and "notice: the study sets" not in quiet.stderr
+    smoke = load_config(SMOKE)  # separation: entmax, the default: not a choice of the config's to tell
+    assert replaced_settings(smoke, variants(["softmax"]), [0]) == []
+    smoke.model.separation = "sparsemax"
+    assert replaced_settings(smoke, variants(["softmax"]), [0]) == ["model.separation sparsemax"]
 
 
 def printed_table(output: str) -> str:
