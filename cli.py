@@ -9,6 +9,7 @@ lightning, pandas) are imported inside the commands so that `stanhop --help` sta
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import json
@@ -68,10 +69,14 @@ class StanhopGroup(click.Group):
         except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly
             _silence_stdout()
             ctx.exit(141)  # as a Unix tool stopped by SIGPIPE
-        except Exception as err:  # an internal error: short unless --debug
+        except Exception as err:  # an internal error (short unless --debug), or a write that failed
+            told = _cannot_write(err) if isinstance(err, OSError) else None  # a full or read-only disk: one line
             if debug:
                 traceback.print_exc()
-            else:
+            if told is not None:
+                click.echo(f"error: {told}", err=True)
+                ctx.exit(2)
+            elif not debug:
                 click.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
 
@@ -83,6 +88,37 @@ class StanhopGroup(click.Group):
                 raise
             _tell_usage_error(err, info_name or "stanhop")  # the top level's own options (stanhop --bogus)
             raise click.exceptions.Exit(2) from None
+
+
+# what a write meets on a full or read-only disk, in another user's folder, or with a name too long,
+# and what to do about it
+_ELSEWHERE = "write somewhere else (another --out / --output, another folder)"
+_WRITE_ERRORS = {errno.ENOSPC: f"free some space, or {_ELSEWHERE}", errno.EDQUOT: f"free some space, or {_ELSEWHERE}",
+                 errno.EROFS: _ELSEWHERE, errno.EACCES: f"make it yours to write, or {_ELSEWHERE}",
+                 errno.EPERM: f"make it yours to write, or {_ELSEWHERE}", errno.ENAMETOOLONG: "choose a shorter name"}
+
+
+def _cannot_write(err: OSError) -> str | None:
+    """The one-line message for an OSError of writing a file wherever the command writes (a
+    full, read-only or another user's disk; a name too long); None for any other OSError, which
+    stays an internal error. A write to stdout (`> /dev/full`) names no file: stdout then fails
+    again, and is silenced, so that the exit does not fail once more."""
+    if err.errno not in _WRITE_ERRORS:
+        return None
+    where = err.filename2 if err.errno == errno.ENAMETOOLONG and err.filename2 else err.filename
+    if where is None:
+        try:
+            sys.stdout.flush()
+        except OSError:
+            _silence_stdout()
+            where = "stdout"
+        else:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # naming nothing: not known to be a write
+                return None
+    if where is None:  # (the command's own files are named: stanhop.runs.atomic_file)
+        return f"cannot write the output ({err.strerror}: where stdout goes?); {_WRITE_ERRORS[err.errno]}"
+    verb = "access" if err.errno in (errno.EACCES, errno.EPERM) else "write"  # (reading, too, meets a permission)
+    return f"cannot {verb} {where} ({err.strerror}); {_WRITE_ERRORS[err.errno]}"
 
 
 def _tell_usage_error(err: click.UsageError, command: str) -> None:

@@ -76,6 +76,8 @@ def run_row(path: Path) -> dict[str, Any]:
         row["note"] = f"unreadable: {unreadable}; {command('evaluate', path)} measures its figures anew"
     elif row["test_mse"] is None:
         row["note"] = _what_is_missing(path)
+    elif stale := _newer_than_figures(path):  # an interrupted resume: its figures are of an earlier model
+        row["note"] = f"unfinished: {command('train', '--resume', path)} ({stale} is newer than {METRICS})"
     elif not (path / WEIGHTS).is_file():  # deleted since: its figures are of weights no more there
         again = (command("train", "--resume", path) if (path / "checkpoints" / "last.ckpt").is_file()
                  else "train it again with --force")
@@ -85,13 +87,29 @@ def run_row(path: Path) -> dict[str, Any]:
     return row
 
 
+def _newer_than_figures(path: Path) -> str | None:
+    """The run's file written after its metrics.json (its last checkpoint: a resume interrupted,
+    or its weights), if any: the figures then describe a model it no longer holds."""
+    try:
+        figures = (path / METRICS).stat().st_mtime_ns
+    except OSError:
+        return None
+    for name in ("checkpoints/last.ckpt", WEIGHTS):
+        try:
+            if (path / name).stat().st_mtime_ns > figures:
+                return name
+        except OSError:
+            continue
+    return None
+
+
 def _what_is_missing(path: Path) -> str:
     """For a run without test figures: the command that gives them (--resume, where a
     checkpoint holds them, also gives the training's facts: epochs, time)."""
     resumable = (path / "checkpoints" / "last.ckpt").is_file()
     if (path / WEIGHTS).is_file():
         return f"not evaluated: {command('train', '--resume', path) if resumable else command('evaluate', path)}"
-    if resumable:
+    if resumable or (path / "checkpoints" / "best.ckpt").is_file():  # (without last.ckpt resume says how to go on)
         return f"unfinished: {command('train', '--resume', path)}"
     return "unfinished before its first checkpoint: train it again with --force"
 

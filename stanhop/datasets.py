@@ -160,7 +160,12 @@ def how_to_provide(info: DatasetInfo) -> str:
     folder = data_dir()
     if folder is not None:
         return f"download {info.url} and put it at $STANHOP_DATA_DIR/{file} ({folder / file})"
-    return f"download {info.url} and put it at {cache_dir() / file} (or in a folder named by $STANHOP_DATA_DIR)"
+    cache = cache_dir()
+    existing = next((p for p in (cache, *cache.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):  # (a read-only home, a container's)
+        return (f"download {info.url} into a folder you can write and name that folder by $STANHOP_DATA_DIR "
+                f"(export STANHOP_DATA_DIR=that/folder; the cache folder {cache} cannot be written)")
+    return f"download {info.url} and put it at {cache / file} (or in a folder named by $STANHOP_DATA_DIR)"
 
 
 def download(info: DatasetInfo, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:

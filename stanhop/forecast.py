@@ -33,7 +33,6 @@ import numbers
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from stanhop.errors import (
     writable_folder,
 )
 from stanhop.frames import is_long
-from stanhop.runs import publish, write_json
+from stanhop.runs import atomic_file, naming, write_json
 
 Notify = Callable[[str], None]
 FORMATS = ("csv", "parquet")
@@ -783,6 +782,7 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
     if is_stream(path):
         return Path(path)
     path = Path(path)
+    _name_fits(path)
     real = Path(os.path.realpath(path))  # the file it names once its folders exist (new/../in.csv is in.csv)
     if real.is_dir():
         raise UserError(f"{path} is a folder; give a file name for the output")
@@ -793,7 +793,18 @@ def check_output(path: str | os.PathLike, *, force: bool = False, keep: Iterable
         raise UserError(f"{path} already exists; choose another file name, or replace it with --force "
                         "(Python: force=True)")
     writable_folder(path.parent, "--output")
+    _name_fits(path)  # (its folder there now: a name too long is told only where the folder is)
     return path
+
+
+def _name_fits(path: Path) -> None:
+    """A UserError when no file can have the name ``path`` (too long for the file system)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as err:
+        raise UserError(f"cannot write {path} ({err.strerror}); choose another file name") from None
 
 
 def write_table(chunks: Iterable[pd.DataFrame], path: str | os.PathLike, fmt: str, *, index: bool = False,
@@ -820,19 +831,14 @@ def output_file(path: str | os.PathLike, *, binary: bool = False):
         return
     text = {} if binary else {"newline": "", "encoding": "utf-8"}
     if is_stream(path):
-        with open(path, "wb" if binary else "w", **text) as f:
-            yield f
+        try:
+            with open(path, "wb" if binary else "w", **text) as f:
+                yield f
+        except OSError as err:  # (a write names no file)
+            raise (naming(err, path) if err.filename is None else err) from None
         return
-    target = Path(os.path.realpath(path))
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb" if binary else "w", **text) as f:
-            yield f
-        publish(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(os.path.realpath(path), "wb" if binary else "w", **text) as f:
+        yield f
 
 
 def metrics_path(output: str | os.PathLike) -> Path:

@@ -43,18 +43,39 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", **open_args):
+    """A file to write ``path`` through: a temp file in its folder, renamed over it once written
+    (publish), so that ``path`` is always whole; removed if the writing fails. Its name is short
+    and random (.XXXXXXXX.tmp), so it fits beside a name as long as the system allows. An
+    OSError of the writing (a full or read-only disk) names ``path``, not the temp file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    except OSError as err:
+        raise naming(err, path) from None
+    try:
+        with os.fdopen(fd, mode, **open_args) as f:
+            yield f
         publish(tmp, path)
-    except BaseException:  # nothing half-written left beside the file
+    except BaseException as err:  # nothing half-written left beside the file
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (None, tmp):
+            raise naming(err, path) from None
         raise
+
+
+def naming(err: OSError, path: str | os.PathLike) -> OSError:
+    """``err`` (of the same kind: PermissionError, ...) as raised on ``path``: a write through a
+    file object names no file, and the user knows no temp file."""
+    return OSError(err.errno, err.strerror, str(path)) if err.errno is not None else err
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (atomic_file)."""
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def read_json(path: Path) -> Any:
@@ -94,8 +115,10 @@ def training_lock(run_dir: Path):
             yield
             return
         f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
+        try:
+            os.write(f.fileno(), str(os.getpid()).encode())  # unbuffered: nothing left to fail again at close
+        except OSError as err:  # a full disk
+            raise naming(err, path) from None
         try:
             yield
         finally:
@@ -155,20 +178,36 @@ def check_new_run_dir(path: str | Path, *, force: bool = False) -> Path:
         raise UserError(f"{path} is a file, not a run directory; choose another --out (in Python: out=)")
     if path.exists() and any(path.iterdir()):
         refuse_if_training(path)
+        if not (path / MARKER).is_file():  # never replaced: --force is no way out
+            how = "choose another --out (in Python: out=)" if not force else "refusing to replace it even with --force"
+            raise UserError(f"{path} already exists and is not a stanhop run directory; {how}")
         if not force:
             unfinished = (path / "checkpoints" / "last.ckpt").is_file() and not (path / METRICS).is_file()
             go_on = f"; it is unfinished: {command('train', '--resume', path)} continues it" if unfinished else ""
             raise UserError(f"run directory {path} already exists; choose another --out or pass --force to replace it "
                             f"(in Python: out=, force=True){go_on}")
-        if not (path / MARKER).is_file():
-            raise UserError(f"{path} is not a stanhop run directory; refusing to replace it even with --force")
         if others := sorted(entry.name for entry in path.iterdir() if not _written_by_a_run(entry.name)):
             raise UserError(f"{path} holds files a run does not write ({listing(others)}); --force replaces only the "
                             "run's own files: move those out of it first, or choose another --out")
         if path.resolve() in Path.cwd().resolve().parents:
             raise UserError(f"the current folder lies inside {path}, whose files --force would replace; run the "
                             "command from outside it")
+        refuse_unremovable(path)
     return path
+
+
+def refuse_unremovable(path: Path) -> None:
+    """A UserError unless every file of the run at ``path`` can be removed: each folder of its
+    tree takes changes (a read-only file system, or a subfolder written by another user such
+    as a container's root, would stop --force half-way, the run half gone)."""
+    folders = [path] + [Path(top) / name for top, names, _ in os.walk(path) for name in names
+                        if not (Path(top) / name).is_symlink()]  # a link is removed, not entered
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+            why = "read-only file system" if read_only else "permission denied"
+            raise UserError(f"cannot write in {folder} ({why}), so --force cannot replace the run in {path}; nothing "
+                            "was removed: make it writable, or choose another --out (in Python: out=)")
 
 
 def _written_by_a_run(name: str) -> bool:
@@ -186,8 +225,14 @@ def prepare_run_dir(path: str | Path, *, force: bool = False) -> Path:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+    made = not path.exists()
     writable_folder(path, "--out")
-    write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})
+    try:
+        write_json(path / MARKER, {"tool": "stanhop", "version": __version__, "format": RUN_FORMAT})
+    except OSError:  # a full disk: no empty folder left behind
+        if made:
+            path.rmdir()
+        raise
     return path
 
 
@@ -243,12 +288,11 @@ class DataInfo:
 
 
 def save_weights(model, path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"stanhop_version": __version__})
-    publish(tmp, path)
+    with atomic_file(path, "wb") as f:  # written by Python: a full disk is an OSError naming the file
+        f.write(save(state, metadata={"stanhop_version": __version__}))
 
 
 def load_weights(model, path: Path) -> None:

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -152,6 +153,26 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+class RunCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint files, written as the run's other files are (runs.atomic_file): a
+    temp file in checkpoints/ renamed over the checkpoint. Lightning's own staged each one in
+    $TMPDIR and moved it across file systems (not atomic: a full disk left last.ckpt cut
+    short; a small $TMPDIR, as in a container, failed the training naming no file)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("storage_options is not supported by RunCheckpointIO")
+        import io
+
+        from stanhop.runs import atomic_file
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_file(path, "wb") as f:
+            f.write(buffer.getbuffer())
+
+
 def _moved(path: str, old: str, new: str) -> str:
     """``path`` inside folder ``old`` as the same path inside ``new``; any other path as it is."""
     if not path or os.path.commonpath([os.path.abspath(path), os.path.abspath(old)]) != os.path.abspath(old):
@@ -270,6 +291,7 @@ def make_trainer(config: Config, run_dir: Path, *, progress: bool = True, extra_
         limit_train_batches=batches_per_epoch(t.limit_train_batches),
         logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
         callbacks=callbacks,
+        plugins=[RunCheckpointIO()],
         enable_progress_bar=bars,
         enable_model_summary=False,
         log_every_n_steps=10,

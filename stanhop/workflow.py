@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import pickle
+import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -215,12 +216,19 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if resume is not None:
         run_dir = check_run_dir(resume)
         refuse_if_training(run_dir)  # (before the data is read; the training's lock is taken below)
+        try:
+            tempfile.TemporaryFile(dir=run_dir).close()
+        except OSError as err:  # a run on a read-only disk, another user's
+            raise UserError(f"cannot write in {run_dir} ({err.strerror}); a resumed run trains into its own folder: "
+                            "copy the run to a folder you can write, and resume the copy") from None
         from stanhop.datasets import check_run_file
 
         check_run_file(str(config.data.name), "put it back there: a resumed run reads the data it was trained on")
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
-            raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; start a new run instead")
+            start = ("start a new run instead" if not ckpt.with_name("best.ckpt").is_file()
+                     else _from_best(ckpt))  # (a full disk stopped the training before writing it)
+            raise UserError(f"run {run_dir} has no checkpoints/last.ckpt to resume from; {start}")
         if zone is None:  # a DataFrame's zone, which its CSV copy does not keep, stays the run's
             from stanhop.runs import SCALER
 
@@ -301,9 +309,13 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # tensors only, no pickled code
         model = module.model.cpu()
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        kept = _kept_facts(run_dir) if resume is not None else {}
+        # the figures of the weights replaced now go first: none (stanhop runs: not evaluated) rather than stale ones
+        (run_dir / METRICS).unlink(missing_ok=True)
         save_weights(model, run_dir / "model.safetensors")
 
         facts = {
+            **kept,
             "params": sum(p.numel() for p in model.parameters()),
             "epochs": trainer.current_epoch,
             "train_seconds": round(timer.seconds, 1),
@@ -316,15 +328,56 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         return evaluate(run_dir, facts=facts, progress=progress)
 
 
+def _kept_facts(run_dir: Path) -> dict[str, Any]:
+    """What a resumed run's metrics.json says of where its model came from (init_from,
+    data_source), which the resumed training does not know itself."""
+    try:
+        previous = read_json(run_dir / METRICS) if (run_dir / METRICS).is_file() else {}
+    except UserError:  # damaged: nothing to keep
+        return {}
+    return {key: previous[key] for key in ("init_from", "data_source") if isinstance(previous, dict) and key in previous}
+
+
 def finished_epochs(ckpt: Path) -> int | None:
-    """How many epochs the checkpoint ``ckpt`` has finished (None where it does not say)."""
+    """How many epochs the checkpoint ``ckpt`` has finished (None where it does not say); a
+    UserError when it cannot be read (cut short by a full disk, emptied), saying how to go on."""
+    try:
+        epoch = _checkpoint_epoch(ckpt)
+    except pickle.UnpicklingError:  # more than weights: the training's own loading refuses it, saying so
+        return None
+    except Exception as err:  # torch says RuntimeError (a zip cut short), EOFError (empty), ...
+        text = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0][:120]  # torch's first sentence
+        why = "an empty file" if ckpt.stat().st_size == 0 else text
+        raise UserError(f"cannot read checkpoint {ckpt} ({why}): it is damaged or cut short (a full disk?); "
+                        f"{_from_best(ckpt)}") from None
+    return None if epoch is None else int(epoch) + 1
+
+
+def _from_best(last: Path) -> str:
+    """How to go on when the checkpoint ``last`` is missing or damaged: from best.ckpt beside
+    it where that one is readable, else by training again."""
+    import shlex
+
+    best = last.with_name("best.ckpt")
+    try:
+        epoch = _checkpoint_epoch(best) if best.is_file() else None
+    except Exception:  # damaged too
+        epoch = None
+    if epoch is None:
+        return "train the run again with --force"
+    return (f"go on from checkpoints/best.ckpt (epoch {epoch + 1}) with: {shlex.join(['cp', str(best), str(last)])} "
+            f"&& {command('train', '--resume', last.parent.parent)}, or train the run again with --force")
+
+
+def _checkpoint_epoch(ckpt: Path) -> int | None:
+    """The 'epoch' (from 0) a Lightning checkpoint records; torch's error where it cannot be read."""
+    import zipfile
+
     import torch
 
-    try:
-        epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("epoch")
-    except Exception:  # damaged or not a checkpoint: the training's own loading says what is wrong
-        return None
-    return None if epoch is None else int(epoch) + 1
+    whole = zipfile.is_zipfile(ckpt)  # (mmap reads only torch's zip format: not a file cut short, nor a bare pickle)
+    epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=whole).get("epoch")
+    return None if epoch is None else int(epoch)
 
 
 # the model settings that decide the weights' shapes and meaning: a run starts from another's
@@ -532,6 +585,9 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if quantize is not None:
         _check_quantize(quantize, act_range)  # before any work, not after the FP32 evaluation
     data = csv_name(data, "data", "to score a DataFrame, use stanhop.load_run(run).backtest(frame)")
+    after_training = facts is not None  # (called by a training or tuning, which holds the run's lock itself)
+    if not after_training:
+        refuse_if_training(check_run_dir(run_path))  # its weights and metrics.json change meanwhile
     run = load_run(run_path)
     config = run.config
     if data is not None:
@@ -611,13 +667,20 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if quantize is not None:
         metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, test["mse"], act_range, quantize)
     if own:
+        if not after_training:  # a training began meanwhile: these figures are of the model it replaces
+            refuse_if_training(run.path)
         try:
             if unreadable is not None:
                 kept = (run.path / METRICS).rename(run.path / f"{METRICS}.unreadable")
                 notice_to_stderr(f"{unreadable}; it is kept as {kept} and {METRICS} is written anew (the training's "
                                  "facts it held, such as epochs, are not in the new one)")
             write_json(run.path / METRICS, metrics)
-        except OSError as err:  # a read-only run (another user's, a mounted archive): the figures are still given
+        except OSError as err:
+            if after_training:  # this command's own training or tuning: a run without figures is no success
+                again = command("train", "--resume", run.path) if "epochs" in facts else command("evaluate", run.path)
+                raise UserError(f"cannot write {METRICS} in {run.path} ({err.strerror}): the run has its model but no "
+                                f"figures; free some space or make it writable, then {again} writes them") from None
+            # someone else's run (a read-only archive, another user's): the figures are still given
             notice_to_stderr(f"cannot write {METRICS} in {run.path} ({err.strerror}); these figures are not saved in "
                              "the run")
     else:
@@ -722,6 +785,7 @@ def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str
     (it does not recompute them, the validation errors or the outlier statistics).
     """
     _check_quantize(quantize, act_range)
+    refuse_if_training(check_run_dir(run_path))  # its metrics.json is rewritten when the training ends
     run = load_run(run_path)
     metrics = run.metrics
     if "test" not in metrics:

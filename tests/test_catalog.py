@@ -142,3 +142,18 @@ def test_runs_shows_the_split_where_runs_differ_in_it_and_a_run_whose_weights_ar
     assert rows["b"]["note"] == f"model.safetensors is missing: stanhop train --resume {other} writes it"
     with_split(other, "0.06/0.03/0.03")
     assert "split" not in invoke(tmp_path).stdout.splitlines()[0].split()  # one split: no column
+
+
+def test_a_run_whose_checkpoint_or_weights_are_newer_than_its_figures_is_unfinished(run_dir, tmp_path):
+    """An extended resume stopped mid-way (its last checkpoint newer than metrics.json), or
+    during its final evaluation (its weights newer): listed as finished, with stale figures."""
+    import os
+
+    run = copy_run(run_dir, tmp_path / "run")
+    figures = (run / "metrics.json").stat().st_mtime
+    for name in ("checkpoints/last.ckpt", "model.safetensors"):
+        os.utime(run / name, (figures + 60, figures + 60))
+        row = json.loads(invoke(tmp_path, "--json").stdout)[0]
+        assert row["note"] == f"unfinished: stanhop train --resume {run} ({name} is newer than metrics.json)"
+        os.utime(run / name, (figures - 60, figures - 60))
+    assert "note" not in json.loads(invoke(tmp_path, "--json").stdout)[0]

@@ -241,6 +241,19 @@ def test_unwritable_cache_is_a_user_error(dirs, monkeypatch, tmp_path):
         datasets.resolve("Toy")
 
 
+def test_an_unwritable_cache_is_not_where_the_file_is_advised_to_go(dirs, monkeypatch):
+    """A read-only HOME (a container's) and no STANHOP_DATA_DIR: the advice was to put the file in
+    the cache folder, which cannot be written."""
+    cache, _ = dirs
+    monkeypatch.delenv("STANHOP_DATA_DIR")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs:
+                        False if Path(path) in (cache, *cache.parents) else real_access(path, mode, **kwargs))
+    advice = datasets.how_to_provide(register(monkeypatch, "http://127.0.0.1:1/Toy.csv"))
+    assert "export STANHOP_DATA_DIR=" in advice and f"put it at {cache}" not in advice
+    assert f"the cache folder {cache} cannot be written" in advice
+
+
 def test_unknown_name_lists_known_ones():
     with pytest.raises(UserError, match="unknown data set 'ETTh9'; known: ETTh1"):
         datasets.resolve("ETTh9")

@@ -664,3 +664,37 @@ def test_load_run_leaves_the_callers_random_generators_as_they_were(run_dir):
     seed()
     stanhop.load_run(run_dir)
     assert draws() == expected
+
+
+def test_a_long_output_name_is_written_and_one_too_long_is_one_line(run_dir, etth1, tmp_path):
+    """The temp file's name (.NAME.XXXXXXXX.tmp) was longer than the longest name allowed."""
+    source = write_csv(etth1.iloc[:60], tmp_path / "in.csv")
+    longest = tmp_path / "out" / ("c" * 245 + ".csv")  # 249 characters: a valid name
+    assert invoke("forecast", run_dir, "--input", source, "--output", longest).exit_code == 0
+    assert longest.read_text().startswith("date,HUFL")
+    assert invoke("plot", run_dir, "--input", source, "--output", longest.with_suffix(".png")).exit_code == 0
+    too_long = tmp_path / "out" / ("c" * 300 + ".csv")
+    result = invoke("forecast", run_dir, "--input", source, "--output", too_long)
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"error: cannot write {too_long} (File name too long); choose another file name")
+    assert sorted(p.name for p in longest.parent.iterdir()) == [longest.name, longest.with_suffix(".png").name]
+
+
+@pytest.mark.parametrize("command", ["forecast", "plot"])
+def test_an_output_onto_a_full_disk_is_one_line_and_leaves_nothing(run_dir, etth1, tmp_path, monkeypatch, command):
+    import errno
+    import os
+
+    source = write_csv(etth1.iloc[:60], tmp_path / "in.csv")
+    out = tmp_path / "out" / ("fc.csv" if command == "forecast" else "fc.png")
+    out.parent.mkdir()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    result = invoke(command, run_dir, "--input", source, "--output", out)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {out} (No space left on device); free some space, or write somewhere else (another "
+        "--out / --output, another folder)"), result.output
+    assert list(out.parent.iterdir()) == []

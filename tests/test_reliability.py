@@ -133,7 +133,7 @@ def test_a_run_being_trained_is_not_replaced_resumed_or_tuned_meanwhile(run_dir,
     busy = f"{run} is being trained now (by process {os.getpid()}); wait for that training to end, or stop it"
     with training_lock(run):  # as a training in another process holds it
         for args in (["train", "--config", SMOKE, "--out", str(run), "--force"], ["train", "--resume", str(run)],
-                     ["tune", str(run)]):
+                     ["tune", str(run)], ["evaluate", str(run)]):  # evaluate: its metrics.json would mix two models
             result = CliRunner().invoke(cli.cli, args)
             assert result.exit_code == 2 and busy in result.output, (args, result.output)
         listed = CliRunner().invoke(cli.cli, ["runs", str(tmp_path), "--json"]).output
@@ -381,3 +381,158 @@ def test_a_notice_or_log_line_is_one_write_so_lines_from_threads_stay_whole(monk
     notice_to_stderr("the first")
     log_line("evaluating the test split: 3 windows")
     assert writes == ["notice: the first\n", "evaluating the test split: 3 windows\n"]
+
+
+def test_force_removes_nothing_where_it_cannot_remove_everything(run_dir, tmp_path: Path, monkeypatch):
+    """A subfolder the user cannot change (a read-only mount, or written by a container's root)
+    stopped --force half-way: the run's marker and figures gone, the rest left, no command
+    taking the folder any more. Now nothing is removed and the folder is named."""
+    import errno
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    locked = run / "checkpoints"
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    real_access, real_unlink = os.access, os.unlink
+
+    def access(path, mode, **kwargs):  # what a read-only checkpoints/ answers (chmod does not stop root)
+        return False if Path(path) == locked and mode & os.W_OK else real_access(path, mode, **kwargs)
+
+    def unlink(path, *args, **kwargs):  # and what removing its files meets
+        if str(path).endswith(".ckpt"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "unlink", unlink)
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(run), "--force"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: cannot write in {locked} (permission denied)"), result.output
+    assert "nothing was removed" in result.output
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_a_damaged_last_checkpoint_says_how_to_go_on_from_the_best(run_dir, tmp_path: Path):
+    """A full disk cut last.ckpt short (Lightning staged it in $TMPDIR and copied it over):
+    --resume was an internal error. Now the file is named, with the command that goes on."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    last = run / "checkpoints" / "last.ckpt"
+    whole = last.read_bytes()
+    for cut in (whole[:len(whole) // 3], b""):
+        last.write_bytes(cut)
+        result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run)])
+        assert result.exit_code == 2, result.output
+        told = result.output.strip()
+        assert told.startswith(f"error: cannot read checkpoint {last} (") and "it is damaged or cut short" in told
+        assert told.endswith(f"with: cp {run}/checkpoints/best.ckpt {last} && stanhop train --resume {run}, or train "
+                             "the run again with --force"), told
+    shutil.copyfile(run / "checkpoints" / "best.ckpt", last)  # as the message says
+    assert CliRunner().invoke(cli.cli, ["train", "--resume", str(run)]).exit_code == 0
+
+
+def test_checkpoints_are_written_beside_themselves_and_renamed_into_place(tmp_path: Path, fast_smoke_args, monkeypatch):
+    """Lightning staged each checkpoint in $TMPDIR and moved it over (not atomic across file
+    systems; a small $TMPDIR failed the training). Each is now a temp file in checkpoints/,
+    renamed over the checkpoint."""
+    published = []
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        published.append((Path(src), Path(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    checkpoints = [(src, dst) for src, dst in published if dst.suffix == ".ckpt"]
+    assert {dst.name for _, dst in checkpoints} == {"best.ckpt", "last.ckpt"}
+    assert all(src.parent == run / "checkpoints" and src.name.startswith(".") for src, _ in checkpoints)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.suffix == ".tmp"]
+
+
+@pytest.mark.parametrize("error, exit_code, told", [
+    (OSError(28, "No space left on device"), 2, "error: cannot write the output (No space left on device"),
+    (OSError(30, "Read-only file system", "out/x.csv"), 2, "error: cannot write out/x.csv (Read-only file system); "),
+    (OSError(13, "Permission denied", "out/x.csv"), 2, "error: cannot access out/x.csv (Permission denied); "),
+    (OSError(2, "No such file or directory", "x.csv"), 1, "internal error: FileNotFoundError"),  # a mistake of ours
+    (OSError(9, "Bad file descriptor"), 1, "internal error: OSError"),
+    (OSError(13, "Permission denied"), 1, "internal error: PermissionError"),  # naming nothing: not known a write
+])
+def test_an_os_error_of_writing_is_one_line_and_any_other_stays_internal(monkeypatch, error, exit_code, told):
+    import stanhop.workflow
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(stanhop.workflow, "evaluate", failing)
+    result = CliRunner().invoke(cli.cli, ["evaluate", "somewhere"])
+    assert result.exit_code == exit_code and result.output.startswith(told), result.output
+    assert "Traceback" not in result.output
+
+
+def test_train_onto_a_full_disk_is_one_line_and_leaves_no_folder(tmp_path: Path, fast_smoke_args, monkeypatch):
+    import errno
+
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):  # a full disk: the first file a new run writes fails
+        if Path(dst).name == "stanhop.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    run = tmp_path / "new"
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args, "--out", str(run)])
+    assert result.exit_code == 2, result.output
+    assert f"error: cannot write {run / 'stanhop.json'} (No space left on device); free some space" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_that_cannot_write_its_figures_fails(tmp_path: Path, fast_smoke_args, monkeypatch):
+    """The run had no metrics.json, and train said so in a notice and exited 0."""
+    import errno
+
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "metrics.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args, "--out", str(run)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: cannot write metrics.json in {run} (No space left on device): the run has its model but no figures; "
+        f"free some space or make it writable, then stanhop train --resume {run} writes them")
+    monkeypatch.undo()
+    assert CliRunner().invoke(cli.cli, ["train", "--resume", str(run)]).exit_code == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_resume_stopped_before_its_figures_leaves_no_stale_figures(run_dir, tmp_path: Path, monkeypatch):
+    """An extended resume stopped during its final evaluation left new weights beside the old
+    figures, and `stanhop runs` listed it as finished."""
+    import shutil
+
+    import stanhop.workflow
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(stanhop.workflow, "evaluate", stopped)
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--max-epochs", "3"])
+    assert result.exit_code == 130, result.output
+    monkeypatch.undo()
+    assert not (run / "metrics.json").exists()  # none rather than those of the weights replaced
+    row = json.loads(CliRunner().invoke(cli.cli, ["runs", str(tmp_path), "--json"]).output)[0]
+    assert row["note"] == f"not evaluated: stanhop train --resume {run}"

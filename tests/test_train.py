@@ -282,6 +282,9 @@ def test_an_unfinished_run_in_the_way_is_named_with_the_command_that_continues_i
 
 def test_force_refuses_to_replace_a_folder_of_another_tool(tmp_path: Path):
     (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: {tmp_path} already exists and is not a stanhop run directory; choose another --out (in Python: out=)")
     result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, "--out", str(tmp_path), "--force"])
     assert result.exit_code == 2 and "not a stanhop run directory" in result.output
     assert (tmp_path / "precious.txt").read_text() == "keep me"
