@@ -243,7 +243,9 @@ def _print_metrics(metrics: dict) -> None:
     click.echo(f"{'metric':<{width}}  value")
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value:.4f}")
-    facts = [f"{k} {metrics[k]}" for k in ("separation", "split", "params", "epochs", "train_seconds") if k in metrics]
+    shown = {**metrics, "separation": metrics.get("separation", "") + ("+gate" if metrics.get("gate") else "")}
+    facts = [f"{k.replace('_', '-')} {shown[k]}" if k == "cross_series" else f"{k} {shown[k]}"
+             for k in ("separation", "cross_series", "split", "params", "epochs", "train_seconds") if k in shown]
     click.echo(", ".join(facts))
     if "memory" in metrics:
         _print_memory(metrics["memory"])
@@ -545,6 +547,8 @@ def runs(folder, sort, as_json) -> None:
                 if any(row.get(key) is not None for row in rows)]
     if len({str(row.get("split")) for row in rows if "split" in row}) > 1:  # test figures of other windows side by side
         columns.insert(columns.index(("in→out", "window")), ("split", "split"))
+    if len({row.get("cross_series") for row in rows if "cross_series" in row}) > 1:  # other models of one name
+        columns.insert(columns.index(("separation", "separation")) + 1, ("cross-series", "cross_series"))
     if any(row.get("w8a8_range") not in (None, "minmax") for row in rows):  # W8A8 figures of other ranges side by side
         columns.insert(columns.index(("W8A8 MSE", "w8a8_mse")) + 1, ("W8A8 range", "w8a8_range"))
     cells = [[label for label, _ in columns] + [""]]  # the last column: a note, left as it is

@@ -187,8 +187,10 @@ def training_log(run) -> pd.DataFrame:
 
 
 def plot_training(run):
-    """Training loss and validation MSE/MAE per epoch; the best epoch (lowest val MSE) marked."""
+    """Training loss and validation MSE/MAE per epoch; the best epoch (lowest val MSE) marked.
+    Epochs are counted from 1, as ``stanhop train`` prints them (the log counts from 0)."""
     table = training_log(run)
+    table = table.set_axis(table.index + 1, axis=0)
     name = _run_dir(run).name
     fig = _figure(8, 4.5)
     ax = fig.subplots()
@@ -242,7 +244,7 @@ def plot_outliers(run):
     left.axvline(3.0, color="black", ls="--", lw=1, label="Gaussian (3)")
     left.set_xlabel("kurtosis")
     left.legend(frameon=False, fontsize=8, loc="lower right")
-    right.barh(y - 0.2, table["inf_norm_max"], height=0.4, color="#d95f02", label="max")
+    right.barh(y - 0.2, table["inf_norm_max"], height=0.4, color="#d95f02", label="largest sample")
     right.barh(y + 0.2, table["inf_norm_avg"], height=0.4, color="#1b9e77", label="mean over samples")
     right.set_xlabel("∞-norm")
     right.legend(frameon=False, fontsize=8, loc="upper right")
@@ -250,7 +252,8 @@ def plot_outliers(run):
     left.invert_yaxis()
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
-    summary = f"kurtosis mean {table['kurtosis'].mean():.2f}, max ∞-norm {table['inf_norm_avg'].max():.2f}"  # over modules
+    summary = (f"kurtosis mean {table['kurtosis'].mean():.2f}, max ∞-norm {table['inf_norm_avg'].max():.2f} "
+               "(of the modules' means)")
     fig.suptitle(f"{_run_dir(run).name}: activation outliers per module ({summary})", fontsize=11)
     return fig
 

@@ -659,6 +659,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         **(facts or {}),
         "separation": config.model.separation,
         "gate": config.model.gate,
+        "cross_series": config.model.cross_series,
         "split": config.data.split,
         "data": absolute_data_name(_data_name or config.data.name),  # where the scored file is, from any folder
         "in_len": config.model.in_len,

@@ -118,8 +118,10 @@ def test_training_plot_shows_each_epoch(run_dir, tmp_path):
     fig = plot_training(run_dir)
     lines = {line.get_label(): line for line in fig.get_axes()[0].get_lines()}
     np.testing.assert_allclose(lines["val MSE (scaled)"].get_ydata(), log["val_mse"].to_numpy())
-    best = int(log["val_mse"].idxmin())
+    best = int(log["val_mse"].idxmin()) + 1  # counted from 1, as train prints "epoch 2/2"
     assert f"best epoch {best}" in lines
+    np.testing.assert_array_equal(lines["val MSE (scaled)"].get_xdata(), [1, 2])
+    assert f"at epoch {best} of 2" in fig.get_axes()[0].get_title()
     out = tmp_path / "training.png"
     assert invoke("plot", run_dir, "--what", "training", "--output", out).exit_code == 0
     check_png(out, colours=("#1f77b4", "#d95f02"))
@@ -144,7 +146,7 @@ def test_a_one_epoch_training_plot_has_whole_epoch_ticks(run_dir, tmp_path):
     ax = plot_training(one).get_axes()[0]
     ax.figure.canvas.draw()
     ticks = [tick for tick in ax.get_xticks() if ax.get_xlim()[0] <= tick <= ax.get_xlim()[1]]
-    assert 0 in ticks and all(float(tick).is_integer() for tick in ticks), ticks
+    assert 1 in ticks and all(float(tick).is_integer() for tick in ticks), ticks  # the epoch, counted from 1
 
 
 def test_outlier_plot_as_png_svg_and_pdf(run_dir, run, tmp_path):
@@ -154,6 +156,7 @@ def test_outlier_plot_as_png_svg_and_pdf(run_dir, run, tmp_path):
     assert [t.get_text() for t in left.get_yticklabels()] == list(per_module)
     kurtosis = [bar.get_width() for bar in left.patches]
     np.testing.assert_allclose(kurtosis, [m["kurtosis"] for m in per_module.values()])
+    assert f"max ∞-norm {run.metrics['outliers']['inf_norm_max']:.2f} (of the modules' means)" in fig._suptitle.get_text()
     png, svg, pdf = (tmp_path / f"outliers.{ext}" for ext in ("png", "svg", "pdf"))
     for path in (png, svg, pdf):
         assert invoke("plot", run_dir, "--what", "outliers", "--output", path).exit_code == 0

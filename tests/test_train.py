@@ -440,7 +440,7 @@ def test_evaluate_tells_a_log_each_pass_and_names_a_copy_by_its_absolute_path(sm
     assert re.search(r"^evaluating the validation split: \d+ windows$", result.stderr, flags=re.M)
 
 
-def test_a_run_keeps_its_cross_series_stage_and_older_runs_read_as_the_router(tmp_path: Path, fast_smoke_args):
+def test_a_run_keeps_its_cross_series_stage_and_older_runs_read_as_the_router(tmp_path: Path, fast_smoke_args, run_dir):
     """model.cross_series=stanhop (STanHop's own stage) is saved with the run and rebuilt on
     loading; --init-from another stage is refused (other weights); a config.yaml written before
     the key existed reads as the router, which every run was then."""
@@ -450,6 +450,12 @@ def test_a_run_keeps_its_cross_series_stage_and_older_runs_read_as_the_router(tm
     out = tmp_path / "paper"
     result = invoke("train", "--config", SMOKE, "--out", str(out), *fast_smoke_args, "--set", "model.cross_series=stanhop")
     assert result.exit_code == 0, result.output
+    assert "cross-series stanhop" in result.output
+    assert json.loads((out / "metrics.json").read_text())["cross_series"] == "stanhop"
+    (tmp_path / "router").symlink_to(run_dir)  # a router run beside it: runs shows the stage of each
+    listed = invoke("runs", str(tmp_path))
+    assert "cross-series" in listed.stdout.splitlines()[0]
+    assert {"router", "stanhop"} <= {cell for line in listed.stdout.splitlines()[1:] for cell in line.split()}
     run = load_run(out)
     assert run.config.model.cross_series == "stanhop"
     assert all(isinstance(b.pooling, HopfieldLayer) for b in run.model.encoder.blocks)
