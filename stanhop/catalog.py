@@ -15,7 +15,7 @@ from typing import Any
 from stanhop.config import load_config
 from stanhop.datasets import looks_like_path
 from stanhop.errors import UserError, command
-from stanhop.runs import CONFIG, MARKER, METRICS, WEIGHTS, read_json, training_pid
+from stanhop.runs import CONFIG, LAST_EPOCHS, MARKER, METRICS, WEIGHTS, read_json, training_pid
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
 
@@ -76,8 +76,9 @@ def run_row(path: Path) -> dict[str, Any]:
         row["note"] = f"unreadable: {unreadable}; {command('evaluate', path)} measures its figures anew"
     elif row["test_mse"] is None:
         row["note"] = _what_is_missing(path)
-    elif stale := _newer_than_figures(path):  # an interrupted resume: its figures are of an earlier model
-        row["note"] = f"unfinished: {command('train', '--resume', path)} ({stale} is newer than {METRICS})"
+    elif (ahead := _epochs_past_figures(path, metrics)) is not None:  # an interrupted resume
+        row["note"] = (f"unfinished: {command('train', '--resume', path)} (its last checkpoint holds {ahead} epochs, "
+                       f"its figures {metrics.get('epochs')})")
     elif not (path / WEIGHTS).is_file():  # deleted since: its figures are of weights no more there
         again = (command("train", "--resume", path) if (path / "checkpoints" / "last.ckpt").is_file()
                  else "train it again with --force")
@@ -87,20 +88,16 @@ def run_row(path: Path) -> dict[str, Any]:
     return row
 
 
-def _newer_than_figures(path: Path) -> str | None:
-    """The run's file written after its metrics.json (its last checkpoint: a resume interrupted,
-    or its weights), if any: the figures then describe a model it no longer holds."""
+def _epochs_past_figures(path: Path, metrics: dict[str, Any]) -> int | None:
+    """The epochs of the run's last checkpoint (checkpoints/last.json) where they are more than
+    its figures' (a resume stopped before its end), else None. Read from the files' contents,
+    not their times, which a copy need not keep."""
     try:
-        figures = (path / METRICS).stat().st_mtime_ns
-    except OSError:
+        last = read_json(path / "checkpoints" / LAST_EPOCHS)["epochs"]
+    except (UserError, OSError, KeyError, TypeError):  # none (older runs), or unreadable: nothing told
         return None
-    for name in ("checkpoints/last.ckpt", WEIGHTS):
-        try:
-            if (path / name).stat().st_mtime_ns > figures:
-                return name
-        except OSError:
-            continue
-    return None
+    figures = metrics.get("epochs")
+    return last if isinstance(last, int) and isinstance(figures, int) and last > figures else None
 
 
 def _what_is_missing(path: Path) -> str:

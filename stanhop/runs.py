@@ -30,6 +30,7 @@ from stanhop.randomness import kept_random_state
 
 RUN_FORMAT = 1
 MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scaler.json", "model.safetensors", "metrics.json"
+LAST_EPOCHS = "last.json"  # checkpoints/last.json: {"epochs": N}, the epochs checkpoints/last.ckpt holds
 FRAME_DATA = "data.csv"  # a run trained on a DataFrame keeps it here
 MEMORY_WEIGHTS, MEMORY_SETTINGS = "memory.safetensors", "memory.json"  # a memory plugin's files (stanhop.memory)
 

@@ -157,20 +157,21 @@ class RunCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint files, written as the run's other files are (runs.atomic_file): a
     temp file in checkpoints/ renamed over the checkpoint. Lightning's own staged each one in
     $TMPDIR and moved it across file systems (not atomic: a full disk left last.ckpt cut
-    short; a small $TMPDIR, as in a container, failed the training naming no file)."""
+    short; a small $TMPDIR, as in a container, failed the training naming no file). Beside
+    last.ckpt, LAST_EPOCHS (checkpoints/last.json) says how many epochs it holds, for
+    ``stanhop runs`` to tell an unfinished resume without torch (file times do not survive
+    every copy)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("storage_options is not supported by RunCheckpointIO")
-        import io
+        from stanhop.runs import LAST_EPOCHS, atomic_file, write_json
 
-        from stanhop.runs import atomic_file
-
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_file(path, "wb") as f:
-            f.write(buffer.getbuffer())
+        with atomic_file(path, "wb") as f:  # straight to the file: no second copy in memory
+            torch.save(checkpoint, f)
+        if os.path.basename(path) == "last.ckpt" and "epoch" in checkpoint:
+            write_json(Path(path).with_name(LAST_EPOCHS), {"epochs": int(checkpoint["epoch"]) + 1})
 
 
 def _moved(path: str, old: str, new: str) -> str:

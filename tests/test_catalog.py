@@ -144,16 +144,24 @@ def test_runs_shows_the_split_where_runs_differ_in_it_and_a_run_whose_weights_ar
     assert "split" not in invoke(tmp_path).stdout.splitlines()[0].split()  # one split: no column
 
 
-def test_a_run_whose_checkpoint_or_weights_are_newer_than_its_figures_is_unfinished(run_dir, tmp_path):
-    """An extended resume stopped mid-way (its last checkpoint newer than metrics.json), or
-    during its final evaluation (its weights newer): listed as finished, with stale figures."""
+def test_a_resume_stopped_before_its_figures_is_unfinished_however_the_run_was_copied(run_dir, tmp_path):
+    """An extended resume stopped before its final evaluation leaves metrics.json of fewer
+    epochs than its last checkpoint (checkpoints/last.json says how many): listed as
+    unfinished. File times are not used: a copy that does not keep them is listed as it is."""
     import os
 
     run = copy_run(run_dir, tmp_path / "run")
-    figures = (run / "metrics.json").stat().st_mtime
-    for name in ("checkpoints/last.ckpt", "model.safetensors"):
-        os.utime(run / name, (figures + 60, figures + 60))
-        row = json.loads(invoke(tmp_path, "--json").stdout)[0]
-        assert row["note"] == f"unfinished: stanhop train --resume {run} ({name} is newer than metrics.json)"
-        os.utime(run / name, (figures - 60, figures - 60))
+    figures = json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "checkpoints" / "last.json").read_text()) == {"epochs": figures["epochs"]}
+    later = (run / "metrics.json").stat().st_mtime + 60
+    for name in ("checkpoints/last.ckpt", "model.safetensors"):  # as tar xm or a file-by-file copy leaves them
+        os.utime(run / name, (later, later))
     assert "note" not in json.loads(invoke(tmp_path, "--json").stdout)[0]
+
+    kept = (run / "metrics.json").read_bytes()
+    resumed = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--max-epochs", str(figures["epochs"] + 1)])
+    assert resumed.exit_code == 0, resumed.output
+    (run / "metrics.json").write_bytes(kept)  # as if stopped during its final evaluation
+    row = json.loads(invoke(tmp_path, "--json").stdout)[0]
+    assert row["note"] == (f"unfinished: stanhop train --resume {run} (its last checkpoint holds "
+                           f"{figures['epochs'] + 1} epochs, its figures {figures['epochs']})")

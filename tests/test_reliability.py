@@ -278,7 +278,7 @@ def test_a_moved_run_resumes_from_its_own_checkpoints(tmp_path: Path, fast_smoke
     resumed = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "b"), "--max-epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
     assert "dirpath has changed" not in resumed.output
-    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt", "last.json"]
     weights = load_file(str(tmp_path / "b" / "model.safetensors"))
     again = CliRunner().invoke(cli.cli, ["train", "--resume", str(tmp_path / "b"), "--max-epochs", "2"])  # nothing to train
     assert again.exit_code == 0, again.output
