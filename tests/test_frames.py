@@ -566,3 +566,15 @@ def test_a_series_that_ends_early_is_told_in_the_fill_notice_and_the_forecast(ru
     etth1.iloc[:300].assign(OT=lambda f: f["OT"].where(f.index <= etth1.index[269])).to_csv(wide, index_label="date")
     result = invoke("forecast", run_dir, "--input", wide, "--fill", "ffill")
     assert result.exit_code == 0 and "hold no value of OT" in result.stderr, result.output
+
+
+def test_a_quoted_header_name_with_spaces_is_told_apart_from_the_runs_channel(run_dir, tmp_path, etth1_path):
+    """A header's quoted names keep their spaces (a long file's ids ' a' and 'a' are two series);
+    a wide file whose quoted names have spaces the run's channels lack is refused saying so."""
+    frame = pd.read_csv(etth1_path, nrows=300)
+    quoted = tmp_path / "quoted.csv"
+    with quoted.open("w") as f:
+        f.write(",".join('"date"' if c == "date" else f'"{c} "' for c in frame.columns) + "\n")
+        frame.to_csv(f, header=False, index=False)
+    result = invoke("forecast", run_dir, "--input", quoted)
+    assert result.exit_code == 2 and "'OT ' differ by the spaces around them" in result.stderr, result.output
