@@ -80,7 +80,9 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
 
     cfg = load_run(tmp_path / "plain").config.model
     measured = footprint.activations(STanHopNet(cfg), cfg.in_len, cfg.n_series)
-    free = footprint.Memory(int(measured.step_peak(10) / footprint.USABLE) + 1, "free")  # room for 10 of the batch's 64 windows
+    # room for 10½ of the batch's 64 windows: a few bytes of the measurement vary from one to the next (small
+    # saved tensors counted by address), and a budget of exactly 10 went 9 windows by chance
+    free = footprint.Memory(int((measured.step_peak(10) + measured.step_peak(11)) / 2 / footprint.USABLE), "free")
     monkeypatch.setattr(footprint, "free_memory", lambda: free)
     lowered = train(tmp_path / "lowered")
     assert lowered.exit_code == 0, lowered.output
