@@ -85,6 +85,8 @@ def run_row(path: Path) -> dict[str, Any]:
         row["note"] = f"{WEIGHTS} is missing: {again} writes it"
     elif metrics.get("init_from"):  # train --init-from: the run it started from
         row["note"] = f"from {metrics['init_from']}"
+    if metrics.get("init_from"):  # for scripts, under metrics.json's name, whatever the note says
+        row["init_from"] = metrics["init_from"]
     return row
 
 

@@ -77,6 +77,7 @@ def test_runs_names_the_run_a_fine_tuned_one_started_from(run_dir, tmp_path):
     (tuned / "metrics.json").write_text(json.dumps({**metrics, "init_from": str(run_dir)}))
     result = invoke(tmp_path)
     assert result.exit_code == 0 and result.stdout.splitlines()[1].endswith(f"from {run_dir}")
+    assert json.loads(invoke(tmp_path, "--json").stdout)[0]["init_from"] == str(run_dir)  # metrics.json's key, for scripts
 
 
 def test_runs_refuses_a_folder_without_runs_in_one_line(tmp_path):
