@@ -475,17 +475,23 @@ def test_an_os_error_of_writing_is_one_line_and_any_other_stays_internal(monkeyp
     assert "Traceback" not in result.output
 
 
-def test_train_onto_a_full_disk_is_one_line_and_leaves_no_folder(tmp_path: Path, fast_smoke_args, monkeypatch):
+def disk_full_at(monkeypatch, name: str) -> None:
+    """A full disk where ``name`` is published (every file is written to a temp file, then
+    renamed over its name: runs.atomic_file)."""
     import errno
 
     real_replace = os.replace
 
-    def replace(src, dst, *args, **kwargs):  # a full disk: the first file a new run writes fails
-        if Path(dst).name == "stanhop.json":
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == name:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", replace)
+
+
+def test_train_onto_a_full_disk_is_one_line_and_leaves_no_folder(tmp_path: Path, fast_smoke_args, monkeypatch):
+    disk_full_at(monkeypatch, "stanhop.json")  # the first file a new run writes
     run = tmp_path / "new"
     result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args, "--out", str(run)])
     assert result.exit_code == 2, result.output
@@ -495,16 +501,7 @@ def test_train_onto_a_full_disk_is_one_line_and_leaves_no_folder(tmp_path: Path,
 
 def test_a_training_that_cannot_write_its_figures_fails(tmp_path: Path, fast_smoke_args, monkeypatch):
     """The run had no metrics.json, and train said so in a notice and exited 0."""
-    import errno
-
-    real_replace = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if Path(dst).name == "metrics.json":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full_at(monkeypatch, "metrics.json")
     run = tmp_path / "run"
     result = CliRunner().invoke(cli.cli, ["train", "--config", SMOKE, *fast_smoke_args, "--out", str(run)])
     assert result.exit_code == 2, result.output
