@@ -692,7 +692,7 @@ def _refuse_step_counts(text: pd.Series, path: Path) -> None:
     if compact and _to_datetime(digits, format=compact).notna().all():
         return
     if next(_other_readings(text), None) is None:
-        raise UserError(numbers_not_dates(path, text.name, text.iloc[0]))
+        raise UserError(numbers_not_dates(path, text.name, text))
 
 
 def _fits(dates: pd.Series, path: Path, gaps_allowed: bool = True) -> bool:

@@ -78,7 +78,7 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
     check_names(frame, name)
     if is_long(frame, name):
         if pd.api.types.is_numeric_dtype(frame["ds"]) and not pd.api.types.is_bool_dtype(frame["ds"]):
-            raise UserError(numbers_not_dates(name, "ds", frame["ds"].iloc[0]))
+            raise UserError(numbers_not_dates(name, "ds", frame["ds"]))
         repeated = frame.duplicated(["unique_id", "ds"])
         if repeated.any():
             first = frame[repeated].iloc[0]
@@ -111,11 +111,17 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
                     f"(data.date_column), or neuralforecast's long columns unique_id, ds, y{index_hint(frame)}")
 
 
-def numbers_not_dates(name, column: str, first) -> str:
-    """The message for timestamps given as numbers (steps 0..n-1, or years), of a frame or a CSV file."""
-    return (f"{name}: {column} holds numbers ({first}, ...), not timestamps; the run's steps are of the calendar: "
-            f"put dates in '{column}', e.g. pd.date_range(start, periods=n, freq='h') in place of steps 0..n-1 "
-            "(neuralforecast's integer ds, freq=1), or 2000-01-01 for the year 2000")
+def numbers_not_dates(name, column: str, values: pd.Series) -> str:
+    """The message for timestamps given as numbers (steps 0..n-1, or years), of a frame or a CSV
+    file: for four-digit numbers (years?) the advice for years first."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    head = f"{name}: {column} holds numbers ({values.iloc[0]}, ...), not timestamps; the run's steps are of the calendar: "
+    if numbers.between(1000, 2999).all():  # years, most likely: annual data
+        return (head + f"if they are years, write each as a date, 2000-01-01 for the year 2000 (pandas: "
+                f"pd.to_datetime(df['{column}'].astype(str), format='%Y')); if steps (neuralforecast's integer ds, "
+                "freq=1), dates in their place, e.g. pd.date_range(start, periods=n, freq='h')")
+    return (head + f"put dates in '{column}', e.g. pd.date_range(start, periods=n, freq='h') in place of steps "
+            "0..n-1 (neuralforecast's integer ds, freq=1), or 2000-01-01 for the year 2000")
 
 
 def check_names(frame: pd.DataFrame, name: str = "the DataFrame") -> None:

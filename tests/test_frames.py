@@ -578,3 +578,19 @@ def test_a_quoted_header_name_with_spaces_is_told_apart_from_the_runs_channel(ru
         frame.to_csv(f, header=False, index=False)
     result = invoke("forecast", run_dir, "--input", quoted)
     assert result.exit_code == 2 and "'OT ' differ by the spaces around them" in result.stderr, result.output
+
+
+def test_a_column_of_years_is_told_how_to_write_years(tmp_path):
+    """Four-digit whole numbers are refused as other step counts are, but the advice for years
+    comes first (it led with hourly steps)."""
+    from stanhop.csvio import load_series
+
+    years = tmp_path / "years.csv"
+    pd.DataFrame({"year": np.arange(1700, 1760), "a": np.arange(60.0)}).to_csv(years, index=False)
+    with pytest.raises(UserError, match=r"year holds numbers \(1700, ...\).*if they are years, write each as a date, "
+                                        r"2000-01-01 for the year 2000 \(pandas: pd.to_datetime\(df\['year'\]"):
+        load_series(years, date_column="year")
+    steps = tmp_path / "steps.csv"
+    pd.DataFrame({"date": np.arange(60), "a": np.arange(60.0)}).to_csv(steps, index=False)
+    with pytest.raises(UserError, match=r"put dates in 'date', e.g. pd.date_range"):
+        load_series(steps)
