@@ -808,10 +808,10 @@ def compare(config_path, separations, gated, seeds, max_epochs, overrides, act_r
 
 
 def _split_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    return items or None
+    """An option's comma-separated names (--columns OT,HUFL), as config.column_names splits them; None for none."""
+    from stanhop.config import column_names
+
+    return None if text is None else (column_names(text) or None)
 
 
 def main() -> None:

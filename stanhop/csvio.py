@@ -43,7 +43,7 @@ from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
 from stanhop.errors import UserError, likely_name, listing, tell_once
-from stanhop.frames import LONG_COLUMNS
+from stanhop.frames import LONG_COLUMNS, numbers_not_dates
 
 FILLS = ("ffill", "interpolate")
 DEFAULT_MAX_CSV_BYTES = 2 * 1024**3
@@ -78,7 +78,7 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
     raw = _drop_trailing_blank_rows(raw)
     if raw.empty:
         raise UserError(f"{path} has a header but no data rows")
-    _refuse_units_row(raw.drop(columns=date_column), path)
+    _refuse_units_row(raw.iloc[:2].drop(columns=date_column), path)  # (its first two rows: no copy of the file)
     _refuse_long_format(raw, date_column, path)
     if columns is None and (unnamed := [c for c in raw.columns if _UNNAMED.fullmatch(str(c))]):
         tell_once(f"{path}: ignoring {len(unnamed)} column(s) with no name in the header (an index pandas wrote, "
@@ -296,24 +296,25 @@ def header_of(name_or_path: str | os.PathLike) -> list[str]:
 
 def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
     """The header of a CSV file within the size cap and in text, and read_csv's options for it
-    (its delimiter and decimal mark), found once for every read of the file that follows."""
+    (its delimiter; its header's names stripped of spaces, "date, a , b": the channels are a and
+    b, as --columns and the other options name them), found once for every read of the file
+    that follows."""
     _check_size(path)
     _check_text(path)
     dialect = _dialect(path)
     written = list(_read(path, dialect, header=None, nrows=1, dtype=str).iloc[0])
-    names = [n for n in (_stripped_names(path, dialect) or written) if not pd.isna(n)]
+    if (stripped := _stripped_names(path, dialect, written)) is not None:
+        dialect = {**dialect, "header": 0, "names": stripped}
+    names = [n for n in (stripped or written) if not pd.isna(n)]
     if repeated := sorted({n for n in names if names.count(n) > 1}):  # pandas would rename them silently (name.1)
         raise UserError(f"{path}: the header names column(s) {listing(repr(n) for n in repeated)} more than once; give each column "
                         f"its own name")
     return _read(path, dialect, nrows=0).columns, dialect
 
 
-def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
-    """read_csv of a file, with its header's names stripped of spaces ("date, a , b": the
-    channels are a and b, as --columns and the other options name them)."""
+def _read(path: Path, dialect: dict, **kwargs) -> pd.DataFrame:
+    """read_csv of a file with the options ``_open`` found for it."""
     try:
-        if "header" not in kwargs and (names := _stripped_names(path, dialect)) is not None:
-            kwargs = {"header": 0, "names": names, **kwargs}
         return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **dialect, **kwargs)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header line and data rows") from None
@@ -326,12 +327,10 @@ def _read(path: Path, dialect: dict[str, str], **kwargs) -> pd.DataFrame:
         raise UserError(f"cannot read {path} ({err.strerror or err})") from None
 
 
-def _stripped_names(path: Path, dialect: dict[str, str]) -> list[str] | None:
-    """The header's names stripped of the spaces around them ("date, a , b": a and b) unless
-    written in quotes, as a long file's pivot writes its unique_ids (' a' and 'a' are two
-    series), where some name is stripped; else None."""
-    written = pd.read_csv(path, header=None, nrows=1, dtype=str, skip_blank_lines=False, encoding="utf-8",
-                          **dialect).iloc[0]
+def _stripped_names(path: Path, dialect: dict, written: list) -> list[str] | None:
+    """The header's names (``written``, as read_csv reads the first line) stripped of the spaces
+    around them ("date, a , b": a and b) unless written in quotes, as a long file's pivot writes
+    its unique_ids (' a' and 'a' are two series), where some name is stripped; else None."""
     with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="replace") as f:
         quoted = _quoted_fields(f.readline().lstrip("\ufeff"), dialect["sep"])
     quoted += [False] * (len(written) - len(quoted))  # (a quoted name across lines: the rest stripped)
@@ -683,8 +682,6 @@ def _refuse_step_counts(text: pd.Series, path: Path) -> None:
     or 202001010000 with the time) or Unix time (``_other_readings``): steps 0..n-1
     (neuralforecast's integer ds), which pandas reads as no date, or from 1000 on as years
     (1000-01-01); the Python API refuses them so too."""
-    from stanhop.frames import numbers_not_dates
-
     if not text.str.fullmatch(r"\s*[+-]?\d+\s*").all():
         return
     digits = text.str.strip()

@@ -62,19 +62,20 @@ class ForecastDataModule(LightningDataModule):
     ``freq``, ``target``, ``borders`` ({part: (start, end)} rows, end exclusive), ``scaler``,
     ``series`` (the scaled float32 tensor, rows x channels) and ``dataset(part)``.
     A given ``scaler`` (a trained run's) is used instead of fitting one. Validation and test
-    batches hold ``eval_batch_size`` windows (default ``batch_size``): evaluation sums errors
-    over windows, so its figures do not depend on it, but its peak memory does.
+    batches hold ``eval_batch_size`` windows (``batch_size`` until set: stanhop.workflow sets
+    it after setup); evaluation sums errors over windows, so its figures do not depend on it,
+    but its peak memory does.
     """
 
     def __init__(self, data_cfg: DataConfig, in_len: int, out_len: int, batch_size: int, *,
-                 eval_batch_size: int | None = None, scaler: Scaler | None = None):
+                 scaler: Scaler | None = None):
         super().__init__()
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise UserError(f"batch_size must be a positive whole number, got {batch_size!r}")
         if not isinstance(data_cfg.num_workers, numbers.Integral) or data_cfg.num_workers < 0:
             raise UserError(f"data.num_workers must be a whole number >= 0, got {data_cfg.num_workers!r}")
         self.cfg, self.in_len, self.out_len, self.batch_size = data_cfg, in_len, out_len, batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size
         self.frame = self.columns = self.freq = self.target = self.borders = self.series = None
         self.scaler = scaler
         self._datasets: dict[str, WindowDataset] = {}

@@ -101,15 +101,10 @@ def redrawn_bars() -> bool:
         return False
 
 
-def log_line(message: str) -> None:
-    """A line of progress on stderr for a log file (where no bar is redrawn): what a long pass
-    is doing, so that a log is not silent for minutes."""
-    _line_to_stderr(message)
-
-
-def _line_to_stderr(line: str) -> None:
-    """``line`` and its newline in one write (print writes them apart: lines told from several
-    threads at once would interleave)."""
+def log_line(line: str) -> None:
+    """A line on stderr (a notice, or progress for a log file, where no bar is redrawn, so that a
+    log is not silent for minutes), written with its newline in one write: print writes them
+    apart, and lines told from several threads at once would interleave."""
     sys.stderr.write(f"{line}\n")
     sys.stderr.flush()
 
@@ -136,7 +131,7 @@ def likely_name(wanted: str, names: list[str]) -> str | None:
 
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
-    _line_to_stderr(f"notice: {aliased(message)}")
+    log_line(f"notice: {aliased(message)}")
 
 
 _TOLD: ContextVar[set[str] | None] = ContextVar("stanhop_told", default=None)  # the notices told in this job

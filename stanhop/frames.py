@@ -178,21 +178,22 @@ def write_frame(frame: pd.DataFrame, path: str | Path, date_column: str, fill: s
     """Write ``frame`` (wide or long) as a wide comma-separated CSV (pandas' ISO dates, floats that
     read back exactly); without a ``fill`` (data.fill) an empty (NaN) cell is refused, naming its
     time, unless ``keep_empty`` (for a reader that counts them). Messages call the frame ``name``."""
+    long = is_long(frame)
     wide = to_wide(frame, date_column, name)
     numbers = wide.drop(columns=[date_column]).select_dtypes("number")
     empty = numbers.isna().to_numpy()  # (rows, numeric columns)
     if fill is None and not keep_empty and empty.any():
         row, col = (int(v[0]) for v in empty.nonzero())
-        what = "missing value(s) (empty, or a timestamp the series lacks), the first for series" if is_long(frame) \
+        what = "missing value(s) (empty, or a timestamp the series lacks), the first for series" if long \
             else "empty (NaN) cell(s), the first in column"
         raise UserError(f"{name} has {int(empty.sum())} {what} '{numbers.columns[col]}' at {wide[date_column].iloc[row]}; "
                         f"fill them (CLI: --fill ffill|interpolate; Python: data.fill='ffill' or 'interpolate'), or, "
                         f"where series start or end at other dates, keep the dates they share")
     path = Path(path)
     with path.open("w", encoding="utf-8", newline="") as f:
-        if is_long(frame):  # the ids in quotes: read back as written, spaces and all (other names are stripped)
+        if long:  # the ids in quotes: read back as written, spaces and all (other names are stripped)
             csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(wide.columns)
-        wide.to_csv(f, index=False, header=not is_long(frame))
+        wide.to_csv(f, index=False, header=not long)
     return path
 
 

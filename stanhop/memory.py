@@ -463,14 +463,11 @@ def memory_report(forecaster: MemoryForecaster, batches: Iterable[tuple[Tensor, 
 
 def save_memory(forecaster: MemoryForecaster, run_dir: str | Path, settings: dict[str, Any] | None = None) -> None:
     """Write memory.safetensors (memory set and plugin tensors) and memory.json (kind, λ, β₀, settings)."""
-    from safetensors.torch import save
-
-    from stanhop.runs import atomic_file, write_json
+    from stanhop.runs import save_tensors, write_json
 
     run_dir = Path(run_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in forecaster.state_dict().items() if not k.startswith("model.")}
-    with atomic_file(run_dir / MEMORY_WEIGHTS, "wb") as f:
-        f.write(save(state, metadata={"kind": forecaster.kind}))
+    plugin_state = {k: v for k, v in forecaster.state_dict().items() if not k.startswith("model.")}
+    save_tensors(plugin_state, run_dir / MEMORY_WEIGHTS, {"kind": forecaster.kind})
     plugin = forecaster.plugin
     shape = {"lambda": plugin.lam, "beta": plugin.beta} if isinstance(plugin, PlugAndPlay) else {"rank": plugin.rank}
     write_json(run_dir / MEMORY_SETTINGS, {**(settings or {}), "format": MEMORY_FORMAT, "kind": forecaster.kind, **shape})

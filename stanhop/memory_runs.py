@@ -7,7 +7,6 @@ run directory, and evaluate with and without it. What `stanhop tune` and `stanho
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -18,7 +17,7 @@ import numpy as np
 
 from stanhop.config import Config
 from stanhop.errors import UserError, one_job, tell_once
-from stanhop.runs import load_run, training_lock
+from stanhop.runs import load_run, refuse_unwritable_run, training_lock
 from stanhop.randomness import kept_random_state
 from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
 
@@ -154,11 +153,7 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
         raise UserError(f"epochs= is Tune-and-Play's (kind='tune'); a {kind!r} memory is not trained")
     started = time.perf_counter()
     run = load_run(run_path)
-    try:  # before any work: the plugin is saved in the run
-        tempfile.TemporaryFile(dir=run.path).close()
-    except OSError as err:
-        raise UserError(f"cannot write in {run.path} ({err.strerror}); a memory plugin is saved in its run: copy the "
-                        "run to a folder you can write, and add the plugin to the copy") from None
+    refuse_unwritable_run(run.path, "a memory plugin is saved in its run", "add the plugin to the copy")  # before any work
     # tune of a finished run: no training into it meanwhile (a training adding its plugin holds the lock itself)
     with training_lock(run.path) if facts is None else nullcontext():
         model = M.backbone(run.model)

@@ -157,6 +157,16 @@ def refuse_if_training(run_dir: str | Path) -> None:
         raise UserError(_busy(run_dir, pid))
 
 
+def refuse_unwritable_run(run_dir: str | Path, why: str, then: str) -> None:
+    """A UserError unless a file can be created in ``run_dir`` (a run on a read-only disk, another
+    user's): ``why`` the job writes there, ``then`` what to do with a writable copy."""
+    try:
+        tempfile.TemporaryFile(dir=run_dir).close()
+    except OSError as err:
+        raise UserError(f"cannot write in {run_dir} ({err.strerror}); {why}: copy the run to a folder you can "
+                        f"write, and {then}") from None
+
+
 def _busy(run_dir, pid: int | None) -> str:
     who = f"process {pid}" if pid and pid > 0 else "another process"
     return f"{run_dir} is being trained now (by {who}); wait for that training to end, or stop it"
@@ -289,11 +299,16 @@ class DataInfo:
 
 
 def save_weights(model, path: Path) -> None:
+    save_tensors(model.state_dict(), path, {"stanhop_version": __version__})
+
+
+def save_tensors(state: dict, path: Path, metadata: dict[str, str]) -> None:
+    """``state``'s tensors as a safetensors file at ``path``, written atomically (atomic_file)."""
     from safetensors.torch import save
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_file(path, "wb") as f:  # written by Python: a full disk is an OSError naming the file
-        f.write(save(state, metadata={"stanhop_version": __version__}))
+        f.write(save(state, metadata=metadata))
 
 
 def load_weights(model, path: Path) -> None:

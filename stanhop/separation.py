@@ -347,6 +347,12 @@ def entmax(scores: Tensor, alpha: Tensor | float, dim: int = -1) -> Tensor:
         alpha = torch.tensor(alpha, dtype=scores.dtype, device=scores.device)
     elif not torch.compiler.is_compiling() and bool(((alpha < 1.0) | (alpha > 2.0)).any()):
         raise UserError(f"entmax alpha must be in [1, 2], got values from {alpha.min().item():g} to {alpha.max().item():g}")
+    return _entmax(scores, alpha, dim)
+
+
+def _entmax(scores: Tensor, alpha: Tensor, dim: int) -> Tensor:
+    """entmax with a tensor α already known to lie in [1, 2] (the Entmax layer's 1 + sigmoid(a)):
+    no range check, which reads α back from the device on every call."""
     if alpha.dtype in (torch.float16, torch.bfloat16):  # as the map computes (``_along``): 1.001 is 1.0 in bfloat16
         alpha = alpha.float()
     # the map at 1 + ALPHA_GAP, its gradient passed on as if unclamped (straight through): a
@@ -433,7 +439,7 @@ class Entmax(Separation):
         return 1.0 + torch.sigmoid(self.a)
 
     def forward(self, scores: Tensor, dim: int = -1) -> Tensor:
-        return entmax(scores, self.alpha, dim)
+        return _entmax(scores, self.alpha, dim)  # 1 + sigmoid(a) lies in [1, 2]: no range check (a sync per call)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha.item():.4f}"

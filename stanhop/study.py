@@ -164,11 +164,12 @@ def check_study_folder(out: Path) -> None:
 def check_not_long(config: Config) -> None:
     """A long CSV (neuralforecast's unique_id, ds, y) is refused before the study starts: each
     run reads data.name as a wide file."""
-    from stanhop.csvio import read_long
+    from stanhop.csvio import header_of
     from stanhop.datasets import looks_like_path
+    from stanhop.frames import LONG_COLUMNS
 
     name = str(config.data.name)
-    if looks_like_path(name) and Path(name).expanduser().is_file() and read_long(name) is not None:
+    if looks_like_path(name) and Path(name).expanduser().is_file() and set(LONG_COLUMNS) <= set(header_of(name)):
         raise UserError(f"{name} is long (unique_id, ds, y); the study's runs read a wide file, a column per series: "
                         "write it wide, e.g. frame.pivot(index='ds', columns='unique_id', values='y').to_csv(...)")
 

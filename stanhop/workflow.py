@@ -10,7 +10,6 @@ import copy
 import math
 import os
 import pickle
-import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from stanhop.errors import (Terminated, UserError, command, counted, known_as, l
 from stanhop.randomness import kept_determinism, kept_random_state
 from stanhop.runs import (
     FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
-    read_json, refuse_if_training, save_run_files, save_weights, training_lock, write_json,
+    read_json, refuse_if_training, refuse_unwritable_run, save_run_files, save_weights, training_lock, write_json,
 )
 
 
@@ -216,11 +215,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if resume is not None:
         run_dir = check_run_dir(resume)
         refuse_if_training(run_dir)  # (before the data is read; the training's lock is taken below)
-        try:
-            tempfile.TemporaryFile(dir=run_dir).close()
-        except OSError as err:  # a run on a read-only disk, another user's
-            raise UserError(f"cannot write in {run_dir} ({err.strerror}); a resumed run trains into its own folder: "
-                            "copy the run to a folder you can write, and resume the copy") from None
+        refuse_unwritable_run(run_dir, "a resumed run trains into its own folder", "resume the copy")
         from stanhop.datasets import check_run_file
 
         check_run_file(str(config.data.name), "put it back there: a resumed run reads the data it was trained on")

@@ -182,7 +182,7 @@ def test_evaluate_drops_a_deleted_plugins_figures_and_rebuilds_a_lost_metrics_fi
 def test_a_read_only_run_is_evaluated_with_a_notice_and_refused_by_tune_before_any_work(plug_run, monkeypatch):
     import errno
 
-    import stanhop.memory_runs
+    import stanhop.runs
     import stanhop.workflow
 
     def read_only(*args, **kwargs):
@@ -193,7 +193,7 @@ def test_a_read_only_run_is_evaluated_with_a_notice_and_refused_by_tune_before_a
     result = invoke("evaluate", str(plug_run))
     assert result.exit_code == 0 and "test MSE" in result.output  # the figures, though not saved
     assert f"cannot write metrics.json in {plug_run} (Read-only file system); these figures are not saved" in result.output
-    monkeypatch.setattr(stanhop.memory_runs.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(stanhop.runs.tempfile, "TemporaryFile", read_only)  # the probe of a writable run
     result = CliRunner().invoke(cli, ["tune", str(plug_run), "--epochs", "1"])
     assert result.exit_code == 2 and f"error: cannot write in {plug_run} (Read-only file system)" in result.output
     assert (plug_run / "metrics.json").read_bytes() == before
