@@ -791,5 +791,6 @@ def quantize_run(run_path: str | Path, *, quantize: str = "w8a8", act_range: str
     config.data.split = metrics.get("split", config.data.split)
     dm = run_data_module(run)
     metrics.setdefault("quantized", {})[quantize] = quantized_errors(run, dm, metrics["test"]["mse"], act_range, quantize)
+    refuse_if_training(run.path)  # a training began meanwhile: these figures are of the model it replaces
     write_json(run.path / METRICS, metrics)
     return metrics

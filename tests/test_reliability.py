@@ -145,6 +145,32 @@ def test_a_run_being_trained_is_not_replaced_resumed_or_tuned_meanwhile(run_dir,
     assert "training now" not in CliRunner().invoke(cli.cli, ["runs", str(tmp_path)]).output
 
 
+def test_quantized_figures_are_not_written_over_a_training_that_began_meanwhile(run_dir, tmp_path: Path, monkeypatch):
+    """compare's W8A8 pass on a run (quantize_run) that a training takes over while it computes:
+    its figures are of the replaced model, so metrics.json is left to the training."""
+    from contextlib import ExitStack
+
+    from stanhop import workflow
+    from stanhop.errors import UserError
+    from stanhop.runs import training_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    CliRunner().invoke(cli.cli, ["evaluate", str(run)])
+    before = (run / "metrics.json").read_bytes()
+    computed = workflow.quantized_errors
+    with ExitStack() as held:
+        def training_begins(*args, **kwargs):
+            figures = computed(*args, **kwargs)
+            held.enter_context(training_lock(run))  # as a training in another process takes it
+            return figures
+
+        monkeypatch.setattr(workflow, "quantized_errors", training_begins)
+        with pytest.raises(UserError, match="is being trained now"):
+            workflow.quantize_run(run)
+    assert (run / "metrics.json").read_bytes() == before
+
+
 def test_damaged_weights_are_told_with_the_command_that_writes_them_anew(run_dir, tmp_path: Path):
     import shutil
 
