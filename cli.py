@@ -242,7 +242,7 @@ def _print_metrics(metrics: dict) -> None:
     width = max(len(name) for name, _ in rows)
     click.echo(f"{'metric':<{width}}  value")
     for name, value in rows:
-        click.echo(f"{name:<{width}}  {value:.4f}")
+        click.echo(f"{name:<{width}}  {metric_text(value)}")
     shown = {**metrics, "separation": metrics.get("separation", "") + ("+gate" if metrics.get("gate") else "")}
     facts = [f"{k.replace('_', '-')} {shown[k]}" if k == "cross_series" else f"{k} {shown[k]}"
              for k in ("separation", "cross_series", "split", "params", "epochs", "train_seconds") if k in shown]
@@ -561,10 +561,16 @@ def runs(folder, sort, as_json) -> None:
         click.echo(f"{text}  {note}".rstrip())
 
 
+def metric_text(value: float) -> str:
+    """A metric to 4 decimals, or to 4 significant digits where those would hide it or run long
+    (errors in original units may be 1e-24 or 1e+59)."""
+    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e7 or value != value else f"{value:.4g}"
+
+
 def _cell(value) -> str:
     if value is None:
         return "—"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return metric_text(value) if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------- forecast / plot
@@ -707,8 +713,8 @@ def _backtest(run, frame, stride, n_windows, horizon, intervals, output, fmt, as
          + "".join(f"  {'in ' + level + '%':>8}" for level in coverage))
     for name, m in rows:
         echo(name if m is None else
-             f"{name:<{width}}  {m['mse']:>10.4f}  {m['mae']:>10.4f}  {m['mse_original_units']:>10.4f}  "
-             f"{m['mae_original_units']:>10.4f}{inside(name)}")
+             f"{name:<{width}}  {metric_text(m['mse']):>10}  {metric_text(m['mae']):>10}  {metric_text(m['mse_original_units']):>10}  "
+             f"{metric_text(m['mae_original_units']):>10}{inside(name)}")
     from stanhop.baselines import describe
 
     echo("on the same windows (scaled): " + "; ".join(

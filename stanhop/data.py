@@ -22,7 +22,7 @@ from stanhop import datasets
 from stanhop.config import DataConfig
 from stanhop.csvio import infer_freq, load_series
 from stanhop.errors import UserError, listing
-from stanhop.scaling import Scaler
+from stanhop.scaling import Scaler, refuse_unscalable
 from stanhop.splits import PARTS, describe, split_borders, window_range
 
 __all__ = [
@@ -99,6 +99,8 @@ class ForecastDataModule(LightningDataModule):
         values = frame.to_numpy(dtype=np.float64)
         train_start, train_end = borders["train"]
         scaler = self.scaler or Scaler.fit(values[train_start:train_end])
+        if self.scaler is None:
+            refuse_unscalable(frame.iloc[train_start:train_end], scaler, cfg.name)
         self.series = torch.from_numpy(scaler.transform(values).astype(np.float32))  # (rows, c)
         self.frame, self.columns, self.freq, self.borders, self.scaler = frame, list(frame.columns), freq, borders, scaler
         self.target = self._target()

@@ -7,6 +7,7 @@ scaler, not the training's data module and Lightning (stanhop.data, which re-exp
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,22 @@ def far_from_training(frame, scaler: Scaler, far_mean: float = FAR_MEAN, far_spr
             "run's scaler maps to mean 0 and spread 1 (the figures are on that scale)")
 
 
+def refuse_unscalable(rows, scaler: Scaler, name: str) -> None:
+    """A UserError naming the channels of ``rows`` (a DataFrame, the training rows) that hold
+    more than one value but that ``scaler`` (fit on them) does not map to spread 1: values
+    beyond about 1e±154, whose squares over- or underflow float64."""
+    values = rows.to_numpy(dtype=np.float64)  # (rows, c)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of z where the scale overflowed
+        varying = np.nanmax(values, axis=0) > np.nanmin(values, axis=0)
+        spread = np.nanstd(scaler.transform(values), axis=0)
+    bad = [str(c) for c, v, sd in zip(rows.columns, varying, spread) if v and not 0.5 < sd < 2.0]
+    if bad:
+        largest = np.nanmax(np.abs(rows[bad].to_numpy(dtype=np.float64)))
+        raise UserError(f"{name}: column(s) {listing(bad)} hold values too far from 1 to standardise (largest magnitude "
+                        f"{largest:.3g}); multiply or divide them by a power of ten first")
+
+
 @dataclass
 class Scaler:
     """Per-channel standardisation z = (x - mean) / scale, fit on the training rows only.
@@ -56,7 +73,9 @@ class Scaler:
         """Fit on ``values`` of shape (rows, channels)."""
         from sklearn.preprocessing import StandardScaler
 
-        fitted = StandardScaler().fit(np.asarray(values, dtype=np.float64))
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # values beyond 1e±154: refuse_unscalable tells
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fitted = StandardScaler().fit(np.asarray(values, dtype=np.float64))
         return cls(mean=[float(v) for v in fitted.mean_], scale=[float(v) for v in fitted.scale_])
 
     def transform(self, x: np.ndarray | Tensor) -> np.ndarray | Tensor:

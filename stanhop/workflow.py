@@ -61,6 +61,28 @@ def constant_channels(dm) -> list[str]:
     return [str(name) for name in rows.columns if rows[name].nunique() <= 1]
 
 
+SPREAD_OF_FEW = 10.0  # a standard deviation this many times the middle half's (normal: 1, ETTh1: 0.9-1.8, t₂: 3)
+
+
+def channels_scaled_by_few(dm) -> list[str]:
+    """The channels of ``dm`` (set up) whose training rows' standard deviation, their scale, is
+    over SPREAD_OF_FEW times the spread of their middle half (interquartile range / 1.349): a
+    few extreme values (a typo, a value in other units) set the scale, and the rest of the
+    channel lies squashed near its mean; each named with its most extreme value and its time."""
+    start, end = dm.borders["train"]
+    rows = dm.frame.iloc[start:end]
+    found = []
+    for name in rows.columns:
+        values = rows[name]
+        middle = (values.quantile(0.75) - values.quantile(0.25)) / 1.349
+        spread = values.std(ddof=0)
+        if middle > 0 and spread > SPREAD_OF_FEW * middle:
+            at = (values - values.median()).abs().idxmax()
+            found.append(f"{name} (its scale {spread:.3g} against {middle:.3g} for its middle half; {values[at]:.6g} "
+                         f"at {at})")
+    return found
+
+
 def run_data_module(run, remedy: str = "evaluate can read a copy with --data"):
     """The data module of a finished run's config (as the caller may have edited it: another
     data file or split), with the run's columns and its own scaler, never one fit anew;
@@ -257,6 +279,11 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         notice_to_stderr(f"{config.data.name}: column(s) {listing(constant)} hold one value all through the training "
                          "rows: the model learns nothing of them (its forecasts of them wobble around that value); "
                          "leave them out with --columns (Python: data.columns)")
+    if scaled_by_few := channels_scaled_by_few(dm):
+        notice_to_stderr(f"{config.data.name}: a few extreme values set the scale of {listing(scaled_by_few)} in the "
+                         "training rows: the rest of such a column lies squashed near its mean, and forecasts of it are "
+                         "poor however small its scaled errors; check those values (a typo, other units?) and correct "
+                         "or remove them")
     memory_rows = memory_frame(config, dm)  # checked now, before any training
     module = Forecaster(config)
     if source is not None:

@@ -85,6 +85,38 @@ def test_a_constant_channel_is_pointed_out(tmp_path: Path):
     assert len(told) == 1 and "column(s) flat hold" in told[0] and "--columns" in told[0], result.stderr
 
 
+def test_a_channel_whose_scale_a_few_extreme_values_set_is_pointed_out(tmp_path: Path):
+    days = pd.date_range("2020-01-01", periods=400, freq="D")
+    t = np.arange(400)
+    spiky = np.random.default_rng(0).normal(size=400)
+    spiky[100] = 1e9  # a typo: the training rows' scale is set by it alone
+    heavy = np.random.default_rng(1).standard_t(2, size=400)  # heavy tails of its own: no notice
+    frame = pd.DataFrame({"spiky": spiky, "heavy": heavy, "OT": np.cos(t / 30)}, index=pd.Index(days, name="date"))
+    frame.to_csv(tmp_path / "daily.csv")
+    result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "daily.csv"), "--split", "0.7/0.1/0.2", "--out",
+                    str(tmp_path / "run"), "--set", "train.max_epochs=1", "--set", "train.limit_train_batches=1")
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.stderr.splitlines() if "a few extreme values set the scale of" in line]
+    scale = frame["spiky"].iloc[:280].std(ddof=0)  # the training rows' (0.7 of 400)
+    assert len(told) == 1 and f"of spiky (its scale {scale:.3g} against" in told[0], result.stderr
+    assert "1e+09 at 2020-04-10" in told[0] and "heavy" not in told[0] and "OT" not in told[0], told
+
+
+@pytest.mark.parametrize("magnitude, largest", [(1e-170, "1.5e-170"), (1e200, "1.5e+200")])
+def test_values_too_far_from_1_to_standardise_are_refused(tmp_path: Path, magnitude, largest):
+    days = pd.date_range("2020-01-01", periods=400, freq="D")
+    t = np.arange(400)
+    frame = pd.DataFrame({"x": magnitude * (1 + 0.5 * np.sin(t / 7)), "OT": np.cos(t / 30)},
+                         index=pd.Index(days, name="date"))
+    frame.to_csv(tmp_path / "daily.csv")
+    result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "daily.csv"), "--split", "0.7/0.1/0.2", "--out",
+                    str(tmp_path / "run"), "--set", "train.max_epochs=1")
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+    assert result.output.strip() == (f"error: {tmp_path / 'daily.csv'}: column(s) x hold values too far from 1 to "
+                                     f"standardise (largest magnitude {largest}); multiply or divide them by a power "
+                                     "of ten first"), result.output
+
+
 def test_a_notice_about_the_data_file_is_told_once_naming_it_as_given(tmp_path: Path, monkeypatch):
     days = pd.date_range("2020-01-01", periods=400, freq="D")
     t = np.arange(400)
@@ -512,3 +544,10 @@ def test_train_quiets_lightning_only_while_it_trains(tmp_path: Path):
     train(apply_overrides(load_config(SMOKE), ONE_STEP), tmp_path / "run", progress=False)
     assert {name: logging.getLogger(name).level for name in names} == levels
     assert warnings.filters == filters
+
+
+@pytest.mark.parametrize("value, shown", [(0.40291, "0.4029"), (0.0, "0.0000"), (2174311.068, "2174311.0680"), (21743110.68, "2.174e+07"),
+                                          (2.17431e13, "2.174e+13"), (5.093e-25, "5.093e-25"), (0.00042, "0.00042")])
+def test_metrics_keep_their_digits_in_any_units(value, shown):
+    """Errors in original units may be 1e-25 or 1e+59: 4 decimals would show 0.0000 or 60 digits."""
+    assert cli.metric_text(value) == shown
