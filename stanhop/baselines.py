@@ -43,22 +43,27 @@ def season_of(freq: str) -> int | None:
 
 
 def naive_errors(z: np.ndarray, starts: np.ndarray, in_len: int, horizon: int, season: int | None,
-                 batch: int = 4096) -> dict[str, dict[str, float]]:
+                 batch: int = 4096, truth: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """MSE and MAE of the naive and (where ``season`` fits in the input) seasonal naive
-    forecasts of the windows starting at ``starts`` of the scaled series ``z`` (rows, c)."""
+    forecasts of the windows starting at ``starts`` of the scaled series ``z`` (rows, c),
+    against ``truth`` (default ``z``; NaN at cells a fill made up, which are not scored)."""
+    truth = z if truth is None else truth
     steps = np.arange(1, horizon + 1)
     lags = None if season is None or season > in_len else season * np.ceil(steps / season).astype(int)  # (horizon,)
     sums = {"naive": np.zeros(2)} | ({"seasonal_naive": np.zeros(2)} if lags is not None else {})
+    count = 0
     for first in range(0, len(starts), batch):
         last = starts[first : first + batch] + in_len - 1  # (b,) the input's last row
-        truth = z[last[:, None] + steps]  # (b, horizon, c)
+        target = truth[last[:, None] + steps]  # (b, horizon, c)
+        scored = ~np.isnan(target)
+        count += int(scored.sum())
         guesses = {"naive": z[last][:, None, :]}
         if lags is not None:
             guesses["seasonal_naive"] = z[last[:, None] + steps - lags]
         for name, guess in guesses.items():
-            error = truth.astype(np.float64) - guess
+            error = np.where(scored, target.astype(np.float64) - guess, 0.0)
             sums[name] += np.square(error).sum(), np.abs(error).sum()
-    count = len(starts) * horizon * z.shape[1]
+    count = max(count, 1)
     result = {name: {"mse": float(sq / count), "mae": float(ab / count)} for name, (sq, ab) in sums.items()}
     if lags is not None:
         result["seasonal_naive"]["season"] = int(season)

@@ -60,8 +60,16 @@ def load_series(
 
     The index is named by the date column, regular, strictly increasing; no cell is empty.
     """
+    return load_observed(name_or_path, date_column, columns, fill)[0]
+
+
+def load_observed(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None,
+                  fill: str | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """:func:`load_series`, and which of its cells hold a value of the file: (rows, c) bool,
+    False where ``fill`` filled the cell; None where it filled none."""
     frame = read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
-    return fill_missing(frame, fill, name_or_path)
+    observed = np.isfinite(frame.to_numpy(dtype=np.float64))  # (rows, c)
+    return fill_missing(frame, fill, name_or_path), None if observed.all() else observed
 
 
 def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None, *,

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stanhop import datasets
 from stanhop.config import DataConfig
-from stanhop.csvio import infer_freq, load_series
+from stanhop.csvio import infer_freq, load_observed, load_series
 from stanhop.errors import UserError, listing
 from stanhop.scaling import Scaler, refuse_unscalable
 from stanhop.splits import PARTS, describe, split_borders, window_range
@@ -33,13 +33,17 @@ __all__ = [
 class WindowDataset(Dataset):
     """Windows sliced from one series tensor (no copies): item i is (x, y) with t = first + i,
 
-    x = series[t : t + in_len]  (in_len, c),   y = series[t + in_len : t + in_len + out_len]  (out_len, c).
+    x = series[t : t + in_len]  (in_len, c),   y = truth[t + in_len : t + in_len + out_len]  (out_len, c),
+
+    ``truth`` (default: ``series``) the same series with NaN at the cells a fill made up: such
+    a target is not scored (stanhop.evaluation).
     """
 
-    def __init__(self, series: Tensor, first: int, count: int, in_len: int, out_len: int):
+    def __init__(self, series: Tensor, first: int, count: int, in_len: int, out_len: int, truth: Tensor | None = None):
         if first < 0 or first + count - 1 + in_len + out_len > len(series):
             raise ValueError(f"windows [{first}, {first + count}) do not fit a series of {len(series)} rows")
         self.series, self.first, self.count, self.in_len, self.out_len = series, first, count, in_len, out_len
+        self.truth = series if truth is None else truth
 
     def __len__(self) -> int:
         return self.count
@@ -48,7 +52,7 @@ class WindowDataset(Dataset):
         if not -self.count <= i < self.count:
             raise IndexError(f"window {i} out of range ({self.count} windows)")
         t = self.first + i % self.count
-        return self.series[t : t + self.in_len], self.series[t + self.in_len : t + self.in_len + self.out_len]
+        return self.series[t : t + self.in_len], self.truth[t + self.in_len : t + self.in_len + self.out_len]
 
     def target_start(self, i: int) -> int:
         """The series row of window i's first target (the row right after its input)."""
@@ -60,7 +64,9 @@ class ForecastDataModule(LightningDataModule):
 
     After ``setup()``: ``frame`` (validated, original units), ``columns``, ``n_series``,
     ``freq``, ``target``, ``borders`` ({part: (start, end)} rows, end exclusive), ``scaler``,
-    ``series`` (the scaled float32 tensor, rows x channels) and ``dataset(part)``.
+    ``series`` (the scaled float32 tensor, rows x channels), ``truth`` (``series`` with NaN at
+    the cells ``data.fill`` filled: validation and test targets, scored where the file has a
+    value only) and ``dataset(part)``.
     A given ``scaler`` (a trained run's) is used instead of fitting one. Validation and test
     batches hold ``eval_batch_size`` windows (``batch_size`` until set: stanhop.workflow sets
     it after setup); evaluation sums errors over windows, so its figures do not depend on it,
@@ -76,7 +82,7 @@ class ForecastDataModule(LightningDataModule):
             raise UserError(f"data.num_workers must be a whole number >= 0, got {data_cfg.num_workers!r}")
         self.cfg, self.in_len, self.out_len, self.batch_size = data_cfg, in_len, out_len, batch_size
         self.eval_batch_size = batch_size
-        self.frame = self.columns = self.freq = self.target = self.borders = self.series = None
+        self.frame = self.columns = self.freq = self.target = self.borders = self.series = self.truth = None
         self.scaler = scaler
         self._datasets: dict[str, WindowDataset] = {}
 
@@ -93,7 +99,7 @@ class ForecastDataModule(LightningDataModule):
         if self.series is not None:
             return
         cfg = self.cfg
-        frame = load_series(cfg.name, cfg.date_column, cfg.columns, cfg.fill)
+        frame, observed = load_observed(cfg.name, cfg.date_column, cfg.columns, cfg.fill)
         freq = infer_freq(frame.index)
         borders = split_borders(len(frame), cfg.split, freq, self.in_len, self.out_len)
         values = frame.to_numpy(dtype=np.float64)
@@ -102,11 +108,13 @@ class ForecastDataModule(LightningDataModule):
         if self.scaler is None:
             refuse_unscalable(frame.iloc[train_start:train_end], scaler, cfg.name)
         self.series = torch.from_numpy(scaler.transform(values).astype(np.float32))  # (rows, c)
+        self.truth = self.series if observed is None else self.series.masked_fill(torch.from_numpy(~observed), torch.nan)
         self.frame, self.columns, self.freq, self.borders, self.scaler = frame, list(frame.columns), freq, borders, scaler
         self.target = self._target()
-        for part in PARTS:
+        for part in PARTS:  # training learns the filled targets too; validation and test score the file's values alone
             first, count = window_range(part, borders, self.in_len, self.out_len)
-            self._datasets[part] = WindowDataset(self.series, first, count, self.in_len, self.out_len)
+            truth = self.series if part == "train" else self.truth
+            self._datasets[part] = WindowDataset(self.series, first, count, self.in_len, self.out_len, truth)
 
     def dataset(self, part: str) -> WindowDataset:
         if part not in PARTS:

@@ -1,7 +1,8 @@
 """Forecast error of a model over a window loader: MSE and MAE, scaled and in original units.
 
 Errors are accumulated as sums over every forecast element, so the result does not depend
-on the batch size and the last partial batch counts fully.
+on the batch size and the last partial batch counts fully. A target that is NaN (a cell the
+data's fill made up: stanhop.data.WindowDataset) is not scored.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ class ErrorSums:
         self.sums = torch.zeros(4, dtype=torch.float64)  # se, ae, se original, ae original
 
     def update(self, prediction: Tensor, truth: Tensor) -> None:  # (b, t, c) each, scaled
-        error = (prediction - truth).double()
+        scored = ~truth.isnan()  # (a NaN forecast stays NaN: a model gone wrong shows)
+        error = (prediction - truth).double().where(scored, 0.0)
         error_original = error * self.scale.double()
         self.sums += torch.stack([error.square().sum(), error.abs().sum(), error_original.square().sum(), error_original.abs().sum()])
-        self.n += error.numel()
+        self.n += int(scored.sum())
 
     def result(self) -> dict[str, float]:
         se, ae, se_o, ae_o = (self.sums / max(self.n, 1)).tolist()

@@ -84,8 +84,9 @@ class MemorySet:
 
 
 def window_change(w: Tensor) -> Tensor:
-    """change(w) = max_{t ≥ 1, c} |w[t, c] − w[t−1, c]|: (n, t, c) -> (n,)."""
-    return (w[:, 1:] - w[:, :-1]).abs().flatten(1).amax(1)
+    """change(w) = max_{t ≥ 1, c} |w[t, c] − w[t−1, c]|: (n, t, c) -> (n,); a step from or to a
+    NaN (a target a fill made up) counts as no change."""
+    return (w[:, 1:] - w[:, :-1]).abs().nan_to_num(nan=0.0).flatten(1).amax(1)
 
 
 def sudden_change(x: Tensor, y: Tensor) -> Tensor:
@@ -377,8 +378,8 @@ def choose_plug(forecaster: MemoryForecaster, batches: Iterable[tuple[Tensor, Te
         for j, beta in enumerate(betas):
             correction = plug.correction(plug.weights(inputs, forecaster.separations, beta))
             for i, lam in enumerate(lambdas):
-                sums[j, i] += (forecast + lam * correction - y).double().square().sum().item()
-        n += y.numel()
+                sums[j, i] += (forecast + lam * correction - y).double().square().nansum().item()  # NaN: made up
+        n += int((~y.isnan()).sum())
     scores = {(float(lam), float(beta)): sums[j, i].item() / max(n, 1) for j, beta in enumerate(betas) for i, lam in enumerate(lambdas)}
     plug.lam, plug.beta = min(scores, key=lambda pair: (scores[pair], pair))  # (λ, β₀)
     return plug.lam, plug.beta, {f"{lam:g}/{beta:g}": mse for (lam, beta), mse in scores.items()}
@@ -437,21 +438,26 @@ def memory_report(forecaster: MemoryForecaster, batches: Iterable[tuple[Tensor, 
     """
     was_training = forecaster.training
     forecaster.eval()
-    errors, plain_errors, lasts, targets = [], [], [], []
+    errors, plain_errors, lasts, targets = [], [], [], []  # per window: sums of squared errors
     for x, y in batches:
         with_plugin, plain = (f.cpu() for f in forecaster.both(x.to(forecaster.windows.device)))
-        errors.append((with_plugin - y).double().square().mean((1, 2)))
-        plain_errors.append((plain - y).double().square().mean((1, 2)))
+        errors.append((with_plugin - y).double().square().nansum((1, 2)))  # NaN targets: made up by a fill
+        plain_errors.append((plain - y).double().square().nansum((1, 2)))
         lasts.append(x[:, -1:])
         targets.append(y)
     forecaster.train(was_training)
     errors, plain_errors, last, y = torch.cat(errors), torch.cat(plain_errors), torch.cat(lasts), torch.cat(targets)
+    scored = (~y.isnan()).sum((1, 2))  # (n,) each window's scored targets
     sudden = sudden_mask(last, y)
+
+    def mse(sums: Tensor, windows: Tensor | slice = slice(None)) -> float:
+        return (sums[windows].sum() / scored[windows].sum().clamp(min=1)).item()
+
     return {
-        "test_mse": errors.mean().item(),
-        "test_mse_plain": plain_errors.mean().item(),
-        "sudden_mse": errors[sudden].mean().item(),
-        "sudden_mse_plain": plain_errors[sudden].mean().item(),
+        "test_mse": mse(errors),
+        "test_mse_plain": mse(plain_errors),
+        "sudden_mse": mse(errors, sudden),
+        "sudden_mse_plain": mse(plain_errors, sudden),
         "sudden_windows": int(sudden.sum()),
         "sudden_min_change": sudden_change(last, y)[sudden].min().item(),
         "sudden_rule": f"top {SUDDEN_FRACTION:.0%} of test windows by max |Δ| of any series over [last input step, target]",

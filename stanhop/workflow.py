@@ -741,7 +741,8 @@ def test_baselines(dm, in_len: int, out_len: int) -> dict[str, dict[str, float]]
     from stanhop.splits import window_range
 
     first, count = window_range("test", dm.borders, in_len, out_len)
-    return naive_errors(dm.series.numpy(), np.arange(first, first + count), in_len, out_len, season_of(dm.freq))
+    return naive_errors(dm.series.numpy(), np.arange(first, first + count), in_len, out_len, season_of(dm.freq),
+                        truth=dm.truth.numpy())
 
 
 def same_windows(run, dm) -> bool:

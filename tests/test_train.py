@@ -551,3 +551,38 @@ def test_train_quiets_lightning_only_while_it_trains(tmp_path: Path):
 def test_metrics_keep_their_digits_in_any_units(value, shown):
     """Errors in original units may be 1e-25 or 1e+59: 4 decimals would show 0.0000 or 60 digits."""
     assert cli.metric_text(value) == shown
+
+
+def test_cells_a_fill_made_up_are_not_scored(tmp_path: Path):
+    """A series that ends early, filled by ffill: its carried-forward values are learned from but
+    never scored as truth — test MSE and the naive baseline count the file's values alone."""
+    import torch
+
+    hours = pd.date_range("2021-01-01", periods=400, freq="h", name="date")
+    t = np.arange(400)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": np.sin(t / 5) + 0.1 * rng.normal(size=400), "b": np.cos(t / 7),
+                          "c": np.sin(t / 3) + 0.1 * rng.normal(size=400)}, index=hours)
+    frame.loc[frame.index[-50:], "c"] = np.nan  # c ends 50 rows early, inside the test split
+    frame.to_csv(tmp_path / "ragged.csv")
+    result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "ragged.csv"), "--split", "0.7/0.1/0.2",
+                    "--fill", "ffill", "--out", str(tmp_path / "run"), "--set", "train.max_epochs=1")
+    assert result.exit_code == 0, result.output
+    run = load_run(tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    mean, scale = np.array(run.data.mean), np.array(run.data.scale)
+    observed = (frame.to_numpy() - mean) / scale  # NaN where the file has no value
+    filled = (frame.ffill().to_numpy() - mean) / scale
+    in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    start, end = run.data.borders["test"]
+    starts = np.arange(start - in_len, end - in_len - out_len + 1)
+    inputs = torch.tensor(np.stack([filled[s : s + in_len] for s in starts]), dtype=torch.float32)
+    with torch.no_grad():
+        forecast = run.model.eval()(inputs).double().numpy()
+    truth = np.stack([observed[s + in_len : s + in_len + out_len] for s in starts])
+    made_up = np.stack([filled[s + in_len : s + in_len + out_len] for s in starts])
+    assert np.isnan(truth).any()
+    assert metrics["test"]["mse"] == pytest.approx(np.nanmean((forecast - truth) ** 2), rel=1e-6)
+    assert abs(metrics["test"]["mse"] - np.mean((forecast - made_up) ** 2)) > 1e-3  # what it scored before
+    last = np.stack([filled[s + in_len - 1] for s in starts])[:, None]
+    assert metrics["baselines"]["naive"]["mse"] == pytest.approx(np.nanmean((last - truth) ** 2), rel=1e-6)
