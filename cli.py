@@ -547,7 +547,7 @@ def runs(folder, sort, as_json) -> None:
                 if any(row.get(key) is not None for row in rows)]
     if len({str(row.get("split")) for row in rows if "split" in row}) > 1:  # test figures of other windows side by side
         columns.insert(columns.index(("in→out", "window")), ("split", "split"))
-    if len({row.get("cross_series") for row in rows if "cross_series" in row}) > 1:  # other models of one name
+    if {row.get("cross_series") for row in rows if "cross_series" in row} - {"router"}:  # the paper's stage, or a mix
         columns.insert(columns.index(("separation", "separation")) + 1, ("cross-series", "cross_series"))
     if any(row.get("w8a8_range") not in (None, "minmax") for row in rows):  # W8A8 figures of other ranges side by side
         columns.insert(columns.index(("W8A8 MSE", "w8a8_mse")) + 1, ("W8A8 range", "w8a8_range"))

@@ -484,6 +484,8 @@ def test_a_run_keeps_its_cross_series_stage_and_older_runs_read_as_the_router(tm
     assert result.exit_code == 0, result.output
     assert "cross-series stanhop" in result.output
     assert json.loads((out / "metrics.json").read_text())["cross_series"] == "stanhop"
+    alone = invoke("runs", str(out))  # every run listed the paper's: still told apart from router runs
+    assert "cross-series" in alone.stdout.splitlines()[0] and "stanhop" in alone.stdout.splitlines()[1]
     (tmp_path / "router").symlink_to(run_dir)  # a router run beside it: runs shows the stage of each
     listed = invoke("runs", str(tmp_path))
     assert "cross-series" in listed.stdout.splitlines()[0]
