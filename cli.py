@@ -437,10 +437,11 @@ def _opened_input(input_path):
     return click.get_current_context().with_resource(_input_file(input_path)), source
 
 
-def _long_input(run, path, date_column, fill, last_rows=None):
+def _long_input(run, path, date_column, fill, last_rows=None, keep_empty=False):
     """An --input CSV in neuralforecast's long layout (unique_id, ds, y) as a long DataFrame, its
     gaps filled by ``fill`` where given (``last_rows``: the rows a forecast reads, as read_input
-    takes them); None for any other --input."""
+    takes them; ``keep_empty``: its missing timestamps inserted, their values and the empty ones
+    left NaN); None for any other --input."""
     if (frame := _long_csv(path)) is None:
         return None
     if date_column not in (None, "ds"):
@@ -448,8 +449,21 @@ def _long_input(run, path, date_column, fill, last_rows=None):
     if fill:
         from stanhop.frames import filled_long
 
-        frame = filled_long(frame, fill, run.data.freq, str(path), last_rows)
+        frame = filled_long(frame, fill, run.data.freq, str(path), last_rows, keep_empty=keep_empty)
     return frame
+
+
+def _backtest_input(run, input_path, date_column, fill):
+    """(frame, truth) of a backtest's --input: the frame its windows read, filled by ``fill``, and
+    the same before the fill (NaN where it made a value up: not scored), or None without a fill."""
+    from stanhop.csvio import fill_missing
+    from stanhop.forecast import read_input
+    from stanhop.frames import filled_long
+
+    if (truth := _long_input(run, input_path, date_column, fill, keep_empty=True)) is not None:
+        return (filled_long(truth, fill, run.data.freq, str(input_path)), truth) if fill else (truth, None)
+    truth = read_input(run, input_path, date_column=date_column, fill=fill, keep_empty=True)
+    return (fill_missing(truth, fill, input_path), truth) if fill else (truth, None)
 
 
 _RESUMABLE = ("resume", "max_epochs", "micro_batch_size")  # train's options that a resumed run may take
@@ -643,9 +657,11 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
 
     loaded = load_run(run)
     input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
-    long = False  # a long --input: the tables come back long
+    long, truth = False, None  # a long --input: the tables come back long; truth: a backtest's before its fill
     if input_path is None:
         frame = own_data(loaded, "test" if backtest else "all")
+        if backtest and loaded.config.data.fill is not None:
+            truth = own_data(loaded, "test", as_read=True)
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")
@@ -653,14 +669,15 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
 
         if str(loaded.metrics.get("data_source", "")).lower().endswith(CSV_ENDINGS):  # trained from a long CSV:
             frame, long, source = _as_long(frame), True, "the run's own data"  # its forecasts in that layout too
-    elif (frame := _long_input(loaded, input_path, date_column, fill,
-                               None if backtest else loaded.config.model.in_len)) is not None:  # neuralforecast's layout
-        long = True
+            truth = None if truth is None else _as_long(truth)
+    elif backtest:
+        frame, truth = _backtest_input(loaded, input_path, date_column, fill)
+    elif (frame := _long_input(loaded, input_path, date_column, fill, loaded.config.model.in_len)) is not None:
+        long = True  # neuralforecast's layout
     else:
-        frame = read_input(loaded, input_path, date_column=date_column, fill=fill,
-                           last_rows=None if backtest else loaded.config.model.in_len)
+        frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)
     if backtest:
-        _backtest(loaded, frame, stride, n_windows, horizon, intervals, output, fmt, as_json, source)
+        _backtest(loaded, frame, truth, stride, n_windows, horizon, intervals, output, fmt, as_json, source)
         return
     table = loaded.forecast(frame, horizon=horizon, intervals=intervals, progress=True, source=source)
     if output is None and fmt == "csv":
@@ -673,13 +690,13 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     click.echo(f"wrote {output} ({len(table)} {'rows' if long else 'steps'} from {dates.min()} to {dates.max()})", err=True)
 
 
-def _backtest(run, frame, stride, n_windows, horizon, intervals, output, fmt, as_json, source) -> None:
+def _backtest(run, frame, truth, stride, n_windows, horizon, intervals, output, fmt, as_json, source) -> None:
     """Write the table to ``output`` (none: metrics only) and its metrics beside it; to a stream
     (``-``, a pipe, /dev/stdout) only the table, and the metrics go to stderr."""
     from stanhop.forecast import backtest_stream, is_stdout, is_stream, metrics_path, write_metrics, write_table
 
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, n_windows=n_windows, intervals=intervals,
-                             progress=True, source=source)
+                             progress=True, source=source, truth=truth)
     to_stream = output is not None and is_stream(output)
     if output is None:
         for _ in stream.chunks:  # metrics only: the tables are dropped batch by batch

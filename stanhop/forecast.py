@@ -284,8 +284,9 @@ def check_complete(values: pd.DataFrame, what: str, freq: str, long: bool = Fals
 
 
 def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, fill: str | None = None,
-               notify: Notify | None = None, last_rows: int | None = None) -> pd.DataFrame:
+               notify: Notify | None = None, last_rows: int | None = None, keep_empty: bool = False) -> pd.DataFrame:
     """A CSV file as :func:`align` returns it: only the run's channels are read (extra ones noticed).
+    ``keep_empty``: with a ``fill``, the missing timestamps inserted but no cell filled (NaN).
 
     ``last_rows``: only that many rows at the end will be used (a forecast's in_len), so a file
     whose gaps in time all lie before them is read from after its last gap (``after_last_gap``)
@@ -312,7 +313,7 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
             raise UserError(f"{gap} (a forecast reads the last {last_rows} rows: gaps before them would be left out)") from None
         check_dates(run, frame.index[first:], str(path), first_position=first)
     else:
-        frame = fill_missing(frame, fill, path, last_rows) if fill else frame
+        frame = fill_missing(frame, fill, path, last_rows) if fill and not keep_empty else frame
         check_dates(run, frame.index, str(path))
     return frame[list(run.data.columns)]
 
@@ -355,16 +356,18 @@ def refuse_off_calendar(index: pd.DatetimeIndex, first: int, freq: str, path) ->
 OWN_PARTS = ("all", "through_test", "val", "test")
 
 
-def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)") -> pd.DataFrame:
+def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)",
+             as_read: bool = False) -> pd.DataFrame:
     """The run's own series, if its file is on this machine: ``all`` of it (a forecast past its
     end), ``through_test`` (up to the end of the run's test split), or ``val`` / ``test`` (that
-    split and the in_len rows before it: the windows ``stanhop evaluate`` scores).
+    split and the in_len rows before it: the windows ``stanhop evaluate`` scores). Filled by the
+    run's data.fill, or ``as_read``: NaN where that fill made a value up (a backtest's truth).
 
     Never downloads: a registered data set must already be in $STANHOP_DATA_DIR or the cache.
     ``remedy`` ends the error when the file is not here.
     """
     from stanhop import datasets
-    from stanhop.csvio import load_series
+    from stanhop.csvio import load_observed
 
     if part not in OWN_PARTS:
         raise ValueError(f"part must be one of {OWN_PARTS}, got {part!r}")
@@ -378,11 +381,13 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
     if path is None:
         fetch = f" (`{command('data', 'describe', info.name)}` downloads it)" if info is not None else ""
         raise UserError(f"the run's data '{name}' is not on this machine{fetch}; {remedy}")
-    frame = load_series(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
+    frame, observed = load_observed(path, run.data.date_column, list(run.data.columns), run.config.data.fill)
     zone = run.data.timezone
     if zone and frame.index.tz is not None and str(frame.index.tz) != zone:  # a DataFrame's zone: its CSV kept offsets
         frame.index = frame.index.tz_convert(zone)
     check_own_rows(run, frame)
+    if as_read and observed is not None:
+        frame = frame.where(observed)
     if part == "all":
         return frame
     start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])
@@ -580,27 +585,29 @@ class BacktestErrors:
         self.ab = np.zeros(len(columns))
         self.widths = widths or {}
         self.inside = {level: np.zeros(len(columns)) for level in self.widths}
-        self.n = 0  # elements per channel
+        self.n = np.zeros(len(columns))  # elements scored per channel
 
-    def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:  # (b, t, c) scaled
-        error = prediction.astype(np.float64) - truth.astype(np.float64)
+    def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:  # (b, t, c) scaled; truth NaN: not scored
+        scored = ~np.isnan(truth)
+        error = np.where(scored, prediction.astype(np.float64) - truth.astype(np.float64), 0.0)
         self.sq += np.square(error).sum(axis=(0, 1))
         self.ab += np.abs(error).sum(axis=(0, 1))
         for level, width in self.widths.items():
-            self.inside[level] += (np.abs(error) <= width[None]).sum(axis=(0, 1))
-        self.n += error.shape[0] * error.shape[1]
+            self.inside[level] += (scored & (np.abs(error) <= width[None])).sum(axis=(0, 1))
+        self.n += scored.sum(axis=(0, 1))
 
     def result(self) -> dict[str, Any]:
         from stanhop.intervals import label
 
-        n = max(self.n, 1)
+        n, total = np.maximum(self.n, 1), max(self.n.sum(), 1)  # overall: over every element scored
         mse, mae = self.sq / n, self.ab / n
         per = {c: _metrics(mse[i], mae[i], mse[i] * self.scale[i] ** 2, mae[i] * self.scale[i]) for i, c in enumerate(self.columns)}
-        overall = _metrics(mse.mean(), mae.mean(), (mse * self.scale**2).mean(), (mae * self.scale).mean())
+        overall = _metrics(self.sq.sum() / total, self.ab.sum() / total, (self.sq * self.scale**2).sum() / total,
+                           (self.ab * self.scale).sum() / total)
         result: dict[str, Any] = {"overall": overall, "per_channel": per}
         if self.widths:  # the share of forecast elements inside each level's interval
-            result["coverage"] = {label(level): {"overall": float(inside.mean() / n),
-                                                 "per_channel": {c: float(inside[i] / n) for i, c in enumerate(self.columns)}}
+            result["coverage"] = {label(level): {"overall": float(inside.sum() / total),
+                                                 "per_channel": {c: float(inside[i] / n[i]) for i, c in enumerate(self.columns)}}
                                   for level, inside in self.inside.items()}
         return result
 
@@ -649,17 +656,25 @@ def window_starts(rows: int, in_len: int, horizon: int, stride: int, n_windows: 
 @one_job()
 def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
                     n_windows: int | None = None, intervals=None, batch_size: int | None = None,
-                    notify: Notify | None = None, progress: bool = False, source: str = "the input") -> BacktestStream:
+                    notify: Notify | None = None, progress: bool = False, source: str = "the input",
+                    truth: pd.DataFrame | None = None) -> BacktestStream:
     """Check the input now; forecast its windows lazily, ``batch_size`` (default:
     windows_per_batch) at a time, each ``horizon`` steps (default out_len; past it
     recursively, as :func:`forecast`), with the conformal ``intervals`` (levels in percent)
     and their coverage when given. The windows end on the last row (see :func:`window_starts`;
     ``n_windows``: the last n only). ``progress``: progress bars on stderr. For a long
-    ``frame`` the tables are long too (see :func:`backtest`)."""
+    ``frame`` the tables are long too (see :func:`backtest`). ``truth``: ``frame`` as it was
+    before a fill (the same layout, rows and series; NaN where the fill made a value up): the
+    forecasts are scored against its values only, and the table's truth is NaN where it has none."""
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     given, frame = frame, align(run, frame, source=source, notify=notify)
+    if truth is not None:
+        truth = align(run, truth, source=source, notify=lambda _: None)  # (its notices are the frame's)
+        if not (truth.index.equals(frame.index) and truth.columns.equals(frame.columns)):
+            raise UserError(f"the truth given for {source} must have its rows and series")
+        truth = truth.where(np.isfinite(truth))
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     stride = horizon if stride is None else stride
     batch_size = windows_per_batch(run) if batch_size is None else batch_size
@@ -674,26 +689,28 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     check_complete(frame.iloc[starts[0]:], "the backtest's rows", run.data.freq, is_long(given))
     from stanhop.baselines import naive_errors, season_of
 
-    frame, starts = frame.iloc[starts[0]:], starts - starts[0]  # the rows the windows use
+    truth = frame if truth is None else truth
+    frame, truth, starts = frame.iloc[starts[0]:], truth.iloc[starts[0]:], starts - starts[0]  # the rows the windows use
     tell_if_far(run, frame, source, notify)
     z = scaled(run, frame)  # (rows, c)
+    z_truth = z if truth is frame else scaled(run, truth)  # (rows, c), NaN where a fill made the value up
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,
              "first_window_start": str(frame.index[0]), "last_window_start": str(frame.index[starts[-1]]),
-             "baselines": naive_errors(z, starts, in_len, horizon, season_of(run.data.freq))}
-    chunks = _chunks(run, frame, z, starts, horizon, int(batch_size), errors, progress)
+             "baselines": naive_errors(z, starts, in_len, horizon, season_of(run.data.freq), truth=z_truth)}
+    chunks = _chunks(run, frame, truth, z, z_truth, starts, horizon, int(batch_size), errors, progress)
     as_given = (_as_given(run, chunk, given, levels, prediction="_pred",
                                    keep=("window_start", "cutoff", "step")) for chunk in chunks)
     return BacktestStream(as_given, errors, facts)
 
 
-def _chunks(run, frame: pd.DataFrame, z: np.ndarray, starts: np.ndarray, horizon: int, batch_size: int,
-            errors: BacktestErrors, progress: bool) -> Iterator[pd.DataFrame]:
-    # frame: the rows in original units, z: the same scaled (n, c)
-    scaler, original = scaler_of(run), frame.to_numpy()
+def _chunks(run, frame: pd.DataFrame, truth: pd.DataFrame, z: np.ndarray, z_truth: np.ndarray, starts: np.ndarray,
+            horizon: int, batch_size: int, errors: BacktestErrors, progress: bool) -> Iterator[pd.DataFrame]:
+    # frame: the rows in original units, z: the same scaled (n, c); truth, z_truth: the same with NaN where made up
+    scaler, original = scaler_of(run), truth.to_numpy()
     for batch, rows, prediction in window_forecasts(run, z, starts, horizon, batch_size, desc="backtest", progress=progress):
-        errors.update(prediction, z[rows])
+        errors.update(prediction, z_truth[rows])
         yield _long_table(frame, batch, rows, scaler.inverse_transform(prediction.astype(np.float64)), original[rows],
                           errors.widths, errors.scale)
 
@@ -720,17 +737,18 @@ def _long_table(frame: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, predi
 @one_job()
 def backtest(run, frame: pd.DataFrame, *, stride: int | None = None, horizon: int | None = None,
              n_windows: int | None = None, intervals=None, batch_size: int | None = None, notify: Notify | None = None,
-             source: str = "the input") -> Backtest:
+             source: str = "the input", truth: pd.DataFrame | None = None) -> Backtest:
     """Forecast every window of ``frame`` ``horizon`` steps ahead (default out_len; stride
     default: the horizon) beside the truth, the last window ending on the last row
     (``n_windows``: the last n windows only).
 
     Returns the long table in original units (for a long ``frame``, neuralforecast's layout:
     unique_id, ds, window_start, cutoff, step, y, STanHop, …) and the metrics: ``overall`` and
-    ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts.
+    ``per_channel`` MSE/MAE, scaled and in original units, plus the window facts. A ``frame``
+    you filled is scored against ``truth``, the same frame before the fill (NaN: not scored).
     """
     stream = backtest_stream(run, frame, stride=stride, horizon=horizon, n_windows=n_windows, intervals=intervals,
-                             batch_size=batch_size, notify=notify, source=source)
+                             batch_size=batch_size, notify=notify, source=source, truth=truth)
     table = pd.concat(list(stream.chunks), ignore_index=True)
     if is_long(frame):  # series by series, as neuralforecast orders them (the stream gives them batch by batch)
         order = {uid: i for i, uid in enumerate(pd.unique(table["unique_id"]))}

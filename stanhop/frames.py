@@ -154,12 +154,12 @@ def index_hint(frame: pd.DataFrame) -> str:
 
 
 def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the DataFrame",
-                last_rows: int | None = None) -> pd.DataFrame:
+                last_rows: int | None = None, *, keep_empty: bool = False) -> pd.DataFrame:
     """A long ``frame`` whose series' empty values, the timestamps some series lack, and those
     of the step ``freq`` that all lack, are filled by ``fill`` ("ffill" or "interpolate"), as a
     wide CSV's are (csvio.fill_missing, with its notice; ``last_rows``: a forecast's in_len, to
-    tell of a series with no value in them). Timestamps off that step are left as they are, for
-    the forecast's checks to name."""
+    tell of a series with no value in them); ``keep_empty``: given those rows, but NaN. Timestamps
+    off that step are left as they are, for the forecast's checks to name."""
     from stanhop.csvio import fill_missing, on_calendar
 
     wide = to_wide(frame, "ds", name).set_index("ds")
@@ -168,7 +168,7 @@ def filled_long(frame: pd.DataFrame, fill: str, freq: str, name: str = "the Data
     if grid is not None:
         wide = wide.reindex(grid)
     ids = {str(uid): uid for uid in pd.unique(frame["unique_id"])}  # given back as the frame wrote them
-    back = fill_missing(wide, fill, name, last_rows).rename_axis("ds").reset_index()
+    back = (wide if keep_empty else fill_missing(wide, fill, name, last_rows)).rename_axis("ds").reset_index()
     back = back.melt(id_vars="ds", var_name="unique_id", value_name="y")
     return back.assign(unique_id=back["unique_id"].map(ids))[list(LONG_COLUMNS)]
 

@@ -372,7 +372,10 @@ class Run:
         from stanhop.forecast import backtest, own_data
 
         if frame is None:
-            frame = own_data(self, "test", remedy="pass the data to backtest on as a DataFrame")
+            remedy = "pass the data to backtest on as a DataFrame"
+            frame = own_data(self, "test", remedy=remedy)
+            if self.config.data.fill is not None and "truth" not in kwargs:  # the values the fill made up: not scored
+                kwargs["truth"] = own_data(self, "test", remedy=remedy, as_read=True)
         return backtest(self, frame, **kwargs)
 
 

@@ -588,3 +588,15 @@ def test_cells_a_fill_made_up_are_not_scored(tmp_path: Path):
     assert abs(metrics["test"]["mse"] - np.mean((forecast - made_up) ** 2)) > 1e-3  # what it scored before
     last = np.stack([filled[s + in_len - 1] for s in starts])[:, None]
     assert metrics["baselines"]["naive"]["mse"] == pytest.approx(np.nanmean((last - truth) ** 2), rel=1e-6)
+    # backtests too: the run's own test split (its data.fill), and an --input filled by --fill
+    own = run.backtest(stride=1)
+    assert own.metrics["overall"]["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-6)
+    table = tmp_path / "backtest.csv"
+    result = invoke("forecast", str(tmp_path / "run"), "--input", str(tmp_path / "ragged.csv"), "--backtest", "--fill",
+                    "ffill", "--stride", "1", "--output", str(table))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(table)
+    assert rows["c_true"].isna().sum() > 0 and rows["a_true"].notna().all()
+    scored = rows.dropna(subset=["c_true"])
+    told = json.loads((tmp_path / "backtest.metrics.json").read_text())["per_channel"]["c"]["mse_original_units"]
+    assert told == pytest.approx(((scored["c_pred"] - scored["c_true"]) ** 2).mean(), rel=1e-6)
