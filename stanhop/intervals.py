@@ -63,6 +63,7 @@ def calibration_errors(run, horizon: int, *, progress: bool = False) -> np.ndarr
 
     in_len = run.config.model.in_len
     z = scaled(run, own_data(run, "val", remedy=REMEDY))  # (rows, c)
+    truth = z if run.config.data.fill is None else scaled(run, own_data(run, "val", remedy=REMEDY, as_read=True))
     count = len(z) - in_len - horizon + 1
     if count < 1:
         raise UserError(f"the run's validation split ({len(z) - in_len} rows) is shorter than the horizon "
@@ -71,21 +72,23 @@ def calibration_errors(run, horizon: int, *, progress: bool = False) -> np.ndarr
     starts = np.unique(np.linspace(0, count - 1, min(count, most)).round().astype(int))  # evenly thinned
     batches = window_forecasts(run, z, starts, horizon, windows_per_batch(run), desc="calibrating intervals",
                                progress=progress)
-    return np.concatenate([np.abs(prediction - z[rows]) for _, rows, prediction in batches])
+    return np.concatenate([np.abs(prediction - truth[rows]) for _, rows, prediction in batches])  # NaN: made up
 
 
 def half_widths(errors: np.ndarray, levels: list[float]) -> dict[float, np.ndarray]:
-    """The conformal quantile of ``errors`` (n, horizon, c) at each level: {level: (horizon, c)}."""
-    n = len(errors)
+    """The conformal quantile of ``errors`` (n, horizon, c) at each level: {level: (horizon, c)},
+    each element's of its own n errors that are not NaN (a target a fill made up)."""
+    n = (~np.isnan(errors)).sum(axis=0)  # (horizon, c)
+    ordered = np.sort(errors, axis=0)  # NaN last
     widths = {}
     for level in levels:
-        k = math.ceil((n + 1) * level / 100)
-        if k > n:
+        k = np.ceil((n + 1) * level / 100).astype(int)  # (horizon, c)
+        if (k > n).any():
             needed = math.ceil(100 / (100 - level)) - 1
             raise UserError(f"a {label(level)}% interval needs at least {needed} validation windows, and the "
-                            f"calibration has {n} (the run's validation split, at most {MAX_WINDOWS} of its windows): "
+                            f"calibration has {n.min()} (the run's validation split, at most {MAX_WINDOWS} of its windows): "
                             f"ask for a lower level")
-        widths[level] = np.partition(errors, k - 1, axis=0)[k - 1]
+        widths[level] = np.take_along_axis(ordered, k[None] - 1, axis=0)[0]
     return widths
 
 

@@ -38,6 +38,11 @@ def test_the_half_width_is_the_conformal_quantile_of_the_errors():
     np.testing.assert_array_equal(widths[80.0], [[8.0, 80.0]])  # k = ⌈10 · 0.8⌉ = 8
     with pytest.raises(UserError, match="needs at least 19 validation windows.*has 9"):
         half_widths(errors, [95.0])
+    made_up = errors.copy()
+    made_up[np.argsort(errors[:, 0, 1])[-2:], 0, 1] = np.nan  # the largest two of channel 1: targets a fill made up
+    widths = half_widths(made_up, [50.0, 80.0])  # channel 1 from its 7 errors 10..70: k = ⌈8 · L⌉
+    np.testing.assert_array_equal(widths[50.0], [[5.0, 40.0]])
+    np.testing.assert_array_equal(widths[80.0], [[8.0, 70.0]])
 
 
 def test_calibration_uses_the_runs_validation_windows(run, etth1):
