@@ -8,10 +8,11 @@ column and the file line (line 1 is the header), so the user can fix the file:
 - missing, empty or over-sized file (cap: ``STANHOP_MAX_CSV_BYTES``, default 2 GiB),
   header only, not text, a delimiter other than , ; or tab, no date column, unknown ``columns``;
 - an empty or unparsable date, dates out of order, a repeated date, irregular spacing;
-- a non-numeric or infinite cell in a channel;
-- empty cells and missing timestamps (gaps of whole steps), unless ``fill`` is ``"ffill"``
-  (carry the last value forward) or ``"interpolate"`` (linear in time): then the missing
-  timestamps are inserted and every empty cell is filled; both give leading gaps the first value.
+- a non-numeric cell in a channel ('-' or '?': zero in some exports, missing in others);
+- empty cells, infinite values (inf, 1e400) and missing timestamps (gaps of whole steps),
+  unless ``fill`` is ``"ffill"`` (carry the last value forward) or ``"interpolate"`` (linear in
+  time): then the missing timestamps are inserted and every empty or infinite cell is filled;
+  both give leading gaps the first value.
 
 Values are separated by commas, or by semicolons or tabs (a spreadsheet's export where the
 decimal mark is a comma, so commas in its channels' numbers are decimal commas); the decimal mark
@@ -66,18 +67,21 @@ def load_series(
 def load_observed(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None,
                   fill: str | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
     """:func:`load_series`, and which of its cells hold a value of the file: (rows, c) bool,
-    False where ``fill`` filled the cell; None where it filled none."""
-    frame = read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
+    False where ``fill`` filled the cell (empty or infinite); None where it filled none."""
+    frame = read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None,
+                        keep_infinite=fill is not None)
     observed = np.isfinite(frame.to_numpy(dtype=np.float64))  # (rows, c)
     return fill_missing(frame, fill, name_or_path), None if observed.all() else observed
 
 
 def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None, *,
-                insert_missing_dates: bool = False, keep_gaps: bool = False) -> pd.DataFrame:
+                insert_missing_dates: bool = False, keep_gaps: bool = False, keep_infinite: bool = False) -> pd.DataFrame:
     """Like :func:`load_series` but empty cells are left as NaN. With ``insert_missing_dates``,
     timestamps missing from the regular step (gaps of whole steps) come back as rows of NaN, for
     a fill; with ``keep_gaps`` the rows come back as they are, gaps and all (the caller checks
-    them: :func:`refuse_gaps`); with neither, such gaps are a UserError."""
+    them: :func:`refuse_gaps`); with neither, such gaps are a UserError. Infinite values are a
+    UserError unless ``keep_infinite``: they come back as ±inf, which :func:`fill_missing`
+    fills as missing values."""
     path = datasets.resolve(name_or_path)
     columns = [columns] if isinstance(columns, str) else columns
     header, dialect = _open(path)
@@ -93,13 +97,14 @@ def read_series(name_or_path: str | os.PathLike, date_column: str = "date", colu
                    "or a delimiter at the end of each line?)")
         raw = raw.drop(columns=unnamed)
     names = [c for c in raw.columns if c != date_column] if columns is None else columns
-    decimal = _decimal_mark([raw[name] for name in names], dialect["sep"], path)
+    decimal, why = _decimal_mark([raw[name] for name in names], dialect["sep"], path, raw[date_column])
     if decimal == "," and (points := [name for name in names if raw[name].dtype.kind == "f"]):
         raw[points] = _read(path, dialect, usecols=points, dtype="str")[points]  # their text: 5.827 may group thousands
     index = _parse_dates(raw[date_column], path)
     channels = {}
     for name in names:
-        values = _to_float(raw[name], name, path, required=columns is not None, decimal=decimal)
+        values = _to_float(raw[name], name, path, required=columns is not None, decimal=decimal, why=why,
+                           keep_infinite=keep_infinite)
         if values is not None:
             channels[name] = values
     if not channels:
@@ -153,8 +158,9 @@ def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
             line = int(np.flatnonzero(empty)[0]) + FIRST_ROW_LINE
             raise UserError(f"{path}: line {line} has no {column}; every row needs its series and its timestamp")
     raw = raw.reset_index(drop=True)
+    decimal, why = _decimal_mark([raw["y"]], dialect["sep"], path, raw["ds"])
     raw["ds"] = _long_dates(raw["ds"], path)
-    raw["y"] = _to_float(raw["y"], "y", path, required=True, decimal=_decimal_mark([raw["y"]], dialect["sep"], path))
+    raw["y"] = _to_float(raw["y"], "y", path, True, decimal, why, leave_out=False)
     return raw
 
 
@@ -165,7 +171,7 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     first under which the distinct dates fall on one regular step (else the first that reads
     them all; one with no timestamp missing before one with gaps); the user is told of any
     other than pandas' own."""
-    distinct = pd.Series(pd.unique(text), name="ds")
+    distinct = _whole_numbers(pd.Series(pd.unique(text), name="ds"), path)
     _refuse_step_counts(distinct, path)
     readings = [(how, dates) for how, dates in _long_readings(distinct) if not dates.isna().any()]
 
@@ -185,7 +191,7 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     else:
         for day_first in (d for h, d in readings if h == "day first"):
             _tell_if_day_first_fits_too(distinct, dates, day_first, path)
-    return text.map(dict(zip(distinct, dates)))
+    return text.map(dict(zip(pd.unique(text), dates)))
 
 
 def _long_readings(distinct: pd.Series):
@@ -219,44 +225,54 @@ FILL_ADVICE = "(CLI: --fill ffill|interpolate; Python: data.fill in a config, fi
 def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLike = "the data",
                  last_rows: int | None = None) -> pd.DataFrame:
     """Reject empty cells naming their lines, or fill them by ``"ffill"`` / ``"interpolate"``
-    with a notice (once per file) of how many were filled in each column, and how many of them
-    lie before its first value or after its last (which are repeated there); ``source`` names
+    with a notice (once per file) of how many were filled in each column, how many of them were
+    infinite (read_series' ``keep_infinite``: filled as missing values), and how many lie before
+    its first value or after its last (which are repeated there); ``source`` names
     the file in both. ``last_rows``: the rows at the end a forecast reads; a column with no value
     among them is told, its forecast resting on filled values only."""
     if fill not in (None, *FILLS):
         raise UserError(f"fill must be ffill or interpolate, got {fill!r}")
-    if not frame.isna().any().any():
+    missing = _missing(frame)
+    if not missing.any().any():
         return frame
-    empty = [name for name in frame.columns if frame[name].isna().all()]
+    empty = [name for name in frame.columns if missing[name].all()]
     if empty:  # before any advice to fill: nothing would fill them
         raise UserError(f"{source}: column(s) {listing(empty)} have no values at all; leave them out with "
                         "columns=[...] (CLI: --columns)")
     if fill is None:
         raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
     counts = {name: n for name, n in count_missing(frame).items() if n}
-    leading = {name: int(frame[name].notna().to_numpy().argmax()) for name in counts}  # before the first value
-    trailing = {name: int(frame[name].notna().to_numpy()[::-1].argmax()) for name in counts}  # after the last
+    infinite = {name: int(n) for name, n in frame[list(counts)].isin([np.inf, -np.inf]).sum().items()}
+    leading = {name: int((~missing[name]).to_numpy().argmax()) for name in counts}  # before the first value
+    trailing = {name: int((~missing[name]).to_numpy()[::-1].argmax()) for name in counts}  # after the last
 
     def told(name: str, n: int) -> str:
+        inf = f", {infinite[name]} of them infinite" if infinite[name] else ""
         late = f", {leading[name]} before its first value, which is carried back to them" if leading[name] else ""
         early = f", {trailing[name]} after its last value, which is carried forward to them" if trailing[name] else ""
-        return f"{name} {n} ({n / len(frame):.0%}{late}{early})"
+        return f"{name} {n} ({n / len(frame):.0%}{inf}{late}{early})"
 
-    tell_once(f"{source}: {sum(counts.values())} empty cell(s) filled by {fill}: "
-              + listing([told(name, n) for name, n in counts.items()]))
+    tell_once(f"{source}: {sum(counts.values())} {'empty or infinite' if any(infinite.values()) else 'empty'} cell(s) "
+              f"filled by {fill}: " + listing([told(name, n) for name, n in counts.items()]))
     if last_rows and (bare := [name for name in counts if trailing[name] >= last_rows]):
         tell_once(f"{source}: the last {last_rows} rows, the forecast's input, hold no value of "
                   f"{listing(f'{name} (its last value at {frame[name].last_valid_index()})' for name in bare)}; "
                   f"{'its' if len(bare) == 1 else 'their'} forecast rests on filled values only, that last value "
                   "repeated")
+    frame = frame.mask(missing)
     if fill == "ffill":
         return frame.ffill().bfill()
     return frame.interpolate(method="linear", limit_direction="both")
 
 
 def count_missing(frame: pd.DataFrame) -> dict[str, int]:
-    """Empty cells per channel."""
-    return {name: int(n) for name, n in frame.isna().sum().items()}
+    """Empty (or infinite: read_series' ``keep_infinite``) cells per channel."""
+    return {name: int(n) for name, n in _missing(frame).sum().items()}
+
+
+def _missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Whether each cell is empty (NaN) or infinite, as a fill takes it."""
+    return frame.isna() | frame.isin([np.inf, -np.inf])
 
 
 def infer_freq(index: pd.DatetimeIndex, frame_name: str | None = None, first_position: int | None = 0) -> str:
@@ -383,13 +399,16 @@ def _dialect(path: Path) -> dict[str, str]:
     return {"sep": sep}
 
 
-def _decimal_mark(columns: list[pd.Series], sep: str, path: Path) -> str:
+def _decimal_mark(columns: list[pd.Series], sep: str, path: Path, dates: pd.Series) -> tuple[str, str]:
     """The file's decimal mark, from the numbers in its channels ``columns`` (not a comment's
-    text, not the date column's milliseconds): ',' where one has a comma in a file separated by
+    text, not the date column's milliseconds), and why it is that mark, for a notice that a
+    column's other mark groups thousands. ',' where one has a comma in a file separated by
     semicolons or tabs (a spreadsheet's export from a locale with decimal commas), or in a
-    comma-separated file, a quoted comma that cannot group thousands ("30,53", "0,462"); else
-    '.'. The user is told when it is not a comma-separated file with decimal points."""
-    decimal = "."
+    comma-separated file, a quoted comma that cannot group thousands ("30,53", "0,462"), or
+    where every quoted comma could ("30,531") but no number has a decimal point and the
+    ``dates`` are written day.month.year (01.07.2016: a locale with decimal commas); else '.'.
+    The user is told when it is not a comma-separated file with decimal points."""
+    decimal, grouping = ".", None  # grouping: a quoted comma that could group thousands
     for column in columns:
         if pd.api.types.is_numeric_dtype(column):
             continue
@@ -399,10 +418,32 @@ def _decimal_mark(columns: list[pd.Series], sep: str, path: Path) -> str:
         if len(commas) and (sep != "," or not commas.str.fullmatch(_grouped(",", r"\.")).all()):
             decimal = ","
             break
+        grouping = grouping if grouping is not None or commas.empty else commas.iloc[0]
+    if decimal == "." and grouping is not None and not any(_has_point(column) for column in columns):
+        dates = dates.dropna().astype("str")
+        if len(dates) and dates.str.match(_DAY_DOT_MONTH).all():
+            tell_once(f"{path}: reading it as comma-separated values with decimal commas: the commas in its numbers "
+                      f"({_shown(grouping)}) could group thousands, but none of its numbers has a decimal point and its "
+                      f"dates are written day.month.year ({dates.iloc[0].strip()}), as where the decimal mark is a "
+                      "comma; if the commas group thousands, remove them from the numbers")
+            return ",", ", as the file's decimal mark is ','"
+        return ".", (", as the file's decimal mark is taken to be '.' (none of its numbers has one to tell); if ',' "
+                     "is the decimal mark, separate the values by ';' instead of ','")
     if sep != "," or decimal == ",":
         tell_once(f"{path}: reading it as {_SEPARATOR_NAMES.get(sep, 'comma')}-separated values"
                   + (" with decimal commas" if decimal == "," else ""))
-    return decimal
+    return decimal, f", as the file's decimal mark is '{decimal}'"
+
+
+def _has_point(column: pd.Series) -> bool:
+    """Whether a number of ``column`` is written with a decimal point: a fraction read by
+    read_csv, or a number in text with a point."""
+    if pd.api.types.is_numeric_dtype(column):
+        values = column.to_numpy(dtype="float64")
+        values = values[np.isfinite(values)]
+        return bool((values != np.round(values)).any())
+    text = column.dropna().astype("str").str.strip()
+    return bool((text.str.fullmatch(_NUMBER) & text.str.contains(".", regex=False)).any())
 
 
 _SNIFFED_LINES = 6  # the header and the first data lines
@@ -580,6 +621,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     if empty.any():
         line = int(np.argmax(empty)) + FIRST_ROW_LINE
         raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
+    text = _whole_numbers(text, path)
     _refuse_step_counts(text, path)
     day_dot_month = bool(text.str.match(_DAY_DOT_MONTH).all())  # 01.07.2016: pandas alone reads it month first
     try:
@@ -683,6 +725,16 @@ _UNIX_YEARS = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))  # a plau
 
 
 _COMPACT_DATES = {8: "%Y%m%d", 10: "%Y%m%d%H", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}  # whole numbers that are dates
+
+
+def _whole_numbers(text: pd.Series, path: Path) -> pd.Series:
+    """A date column of whole numbers written as floats (20200101.0, as pandas writes a column of
+    yyyymmdd dates that has an empty cell) without their '.0', the user told; else as it is."""
+    if not text.str.fullmatch(r"\s*[+-]?\d+\.0*\s*").all():
+        return text
+    tell_once(f"{path}: the dates in column '{text.name}' are whole numbers written with a decimal point "
+              f"({text.iloc[0].strip()}); they are read without it")
+    return text.str.replace(r"\.0*(\s*)$", r"\1", regex=True)
 
 
 def _refuse_step_counts(text: pd.Series, path: Path) -> None:
@@ -818,16 +870,20 @@ def _check_order(index: pd.DatetimeIndex, path: Path) -> None:
     raise UserError(f"{path}: dates are not in increasing order: line {line} ({index[row]}) comes after {index[row - 1]}; sort the file by date")
 
 
-def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal: str = ".") -> pd.Series | None:
+def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal: str = ".", why: str = "", *,
+              keep_infinite: bool = False, leave_out: bool = True) -> pd.Series | None:
     """The column as float64; None for a text column that was not asked for. ``decimal``: the
     file's decimal mark (read_csv leaves a column as text when one of its cells is not a number);
-    a column may have the other (:func:`_without_thousands_marks`)."""
+    a column may have the other (:func:`_without_thousands_marks`; ``why``: the reason the file's
+    mark is that one). An infinite value (inf, 1e400) is refused unless ``keep_infinite`` (a fill
+    takes it as a missing value); a cell that is no number is refused always ('-' is zero in some
+    exports, missing in others), the advice naming --columns where ``leave_out``."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.astype("float64")
     else:
         text = column.astype("str").str.strip().where(column.notna())
         text = text.where(text != "")
-        plain, decimal = _without_thousands_marks(text, name, path, decimal)
+        plain, decimal = _without_thousands_marks(text, name, path, decimal, why)
         values = pd.to_numeric(plain.str.replace(decimal, ".", regex=False), errors="coerce").astype("float64")
         bad = (values.isna() & text.notna()).to_numpy()
         if values.notna().sum() == 0 and text.notna().any() and not required:
@@ -835,31 +891,37 @@ def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal:
         if bad.any():
             row = int(np.argmax(bad))
             raise UserError(f"{path}: column '{name}' has a non-numeric value {_shown(text.iloc[row])} at line "
-                            f"{row + FIRST_ROW_LINE}")
+                            f"{row + FIRST_ROW_LINE}; fix the cell, or, for a missing value, leave it empty (or write NA "
+                            f"or NaN) and fill it {FILL_ADVICE}"
+                            + (", or leave the column out (CLI: --columns; Python: columns=[...])" if leave_out else ""))
     infinite = np.isinf(values.to_numpy())
-    if infinite.any():
+    if infinite.any() and not keep_infinite:
         row = int(np.argmax(infinite))
-        raise UserError(f"{path}: column '{name}' has an infinite value at line {row + FIRST_ROW_LINE}")
+        raise UserError(f"{path}: column '{name}' has an infinite value at line {row + FIRST_ROW_LINE}; fix the cell, "
+                        f"or leave it empty and fill it {FILL_ADVICE}")
     return values.reset_index(drop=True)
 
 
-def _without_thousands_marks(text: pd.Series, name: str, path: Path, decimal: str) -> tuple[pd.Series, str]:
+def _without_thousands_marks(text: pd.Series, name: str, path: Path, decimal: str,
+                             why: str = "") -> tuple[pd.Series, str]:
     """A text column's cells without thousands marks, and the column's decimal mark. Spaces and
     apostrophes (12 345,5; 12'345.5) are thousands marks wherever every one of them groups
     thousands. The other mark than the file's ``decimal`` (1.002,5 with decimal commas,
     "1,002.5" with decimal points) is one where every cell holding it is a number grouped in
     thousands by it; where some cell's cannot be (0.462: no number starts with a group of 0;
     5,83: two digits after it), it is the column's decimal mark, and the file's mark groups its
-    thousands if anything. The user is told once, with an example."""
+    thousands if anything. The user is told once, with an example (the cell that decides it;
+    ``why``: the reason the file's mark is ``decimal``)."""
     other = "." if decimal == "," else ","
     spaced = _read_as_thousands(text, f"[{_SPACES}]", "[.,]", name, path, "")
     if spaced is None:
         return text, decimal  # the caller names the cell that is no number
-    plain = _read_as_thousands(spaced, re.escape(other), re.escape(decimal), name, path,
-                               f", as the file's decimal mark is '{decimal}'")
+    grouped = _grouped(re.escape(other), re.escape(decimal))
+    plain = _read_as_thousands(spaced, re.escape(other), re.escape(decimal), name, path, why)
     if plain is not None:
         return plain, decimal
-    example = spaced[spaced.str.contains(other, regex=False, na=False)].iloc[0]
+    deciding = spaced.str.contains(other, regex=False, na=False) & spaced.str.fullmatch(_NUMBER, na=False)
+    example = spaced[deciding & ~spaced.str.fullmatch(grouped, na=False)].iloc[0]  # a mark that cannot group thousands
     tell_once(f"{path}: in column '{name}', '{other}' is read as the decimal mark ({_shown(example)} cannot group "
               f"thousands), unlike the file's '{decimal}'")
     plain = _read_as_thousands(spaced, re.escape(decimal), re.escape(other), name, path, "")
@@ -899,7 +961,7 @@ def _shown(cell: str) -> str:
 
 
 def _describe_missing(frame: pd.DataFrame) -> str:
-    empty = frame.isna().to_numpy()
+    empty = _missing(frame).to_numpy()
     rows = np.flatnonzero(empty.any(axis=1))
     first_col = frame.columns[int(np.argmax(empty[rows[0]]))]
     lines = ", ".join(str(r + FIRST_ROW_LINE) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")

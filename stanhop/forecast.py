@@ -164,11 +164,15 @@ def align(run, frame: pd.DataFrame, *, source: str = "the input", notify: Notify
     return out
 
 
-def gap_filling(freq: str, long: bool, separator: str = "; ") -> str:
+def gap_filling(freq: str, long: bool, separator: str = "; ", infinite: bool = False) -> str:
     """How a frame's missing timestamps (of the step ``freq``) are inserted and filled, in the
-    CLI and in Python, for a wide frame or a long one (unique_id, ds, y)."""
-    python = (f"stanhop.frames.filled_long(frame, 'ffill', '{freq}')" if long
-              else f"e.g. frame.asfreq('{freq}').interpolate()")
+    CLI and in Python, for a wide frame or a long one (unique_id, ds, y); ``infinite``: some of
+    its values are infinite, which pandas' interpolate leaves as they are."""
+    python = f"e.g. frame.asfreq('{freq}').interpolate()"
+    if infinite:
+        python = f"frame.replace([np.inf, -np.inf], np.nan) first, then {python}"
+    if long:
+        python = f"stanhop.frames.filled_long(frame, 'ffill', '{freq}')"  # (it fills infinite values too)
     return f"CLI --fill ffill|interpolate{separator}Python {python}"
 
 
@@ -279,8 +283,9 @@ def check_complete(values: pd.DataFrame, what: str, freq: str, long: bool = Fals
     row, col = (int(v[0]) for v in np.nonzero(bad))
     where = (f"the first of series '{values.columns[col]}' at {values.index[row]} (every series needs a value at each "
              f"of their timestamps)" if long else f"the first in column '{values.columns[col]}' at {values.index[row]}")
+    infinite = bool(np.isinf(values.to_numpy()).any())
     raise UserError(f"{what} have {int(bad.sum())} missing or infinite value(s), {where}; fill them "
-                    f"({gap_filling(freq, long)}) or fix the data")
+                    f"({gap_filling(freq, long, infinite=infinite)}) or fix the data")
 
 
 def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, fill: str | None = None,
@@ -290,8 +295,9 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
 
     ``last_rows``: only that many rows at the end will be used (a forecast's in_len), so a file
     whose gaps in time all lie before them is read from after its last gap (``after_last_gap``)
-    rather than refused; without it (a backtest uses every row), any gap is refused unless
-    ``fill`` inserts and fills the missing rows.
+    rather than refused, and its empty or infinite cells before them are no matter; without it
+    (a backtest uses every row), any gap is refused unless ``fill`` inserts and fills the
+    missing rows.
     """
     from stanhop.csvio import fill_missing, header_of, read_series, refuse_gaps
 
@@ -300,7 +306,8 @@ def read_input(run, path: str | os.PathLike, *, date_column: str | None = None, 
     if date_column in header:  # else the reader below says so, and how to name it (--date-column)
         require_file_channels(path, header, list(run.data.columns), date_column, notify)
     tail = last_rows is not None and fill is None
-    frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None, keep_gaps=tail)
+    frame = read_series(path, date_column, list(run.data.columns), insert_missing_dates=fill is not None, keep_gaps=tail,
+                        keep_infinite=fill is not None or last_rows is not None)  # filled, or checked in the last rows
     if tail:
         frame = after_last_gap(frame, run.data.freq, last_rows, str(path), notify,
                                keep_them="--fill inserts and fills the missing rows")

@@ -112,10 +112,17 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
 
 
 def numbers_not_dates(name, column: str, values: pd.Series) -> str:
-    """The message for timestamps given as numbers (steps 0..n-1, or years), of a frame or a CSV
-    file: for four-digit numbers (years?) the advice for years first."""
+    """The message for timestamps given as numbers (steps 0..n-1, years, or months), of a frame
+    or a CSV file: for four-digit numbers (years?) the advice for years first, for six-digit ones
+    that read yyyymm (200001: months?) the advice for months."""
     numbers = pd.to_numeric(values, errors="coerce")
     head = f"{name}: {column} holds numbers ({values.iloc[0]}, ...), not timestamps; the run's steps are of the calendar: "
+    if values.astype("str").str.strip().str.fullmatch(r"[12]\d{3}(?:0[1-9]|1[0-2])").all():  # 200001: January 2000
+        first = str(values.iloc[0]).strip()
+        return (head + f"if they are months written yyyymm, write each as a date, {first[:4]}-{first[4:]}-01 for "
+                f"{first} (pandas: pd.to_datetime(df['{column}'].astype(str), format='%Y%m')); if steps "
+                "(neuralforecast's integer ds, freq=1), dates in their place, e.g. pd.date_range(start, periods=n, "
+                "freq='MS')")
     if numbers.between(1000, 2999).all():  # years, most likely: annual data
         return (head + f"if they are years, write each as a date, 2000-01-01 for the year 2000 (pandas: "
                 f"pd.to_datetime(df['{column}'].astype(str), format='%Y')); if steps (neuralforecast's integer ds, "

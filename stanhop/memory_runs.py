@@ -55,7 +55,8 @@ def memory_frame(config: Config, dm):
         return None
     channels, freq, window = list(dm.columns), dm.freq, m.in_len + m.out_len
     check_csv_header(mem.csv, list(channels), config.data.date_column)
-    frame = read_series(mem.csv, config.data.date_column, list(channels), keep_gaps=True)  # gaps part incidents
+    frame = read_series(mem.csv, config.data.date_column, list(channels), keep_gaps=True,  # gaps part incidents
+                        keep_infinite=config.data.fill is not None)
     if not (frame.index.is_monotonic_increasing and frame.index.is_unique):
         raise UserError(f"memory CSV {mem.csv}: its timestamps must be increasing and unique; sort the rows and drop "
                         "repeated dates")

@@ -158,7 +158,8 @@ def describe(
     """
     _check_lengths(in_len, out_len)
     parse_split(split)  # a mistake in the split itself is an error
-    raw = csvio.read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None)
+    raw = csvio.read_series(name_or_path, date_column, columns, insert_missing_dates=fill is not None,
+                            keep_infinite=fill is not None)
     missing = csvio.count_missing(raw)
     frame = raw if fill is None else csvio.fill_missing(raw, fill, name_or_path)  # empty cells are counted, not refused
     freq = csvio.infer_freq(frame.index)

@@ -22,6 +22,8 @@ FILES = {
     "bad_dates": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "yesterday noon")).encode(),
     "text_cell": ("date,a,b\n" + GOOD_ROWS.replace(",7.5,", ",seven,")).encode(),
     "nan_cell": ("date,a,b\n" + GOOD_ROWS.replace(",7.5,", ",,")).encode(),
+    "inf_cell": ("date,a,b\n" + GOOD_ROWS.replace(",7.5,", ",inf,")).encode(),
+    "dash_cell": ("date,a,b\n" + GOOD_ROWS.replace(",7.5,", ",-,")).encode(),  # zero in accounting exports: refused
     "duplicate": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "2020-01-01 04:00:00")).encode(),
     "unsorted": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "2020-01-01 03:30:00")).encode(),
     "irregular": ("date,a,b\n" + GOOD_ROWS.replace("2020-01-01 05:00:00", "2020-01-01 05:30:00")).encode(),
@@ -38,6 +40,9 @@ CASES = [
     ("bad_dates", [], "date that cannot be read"),
     ("text_cell", [], "non-numeric value 'seven'"),
     ("nan_cell", [], "--fill"),
+    ("inf_cell", [], "column 'a' has an infinite value at line 9; fix the cell, or leave it empty and fill it (CLI: --fill"),
+    ("dash_cell", [], "non-numeric value '-' at line 9; fix the cell, or, for a missing value, leave it empty (or write "
+                      "NA or NaN) and fill it (CLI: --fill ffill|interpolate"),
     ("duplicate", [], "repeats the date"),
     ("unsorted", [], "not in increasing order"),
     ("irregular", [], "irregular time steps"),

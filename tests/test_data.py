@@ -83,8 +83,13 @@ BAD_INPUTS = [
     ("empty date", edit(BASE, 4, 0, ""), SMALL, {}, r"line 4 has no date"),
     ("repeated column name", [BASE[0] + ",b"] + [line + ",1" for line in BASE[1:]], SMALL, {},
      r"the header names column\(s\) 'b' more than once; give each column its own name"),
-    ("non-numeric cell", edit(BASE, 6, 2, "abc"), SMALL, {}, r"column 'b' has a non-numeric value 'abc' at line 6"),
-    ("infinite cell", edit(BASE, 7, 1, "inf"), SMALL, {}, r"column 'a' has an infinite value at line 7"),
+    ("non-numeric cell", edit(BASE, 6, 2, "abc"), SMALL, {}, r"column 'b' has a non-numeric value 'abc' at line 6; fix "
+     r"the cell, or, for a missing value, leave it empty \(or write NA or NaN\) and fill it \(CLI: --fill .*, or leave "
+     r"the column out \(CLI: --columns"),
+    ("a dash for a missing value", edit(BASE, 6, 2, "-"), SMALL, {},  # zero in accounting exports: not guessed
+     r"column 'b' has a non-numeric value '-' at line 6; .* leave it empty \(or write NA or NaN\) and fill it"),
+    ("infinite cell", edit(BASE, 7, 1, "inf"), SMALL, {},
+     r"column 'a' has an infinite value at line 7; fix the cell, or leave it empty and fill it \(CLI: --fill ffill"),
     ("unsorted dates", swapped(BASE, 5), SMALL, {}, r"not in increasing order: line 5"),
     ("duplicate date", edit(BASE, 5, 0, BASE[3].split(",")[0]), SMALL, {}, r"line 5 repeats the date 2020-01-01 02:00:00"),
     ("the spring clock change on local time",
@@ -319,6 +324,34 @@ def test_quoted_decimal_commas_in_a_comma_separated_file_are_decimals_column_by_
     assert "in column 'b', '.' is read as the decimal mark ('0.462' cannot group thousands)" in capsys.readouterr().err
 
 
+def test_the_decimal_mark_notice_quotes_the_cell_that_decides_it(tmp_path, capsys):
+    dates = [f"{d:%d.%m.%Y %H:%M}" for d in pd.date_range("2021-01-01", periods=4, freq="h")]
+    lines = ["Zeit;A;Z", *(f"{d};{a};{z}" for d, a, z in zip(dates, ["1,771", "3,131", "8,211", "6,239"],
+                                                            ["4.332", "6.227", "-0.398", "4.700"]))]
+    frame = load_series(write(tmp_path, lines, "neg0.csv"), date_column="Zeit")
+    assert frame["Z"].tolist() == [4.332, 6.227, -0.398, 4.7]
+    err = capsys.readouterr().err  # 4.332 could group thousands: -0.398 (a group of 0 first) cannot
+    assert "in column 'Z', '.' is read as the decimal mark ('-0.398' cannot group thousands)" in err
+
+
+def test_quoted_commas_that_could_group_thousands_are_decimal_commas_beside_day_month_year_dates(tmp_path, capsys):
+    days = pd.date_range("2016-07-01", periods=4, freq="h")
+    values = ["30,531", "27,787", "27,787", "25,044"]  # three decimals each, no decimal point in the file
+    dotted = ["Datum,OT", *(f'{d:%d.%m.%Y %H:%M},"{v}"' for d, v in zip(days, values))]
+    assert load_series(write(tmp_path, dotted, "ot.csv"), date_column="Datum")["OT"].tolist() == [30.531, 27.787, 27.787,
+                                                                                                  25.044]
+    err = capsys.readouterr().err
+    assert ("reading it as comma-separated values with decimal commas: the commas in its numbers ('30,531') could group "
+            "thousands, but none of its numbers has a decimal point and its dates are written day.month.year") in err
+    iso = ["date,OT", *(f'{d},"{v}"' for d, v in zip(days, values))]  # nothing tells: read as thousands, said honestly
+    assert load_series(write(tmp_path, iso, "iso.csv"))["OT"].tolist() == [30531.0, 27787.0, 27787.0, 25044.0]
+    err = capsys.readouterr().err
+    assert "',' is read as a thousands separator ('30,531' is 30531), as the file's decimal mark is taken to be '.'" in err
+    assert "separate the values by ';'" in err
+    semicolons = [line.replace(",", ";", 1) for line in iso]  # as the notice says: decimal commas
+    assert load_series(write(tmp_path, semicolons, "semi.csv"))["OT"].tolist() == [30.531, 27.787, 27.787, 25.044]
+
+
 def test_thousands_beside_decimal_commas_and_negative_grouped_numbers_read_as_before(tmp_path):
     dates = [str(d) for d in pd.date_range("2020-01-01", periods=3, freq="h")]
     watts = ["Datum;W;kW", *(f"{d};{w};{k}" for d, w, k in zip(dates, ["5.827", "12.009", "462"], ["5,827", "0,462", "12,009"]))]
@@ -474,6 +507,17 @@ def test_whole_numbers_that_only_fit_as_unix_time_are_read_so_and_said(tmp_path,
     steps = [lines[0], *(f"{i},{line.split(',')[1]}" for i, line in enumerate(lines[1:]))]
     with pytest.raises(UserError, match=r"date holds numbers \(0, ...\), not timestamps"):  # a count is not a date
         load_series(write(tmp_path, steps, "steps.csv"))
+    days = load_series(write(tmp_path, csv_lines(30, freq="D", columns=("a",)), "days.csv"))
+    floats = [lines[0], *(f"{t:%Y%m%d}.0,{line.split(',')[1]}" for t, line in zip(days.index, lines[1:]))]
+    assert load_series(write(tmp_path, floats, "floats.csv")).index.equals(days.index)  # as pandas writes yyyymmdd with a NaN
+    assert "whole numbers written with a decimal point (20200101.0); they are read without it" in capsys.readouterr().err
+    months = pd.date_range("2000-01-01", periods=30, freq="MS")
+    yyyymm = [lines[0], *(f"{t:%Y%m},{line.split(',')[1]}" for t, line in zip(months, lines[1:]))]
+    with pytest.raises(UserError, match=r"date holds numbers \(200001, ...\), not timestamps; the run's steps are of the "
+                                        r"calendar: if they are months written yyyymm, write each as a date, 2000-01-01 "
+                                        r"for 200001 \(pandas: pd.to_datetime\(df\['date'\].astype\(str\), "
+                                        r"format='%Y%m'\)\)"):
+        load_series(write(tmp_path, yyyymm, "months.csv"))
 
 
 # ---------------------------------------------------------------- missing values
@@ -526,6 +570,27 @@ def test_fill_ffill_and_interpolate(tmp_path, capsys):
     assert not np.isnan(linear).any() and np.array_equal(linear[[1, 2, 5, 6, 7]], exact[[1, 2, 5, 6, 7]])
     with pytest.raises(UserError, match="fill must be ffill or interpolate"):
         load_series(path, fill="mean")
+
+
+def test_infinite_values_are_filled_as_missing_values_with_fill_and_said_so(tmp_path, capsys):
+    lines = csv_lines(12)
+    for line, cell in ((3, "inf"), (5, "-inf"), (7, "Infinity"), (9, "1e400")):  # 1e400: inf in float64
+        lines = edit(lines, line, 2, cell)
+    path = write(tmp_path, edit(lines, 11, 2, ""))
+    exact = load_series(write(tmp_path, csv_lines(12), "full.csv"))["b"].to_numpy()
+    for fill in ("ffill", "interpolate"):
+        filled = load_series(path, fill=fill)["b"].to_numpy()
+        assert np.isfinite(filled).all() and np.array_equal(filled[[0, 2, 4, 6, 8, 10]], exact[[0, 2, 4, 6, 8, 10]])
+        assert filled[1] == (exact[0] if fill == "ffill" else pytest.approx((exact[0] + exact[2]) / 2))
+        assert (f"{path}: 5 empty or infinite cell(s) filled by {fill}: b 5 (42%, 4 of them infinite)"
+                in capsys.readouterr().err)
+    info = describe(path, split="0.5/0.25/0.25", in_len=1, out_len=1, fill="ffill")
+    assert info["missing_by_column"] == {"a": 0, "b": 5}
+    described = CliRunner().invoke(cli, ["data", "describe", str(path), "--fill", "ffill", "--split", "0.5/0.25/0.25",
+                                         "--in-len", "1", "--out-len", "1"])
+    assert described.exit_code == 0 and "missing   5 (b 5; before --fill)" in described.stdout, described.output
+    with pytest.raises(UserError, match="column 'b' has an infinite value at line 3; fix the cell, or leave it empty"):
+        load_series(path)  # without a fill: refused, with what to do
 
 
 def test_describe_counts_missing_before_filling(tmp_path):

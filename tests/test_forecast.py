@@ -133,6 +133,27 @@ def test_nan_in_the_used_rows_is_refused_but_not_before_them(run, run_dir, etth1
         run.forecast(cut)
 
 
+def test_an_infinite_value_is_as_an_empty_cell_before_the_used_rows_and_filled_with_fill(run, run_dir, etth1, tmp_path):
+    early = etth1.iloc[:80].copy()
+    early.iloc[5, 2] = np.inf  # outside the last in_len rows: no matter, as an empty cell there
+    result = invoke("forecast", run_dir, "--input", write_csv(early, tmp_path / "early.csv"))
+    assert result.exit_code == 0, result.output
+    late = etth1.iloc[:80].copy()
+    late.iloc[-3, 2] = -np.inf
+    result = invoke("forecast", run_dir, "--input", write_csv(late, tmp_path / "late.csv"))
+    assert result.exit_code == 2 and "1 missing or infinite value(s)" in result.stderr and "--fill" in result.stderr
+    filled = invoke("forecast", run_dir, "--input", tmp_path / "late.csv", "--fill", "ffill")
+    assert filled.exit_code == 0 and "1 empty or infinite cell(s) filled by ffill: MUFL 1" in filled.stderr
+    assert "1 of them infinite" in filled.stderr
+    backtest = invoke("forecast", run_dir, "--input", tmp_path / "early.csv", "--backtest")  # every row used: refused
+    assert backtest.exit_code == 2 and "column 'MUFL' has an infinite value at line 7; fix the cell" in backtest.stderr
+    with pytest.raises(UserError, match=r"Python frame.replace\(\[np.inf, -np.inf\], np.nan\) first, then e.g. "
+                                        r"frame.asfreq\('h'\).interpolate\(\)"):  # interpolate alone leaves inf
+        run.forecast(late)
+    fixed = late.replace([np.inf, -np.inf], np.nan).asfreq("h").interpolate()  # the advice works
+    assert np.isfinite(run.forecast(fixed).to_numpy()).all()
+
+
 def test_missing_timestamps_in_the_input_are_filled_with_fill(run, run_dir, etth1, tmp_path):
     gappy = etth1.iloc[:80].drop(etth1.index[[70, 71]])
     path = write_csv(gappy, tmp_path / "gappy.csv")
