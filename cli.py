@@ -246,6 +246,8 @@ def _print_metrics(metrics: dict) -> None:
     shown = {**metrics, "separation": metrics.get("separation", "") + ("+gate" if metrics.get("gate") else "")}
     facts = [f"{k.replace('_', '-')} {shown[k]}" if k == "cross_series" else f"{k} {shown[k]}"
              for k in ("separation", "cross_series", "split", "params", "epochs", "train_seconds") if k in shown]
+    if metrics.get("instance_norm"):
+        facts.insert(2, "instance norm (RevIN)")
     click.echo(", ".join(facts))
     if "memory" in metrics:
         _print_memory(metrics["memory"])
@@ -563,11 +565,14 @@ def runs(folder, sort, as_json) -> None:
         columns.insert(columns.index(("in→out", "window")), ("split", "split"))
     if {row.get("cross_series") for row in rows if "cross_series" in row} - {"router"}:  # the paper's stage, or a mix
         columns.insert(columns.index(("separation", "separation")) + 1, ("cross-series", "cross_series"))
+    if any(row.get("instance_norm") for row in rows):  # RevIN: yes/no beside the model
+        columns.insert(columns.index(("in→out", "window")), ("RevIN", "revin"))
     if any(row.get("w8a8_range") not in (None, "minmax") for row in rows):  # W8A8 figures of other ranges side by side
         columns.insert(columns.index(("W8A8 MSE", "w8a8_mse")) + 1, ("W8A8 range", "w8a8_range"))
     cells = [[label for label, _ in columns] + [""]]  # the last column: a note, left as it is
     for row in rows:
-        row = {**row, "window": f"{row['in_len']}→{row['out_len']}" if "in_len" in row else None}
+        row = {**row, "window": f"{row['in_len']}→{row['out_len']}" if "in_len" in row else None,
+               "revin": {True: "yes", False: "no"}.get(row.get("instance_norm"))}
         cells.append([_cell(row.get(key)) for _, key in columns] + [row.get("note", "")])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     for *line, note in cells:

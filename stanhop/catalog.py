@@ -61,7 +61,8 @@ def run_row(path: Path) -> dict[str, Any]:
     data = str(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
     row.update(
         data="DataFrame" if data == "the DataFrame" else Path(data).name if looks_like_path(data) else data,
-        separation=m.separation + ("+gate" if m.gate else ""), cross_series=m.cross_series, split=config.data.split,
+        separation=m.separation + ("+gate" if m.gate else ""), cross_series=m.cross_series,
+        instance_norm=m.instance_norm, split=config.data.split,
         in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),
         test_mae=_figure(metrics, "test", "mae"), w8a8_mse=_figure(metrics.get("quantized", {}), "w8a8", "mse"),

@@ -58,6 +58,7 @@ class ModelConfig:
     cross_series: str = "router"  # router: factor learned queries pool the series, which retrieve from them (Crossformer's; linear in series); stanhop: series retrieve from factor learned patterns and from each other (STanHop's paper and code)
     n_series: int = 7  # number of channels; set from the data at training time
     checkpoint: bool = False  # training keeps only block inputs, recomputes the rest: ~half the memory, ~30% slower
+    instance_norm: bool = False  # RevIN: each input window's series standardised by its own mean and spread (learned affine), the forecast mapped back: for level shifts and trends beyond the training data
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Config:
             raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
         if not (_number(m.dropout) and 0.0 <= m.dropout < 1.0):
             raise UserError(f"model.dropout must be in [0, 1), got {m.dropout!r}")
-        for name in ("gate", "checkpoint"):
+        for name in ("gate", "checkpoint", "instance_norm"):
             if not isinstance(getattr(m, name), bool):
                 raise UserError(f"model.{name} must be true or false, got {getattr(m, name)!r}")
         if m.cross_series not in CROSS_SERIES:

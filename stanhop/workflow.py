@@ -405,7 +405,7 @@ def _checkpoint_epoch(ckpt: Path) -> int | None:
 # the model settings that decide the weights' shapes and meaning: a run starts from another's
 # weights only where these are the same
 WEIGHT_SETTINGS = ("n_series", "in_len", "out_len", "seg_len", "win_size", "d_model", "d_ff", "n_heads", "e_layers",
-                   "factor", "cross_series", "separation", "gate")
+                   "factor", "cross_series", "separation", "gate", "instance_norm")
 
 
 @dataclass
@@ -682,6 +682,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         "separation": config.model.separation,
         "gate": config.model.gate,
         "cross_series": config.model.cross_series,
+        "instance_norm": config.model.instance_norm,
         "split": config.data.split,
         "data": absolute_data_name(_data_name or config.data.name),  # where the scored file is, from any folder
         "in_len": config.model.in_len,

@@ -109,6 +109,24 @@ def test_every_separation_and_gate_runs_forward_and_backward(separation, gate):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_instance_norm_forecasts_each_window_on_its_own_level_and_spread():
+    """RevIN: a series moved and stretched in the input comes out moved and stretched the same
+    way, f(a·x + b) = a·f(x) + b per series (a > 0, where a²σ² ≫ its ε); the learned affine map is trained too."""
+    torch.manual_seed(0)
+    model = STanHopNet(tiny(instance_norm=True)).eval()
+    x = torch.randn(4, 24, 3, dtype=torch.float64)
+    model = model.double()
+    a, b = torch.tensor([1.0, 50.0, 3.0], dtype=torch.float64), torch.tensor([0.0, -300.0, 7.0], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(a * x + b), a * model(x) + b, rtol=1e-4, atol=1e-4)  # (σ² + 1e-5: not exact)
+        plain = STanHopNet(tiny())
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("instance_norm.")})
+        assert not torch.allclose(plain.double()(x + 100.0), plain.double()(x) + 100.0, atol=1.0)  # without it: no
+    model.train()
+    model(x).square().mean().backward()
+    assert model.instance_norm.weight.grad.abs().sum() > 0 and model.instance_norm.bias.grad.abs().sum() > 0
+
+
 def test_all_parameters_initialised_for_several_seeds():
     for seed in range(5):
         torch.manual_seed(seed)
