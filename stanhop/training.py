@@ -99,6 +99,53 @@ class Forecaster(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
 
+class StoppableWhileWaiting(Callback):
+    """Ctrl+C and SIGTERM end the process at once while a training on several machines waits
+    for the others, until Lightning's set-up ends (the ``setup`` hook): that wait is inside
+    torch's C++ (the process group's rendezvous), where Python's signal handlers do not run,
+    so the signals went unheard. Python's C-level handler writes each signal's number to the
+    wakeup fd (signal.set_wakeup_fd); a thread reading it prints "interrupted: " + ``told()``
+    and exits 130 (SIGINT) or 143 (SIGTERM), as the CLI does. Made in the main thread; elsewhere
+    (no wakeup fd there) it does nothing."""
+
+    def __init__(self, told):
+        import signal
+        import socket
+        import threading
+
+        self.told, self._previous = told, None
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        try:
+            self._previous = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            self.stop()
+            return
+        threading.Thread(target=self._watch, name="stanhop-wait-for-nodes", daemon=True).start()
+
+    def _watch(self) -> None:
+        import signal
+
+        while received := self._reader.recv(1):  # b"": closed, the set-up ended
+            if received[0] in (signal.SIGINT, signal.SIGTERM):
+                sys.stderr.write(f"\ninterrupted: {self.told()}\n")
+                sys.stderr.flush()
+                os._exit(130 if received[0] == signal.SIGINT else 143)  # 128 + the signal, as the CLI's
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        import signal
+
+        if self._writer is None:
+            return
+        if self._previous is not None:
+            signal.set_wakeup_fd(self._previous)
+        self._writer.close()  # the reader sees the end: the thread ends
+        self._writer = None
+
+
 class EpochTimer(Callback):
     """Counts finished training epochs and their wall time (for metrics.json)."""
 

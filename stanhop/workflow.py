@@ -222,7 +222,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     import torch
 
     from stanhop.splits import unused_rows_notice
-    from stanhop.training import EpochTimer, Forecaster, make_trainer, quiet_lightning
+    from stanhop.training import EpochTimer, Forecaster, StoppableWhileWaiting, make_trainer, quiet_lightning
 
     from stanhop.memory_runs import add_memory, check_memory_config, memory_frame
 
@@ -308,7 +308,11 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         held.enter_context(quiet_lightning())  # (the loggers and warnings filters as they were when train() returns)
         held.enter_context(kept_determinism())  # Trainer(deterministic=True) sets torch's determinism for the process
         timer = EpochTimer()
-        trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *(callbacks or [])])
+        waiting = []
+        if config.train.num_nodes > 1 and not _is_child_process():  # Ctrl+C and SIGTERM heard while it waits
+            waiting = [StoppableWhileWaiting(lambda: _after_interrupt(run_dir))]
+            held.callback(waiting[0].stop)
+        trainer = make_trainer(config, run_dir, progress=progress, extra_callbacks=[timer, *waiting, *(callbacks or [])])
         earlier_log = protect_log(run_dir) if resume is not None else []
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)

@@ -123,6 +123,34 @@ def test_sigterm_before_the_first_checkpoint_says_what_is_left(tmp_path: Path, e
                     "--force to replace it", f"interrupted: continue from the last checkpoint with: stanhop train --resume {run}")
 
 
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_training_waiting_for_other_machines_stops_on_ctrl_c_and_sigterm(tmp_path: Path, etth1_path, sig, status):
+    """--num-nodes 2 waits inside torch's rendezvous (C++) for a machine that never comes: the
+    signal ends it at once with the usual line, where it was not heard at all."""
+    import socket
+
+    with socket.socket() as free:  # a port of its own, as MASTER_PORT
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    run = tmp_path / "run"
+    env = {**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    proc = subprocess.Popen([STANHOP, "train", "--config", SMOKE, "--out", str(run), "--max-epochs", "1", "--num-nodes", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        told = ""
+        while "Initializing distributed" not in told and proc.poll() is None:  # waiting now
+            told += proc.stderr.readline()
+        time.sleep(2)
+        proc.send_signal(sig)
+        stderr = told + proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == status, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (f"interrupted: {run} holds no checkpoint yet (the first epoch did not "
+                                               "end); train again with --force to replace it")
+
+
 def test_a_run_being_trained_is_not_replaced_resumed_or_tuned_meanwhile(run_dir, tmp_path: Path):
     import shutil
 
