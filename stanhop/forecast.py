@@ -85,10 +85,11 @@ def require_channels(names: Iterable[Any], channels: list[str], date_column: str
                                      "run was not trained on them")
 
 
-def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: str, notify: Notify | None = None) -> None:
-    """A CSV read with a run's settings where no option names its date column (evaluate
-    --data, a memory CSV): its header must hold the run's date column and channels. Checked
-    from the header alone, before any work."""
+def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: str, notify: Notify | None = None,
+                     named_by: str | None = None) -> None:
+    """A CSV read with a run's settings (evaluate --data, a memory CSV): its header must hold
+    the date column and the run's channels. Checked from the header alone, before any work.
+    ``named_by``: the option that names another date column, told where it is missing."""
     from stanhop.csvio import header_of
     from stanhop.frames import LONG_COLUMNS
 
@@ -100,8 +101,10 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
     if date_column not in names:
         shown = ", ".join(names[:10])[:200]
         likely = likely_name(date_column, names)
-        raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); rename its timestamp column"
-                        f"{f' ({likely!r}?)' if likely else ''} to '{date_column}', as in the data the run was trained on")
+        column = f"its timestamp column{f' ({likely!r}?)' if likely else ''}"
+        raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); "
+                        + (f"name {column} with {named_by}" if named_by else
+                           f"rename {column} to '{date_column}', as in the data the run was trained on"))
     require_file_channels(path, names, channels, date_column, notify)
 
 

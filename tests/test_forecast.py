@@ -105,12 +105,17 @@ def test_a_file_in_long_format_gets_the_pivot_hint_not_missing_channels(run_dir,
     assert "df.pivot(index='date', columns='unique_id', values='y')" in result.stderr
 
 
-def test_evaluate_data_without_the_runs_date_column_says_to_rename_it(run_dir, etth1, tmp_path):
+def test_evaluate_data_with_another_date_column_names_it_with_date_column(run_dir, etth1, tmp_path):
     path = tmp_path / "in.csv"
-    etth1.iloc[:200].to_csv(path, index=True, index_label="time")
+    etth1.to_csv(path, index=True, index_label="time")
     result = invoke("evaluate", run_dir, "--data", path)
     assert result.exit_code == 2 and "has no date column 'date' (columns: time, HUFL" in result.stderr
-    assert "rename its timestamp column to 'date'" in result.stderr and "--date-column" not in result.stderr
+    assert "name its timestamp column with --date-column" in result.stderr
+    named = invoke("evaluate", run_dir, "--data", path, "--date-column", "time", "--json")
+    own = invoke("evaluate", run_dir, "--json")
+    assert named.exit_code == 0 and json.loads(named.stdout)["test"] == json.loads(own.stdout)["test"]
+    alone = invoke("evaluate", run_dir, "--date-column", "time")
+    assert alone.exit_code == 2 and "give it with data (CLI: --data)" in alone.stderr
 
 
 def test_short_input_is_refused(run, run_dir, etth1, tmp_path):
