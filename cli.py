@@ -776,7 +776,13 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
     from stanhop.intervals import parse_levels
 
     parse_levels(intervals)  # a mistake is told before any work
-    path = Path(output) if output is not None else Path(run) / "plots" / f"{what}.png"
+    if output is None:  # the run's own plots/: never through a link out of the run (its folder may come from anyone)
+        from stanhop.runs import own_place
+
+        path = own_place(Path(run), f"plots/{what}.png", "remove it (a plots folder is made in its place), or give "
+                                                         "--output")
+    else:
+        path = Path(output)
     figure_format(path)
     from stanhop.forecast import check_output
 

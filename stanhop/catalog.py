@@ -15,7 +15,7 @@ from typing import Any
 from stanhop.config import load_config
 from stanhop.datasets import looks_like_path
 from stanhop.errors import UserError, command
-from stanhop.runs import CONFIG, LAST_EPOCHS, MARKER, METRICS, WEIGHTS, read_json, training_pid
+from stanhop.runs import CONFIG, LAST_EPOCHS, MARKER, METRICS, WEIGHTS, damaged_file, read_json, training_pid
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
 
@@ -33,7 +33,7 @@ def find_runs(folder: str | Path) -> list[Path]:
     for _ in range(MAX_DEPTH + 1):
         below = []
         for path in level:
-            if (path / MARKER).is_file():
+            if (path / MARKER).exists():  # (a FIFO there: a damaged run, listed with a note)
                 if path.resolve() not in seen:  # a link to a run listed already (runs/latest -> runs/x): once
                     seen.add(path.resolve())
                     found.append(path)
@@ -46,6 +46,8 @@ def find_runs(folder: str | Path) -> list[Path]:
 def run_row(path: Path) -> dict[str, Any]:
     """One run's settings and figures; ``note`` says what is missing or unusual."""
     row: dict[str, Any] = {"run": str(path)}
+    if (damage := damaged_file(path)) is not None:  # none of its files is read
+        return {**row, "note": damage}
     try:
         config = load_config(path / CONFIG)
     except UserError as err:

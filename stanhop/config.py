@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from stanhop.errors import UserError, likely_name
+from stanhop.errors import UserError, likely_name, not_a_file
 
 SEPARATIONS = ("entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped")
 CROSS_SERIES = ("router", "stanhop")  # the cross-series stage of a STanHop block (stanhop.model.STanHopBlock)
@@ -250,6 +250,8 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    if (what := not_a_file(path)) is not None:  # (a FIFO would wait for a writer forever)
+        raise UserError(f"config file {path} is {what}, not a file; give the path of a YAML file")
     if not path.is_file():
         raise UserError(f"config file {path} not found; see configs/ for examples")
     try:

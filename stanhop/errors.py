@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -181,3 +182,18 @@ def writable_folder(folder: str | os.PathLike, option: str) -> Path:
                else err.strerror)
         raise UserError(f"cannot write in {folder} ({why}); choose another {option}") from None
     return folder
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """What stands at ``path`` (links followed) where it is there but is no regular file: "a FIFO
+    (named pipe)", "a device", ...; None for a file or nothing. Such a thing is never opened to be
+    read: a FIFO waits for a writer forever, a device (/dev/zero, /dev/urandom) never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # not there, a dangling link, a name too long
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a file")

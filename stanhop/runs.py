@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError, command, listing, one_job, writable_folder
+from stanhop.errors import UserError, command, listing, not_a_file, one_job, writable_folder
 from stanhop.randomness import kept_random_state
 
 RUN_FORMAT = 1
@@ -33,6 +34,8 @@ MARKER, CONFIG, SCALER, WEIGHTS, METRICS = "stanhop.json", "config.yaml", "scale
 LAST_EPOCHS = "last.json"  # checkpoints/last.json: {"epochs": N}, the epochs checkpoints/last.ckpt holds
 FRAME_DATA = "data.csv"  # a run trained on a DataFrame keeps it here
 MEMORY_WEIGHTS, MEMORY_SETTINGS = "memory.safetensors", "memory.json"  # a memory plugin's files (stanhop.memory)
+LOG_BACKUP = "metrics.before-resume.csv"  # logs/: the history a resume merges back (workflow.protect_log)
+DAMAGED = "copy the run again, or train it again"  # what to do about a run whose files are damaged
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -80,6 +83,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    if (what := not_a_file(path)) is not None:  # never opened: a FIFO would wait for a writer forever
+        raise UserError(f"cannot read {path}: it is {what}, not a file")
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -88,10 +93,40 @@ def read_json(path: Path) -> Any:
 
 LOCK = ".training"  # held (flock) by the process training into the run: training_pid
 
+# the files a run reads, below its folder: where anything else than a file stands (a FIFO, a device), the run is damaged
+RUN_FILES = (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, FRAME_DATA, MEMORY_WEIGHTS, MEMORY_SETTINGS, LOCK,
+             "checkpoints/last.ckpt", "checkpoints/best.ckpt", f"checkpoints/{LAST_EPOCHS}", "logs/metrics.csv",
+             f"logs/{LOG_BACKUP}")
+
 # what a run's folder holds (the module docstring), plots/ of `stanhop plot`, a damaged
 # metrics.json kept aside by evaluate, the lock; and files cut short by an interrupted write (.NAME.….tmp)
 RUN_ENTRIES = frozenset({MARKER, CONFIG, SCALER, WEIGHTS, METRICS, f"{METRICS}.unreadable", FRAME_DATA, MEMORY_WEIGHTS,
                          MEMORY_SETTINGS, "logs", "checkpoints", "plots", LOCK})
+
+
+def damaged_file(run_dir: Path) -> str | None:
+    """What is wrong where a file of the run at ``run_dir`` (RUN_FILES) is something else (a FIFO,
+    a device, a folder: never opened, see not_a_file) and what to do; None where none is."""
+    for name in RUN_FILES:
+        if (what := not_a_file(run_dir / name)) is not None:
+            return f"{run_dir / name} is {what}, not a file: the run is damaged; remove it, or {DAMAGED}"
+    return None
+
+
+def own_place(run_dir: Path, relative: str, remedy: str) -> Path:
+    """``run_dir / relative`` (plots/forecast.png, logs/metrics.csv) as a place to write: a
+    UserError where a link stands on the way there (the subfolder or the file), which would lead
+    the writing out of the run (a run's folder may come from anyone), or where something else
+    than a file is there (a FIFO, a device: never written over); ``remedy`` ends the message."""
+    place = Path(run_dir)
+    for part in Path(relative).parts:
+        place = place / part
+        if place.is_symlink():
+            raise UserError(f"{place} is a link (to {os.readlink(place)}): stanhop writes a run's files only in its own "
+                            f"folder, never through a link out of it; {remedy}")
+    if (what := not_a_file(place)) is not None:
+        raise UserError(f"{place} is {what}, not a file, and is not written over; {remedy}")
+    return place
 
 
 @contextmanager
@@ -133,6 +168,8 @@ def training_pid(run_dir: str | Path) -> int | None:
     except ImportError:
         return None
     path = Path(run_dir) / LOCK
+    if not path.is_file():  # none; or a FIFO, never opened (its open would wait for a writer)
+        return None
     try:
         with open(path) as f:
             try:
@@ -259,9 +296,11 @@ def check_run_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; train one with '{command('train', '--out', path)}' (Python: "
                         f"stanhop.workflow.train(config, out=...))")
-    if not (path / MARKER).is_file():
+    if not (path / MARKER).exists():
         raise UserError(f"{path} is not a stanhop run directory (no {MARKER}); point to the folder a training wrote "
                         "(the --out of 'stanhop train', the out= of stanhop.workflow.train)")
+    if (damage := damaged_file(path)) is not None:  # before any of its files is read
+        raise UserError(damage)
     marker = read_json(path / MARKER)
     if not isinstance(marker, dict) or marker.get("tool") != "stanhop":
         raise UserError(f"{path} belongs to another tool ({MARKER} does not name stanhop)")
@@ -291,11 +330,76 @@ class DataInfo:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DataInfo:
+    def from_dict(cls, raw: dict[str, Any], source: str | Path = SCALER) -> DataInfo:
+        """The facts of ``raw`` (read from the file ``source``), checked: a UserError naming the
+        field where one is not what a run writes (a file edited, or damaged)."""
+        if not isinstance(raw, dict):
+            raise UserError(f"{source} is damaged: it holds no JSON object; {DAMAGED}")
         try:
-            return cls(**raw)
+            info = cls(**raw)
         except TypeError as err:
-            raise UserError(f"{SCALER} is not valid: {err}") from None
+            raise UserError(f"{source} is not valid: {err}; {DAMAGED}") from None
+        if (problem := info._problem()) is not None:
+            raise UserError(f"{source} is damaged: {problem}; {DAMAGED}")
+        return info
+
+    def _problem(self) -> str | None:
+        """Which field is not what a run writes, and what it should be; None where all are."""
+        def text(value) -> str:
+            shown = repr(value)
+            return shown if len(shown) <= 60 else shown[:57] + "..."
+
+        def numbers(values) -> bool:
+            return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    and math.isfinite(v) for v in values)
+
+        columns = self.columns
+        if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+            return f"columns must be a list of names (strings), got {text(columns)}"
+        if len(set(columns)) < len(columns):
+            return f"columns names a column twice: {text(columns)}"
+        for name in ("mean", "scale"):
+            values = getattr(self, name)
+            if not (numbers(values) and len(values) == len(columns)):
+                return f"{name} must be {len(columns)} finite numbers, one per column, got {text(values)}"
+        if any(v <= 0 for v in self.scale):
+            return f"scale must be positive numbers, got {text(self.scale)}"
+        for name in ("date_column", "freq"):
+            if not isinstance(getattr(self, name), str):
+                return f"{name} must be a string, got {text(getattr(self, name))}"
+        from pandas.tseries.frequencies import to_offset
+
+        try:
+            to_offset(self.freq)
+        except ValueError:
+            return f"freq must be a pandas frequency ('h', '15min', 'D', 'MS'), got {text(self.freq)}"
+        if self.target is not None and self.target not in columns:
+            return f"target must be one of the columns or null, got {text(self.target)}"
+        for name in ("fingerprint", "timezone"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                return f"{name} must be a string or null, got {text(getattr(self, name))}"
+        return _borders_problem(self.borders)
+
+
+def _borders_problem(borders) -> str | None:
+    """What is wrong with scaler.json's borders (none in runs older than them): each part of
+    train, val and test two whole numbers, its first and its end row, in order, none before
+    row 0 nor overlapping the part before it."""
+    if borders == {}:
+        return None
+    if not isinstance(borders, dict) or sorted(borders) != sorted(("train", "val", "test")):
+        return f"borders must hold the parts train, val and test, got {str(borders)[:60]}"
+    end_before = 0
+    for part in ("train", "val", "test"):
+        rows = borders[part]
+        if not (isinstance(rows, list) and len(rows) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in rows)):
+            return f"borders.{part} must be two whole numbers (its first row and its end), got {str(rows)[:60]}"
+        if not end_before <= rows[0] <= rows[1]:
+            return (f"borders.{part} must be rows in order, from {end_before} on (the end of the part before it), got "
+                    f"{rows}")
+        end_before = rows[1]
+    return None
 
 
 def save_weights(model, path: Path) -> None:
@@ -439,7 +543,7 @@ def load_run(path: str | Path) -> Run:
             remedy = f"its training stopped early: {command('train', '--resume', path)}" if unfinished else "did its training finish?"
             raise UserError(f"run {path} is incomplete: {name} is missing ({remedy})")
     config = run_config(path)
-    data = DataInfo.from_dict(read_json(path / SCALER))
+    data = DataInfo.from_dict(read_json(path / SCALER), path / SCALER)
     model = build_model(config)
     load_weights(model, path / WEIGHTS)
     model.eval()

@@ -304,6 +304,8 @@ def quiet_lightning():
             warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
             # on --resume the run's log and checkpoint folders exist by design
             warnings.filterwarnings("ignore", message=r".*(Experiment logs|Checkpoint) directory .* exists and is not empty.*")
+            # a checkpoint saved as a bare pickle: torch's note on its protocol says nothing a user can act on
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol")
             yield
     finally:
         for name, level in levels.items():

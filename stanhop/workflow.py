@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ from stanhop.errors import (Terminated, UserError, command, counted, known_as, l
                             one_job, redrawn_bars, writable_folder)
 from stanhop.randomness import kept_determinism, kept_random_state
 from stanhop.runs import (
-    FRAME_DATA, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, prepare_run_dir,
-    read_json, refuse_if_training, refuse_unwritable_run, save_run_files, save_weights, training_lock, write_json,
+    FRAME_DATA, LOG_BACKUP, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, own_place,
+    prepare_run_dir, read_json, refuse_if_training, refuse_unwritable_run, save_run_files, save_weights, training_lock, write_json,
 )
 
 
@@ -238,6 +239,9 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         run_dir = check_run_dir(resume)
         refuse_if_training(run_dir)  # (before the data is read; the training's lock is taken below)
         refuse_unwritable_run(run_dir, "a resumed run trains into its own folder", "resume the copy")
+        for place in RESUME_WRITES:
+            own_place(run_dir, place, "a resumed run writes there: put a folder of the run's own in place of the link "
+                                      "(moving its files in), or remove what stands there")
         from stanhop.datasets import check_run_file
 
         check_run_file(str(config.data.name), "put it back there: a resumed run reads the data it was trained on")
@@ -316,8 +320,8 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         earlier_log = protect_log(run_dir) if resume is not None else []
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise UserError(f"checkpoint {ckpt} holds more than weights and was not loaded (unsafe to unpickle): {str(err).splitlines()[0][:200]}") from None
+        except pickle.UnpicklingError:
+            raise UserError(_unsafe(ckpt)) from None
         except SystemExit as ended:
             if trainer.interrupted:  # Lightning ends Ctrl+C with a silent sys.exit(1): say what is left and how to go on
                 # SIGTERM: at the next batch's end, or (before Lightning's handler is set) as our Terminated
@@ -354,6 +358,11 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         return evaluate(run_dir, facts=facts, progress=progress)
 
 
+# what a resumed run writes below its folder (Lightning's CSV logger and checkpoints, protect_log)
+RESUME_WRITES = ("logs/metrics.csv", f"logs/{LOG_BACKUP}", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "checkpoints/last.json")
+
+
 def _kept_facts(run_dir: Path) -> dict[str, Any]:
     """What a resumed run's metrics.json says of where its model came from (init_from,
     data_source), which the resumed training does not know itself."""
@@ -369,14 +378,22 @@ def finished_epochs(ckpt: Path) -> int | None:
     UserError when it cannot be read (cut short by a full disk, emptied), saying how to go on."""
     try:
         epoch = _checkpoint_epoch(ckpt)
-    except pickle.UnpicklingError:  # more than weights: the training's own loading refuses it, saying so
-        return None
+    except pickle.UnpicklingError:  # more than weights: refused before any work
+        raise UserError(_unsafe(ckpt)) from None
     except Exception as err:  # torch says RuntimeError (a zip cut short), EOFError (empty), ...
         text = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0][:120]  # torch's first sentence
         why = "an empty file" if ckpt.stat().st_size == 0 else text
         raise UserError(f"cannot read checkpoint {ckpt} ({why}): it is damaged or cut short (a full disk?); "
                         f"{_from_best(ckpt)}") from None
     return None if epoch is None else int(epoch) + 1
+
+
+def _unsafe(ckpt: Path) -> str:
+    """Why the checkpoint ``ckpt`` was refused, and what to do; in our words: torch's own text
+    ends by suggesting the loading that would run the checkpoint's code."""
+    return (f"checkpoint {ckpt} was not loaded: besides tensors and plain values it holds pickled objects, which "
+            "loading would run as code (unsafe to unpickle); resume only from a checkpoint stanhop wrote, or train the "
+            "run again with --force")
 
 
 def _from_best(last: Path) -> str:
@@ -402,7 +419,9 @@ def _checkpoint_epoch(ckpt: Path) -> int | None:
     import torch
 
     whole = zipfile.is_zipfile(ckpt)  # (mmap reads only torch's zip format: not a file cut short, nor a bare pickle)
-    epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=whole).get("epoch")
+    with warnings.catch_warnings():  # a bare pickle's protocol: torch's two-line warning before our own error
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=whole).get("epoch")
     return None if epoch is None else int(epoch)
 
 
@@ -443,7 +462,7 @@ def starting_run(path: str | Path, run_dir: Path, config: Config) -> StartingRun
     from stanhop.runs import CONFIG, SCALER
 
     source = check_starting_run(path, run_dir)
-    start = StartingRun(source, load_config(source / CONFIG), DataInfo.from_dict(read_json(source / SCALER)))
+    start = StartingRun(source, load_config(source / CONFIG), DataInfo.from_dict(read_json(source / SCALER), source / SCALER))
     if config.data.columns is None:
         from stanhop.datasets import looks_like_path
 
@@ -501,8 +520,6 @@ def fit_to_free_memory(config: Config, dm, model) -> None:
             f"{fitting}: more time per step; the batch's gradients, though with dropout its masks are other draws)")
         t.micro_batch_size = dm.eval_batch_size = fitting
 
-
-LOG_BACKUP = "metrics.before-resume.csv"
 
 
 @contextmanager

@@ -587,3 +587,97 @@ def test_a_resume_stopped_before_its_figures_leaves_no_stale_figures(run_dir, tm
     assert not (run / "metrics.json").exists()  # none rather than those of the weights replaced
     row = json.loads(CliRunner().invoke(cli.cli, ["runs", str(tmp_path), "--json"]).output)[0]
     assert row["note"] == f"not evaluated: stanhop train --resume {run}"
+
+
+@pytest.fixture
+def no_hang():
+    """A test that would wait forever (opening a FIFO) fails after 60 s instead."""
+    def stop(*_):
+        raise TimeoutError("waited 60 s: something opened a FIFO")
+
+    before = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, before)
+
+
+def test_a_fifo_or_device_in_a_run_is_never_opened_nor_written_over(run_dir, tmp_path: Path, no_hang):
+    """A FIFO at checkpoints/last.json hung `stanhop runs` forever; one at metrics.json was
+    replaced by evaluate; a link to a device as the weights was "missing". Now such a run is
+    damaged: one line from every command, a note in `runs`, and the FIFO is left where it was."""
+    run = tmp_path / "runs" / "run"
+    shutil.copytree(run_dir, run)
+    os.remove(run / "checkpoints" / "last.json")
+    os.mkfifo(run / "checkpoints" / "last.json")
+    listed = CliRunner().invoke(cli.cli, ["runs", str(tmp_path / "runs")])
+    assert listed.exit_code == 0 and "last.json is a FIFO (named pipe), not a file: the run is damaged" in listed.output
+    os.remove(run / "checkpoints" / "last.json")
+    os.remove(run / "metrics.json")
+    os.mkfifo(run / "metrics.json")
+    for command in (["evaluate", str(run)], ["train", "--resume", str(run), "--max-epochs", "3"]):
+        result = CliRunner().invoke(cli.cli, command)
+        assert result.exit_code == 2 and result.output.startswith(f"error: {run / 'metrics.json'} is a FIFO"), result.output
+    assert (run / "metrics.json").is_fifo()
+    os.remove(run / "metrics.json")
+    (run / "model.safetensors").unlink()
+    (run / "model.safetensors").symlink_to("/dev/zero")
+    result = CliRunner().invoke(cli.cli, ["forecast", str(run), "--output", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2 and "model.safetensors is a device, not a file: the run is damaged" in result.output
+
+
+@pytest.mark.parametrize("field, value, told", [
+    ("borders", {"train": [0, 100], "val": [100, 200], "test": [-5, "x"]}, "borders.test must be two whole numbers"),
+    ("borders", {"train": [0, 100], "val": [300, 200], "test": [300, 400]}, "borders.val must be rows in order"),
+    ("freq", "notafreq", "freq must be a pandas frequency"),
+    ("columns", [1, 2, 3, 4, 5, 6, 7], "columns must be a list of names"),
+    ("mean", [0.0] * 3, "mean must be 7 finite numbers"),
+])
+def test_a_run_whose_data_facts_were_edited_is_refused_naming_the_field(run_dir, tmp_path: Path, field, value, told):
+    """Wrong types in scaler.json's borders were `internal error: TypeError` in forecast, and
+    evaluate (or a freq pandas does not know) went on without a word."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    facts = json.loads((run / "scaler.json").read_text())
+    (run / "scaler.json").write_text(json.dumps({**facts, field: value}))
+    for command in (["forecast", str(run), "--output", str(tmp_path / "f.csv")], ["evaluate", str(run)]):
+        result = CliRunner().invoke(cli.cli, command)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {run / 'scaler.json'} is damaged: {told}"), result.output
+
+
+def test_plot_and_resume_never_write_through_a_link_out_of_the_run(run_dir, tmp_path: Path):
+    """plots/ as a link to another folder: `stanhop plot RUN` wrote (and would replace) files
+    there; a resume followed logs/ likewise. Now both refuse, and the link is left as it was."""
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    shutil.copytree(run_dir, run)
+    outside.mkdir()
+    (run / "plots").symlink_to(outside)
+    result = CliRunner().invoke(cli.cli, ["plot", str(run), "--what", "training"])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {run / 'plots'} is a link"), result.output
+    shutil.move(run / "logs", outside / "logs")
+    (run / "logs").symlink_to(outside / "logs")
+    before = (outside / "logs" / "metrics.csv").read_bytes()
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--max-epochs", "3"])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {run / 'logs'} is a link"), result.output
+    assert sorted(p.name for p in outside.iterdir()) == ["logs"]
+    assert (outside / "logs" / "metrics.csv").read_bytes() == before and (run / "plots").is_symlink()
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_an_unsafe_checkpoint_is_refused_in_our_words(run_dir, tmp_path: Path, as_zip):
+    """torch's message, cut short, ended '... Re-running `torch.load` with `weights_only` set to
+    `False`': advice to do the unsafe thing; and a bare pickle came with torch's two-line
+    warning on its protocol."""
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    shutil.copytree(run_dir, run)
+    last = run / "checkpoints" / "last.ckpt"
+    if as_zip:  # torch's own format, its data.pkl a malicious pickle
+        torch.save({"epoch": 1, "state_dict": PlantFile(marker)}, last)
+    else:
+        last.write_bytes(pickle.dumps({"epoch": 1, "state_dict": PlantFile(marker)}, protocol=4))
+    result = CliRunner().invoke(cli.cli, ["train", "--resume", str(run), "--max-epochs", "3"])
+    assert result.exit_code == 2 and not marker.exists()
+    assert result.output.count("\n") == 1 and "Warning" not in result.output, result.output
+    assert result.output.startswith(f"error: checkpoint {last} was not loaded"), result.output
+    assert "weights_only" not in result.output and "train the run again with --force" in result.output
