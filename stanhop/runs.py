@@ -25,7 +25,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError, command, listing, one_job, writable_folder
+from stanhop.errors import UserError, clipped, command, listing, one_job, writable_folder
 from stanhop.randomness import kept_random_state
 
 RUN_FORMAT = 1
@@ -80,10 +80,17 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """The value a run's JSON file holds; a UserError where it is damaged: not JSON, not a file
+    (a FIFO would block the read), not readable, or nested too deeply for Python's parser."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        if path.exists() and not path.is_file():
+            raise UserError(f"cannot read {path}: it is not a file")
+        return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+        raise UserError(f"cannot read {path}: {clipped(err)}") from None
+    except RecursionError:
+        raise UserError(f"cannot read {path}: it is damaged (arrays or objects nested thousands of levels deep)") from None
 
 
 LOCK = ".training"  # held (flock) by the process training into the run: training_pid
@@ -348,7 +355,10 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
+        try:
+            return read_json(self.path / METRICS) if (self.path / METRICS).exists() else {}
+        except UserError as err:
+            raise UserError(f"{err}; {command('evaluate', self.path)} measures its figures anew (keeping it aside)") from None
 
     @one_job()
     def forecast(self, frame=None, horizon=None, intervals=None, **kwargs):
