@@ -23,8 +23,8 @@ import click
 
 from stanhop import __version__
 from stanhop.allocator import retain_freed_memory
-from stanhop.errors import (Terminated, UserError, abridged, command, counted, listing, notice_to_stderr, one_job,
-                            redrawn_bars)
+from stanhop.errors import (Terminated, UserError, abridged, bounded, clipped, command, counted, listing, notice_to_stderr,
+                            one_job, redrawn_bars)
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 MEMORY_STRATEGY_HELP = ("How the K memory windows are chosen from the training split: random; all (every window, "
@@ -60,11 +60,11 @@ class StanhopGroup(click.Group):
         except UserError as err:
             if debug:
                 traceback.print_exc()
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {bounded(str(err))}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt as err:  # Ctrl+C or SIGTERM; the message, if any, says what is left and how to go on
             after_bar = "\n" if redrawn_bars() else ""  # a progress bar's line on a terminal; none in a log
-            click.echo(f"{after_bar}interrupted: {err}" if str(err) else "interrupted", err=True)
+            click.echo(f"{after_bar}interrupted: {bounded(str(err))}" if str(err) else "interrupted", err=True)
             ctx.exit(143 if isinstance(err, Terminated) else 130)  # 128 + the signal, as the shell reports it
         except BrokenPipeError:  # the reader of the output left (`stanhop ... | head`): stop quietly
             _silence_stdout()
@@ -77,7 +77,7 @@ class StanhopGroup(click.Group):
                 click.echo(f"error: {told}", err=True)
                 ctx.exit(2)
             elif not debug:
-                click.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
+                click.echo(f"internal error: {type(err).__name__}: {bounded(str(err))} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -124,7 +124,7 @@ def _cannot_write(err: OSError) -> str | None:
 def _tell_usage_error(err: click.UsageError, command: str) -> None:
     """click's usage error as one line on stderr, pointing to the command's help."""
     message = err.format_message().rstrip(".")
-    click.echo(f"error: {message[:1].lower()}{message[1:]} (see '{command} --help')", err=True)
+    click.echo(f"error: {bounded(message[:1].lower() + message[1:])} (see '{command} --help')", err=True)
 
 
 def _silence_stdout() -> None:
@@ -184,7 +184,7 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
     click.echo(f"columns   {listing(info['columns'])}")
     click.echo(f"freq      {info['freq']}")
     click.echo(f"dates     {info['start']} .. {info['end']}")
-    by_column = listing(f"{k} {v}" for k, v in info["missing_by_column"].items() if v)
+    by_column = listing(f"{clipped(k)} {v}" for k, v in info["missing_by_column"].items() if v)
     note = "before --fill" if fill else "train, forecast and plot need --fill ffill or --fill interpolate"
     if empty := [k for k, v in info["missing_by_column"].items() if v == info["rows"]]:  # nothing would fill them
         note = f"no values at all in {listing(empty)}: leave {'it' if len(empty) == 1 else 'them'} out with --columns"
@@ -575,7 +575,7 @@ def runs(folder, sort, as_json) -> None:
     for row in rows:
         row = {**row, "window": f"{row['in_len']}→{row['out_len']}" if "in_len" in row else None,
                "revin": {True: "yes", False: "no"}.get(row.get("instance_norm"))}
-        cells.append([_cell(row.get(key)) for _, key in columns] + [row.get("note", "")])
+        cells.append([_cell(row.get(key)) for _, key in columns] + [bounded(row.get("note", ""))])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     for *line, note in cells:
         text = "  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
@@ -727,7 +727,7 @@ def _backtest(run, frame, truth, stride, n_windows, horizon, intervals, output, 
     where = f"{metrics_path(output)} has" if output is not None and not to_stream else "--json prints"
     gap = [(f"… {left_out} more channels ({where} them all)", None)] if left_out else []
     rows = [*first, *gap, *last, ("all", metrics["overall"])]
-    width = max(len(name) for name, m in rows if m is not None)
+    width = max(len(clipped(name)) for name, m in rows if m is not None)
     coverage = metrics.get("coverage", {})  # {level: {"overall", "per_channel"}}: the share inside each interval
 
     def inside(name: str) -> str:
@@ -737,7 +737,7 @@ def _backtest(run, frame, truth, stride, n_windows, horizon, intervals, output, 
          + "".join(f"  {'in ' + level + '%':>8}" for level in coverage))
     for name, m in rows:
         echo(name if m is None else
-             f"{name:<{width}}  {metric_text(m['mse']):>10}  {metric_text(m['mae']):>10}  {metric_text(m['mse_original_units']):>10}  "
+             f"{clipped(name):<{width}}  {metric_text(m['mse']):>10}  {metric_text(m['mae']):>10}  {metric_text(m['mse_original_units']):>10}  "
              f"{metric_text(m['mae_original_units']):>10}{inside(name)}")
     from stanhop.baselines import describe
 

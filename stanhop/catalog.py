@@ -14,8 +14,9 @@ from typing import Any
 
 from stanhop.config import load_config
 from stanhop.datasets import looks_like_path
-from stanhop.errors import UserError, command
-from stanhop.runs import CONFIG, LAST_EPOCHS, MARKER, METRICS, WEIGHTS, damaged_file, read_json, training_pid
+from stanhop.errors import UserError, cited, clipped, command
+from stanhop.runs import (CONFIG, LAST_EPOCHS, MARKER, METRICS, SCALER, WEIGHTS, check_run_dir, damaged_file, read_json,
+                          training_pid)
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
 
@@ -54,27 +55,36 @@ def run_row(path: Path) -> dict[str, Any]:
         return {**row, "note": f"unreadable: {err}"}
     unreadable = None
     try:
-        metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
+        metrics = read_json(path / METRICS) if (path / METRICS).exists() else {}
     except UserError as err:  # the settings still shown; evaluate measures the figures anew
         metrics, unreadable = {}, str(err)
     if not isinstance(metrics, dict):
         metrics, unreadable = {}, f"{path / METRICS} does not hold a JSON object"
+    try:  # what forecast and evaluate read first: told here, not by their errors
+        check_run_dir(path)
+        if (path / SCALER).exists():
+            read_json(path / SCALER)
+        damaged = None
+    except UserError as err:
+        damaged = str(err)
     m = config.model
-    data = str(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
+    data = clipped(metrics.get("data_source") or config.data.name)  # a DataFrame's run: what it came from, not data.csv
     row.update(
         data="DataFrame" if data == "the DataFrame" else Path(data).name if looks_like_path(data) else data,
         separation=m.separation + ("+gate" if m.gate else ""), cross_series=m.cross_series,
         instance_norm=m.instance_norm, split=config.data.split,
-        in_len=m.in_len, out_len=m.out_len, params=metrics.get("params"), epochs=metrics.get("epochs"),
+        in_len=m.in_len, out_len=m.out_len, params=_fact(metrics.get("params")), epochs=_fact(metrics.get("epochs")),
         val_mse=_figure(metrics, "val", "mse"), test_mse=_figure(metrics, "test", "mse"),
         test_mae=_figure(metrics, "test", "mae"), w8a8_mse=_figure(metrics.get("quantized", {}), "w8a8", "mse"),
-        w8a8_range=(metrics.get("quantized", {}).get("w8a8") or {}).get("range"),  # how activations were measured
-        memory=(metrics.get("memory") or {}).get("kind"),
+        w8a8_range=_fact((metrics.get("quantized", {}).get("w8a8") or {}).get("range")),  # how activations were measured
+        memory=_fact((metrics.get("memory") or {}).get("kind")),
         naive_mse=_figure(metrics.get("baselines", {}), "naive", "mse"),
         seasonal_naive_mse=_figure(metrics.get("baselines", {}), "seasonal_naive", "mse"),
     )
     if (pid := training_pid(path)) is not None:  # its figures, if any, are of the model before this training
         row["note"] = f"training now (process {pid})" if pid > 0 else "training now"
+    elif damaged is not None:
+        row["note"] = f"unreadable: {damaged}"
     elif unreadable is not None:
         row["note"] = f"unreadable: {unreadable}; {command('evaluate', path)} measures its figures anew"
     elif row["test_mse"] is None:
@@ -87,9 +97,9 @@ def run_row(path: Path) -> dict[str, Any]:
                  else "train it again with --force")
         row["note"] = f"{WEIGHTS} is missing: {again} writes it"
     elif metrics.get("init_from"):  # train --init-from: the run it started from
-        row["note"] = f"from {metrics['init_from']}"
+        row["note"] = f"from {_fact(metrics['init_from'])}"
     if metrics.get("init_from"):  # for scripts, under metrics.json's name, whatever the note says
-        row["init_from"] = metrics["init_from"]
+        row["init_from"] = _fact(metrics["init_from"])
     return row
 
 
@@ -120,11 +130,26 @@ def list_runs(folder: str | Path, sort: str = "name") -> list[dict[str, Any]]:
     """A row per run under ``folder``, sorted by ``sort`` (a figure: smallest first, runs
     without it last); none for a folder without runs."""
     if sort not in SORT_KEYS:
-        raise UserError(f"unknown sort key {sort!r}; choose one of {', '.join(SORT_KEYS)}")
-    rows = [run_row(path) for path in find_runs(folder)]
+        raise UserError(f"unknown sort key {cited(sort)}; choose one of {', '.join(SORT_KEYS)}")
+    rows = [_listed(path) for path in find_runs(folder)]
     if sort != "name":
         rows.sort(key=lambda row: (row.get(sort) is None, row.get(sort) or 0.0))
     return rows
+
+
+def _listed(path: Path) -> dict[str, Any]:
+    """run_row, or for a run damaged in a way no check of it foresaw, a row that says so: the
+    other runs are listed all the same."""
+    try:
+        return run_row(path)
+    except Exception as err:  # one damaged run must not hide the others
+        return {"run": str(path), "note": f"unreadable: {type(err).__name__}: {clipped(err)}"}
+
+
+def _fact(value: Any) -> Any:
+    """A fact of metrics.json as it is where it is a number (or missing); else its text, cut
+    (clipped): a damaged or edited file may hold anything."""
+    return value if value is None or isinstance(value, (int, float)) else clipped(value)
 
 
 def _figure(metrics: Any, part: str, key: str) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from stanhop.errors import UserError, likely_name, not_a_file
+from stanhop.errors import UserError, cited, likely_name, not_a_file
 
 SEPARATIONS = ("entmax", "softmax1", "softmax", "sparsemax", "entmax15", "clipped")
 CROSS_SERIES = ("router", "stanhop")  # the cross-series stage of a STanHop block (stanhop.model.STanHopBlock)
@@ -106,18 +106,18 @@ class Config:
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = set(raw) - set(sections)
         if unknown:
-            raise UserError(f"unknown config section(s) {sorted(unknown)}; known: {sorted(sections)}")
+            raise UserError(f"unknown config section(s) {cited(sorted(unknown, key=str))}; known: {sorted(sections)}")
         parts = {}
         for f in dataclasses.fields(cls):
             section_cls = type(f.default_factory())
             values = raw.get(f.name) or {}
             if not isinstance(values, dict):
                 raise UserError(f"config section '{f.name}' must hold its keys, one 'key: value' per indented line, "
-                                f"got {values!r}")
+                                f"got {cited(values)}")
             known = {g.name for g in dataclasses.fields(section_cls)}
             bad = set(values) - known
             if bad:
-                raise UserError(f"unknown key(s) {sorted(bad)} in config section '{f.name}'; known: {sorted(known)}")
+                raise UserError(f"unknown key(s) {cited(sorted(bad, key=str))} in config section '{f.name}'; known: {sorted(known)}")
             parts[f.name] = section_cls(**values)
         cfg = cls(**parts)
         cfg.validate()
@@ -129,68 +129,68 @@ class Config:
         for name in ("in_len", "out_len", "seg_len", "win_size", "d_model", "d_ff", "n_heads", "e_layers", "factor", "n_series"):
             value = getattr(m, name)
             if not _positive_whole(value):
-                raise UserError(f"model.{name} must be a positive whole number, got {value!r}")
+                raise UserError(f"model.{name} must be a positive whole number, got {cited(value)}")
         if m.d_model % m.n_heads:
             raise UserError(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
         if not (_number(m.dropout) and 0.0 <= m.dropout < 1.0):
-            raise UserError(f"model.dropout must be in [0, 1), got {m.dropout!r}")
+            raise UserError(f"model.dropout must be in [0, 1), got {cited(m.dropout)}")
         for name in ("gate", "checkpoint", "instance_norm"):
             if not isinstance(getattr(m, name), bool):
-                raise UserError(f"model.{name} must be true or false, got {getattr(m, name)!r}")
+                raise UserError(f"model.{name} must be true or false, got {cited(getattr(m, name))}")
         if m.cross_series not in CROSS_SERIES:
-            raise UserError(f"model.cross_series must be one of {', '.join(CROSS_SERIES)}, got {m.cross_series!r}")
+            raise UserError(f"model.cross_series must be one of {', '.join(CROSS_SERIES)}, got {cited(m.cross_series)}")
         if m.separation not in SEPARATIONS:
             raise UserError(f"unknown separation '{m.separation}'; choose one of {', '.join(SEPARATIONS)}")
         if not (_number(t.lr) and t.lr > 0):
-            raise UserError(f"train.lr must be a positive number, got {t.lr!r}")
+            raise UserError(f"train.lr must be a positive number, got {cited(t.lr)}")
         for name in ("batch_size", "max_epochs", "devices", "num_nodes"):
             value = getattr(t, name)
             if not _positive_whole(value):
-                raise UserError(f"train.{name} must be a positive whole number, got {value!r}")
+                raise UserError(f"train.{name} must be a positive whole number, got {cited(value)}")
         # (torch's clipping would turn a negative bound into gradient ascent)
         if not (t.grad_clip is None or _number(t.grad_clip) and t.grad_clip >= 0):
-            raise UserError(f"train.grad_clip must be a number ≥ 0 (0 or null: no clipping), got {t.grad_clip!r}")
+            raise UserError(f"train.grad_clip must be a number ≥ 0 (0 or null: no clipping), got {cited(t.grad_clip)}")
         if not (_whole(t.seed) and 0 <= t.seed < 2**32):  # numpy's seed range
-            raise UserError(f"train.seed must be a whole number from 0 to 2³² − 1, got {t.seed!r}")
+            raise UserError(f"train.seed must be a whole number from 0 to 2³² − 1, got {cited(t.seed)}")
         if not (_whole(t.patience) and t.patience >= 0):
-            raise UserError(f"train.patience must be a whole number of epochs, 0 or more, got {t.patience!r}")
+            raise UserError(f"train.patience must be a whole number of epochs, 0 or more, got {cited(t.patience)}")
         limit = t.limit_train_batches
         if not (_number(limit) and (0 < limit <= 1 or _whole(limit) and limit > 1)):
             raise UserError(f"train.limit_train_batches must be a fraction in (0, 1] or a whole number of batches, "
-                            f"got {limit!r}")
+                            f"got {cited(limit)}")
         if not (isinstance(t.lr_halving_epochs, list) and all(_positive_whole(e) for e in t.lr_halving_epochs)):
             raise UserError(f"train.lr_halving_epochs must be a list of epochs (positive whole numbers), "
-                            f"e.g. [2, 4], got {t.lr_halving_epochs!r}")
+                            f"e.g. [2, 4], got {cited(t.lr_halving_epochs)}")
         if not isinstance(t.deterministic, bool):
-            raise UserError(f"train.deterministic must be true or false, got {t.deterministic!r}")
+            raise UserError(f"train.deterministic must be true or false, got {cited(t.deterministic)}")
         for name, allowed in (("accelerator", ACCELERATORS), ("strategy", STRATEGIES)):
             if getattr(t, name) not in allowed:
-                raise UserError(f"train.{name} must be one of {', '.join(allowed)}, got {getattr(t, name)!r}")
+                raise UserError(f"train.{name} must be one of {', '.join(allowed)}, got {cited(getattr(t, name))}")
         if t.micro_batch_size is not None and not _positive_whole(t.micro_batch_size):
-            raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {t.micro_batch_size!r}")
+            raise UserError(f"train.micro_batch_size must be a positive whole number or null, got {cited(t.micro_batch_size)}")
         t.precision = str(t.precision)  # YAML reads `precision: 32` as a number
         if t.precision not in PRECISIONS:
-            raise UserError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+            raise UserError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {cited(t.precision)}")
         if mem.kind not in MEMORY_KINDS:
-            raise UserError(f"memory.kind must be plug, tune or empty, got {mem.kind!r}")
+            raise UserError(f"memory.kind must be plug, tune or empty, got {cited(mem.kind)}")
         if mem.strategy not in MEMORY_STRATEGIES:
-            raise UserError(f"memory.strategy must be one of {', '.join(MEMORY_STRATEGIES)}, got {mem.strategy!r}")
+            raise UserError(f"memory.strategy must be one of {', '.join(MEMORY_STRATEGIES)}, got {cited(mem.strategy)}")
         for name in ("size", "tune_epochs"):  # checked without a plugin too: else saved, and refused only by a later tune
             if not _positive_whole(getattr(mem, name)):
-                raise UserError(f"memory.{name} must be a positive whole number, got {getattr(mem, name)!r}")
+                raise UserError(f"memory.{name} must be a positive whole number, got {cited(getattr(mem, name))}")
         if not (mem.csv is None or isinstance(mem.csv, str)):
-            raise UserError(f"memory.csv must be the path of a CSV file, got {mem.csv!r}")
+            raise UserError(f"memory.csv must be the path of a CSV file, got {cited(mem.csv)}")
         for name in ("name", "date_column"):
             if not isinstance(getattr(self.data, name), str):
-                raise UserError(f"data.{name} must be text, got {getattr(self.data, name)!r}")
+                raise UserError(f"data.{name} must be text, got {cited(getattr(self.data, name))}")
         if isinstance(self.data.columns, str):
             self.data.columns = column_names(self.data.columns)
         columns = self.data.columns
         if not (columns is None or isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
             raise UserError(f"data.columns must name channels: a list such as [OT, HUFL], or OT,HUFL (null: every "
-                            f"numeric column; quote a name that reads as a number: '2019'), got {columns!r}")
+                            f"numeric column; quote a name that reads as a number: '2019'), got {cited(columns)}")
         if self.data.fill not in (None, "ffill", "interpolate"):
-            raise UserError(f"data.fill must be ffill or interpolate, got {self.data.fill!r}")
+            raise UserError(f"data.fill must be ffill or interpolate, got {cited(self.data.fill)}")
 
 
 def column_names(text: str) -> list[str]:
@@ -228,10 +228,43 @@ class _Loader(yaml.SafeLoader):
                     continue
                 if key in lines:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is written twice, on lines {lines[key]} and "
+                        None, None, f"key {cited(key)} is written twice, on lines {lines[key]} and "
                         f"{key_node.start_mark.line + 1} (the second would replace the first); write it once")
                 lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+    def construct_document(self, node):
+        refuse_expansion(node)
+        return super().construct_document(node)
+
+
+MAX_YAML_VALUES = 100_000  # values of one YAML text with its aliases written out; a config holds about 60
+
+
+def refuse_expansion(root: yaml.Node) -> None:
+    """A UserError where YAML anchors and aliases (&a, *a) make ``root`` stand for more than
+    MAX_YAML_VALUES values, or for a collection inside itself: 10 levels of lists of 9 aliases
+    each ("billion laughs") read as a few objects, but anything that walks them (a message
+    quoting the value, a copy) meets 9**10 items. Counted on the composed nodes, each once."""
+    sizes: dict[int, int | None] = {}  # id(node) -> its values written out; None while being counted
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise UserError(f"the value at line {node.start_mark.line + 1} holds itself (an alias *name inside its "
+                                "own &name); write the values out")
+            return sizes[id(node)]
+        sizes[id(node)] = None
+        inner = (node.value if isinstance(node, yaml.SequenceNode)
+                 else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        total = 1 + sum(size(n) for n in inner)
+        if total > MAX_YAML_VALUES:
+            raise UserError(f"its anchors and aliases (&name, *name) make the value at line {node.start_mark.line + 1} "
+                            f"more than {MAX_YAML_VALUES:,} values long; write the values out")
+        sizes[id(node)] = total
+        return total
+
+    size(root)
 
 
 _Loader.add_implicit_resolver(
@@ -242,7 +275,16 @@ _Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """The value of a YAML text; a UserError for one nested too deeply for the parser, or an
+    absurd size (refuse_expansion)."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # (PyYAML's parser recurses for each level)
+        raise UserError("its values are nested too deeply (lists or mappings inside each other hundreds of levels "
+                        "deep); a config holds sections of keys") from None
+    except ValueError as err:  # not a YAMLError: an integer of over 4300 digits
+        why = str(err).split(":")[0]
+        raise UserError(f"a value cannot be read ({why[:1].lower()}{why[1:]}); write it with fewer digits") from None
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -260,8 +302,12 @@ def load_config(path: str | Path | None) -> Config:
         line = err.object[:err.start].count(b"\n") + 1
         raise UserError(f"config file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} on line {line}); "
                         "save it as UTF-8") from None
+    except OSError as err:  # no permission, a folder in its place ...
+        raise UserError(f"cannot read config file {path} ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
+    except UserError as err:  # (parse_yaml's)
+        raise UserError(f"config file {path}: {err}") from None
     if raw is None:  # not the built-in defaults without a word: a file cut short, or written over
         raise UserError(f"config file {path} is empty; see configs/ for examples (no --config: the built-in defaults)")
     try:
@@ -340,7 +386,9 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             raise UserError(f"--set: unknown config key '{key}'" + (f"; did you mean {likely}?" if likely else ""))
         try:
             raw[section][name] = parse_yaml(value) if value.strip() else None
+        except UserError as err:  # (parse_yaml's)
+            raise UserError(f"--set {key.strip()}: {err}") from None
         except yaml.YAMLError as err:
-            raise UserError(f"--set {key.strip()}: {value.strip()!r} is not a value ({_yaml_problem(err)}); write e.g. "
+            raise UserError(f"--set {key.strip()}: {cited(value.strip())} is not a value ({_yaml_problem(err)}); write e.g. "
                             f"model.d_model=128, train.lr_halving_epochs=[2,4] or data.name='my file.csv'") from None
     return Config.from_dict(raw)

@@ -43,7 +43,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import datasets
-from stanhop.errors import UserError, likely_name, listing, tell_once
+from stanhop.errors import UserError, cited, clipped, likely_name, listing, tell_once
 from stanhop.frames import LONG_COLUMNS, numbers_not_dates
 
 FILLS = ("ffill", "interpolate")
@@ -124,13 +124,13 @@ def _with_example(column: pd.Series, name: str) -> str:
     "load ('1002.51 kW': numbers with a unit? strip it to use the column)"."""
     values = column.dropna().astype("str").str.strip()
     if values.empty:
-        return name
+        return clipped(name)
     first = values.iloc[0]
     if values.str.lower().isin(["true", "false"]).all():
-        return f"{name} (true/false)"
+        return f"{clipped(name)} (true/false)"
     if re.fullmatch(r"[+-]?[\d.,]*\d[\d.,]*\s*[^\d\s.,]{1,4}", first):
-        return f"{name} ({_shown(first)}: numbers with a unit? strip it to use the column)"
-    return f"{name} ({_shown(first)})"
+        return f"{clipped(name)} ({_shown(first)}: numbers with a unit? strip it to use the column)"
+    return f"{clipped(name)} ({_shown(first)})"
 
 
 _NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
@@ -183,7 +183,7 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     if chosen is None:
         unread = _to_datetime(text, utc=True).isna().to_numpy()
         row = int(np.argmax(unread)) if unread.any() else 0
-        raise UserError(f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {text.iloc[row]!r} in "
+        raise UserError(f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {cited(text.iloc[row])} in "
                         "column 'ds' (expected e.g. 2016-07-01 00:00:00, one format for the whole column)")
     how, dates = chosen[:2]
     if how:
@@ -231,7 +231,7 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
     the file in both. ``last_rows``: the rows at the end a forecast reads; a column with no value
     among them is told, its forecast resting on filled values only."""
     if fill not in (None, *FILLS):
-        raise UserError(f"fill must be ffill or interpolate, got {fill!r}")
+        raise UserError(f"fill must be ffill or interpolate, got {cited(fill)}")
     missing = _missing(frame)
     if not missing.any().any():
         return frame
@@ -387,7 +387,7 @@ def _dialect(path: Path) -> dict[str, str]:
         lines = [line for _, line in zip(range(_SNIFFED_LINES), f)]
     header, data = (lines[0], [line for line in lines[1:] if line.strip()]) if lines else ("", [])
     if re.fullmatch(r'\ufeff?"?sep=.?"?\s*', header):
-        raise UserError(f"{path}: its first line {header.strip().lstrip(chr(0xfeff))!r} is Excel's note of the separator, "
+        raise UserError(f"{path}: its first line {cited(header.strip().lstrip(chr(0xfeff)))} is Excel's note of the separator, "
                         "not the header; delete that line, so that the header is line 1")
 
     def splits_every_line(sep: str) -> bool:
@@ -458,7 +458,7 @@ def _check_size(path: Path) -> None:
     try:
         cap = int(raw)
     except ValueError:
-        raise UserError(f"STANHOP_MAX_CSV_BYTES must be a whole number of bytes, got {raw!r}") from None
+        raise UserError(f"STANHOP_MAX_CSV_BYTES must be a whole number of bytes, got {cited(raw)}") from None
     size = path.stat().st_size
     if size > cap:
         raise UserError(
@@ -537,7 +537,7 @@ def _check_header(path: Path, header: pd.Index, dialect: dict[str, str], date_co
             likely = likely_name(date_column, names) or next((n for n in names if n.strip().casefold() in _DATE_NAMES),
                                                             None)
             if likely is not None:
-                hint = f"; did you mean {likely!r}? (CLI: --date-column {shlex.quote(likely)}; Python: date_column=)"
+                hint = f"; did you mean {cited(likely)}? (CLI: --date-column {shlex.quote(likely)}; Python: date_column=)"
             elif _numbers_only(_read(path, dialect, nrows=5, dtype="str")):
                 hint = (f"; every column holds numbers: a column of timestamps is required (2016-07-01 00:00:00 on each "
                         f"line), add one named '{date_column}'")
@@ -620,7 +620,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     empty = text.isna().to_numpy()
     if empty.any():
         line = int(np.argmax(empty)) + FIRST_ROW_LINE
-        raise UserError(f"{path}: line {line} has no date in column '{name}'; every row needs a timestamp")
+        raise UserError(f"{path}: line {line} has no date in column '{clipped(name)}'; every row needs a timestamp")
     text = _whole_numbers(text, path)
     _refuse_step_counts(text, path)
     day_dot_month = bool(text.str.match(_DAY_DOT_MONTH).all())  # 01.07.2016: pandas alone reads it month first
@@ -630,7 +630,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
             raise ValueError("Mixed timezones detected")
     except (ValueError, TypeError, OverflowError) as err:  # e.g. mixed time zones
         if not text.str.fullmatch(_WITH_UTC_OFFSET).all():
-            raise UserError(f"{path}: cannot read the dates in column '{name}' ({str(err).splitlines()[0]})") from None
+            raise UserError(f"{path}: cannot read the dates in column '{clipped(name)}' ({str(err).splitlines()[0]})") from None
         dates = _on_one_clock(text, path)
     else:
         dates = _another_reading_if_only_that_fits(text, dates, path)
@@ -640,7 +640,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.DatetimeIndex:
     if bad.any():
         row = int(np.argmax(bad))
         raise UserError(
-            f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {text.iloc[row]!r} in column '{name}' "
+            f"{path}: line {row + FIRST_ROW_LINE} has a date that cannot be read: {cited(text.iloc[row])} in column '{clipped(name)}' "
             f"(expected e.g. 2016-07-01 00:00:00, one format for the whole column)"
         )
     index = pd.DatetimeIndex(dates, name=name)
@@ -890,14 +890,14 @@ def _to_float(column: pd.Series, name: str, path: Path, required: bool, decimal:
             return None
         if bad.any():
             row = int(np.argmax(bad))
-            raise UserError(f"{path}: column '{name}' has a non-numeric value {_shown(text.iloc[row])} at line "
+            raise UserError(f"{path}: column '{clipped(name)}' has a non-numeric value {_shown(text.iloc[row])} at line "
                             f"{row + FIRST_ROW_LINE}; fix the cell, or, for a missing value, leave it empty (or write NA "
                             f"or NaN) and fill it {FILL_ADVICE}"
                             + (", or leave the column out (CLI: --columns; Python: columns=[...])" if leave_out else ""))
     infinite = np.isinf(values.to_numpy())
     if infinite.any() and not keep_infinite:
         row = int(np.argmax(infinite))
-        raise UserError(f"{path}: column '{name}' has an infinite value at line {row + FIRST_ROW_LINE}; fix the cell, "
+        raise UserError(f"{path}: column '{clipped(name)}' has an infinite value at line {row + FIRST_ROW_LINE}; fix the cell, "
                         f"or leave it empty and fill it {FILL_ADVICE}")
     return values.reset_index(drop=True)
 
@@ -922,7 +922,7 @@ def _without_thousands_marks(text: pd.Series, name: str, path: Path, decimal: st
         return plain, decimal
     deciding = spaced.str.contains(other, regex=False, na=False) & spaced.str.fullmatch(_NUMBER, na=False)
     example = spaced[deciding & ~spaced.str.fullmatch(grouped, na=False)].iloc[0]  # a mark that cannot group thousands
-    tell_once(f"{path}: in column '{name}', '{other}' is read as the decimal mark ({_shown(example)} cannot group "
+    tell_once(f"{path}: in column '{clipped(name)}', '{other}' is read as the decimal mark ({_shown(example)} cannot group "
               f"thousands), unlike the file's '{decimal}'")
     plain = _read_as_thousands(spaced, re.escape(decimal), re.escape(other), name, path, "")
     return (spaced if plain is None else plain), other
@@ -940,7 +940,7 @@ def _read_as_thousands(text: pd.Series, mark: str, point: str, name: str, path: 
     plain = text.str.replace(mark, "", regex=True)
     example = text[marked].iloc[0]
     shown = plain[marked].iloc[0].replace(",", ".") if "," in point else plain[marked].iloc[0]
-    tell_once(f"{path}: in column '{name}', {_MARK_NAMES.get(re.search(mark, example)[0], 'a mark')} is read as a "
+    tell_once(f"{path}: in column '{clipped(name)}', {_MARK_NAMES.get(re.search(mark, example)[0], 'a mark')} is read as a "
               f"thousands separator ({_shown(example)} is {shown}){why}")
     return plain
 
@@ -956,8 +956,8 @@ _MARK_NAMES = {".": "'.'", ",": "','", " ": "a space", "\u00a0": "a no-break spa
 
 
 def _shown(cell: str) -> str:
-    """A cell quoted for a message, its no-break spaces shown as spaces (not '\\xa0')."""
-    return repr(re.sub("[\u00a0\u202f]", " ", cell))
+    """A cell quoted for a message (cited: a long one cut), its no-break spaces shown as spaces (not '\\xa0')."""
+    return cited(re.sub("[\u00a0\u202f]", " ", cell))
 
 
 def _describe_missing(frame: pd.DataFrame) -> str:
@@ -965,4 +965,4 @@ def _describe_missing(frame: pd.DataFrame) -> str:
     rows = np.flatnonzero(empty.any(axis=1))
     first_col = frame.columns[int(np.argmax(empty[rows[0]]))]
     lines = ", ".join(str(r + FIRST_ROW_LINE) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-    return f"{int(empty.sum())} empty cell(s), first in column '{first_col}', at line(s) {lines}"
+    return f"{int(empty.sum())} empty cell(s), first in column '{clipped(first_col)}', at line(s) {lines}"

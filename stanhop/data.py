@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from stanhop import datasets
 from stanhop.config import DataConfig
 from stanhop.csvio import infer_freq, load_observed, load_series
-from stanhop.errors import UserError, listing
+from stanhop.errors import UserError, cited, listing
 from stanhop.scaling import Scaler, refuse_unscalable
 from stanhop.splits import PARTS, describe, split_borders, window_range
 
@@ -77,9 +77,9 @@ class ForecastDataModule(LightningDataModule):
                  scaler: Scaler | None = None):
         super().__init__()
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise UserError(f"batch_size must be a positive whole number, got {batch_size!r}")
+            raise UserError(f"batch_size must be a positive whole number, got {cited(batch_size)}")
         if not isinstance(data_cfg.num_workers, numbers.Integral) or data_cfg.num_workers < 0:
-            raise UserError(f"data.num_workers must be a whole number >= 0, got {data_cfg.num_workers!r}")
+            raise UserError(f"data.num_workers must be a whole number >= 0, got {cited(data_cfg.num_workers)}")
         self.cfg, self.in_len, self.out_len, self.batch_size = data_cfg, in_len, out_len, batch_size
         self.eval_batch_size = batch_size
         self.frame = self.columns = self.freq = self.target = self.borders = self.series = self.truth = None
@@ -118,7 +118,7 @@ class ForecastDataModule(LightningDataModule):
 
     def dataset(self, part: str) -> WindowDataset:
         if part not in PARTS:
-            raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+            raise ValueError(f"part must be one of {', '.join(PARTS)}, got {cited(part)}")
         self.setup()
         return self._datasets[part]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import stat
 import sys
 import tempfile
@@ -34,9 +35,42 @@ def abridged(items: list, most: int = 12) -> tuple[list, int, list]:
     return items[:5], len(items) - 7, items[-2:]
 
 
+MOST_SHOWN = 100  # characters of a user's text (a cell, a column name, a config value) quoted in a message
+MOST_LINE = 2_000  # characters of one message line, at most
+
+
+def clipped(text, most: int = MOST_SHOWN) -> str:
+    """``text`` for a message, cut after ``most`` characters with its length told ('1111… (100000002
+    characters)'): a CSV cell or column name of 100 MB would make a line of 100 MB."""
+    text = str(text)
+    return text if len(text) <= most else f"{text[:most]}… ({len(text)} characters)"
+
+
+_CITED = reprlib.Repr()  # its first items, a few levels deep: aliases of YAML nested 10 deep are 9**10 items written out
+_CITED.maxlevel, _CITED.maxstring, _CITED.maxother = 3, MOST_SHOWN, MOST_SHOWN
+
+
+def cited(value) -> str:
+    """``repr(value)`` of a value a user gave, for a message: a long text clipped, a list or
+    mapping abridged (reprlib), and never more than 2 * MOST_SHOWN characters in all."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= MOST_SHOWN else f"{value[:MOST_SHOWN]!r}… ({len(value)} characters)"
+    text = _CITED.repr(value)
+    return text if len(text) <= 2 * MOST_SHOWN else f"{text[:2 * MOST_SHOWN]}…"
+
+
+def bounded(message: str, most: int = MOST_LINE) -> str:
+    """``message`` cut in its middle where it runs past ``most`` characters, keeping its start
+    (what is wrong) and its end (what to do): no line the CLI prints repeats user data whole."""
+    if len(message) <= most:
+        return message
+    half = most // 2
+    return f"{message[:half]} … ({len(message) - 2 * half} characters left out) … {message[-half:]}"
+
+
 def listing(items, most: int = 12) -> str:
-    """Names joined by commas for a message, ``abridged`` around their count."""
-    items = [str(item) for item in items]
+    """Names joined by commas for a message, ``abridged`` around their count, each clipped."""
+    items = [clipped(item) for item in items]
     first, left_out, last = abridged(items, most)
     if not left_out:
         return ", ".join(first)
@@ -132,7 +166,7 @@ def likely_name(wanted: str, names: list[str]) -> str | None:
 
 def notice_to_stderr(message: str) -> None:
     """Tell the user something they may want to act on, without stopping (one line on stderr)."""
-    log_line(f"notice: {aliased(message)}")
+    log_line(f"notice: {bounded(aliased(message))}")
 
 
 _TOLD: ContextVar[set[str] | None] = ContextVar("stanhop_told", default=None)  # the notices told in this job

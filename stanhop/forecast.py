@@ -44,7 +44,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop.errors import (
-    UserError, command, counted, likely_name, listing, log_line, notice_to_stderr, one_job, redrawn_bars,
+    UserError, cited, clipped, command, counted, likely_name, listing, log_line, notice_to_stderr, one_job, redrawn_bars,
     writable_folder,
 )
 from stanhop.frames import is_long
@@ -101,7 +101,7 @@ def check_csv_header(path: str | os.PathLike, channels: list[str], date_column: 
     if date_column not in names:
         shown = ", ".join(names[:10])[:200]
         likely = likely_name(date_column, names)
-        column = f"its timestamp column{f' ({likely!r}?)' if likely else ''}"
+        column = f"its timestamp column{f' ({cited(likely)}?)' if likely else ''}"
         raise UserError(f"{path} has no date column '{date_column}' (columns: {shown}); "
                         + (f"name {column} with {named_by}" if named_by else
                            f"rename {column} to '{date_column}', as in the data the run was trained on"))
@@ -187,7 +187,7 @@ def _first_text(frame: pd.DataFrame, channels: list[str], err: Exception) -> str
         bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
         if bad.any():
             row = int(np.argmax(bad))
-            return f"{column.iloc[row]!r} in column '{name}' at position {row} ({frame.index[row]})"
+            return f"{cited(column.iloc[row])} in column '{clipped(name)}' at position {row} ({frame.index[row]})"
     return str(err).splitlines()[0]
 
 
@@ -380,7 +380,7 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
     from stanhop.csvio import load_observed
 
     if part not in OWN_PARTS:
-        raise ValueError(f"part must be one of {OWN_PARTS}, got {part!r}")
+        raise ValueError(f"part must be one of {OWN_PARTS}, got {cited(part)}")
     name = str(run.config.data.name)
     datasets.check_run_file(name, remedy)
     if datasets.looks_like_path(name):
@@ -498,7 +498,7 @@ def horizon_of(run, horizon: int | None) -> int:
     if horizon is None:
         return run.config.model.out_len
     if not isinstance(horizon, numbers.Integral) or isinstance(horizon, bool) or horizon < 1:
-        raise UserError(f"horizon must be a whole number >= 1, got {horizon!r}")
+        raise UserError(f"horizon must be a whole number >= 1, got {cited(horizon)}")
     return int(horizon)
 
 
@@ -655,7 +655,7 @@ def window_starts(rows: int, in_len: int, horizon: int, stride: int, n_windows: 
     if n_windows is None:
         return starts
     if not isinstance(n_windows, numbers.Integral) or isinstance(n_windows, bool) or n_windows < 1:
-        raise UserError(f"n_windows must be a whole number >= 1, got {n_windows!r}")
+        raise UserError(f"n_windows must be a whole number >= 1, got {cited(n_windows)}")
     if n_windows > len(starts):
         raise UserError(f"{n_windows} windows asked for (n_windows; CLI: --n-windows) and {len(starts)} fit in the "
                         f"{rows} rows (in_len + horizon = {in_len + horizon} rows each, stride {stride}): ask for at "
@@ -689,9 +689,9 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     stride = horizon if stride is None else stride
     batch_size = windows_per_batch(run) if batch_size is None else batch_size
     if not isinstance(stride, numbers.Integral) or isinstance(stride, bool) or stride < 1:
-        raise UserError(f"stride must be a whole number >= 1, got {stride!r}")
+        raise UserError(f"stride must be a whole number >= 1, got {cited(stride)}")
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise UserError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        raise UserError(f"batch_size must be a whole number >= 1, got {cited(batch_size)}")
     if len(frame) < in_len + horizon:
         needs = "in_len + out_len" if horizon == out_len else "in_len + horizon"
         raise UserError(f"a backtest needs at least {needs} = {in_len + horizon} rows, the input has {len(frame)}")
@@ -773,7 +773,7 @@ def output_format(path: str | os.PathLike | None, fmt: str | None) -> str:
     """``fmt`` if given, else parquet for a .parquet/.pq file name, else csv; parquet only
     where pyarrow is installed (an optional dependency: stanhop[parquet])."""
     if fmt is not None and fmt not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {cited(fmt)}")
     chosen = fmt or ("parquet" if path is not None and Path(path).suffix.lower() in (".parquet", ".pq") else "csv")
     if chosen == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise UserError("writing Parquet needs pyarrow, which is not installed: pip install pyarrow (or stanhop[parquet]), "

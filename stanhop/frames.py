@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stanhop.errors import UserError, known_as, listing, tell_once
+from stanhop.errors import UserError, cited, known_as, listing, tell_once
 
 LONG_COLUMNS = ("unique_id", "ds", "y")
 MODEL_COLUMN = "STanHop"  # a long forecast's column, named after the model as neuralforecast names its own
@@ -37,7 +37,7 @@ def is_long(frame, name: str = "the DataFrame") -> bool:
         return False
     if {"unique_id", "ds"} <= set(frame.columns) and "y" not in frame.columns:
         others = [str(c) for c in frame.columns if c not in LONG_COLUMNS]
-        rename = f": frame.rename(columns={{{others[0]!r}: 'y'}})" if len(others) == 1 else ""
+        rename = f": frame.rename(columns={{{cited(others[0])}: 'y'}})" if len(others) == 1 else ""
         raise UserError(f"{name} has neuralforecast's long columns unique_id and ds but no y, the series' values; "
                         f"name the column of values y{rename}")
     return set(LONG_COLUMNS) <= set(frame.columns)

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from stanhop.dropout import inverted_dropout
-from stanhop.errors import UserError
+from stanhop.errors import UserError, cited
 from stanhop.separation import make_separation
 
 __all__ = ["retrieve", "association", "separated", "Hopfield", "HopfieldPooling", "HopfieldLayer"]
@@ -129,11 +129,11 @@ class Hopfield(nn.Module):
         if d_model % n_heads:
             raise UserError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         if not isinstance(update_steps, int) or isinstance(update_steps, bool) or update_steps < 0:
-            raise UserError(f"update_steps must be a whole number, 0 or more, got {update_steps!r}")
+            raise UserError(f"update_steps must be a whole number, 0 or more, got {cited(update_steps)}")
         if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-            raise UserError(f"dropout is a rate from 0 up to (not including) 1, got {dropout!r}")
+            raise UserError(f"dropout is a rate from 0 up to (not including) 1, got {cited(dropout)}")
         if not isinstance(gate, bool):
-            raise UserError(f"gate is True or False, got {gate!r}")
+            raise UserError(f"gate is True or False, got {cited(gate)}")
         self.d_model, self.d_stored = d_model, d_stored or d_model
         self.n_heads, self.dropout, self.update_steps = n_heads, dropout, update_steps
         self.fused: bool | None = None  # softmax / softmax1 through SDPA: None = off the CPU only
@@ -246,7 +246,7 @@ class Hopfield(nn.Module):
 
 def _positive_whole(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"{name} must be a whole number, 1 or more, got {value!r}")
+        raise UserError(f"{name} must be a whole number, 1 or more, got {cited(value)}")
 
 
 def _check_patterns(name: str, x, width: int, weight: Tensor) -> None:

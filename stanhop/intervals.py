@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, cited
 
 MAX_WINDOWS = 500  # validation windows forecast, evenly spaced: enough for a 99.8 % level
 MAX_ELEMENTS = 50_000_000  # errors kept (windows × horizon × channels): 200 MB of float32
@@ -41,9 +41,9 @@ def parse_levels(text: str | Iterable[float] | None) -> list[float]:
         try:
             level = float(item)
         except (TypeError, ValueError):
-            raise UserError(f"interval levels are percentages such as 80,95; got {item!r}") from None
+            raise UserError(f"interval levels are percentages such as 80,95; got {cited(item)}") from None
         if not 0 < level < 100:
-            raise UserError(f"an interval level is a percentage between 0 and 100 (exclusive), got {item!r}")
+            raise UserError(f"an interval level is a percentage between 0 and 100 (exclusive), got {cited(item)}")
         if level < 1:  # 0.8 for 80 %, as quantile levels are written elsewhere
             raise UserError(f"interval levels are percentages: {label(level)} would be a {label(level)}% interval; "
                             f"write {label(level * 100)} for {label(level * 100)}%")

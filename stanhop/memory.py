@@ -58,7 +58,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from stanhop.errors import UserError, notice_to_stderr
+from stanhop.errors import UserError, cited, notice_to_stderr
 from stanhop.runs import MEMORY_SETTINGS, MEMORY_WEIGHTS
 
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # Plug-and-Play's λ grid
@@ -117,7 +117,7 @@ def select_memory(series: Tensor | list[Tensor], in_len: int, out_len: int, *, s
     A list of series (a CSV's stretches without gaps, strategy csv) gives windows within each.
     """
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise UserError(f"memory.size must be a positive whole number, got {size!r}")
+        raise UserError(f"memory.size must be a positive whole number, got {cited(size)}")
     parts = list(series) if isinstance(series, (list, tuple)) else [series]
     usable = [part for part in parts if len(part) >= in_len + out_len]
     if not usable:
@@ -136,7 +136,7 @@ def select_memory(series: Tensor | list[Tensor], in_len: int, out_len: int, *, s
     elif strategy == "extremes":
         chosen = torch.sort(window_change(candidates[:, :in_len]), descending=True, stable=True).indices[:size]
     else:
-        raise UserError(f"memory.strategy must be random, all, extremes or csv, got {strategy!r}")
+        raise UserError(f"memory.strategy must be random, all, extremes or csv, got {cited(strategy)}")
     chosen = chosen.sort().values
     picked = candidates[chosen]
     starts = torch.full_like(chosen, -1) if strategy == "csv" else chosen + first_row
@@ -397,7 +397,7 @@ def tune(forecaster: MemoryForecaster, series: Tensor, first: int, count: int, *
     if not isinstance(forecaster.plugin, TuneAndPlay):
         raise UserError("only a Tune-and-Play memory can be tuned; build it with memory kind 'tune'")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise UserError(f"memory.tune_epochs must be a positive whole number, got {epochs!r}")
+        raise UserError(f"memory.tune_epochs must be a positive whole number, got {cited(epochs)}")
     in_len, out_len = forecaster.windows.shape[1], forecaster.futures.shape[1]
     data = spans(series[first : first + count + in_len + out_len - 1], in_len + out_len)
     device = forecaster.windows.device
@@ -502,7 +502,7 @@ def load_memory(model: nn.Module, run_dir: str | Path) -> nn.Module:
             model.requires_grad_(False)
             plugin = TuneAndPlay(patterns, errors, rank=int(settings.get("rank", 0)))
         else:
-            raise UserError(f"{run_dir / MEMORY_SETTINGS} names an unknown memory kind {settings.get('kind')!r}; {hint}")
+            raise UserError(f"{run_dir / MEMORY_SETTINGS} names an unknown memory kind {cited(settings.get('kind'))}; {hint}")
         forecaster = MemoryForecaster(model, plugin, memory)
         forecaster.load_state_dict({**{f"model.{k}": v for k, v in model.state_dict().items()}, **state})
     except KeyError as err:

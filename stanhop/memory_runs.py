@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from stanhop.config import Config
-from stanhop.errors import UserError, one_job, tell_once
+from stanhop.errors import UserError, cited, one_job, tell_once
 from stanhop.runs import load_run, refuse_unwritable_run, training_lock
 from stanhop.randomness import kept_random_state
 from stanhop.workflow import csv_name, evaluate, run_data_module, same_windows
@@ -37,7 +37,7 @@ def check_memory_config(config: Config) -> None:
                         "put it back there")
     if mem.csv and mem.strategy != "csv":  # else recorded as if read, and never read
         raise UserError(f"memory.csv names a memory CSV, which only strategy csv reads (memory.strategy is "
-                        f"{mem.strategy!r}): give --memory-strategy csv:FILE, or leave memory.csv out")
+                        f"{cited(mem.strategy)}): give --memory-strategy csv:FILE, or leave memory.csv out")
 
 
 def memory_frame(config: Config, dm):
@@ -145,13 +145,13 @@ def add_memory(run_path: str | Path, *, kind: str, size: int | None = None, stra
     from stanhop.runs import CONFIG
 
     if kind not in ("plug", "tune"):  # None attached Tune-and-Play while the run's config said it had no plugin
-        raise UserError(f"kind must be 'plug' (Plug-and-Play) or 'tune' (Tune-and-Play), got {kind!r}")
+        raise UserError(f"kind must be 'plug' (Plug-and-Play) or 'tune' (Tune-and-Play), got {cited(kind)}")
     csv = csv_name(csv, "csv", "write the memory windows to a CSV file first (frame.to_csv(path))")
     if csv is not None and strategy not in (None, "csv"):
-        raise UserError(f"csv= names the memory windows' file, for strategy='csv'; leave it out with strategy={strategy!r}")
+        raise UserError(f"csv= names the memory windows' file, for strategy='csv'; leave it out with strategy={cited(strategy)}")
     strategy = "csv" if csv is not None else strategy  # a file given is the memory asked for
     if epochs is not None and kind != "tune":
-        raise UserError(f"epochs= is Tune-and-Play's (kind='tune'); a {kind!r} memory is not trained")
+        raise UserError(f"epochs= is Tune-and-Play's (kind='tune'); a {cited(kind)} memory is not trained")
     started = time.perf_counter()
     run = load_run(run_path)
     refuse_unwritable_run(run.path, "a memory plugin is saved in its run", "add the plugin to the copy")  # before any work

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stanhop.errors import UserError, command, listing, one_job
+from stanhop.errors import UserError, cited, command, listing, one_job
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 WHATS = ("forecast", "training", "outliers")
@@ -91,7 +91,7 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     run = run if hasattr(run, "model") else load_run(run)
     channels = _channels(run, channels)
     if history is not None and (not isinstance(history, numbers.Integral) or isinstance(history, bool) or history < 1):
-        raise UserError(f"history is the number of past rows drawn, a whole number 1 or more, got {history!r}")
+        raise UserError(f"history is the number of past rows drawn, a whole number 1 or more, got {cited(history)}")
     history = None if history is None else int(history)  # numpy's integers too
     frame = own_data(run, "through_test") if frame is None else frame
     levels = parse_levels(intervals)
@@ -285,5 +285,5 @@ def save_figure(fig, path: str | os.PathLike, *, force: bool = False, dpi: int =
 def plot(run, what: str = "forecast", **kwargs):
     """``plot_forecast``, ``plot_training`` or ``plot_outliers`` by name."""
     if what not in WHATS:
-        raise UserError(f"what must be one of {', '.join(WHATS)}, got {what!r}")
+        raise UserError(f"what must be one of {', '.join(WHATS)}, got {cited(what)}")
     return {"forecast": plot_forecast, "training": plot_training, "outliers": plot_outliers}[what](run, **kwargs)

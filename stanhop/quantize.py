@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, cited
 
 RETRIEVAL_TYPES = ("Hopfield", "HopfieldPooling", "HopfieldLayer")
 _QUANTILE_SAMPLE = 2**20
@@ -83,7 +83,7 @@ def parse_range(spec: str) -> RangeSpec:
     except ValueError:
         p = float("nan")
     if method != "percentile" or not 50 < p <= 100:
-        raise UserError(f"bad activation range {spec!r}: use 'minmax' or 'percentile:P' "
+        raise UserError(f"bad activation range {cited(spec)}: use 'minmax' or 'percentile:P' "
                         "with 50 < P <= 100, e.g. 'percentile:99.99'")
     return RangeSpec("percentile", p)
 
@@ -160,7 +160,7 @@ class _ActQuantizer:
 
 def _check_bits(name: str, bits: int) -> None:
     if not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise UserError(f"{name} must be an integer from 2 to 16, got {bits!r}")
+        raise UserError(f"{name} must be an integer from 2 to 16, got {cited(bits)}")
 
 
 def quantize_model(model: nn.Module, calibration: Iterable[Tensor], *, weight_bits: int = 8,

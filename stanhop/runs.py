@@ -26,7 +26,7 @@ from typing import Any
 
 from stanhop import __version__
 from stanhop.config import Config, load_config, save_config
-from stanhop.errors import UserError, command, listing, not_a_file, one_job, writable_folder
+from stanhop.errors import UserError, clipped, command, listing, not_a_file, one_job, writable_folder
 from stanhop.randomness import kept_random_state
 
 RUN_FORMAT = 1
@@ -83,12 +83,18 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    if (what := not_a_file(path)) is not None:  # never opened: a FIFO would wait for a writer forever
+    """The value a run's JSON file holds; a UserError where it is damaged: not JSON, not a file
+    (never opened: a FIFO would wait for a writer forever), not readable, or nested too deeply
+    for Python's parser."""
+    path = Path(path)
+    if (what := not_a_file(path)) is not None:
         raise UserError(f"cannot read {path}: it is {what}, not a file")
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+        raise UserError(f"cannot read {path}: {clipped(err)}") from None
+    except RecursionError:
+        raise UserError(f"cannot read {path}: it is damaged (arrays or objects nested thousands of levels deep)") from None
 
 
 LOCK = ".training"  # held (flock) by the process training into the run: training_pid
@@ -452,7 +458,10 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.path / METRICS) if (self.path / METRICS).is_file() else {}
+        try:
+            return read_json(self.path / METRICS) if (self.path / METRICS).exists() else {}
+        except UserError as err:
+            raise UserError(f"{err}; {command('evaluate', self.path)} measures its figures anew (keeping it aside)") from None
 
     @one_job()
     def forecast(self, frame=None, horizon=None, intervals=None, **kwargs):

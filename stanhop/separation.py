@@ -32,7 +32,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from stanhop.errors import UserError
+from stanhop.errors import UserError, cited
 
 __all__ = [
     "softmax",
@@ -334,7 +334,7 @@ def entmax(scores: Tensor, alpha: Tensor | float, dim: int = -1) -> Tensor:
     """
     if not isinstance(alpha, Tensor):
         if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool):
-            raise UserError(f"entmax alpha must be a number in [1, 2] or a tensor, got {alpha!r}")
+            raise UserError(f"entmax alpha must be a number in [1, 2] or a tensor, got {cited(alpha)}")
         alpha = float(alpha)
         if not 1.0 <= alpha <= 2.0:
             raise UserError(f"entmax alpha must be in [1, 2], got {alpha}")
@@ -431,7 +431,7 @@ class Entmax(Separation):
         super().__init__()
         if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 1.0 + ALPHA_GAP <= alpha < 2.0:
             raise UserError(f"initial entmax alpha must be a number from {1.0 + ALPHA_GAP} up to (not including) 2, got "
-                            f"{alpha!r}")
+                            f"{cited(alpha)}")
         self.a = nn.Parameter(torch.tensor(math.log((alpha - 1.0) / (2.0 - alpha))))
 
     @property

@@ -32,7 +32,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from stanhop import csvio, datasets
-from stanhop.errors import UserError
+from stanhop.errors import UserError, cited
 
 PARTS = ("train", "val", "test")
 MONTH = pd.Timedelta(days=30)
@@ -193,4 +193,4 @@ def describe(
 def _check_lengths(in_len: int, out_len: int) -> None:
     for name, value in (("in_len", in_len), ("out_len", out_len)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{name} must be a positive whole number, got {value!r}")
+            raise UserError(f"{name} must be a positive whole number, got {cited(value)}")

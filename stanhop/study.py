@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stanhop.config import SEPARATIONS, Config, make_paths_absolute
-from stanhop.errors import UserError, counted, notice_to_stderr, one_job, writable_folder
+from stanhop.errors import UserError, cited, counted, notice_to_stderr, one_job, writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,7 @@ def parse_variant(name: str) -> Variant:
     gate = text.endswith(GATE_SUFFIX)
     separation = text.removesuffix(GATE_SUFFIX)
     if separation not in SEPARATIONS:
-        raise UserError(f"unknown separation {name.strip()!r} in --separations; choose from "
+        raise UserError(f"unknown separation {cited(name.strip())} in --separations; choose from "
                         f"{', '.join(SEPARATIONS)} (add {GATE_SUFFIX} for the gated variant)")
     return Variant(separation, gate)
 
@@ -133,7 +133,7 @@ def replaced_settings(config: Config, chosen: list[Variant], seeds: list[int]) -
 
 def _config_differences(saved: Config, wanted: Config) -> list[str]:
     a, b = saved.to_dict(), wanted.to_dict()
-    return [f"{section}.{key} {a[section][key]!r} (asked {b[section][key]!r})"
+    return [f"{section}.{key} {cited(a[section][key])} (asked {cited(b[section][key])})"
             for section in b for key in b[section]
             if (section, key) not in _IGNORED_KEYS and a[section].get(key) != b[section][key]]
 
@@ -182,7 +182,7 @@ def tell_what_changes(out: Path, act_range: str, runs: set[str]) -> None:
 
     try:
         before = json.loads((out / STUDY_MARKER).read_text()).get("w8a8_range", "minmax")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         before = None
     if before is not None and before != act_range:
         notice_to_stderr(f"{out}'s W8A8 figures were measured with --range {before}; with {act_range} they are measured "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop.config import Config, absolute_data_name, make_paths_absolute
-from stanhop.errors import (Terminated, UserError, command, counted, known_as, listing, log_line, notice_to_stderr,
+from stanhop.errors import (Terminated, UserError, cited, command, counted, known_as, listing, log_line, notice_to_stderr,
                             one_job, redrawn_bars, writable_folder)
 from stanhop.randomness import kept_determinism, kept_random_state
 from stanhop.runs import (
@@ -485,7 +485,7 @@ def start_from(model, source: StartingRun, config: Config, columns: list[str]) -
     if list(columns) != list(source.data.columns):
         raise UserError(f"--init-from {source.path}: it was trained on the channels {listing(source.data.columns)}, "
                         f"and this data gives {listing(columns)}; choose its channels, in its order, with --columns")
-    different = [f"{key} ({getattr(config.model, key)!r} here, {getattr(source.config.model, key)!r} there)"
+    different = [f"{key} ({cited(getattr(config.model, key))} here, {cited(getattr(source.config.model, key))} there)"
                  for key in WEIGHT_SETTINGS if getattr(config.model, key) != getattr(source.config.model, key)]
     if different:
         raise UserError(f"--init-from {source.path}: its model differs in {', '.join(different)}; "
@@ -637,6 +637,14 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         refuse_if_training(check_run_dir(run_path))  # its weights and metrics.json change meanwhile
     run = load_run(run_path)
     config = run.config
+    try:  # read before the passes: a damaged file is told at once
+        previous = read_json(run.path / METRICS) if (run.path / METRICS).exists() else {}
+        if not isinstance(previous, dict):
+            raise UserError(f"{run.path / METRICS} does not hold a JSON object")
+    except UserError as err:  # damaged (cut short, edited): measured anew; the file is kept aside, not replaced
+        previous, unreadable = {}, err
+    else:
+        unreadable = None
     if data is not None:
         from stanhop.csvio import read_long
         from stanhop.forecast import check_csv_header
@@ -681,12 +689,6 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         outliers["per_module"] = {name.removeprefix("model."): v for name, v in outliers["per_module"].items()}
     val = forecast_errors(run.model, bar(val_loader, "validation"), run.data.mean, run.data.scale)
     baselines = test_baselines(dm, config.model.in_len, config.model.out_len)
-    try:
-        previous = read_json(run.path / METRICS) if (run.path / METRICS).is_file() else {}
-    except UserError as err:  # damaged (cut short, edited): measured anew; the file is kept aside, not replaced
-        previous, unreadable = {}, err
-    else:
-        unreadable = None
     if facts is not None:  # called after training or tuning: the model changed, so its W8A8 figures are stale
         previous.pop("quantized", None)
     own = same_windows(run, dm) if run.data.borders else data is None and split is None
@@ -801,7 +803,7 @@ def _check_quantize(quantize: str, act_range: str) -> None:
     from stanhop.quantize import parse_range
 
     if quantize not in QUANTIZATION_BITS:
-        raise UserError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATION_BITS)}")
+        raise UserError(f"unknown quantization {cited(quantize)}; choose one of {', '.join(QUANTIZATION_BITS)}")
     parse_range(act_range)
 
 

@@ -111,6 +111,35 @@ def test_a_bad_setting_in_a_config_file_is_refused_before_training(tmp_path: Pat
     assert not (tmp_path / "run").exists()
 
 
+def laughs(levels: int) -> str:
+    """YAML's "billion laughs": a list of 9 items, and each further level 9 aliases of the one before."""
+    items = ["&a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]"] + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]"
+                                                               for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize("columns, fragment", [
+    (laughs(6), "its anchors and aliases (&name, *name) make the value at line 5 more than 100,000 values long; write "
+                "the values out"),  # 9**6 names: refused as read, before anything walks them
+    (laughs(4), "data.columns must name channels: a list such as [OT, HUFL], or OT,HUFL (null: every numeric column; "
+                "quote a name that reads as a number: '2019'), got [['lol', 'lol', "),  # 9**4: quoted abridged
+    ("&a [*a]", "the value at line 5 holds itself (an alias *name inside its own &name); write the values out"),
+    ("[" * 3000 + "]" * 3000, "its values are nested too deeply"),  # (was an internal RecursionError)
+    ("1" * 5000, "a value cannot be read (exceeds the limit (4300 digits) for integer string conversion); write it "
+                 "with fewer digits"),  # (was an internal ValueError)
+], ids=["laughs", "abridged", "itself", "deep", "digits"])
+def test_a_config_that_expands_without_bound_is_refused_in_one_short_line(tmp_path: Path, columns, fragment):
+    path = tmp_path / "config.yaml"
+    path.write_text(Path(SMOKE).read_text().replace("columns: null", f"columns: {columns}"))
+    result = run_cli("train", "--config", str(path), "--out", str(tmp_path / "run"))
+    assert_one_line_usage_error(result, f"error: config file {path}: {fragment}")
+    assert len(result.output) < 600, len(result.output)
+    assert not (tmp_path / "run").exists()
+    given = run_cli("train", "--config", SMOKE, "--set", f"data.columns={columns}", "--out", str(tmp_path / "run"))
+    assert_one_line_usage_error(given, "data.columns")  # (--set's value is parsed as YAML too)
+    assert len(given.output) < 600, len(given.output)
+
+
 @pytest.mark.parametrize("sets, fragment", [
     (["data.columns=5"], "data.columns must name channels"),  # not an internal TypeError
     (["data.columns={a: 1}"], "data.columns must name channels"),  # not taken as its keys

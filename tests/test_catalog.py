@@ -166,3 +166,39 @@ def test_a_resume_stopped_before_its_figures_is_unfinished_however_the_run_was_c
     row = json.loads(invoke(tmp_path, "--json").stdout)[0]
     assert row["note"] == (f"unfinished: stanhop train --resume {run} (its last checkpoint holds "
                            f"{figures['epochs'] + 1} epochs, its figures {figures['epochs']})")
+
+
+def test_runs_lists_every_other_run_when_one_is_damaged_in_any_way(run_dir, tmp_path, monkeypatch):
+    """Each damaged run's row says what is wrong; the listing goes on (it ended in an internal
+    RecursionError or MemoryError, listing nothing)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    copy_run(run_dir, tmp_path / "fine")
+    for name in ("metrics.json", "scaler.json", "stanhop.json"):
+        (copy_run(run_dir, tmp_path / f"deep-{name}") / name).write_text(deep)
+    laughs = copy_run(run_dir, tmp_path / "laughs")
+    items = ["&a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]"] + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]"
+                                                             for i in range(1, 7)]
+    text = (laughs / "config.yaml").read_text()
+    (laughs / "config.yaml").write_text(text.replace("  columns: null", f"  columns: [{', '.join(items)}]"))
+    odd = copy_run(run_dir, tmp_path / "odd")
+    (odd / "metrics.json").write_text(json.dumps({"test": {"mse": 1.0}, "params": "P" * 300_000, "init_from": [[1]]}))
+    copy_run(run_dir, tmp_path / "unforeseen")
+    import stanhop.catalog
+
+    def training_pid(path):  # damage no check foresees: an error of any kind
+        if path.name == "unforeseen":
+            raise MemoryError("out of memory")
+
+    monkeypatch.setattr(stanhop.catalog, "training_pid", training_pid)
+    result = invoke(tmp_path)
+    assert result.exit_code == 0, result.output[:500]
+    assert max(map(len, result.output.splitlines())) < 1000
+    rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
+    assert "note" not in rows["fine"] and rows["fine"]["test_mse"] is not None
+    for name in ("metrics.json", "scaler.json", "stanhop.json"):
+        assert f"unreadable: cannot read {tmp_path / f'deep-{name}' / name}: it is damaged" in rows[f"deep-{name}"]["note"]
+    assert rows["deep-metrics.json"]["note"].endswith(f"stanhop evaluate {tmp_path / 'deep-metrics.json'} measures "
+                                                      "its figures anew")
+    assert rows["laughs"]["note"].startswith(f"unreadable: config file {laughs / 'config.yaml'}: its anchors and aliases")
+    assert rows["odd"]["params"] == "P" * 100 + "… (300000 characters)" and rows["odd"]["note"] == "from [[1]]"
+    assert rows["unforeseen"]["note"] == "unreadable: MemoryError: out of memory"

@@ -941,3 +941,37 @@ def test_names_in_a_header_written_with_spaces_after_the_commas_are_stripped(tmp
     path.write_text("date, a,a \n2020-01-01,1,2\n2020-01-02,3,4\n")
     with pytest.raises(UserError, match="names column\\(s\\) 'a' more than once"):
         header_of(path)
+
+
+def test_a_huge_cell_or_column_name_is_cut_in_messages_and_output(tmp_path):
+    """A cell or a column name of 300 000 characters (100 MB in the report) is quoted by its
+    first 100 and its length: never a line as long as the file."""
+    long = "1x" * 150_000
+    cell = write(tmp_path, edit(csv_lines(40), 5, 1, long), "cell.csv")
+    result = CliRunner().invoke(cli, ["data", "describe", str(cell), *SMALL])
+    assert result.exit_code == 2 and len(result.stderr) < 600, len(result.stderr)
+    assert f"non-numeric value '{long[:100]}'… (300000 characters) at line 5; fix the cell" in result.stderr
+
+    name = "N" * 300_000
+    lines = csv_lines(40, columns=(name, "b"))
+    described = CliRunner().invoke(cli, ["data", "describe", str(write(tmp_path, lines, "name.csv")), *SMALL])
+    assert described.exit_code == 0, described.output[:300]
+    assert f"columns   {name[:100]}… (300000 characters), b\n" in described.stdout
+    assert max(map(len, described.output.splitlines())) < 300
+    refused = CliRunner().invoke(cli, ["data", "describe", str(write(tmp_path, edit(lines, 5, 1, "x"), "both.csv")), *SMALL])
+    assert refused.exit_code == 2 and len(refused.stderr) < 600, len(refused.stderr)
+    assert f"column '{name[:100]}… (300000 characters)' has a non-numeric value 'x' at line 5" in refused.stderr
+
+
+def test_no_message_line_repeats_user_data_whole():
+    from stanhop.errors import bounded, cited, clipped
+
+    assert clipped("a" * 150) == "a" * 100 + "… (150 characters)" and clipped("short") == "short"
+    assert cited("x" * 101) == repr("x" * 100) + "… (101 characters)" and cited("OT") == "'OT'"
+    laughs = ["lol"] * 9
+    for _ in range(9):  # 9**10 items once written out: cited without writing them out
+        laughs = [laughs] * 9
+    assert len(cited(laughs)) <= 201 and cited(laughs).startswith("[[[")
+    message = "what is wrong " + "z" * 10_000 + " what to do"
+    assert len(bounded(message)) < 2100 and bounded(message).startswith("what is wrong ")
+    assert bounded(message).endswith(" what to do") and f"({len(message) - 2000} characters left out)" in bounded(message)

@@ -212,6 +212,43 @@ def test_damaged_weights_are_told_with_the_command_that_writes_them_anew(run_dir
     assert CliRunner().invoke(cli.cli, ["evaluate", str(run)]).exit_code == 0
 
 
+@pytest.mark.parametrize("name", ["metrics.json", "scaler.json", "stanhop.json"])
+def test_a_run_file_of_deeply_nested_json_is_told_as_damaged(run_dir, tmp_path: Path, name):
+    """JSON nested 100 000 deep (an internal RecursionError before): one line naming the file."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / name).write_text("[" * 100_000 + "]" * 100_000)
+    told = f"error: cannot read {run / name}: it is damaged (arrays or objects nested thousands of levels deep)"
+    forecast = CliRunner().invoke(cli.cli, ["forecast", str(run)])
+    assert forecast.exit_code == 2 and forecast.stderr.splitlines()[-1].startswith(told), forecast.output[-500:]
+    evaluated = CliRunner().invoke(cli.cli, ["evaluate", str(run)])
+    if name != "metrics.json":
+        assert evaluated.exit_code == 2 and evaluated.stderr.splitlines() == [told], evaluated.output[-500:]
+        return
+    assert forecast.stderr.splitlines()[-1].endswith(f"; stanhop evaluate {run} measures its figures anew (keeping it "
+                                                     "aside)")
+    assert evaluated.exit_code == 0, evaluated.output[-500:]  # measured anew, the damaged file kept aside
+    assert f"notice: cannot read {run / name}: it is damaged" in evaluated.stderr
+    assert (run / "metrics.json.unreadable").read_text() == "[" * 100_000 + "]" * 100_000
+    assert json.loads((run / "metrics.json").read_text())["test"]["mse"] > 0
+
+
+def test_evaluate_keeps_a_metrics_file_that_holds_no_object_aside(run_dir, tmp_path: Path):
+    """metrics.json holding a list was an internal error after both evaluation passes."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "metrics.json").write_text("[1, 2]\n")
+    evaluated = CliRunner().invoke(cli.cli, ["evaluate", str(run)])
+    assert evaluated.exit_code == 0, evaluated.output[-500:]
+    assert f"notice: {run / 'metrics.json'} does not hold a JSON object; it is kept as" in evaluated.stderr
+    assert (run / "metrics.json.unreadable").read_text() == "[1, 2]\n"
+    assert json.loads((run / "metrics.json").read_text())["test"]["mse"] > 0
+
+
 def test_resume_of_a_run_whose_csv_was_moved_says_where_it_was(tmp_path: Path, etth1_path):
     data = tmp_path / "cut.csv"
     data.write_text("".join(etth1_path.read_text().splitlines(keepends=True)[:3000]))
