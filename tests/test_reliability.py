@@ -688,6 +688,7 @@ def test_plot_and_resume_never_write_through_a_link_out_of_the_run(run_dir, tmp_
     there; a resume followed logs/ likewise. Now both refuse, and the link is left as it was."""
     run, outside = tmp_path / "run", tmp_path / "outside"
     shutil.copytree(run_dir, run)
+    shutil.rmtree(run / "plots", ignore_errors=True)  # (drawn by an earlier test of the shared run)
     outside.mkdir()
     (run / "plots").symlink_to(outside)
     result = CliRunner().invoke(cli.cli, ["plot", str(run), "--what", "training"])
