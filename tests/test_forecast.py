@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -719,3 +720,33 @@ def test_an_output_onto_a_full_disk_is_one_line_and_leaves_nothing(run_dir, etth
         f"error: cannot write {out} (No space left on device); free some space, or write somewhere else (another "
         "--out / --output, another folder)"), result.output
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit", [("d_model: 16", "d_model: 100000"), ("in_len: 24", "in_len: 10000000")])
+def test_a_config_that_does_not_fit_the_weights_is_refused_before_its_model_is_made(run_dir, tmp_path, monkeypatch, edit):
+    import shutil
+
+    from stanhop.model import STanHopNet
+
+    edited = tmp_path / "edited"
+    shutil.copytree(run_dir, edited)
+    config = (edited / "config.yaml").read_text()
+    assert edit[0] in config
+    (edited / "config.yaml").write_text(config.replace(*edit))
+    made, init = [], STanHopNet.__init__
+
+    def counted(self, *args, **kwargs):  # the device each model is made on; none with storage past the header's check
+        made.append(device := torch.empty(0).device.type)
+        if device != "meta":
+            raise AssertionError("a model with storage was made")
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(STanHopNet, "__init__", counted)
+    for command in ("forecast", "evaluate"):
+        result = invoke(command, edited)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert re.search(rf"weights {re.escape(str(edited / 'model.safetensors'))} do not fit the model of config.yaml: "
+                         r"\S+ is \[[\d, ]+\] in them and \[[\d, ]+\] in the model.*: was config.yaml edited since the "
+                         "training\\? put back the settings it was trained with", result.stderr), result.stderr
+    assert set(made) == {"meta"}
+
