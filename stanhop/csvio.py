@@ -29,6 +29,7 @@ Lines are counted as the file has them: blank lines inside the file are kept as 
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import lzma
@@ -74,6 +75,22 @@ def load_observed(name_or_path: str | os.PathLike, date_column: str = "date", co
     return fill_missing(frame, fill, name_or_path), None if observed.all() else observed
 
 
+def _memory_told(read):
+    """``read`` (of a CSV named by its first argument), its MemoryError (pyarrow's ArrowMemoryError
+    is one; ``ulimit -v`` raises them early) a UserError: a file within the size cap can still
+    take more than the memory left, which the cap does not know."""
+    @functools.wraps(read)
+    def reading(name_or_path, *args, **kwargs):
+        try:
+            return read(name_or_path, *args, **kwargs)
+        except MemoryError:
+            raise UserError(f"{name_or_path} does not fit in the memory left to read it; use a smaller file (fewer rows "
+                            "or columns) or free memory; a lower STANHOP_MAX_CSV_BYTES (bytes) refuses such files before "
+                            "reading them") from None
+    return reading
+
+
+@_memory_told
 def read_series(name_or_path: str | os.PathLike, date_column: str = "date", columns: list[str] | None = None, *,
                 insert_missing_dates: bool = False, keep_gaps: bool = False, keep_infinite: bool = False) -> pd.DataFrame:
     """Like :func:`load_series` but empty cells are left as NaN. With ``insert_missing_dates``,
@@ -137,6 +154,7 @@ _NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
              "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # what pandas reads as missing by default
 
 
+@_memory_told
 def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
     """A CSV file in neuralforecast's long layout, one row per series and timestamp under the
     columns unique_id, ds and y (others may follow), as a DataFrame of those rows: ids as
@@ -339,7 +357,10 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
 def _read(path: Path, dialect: dict, **kwargs) -> pd.DataFrame:
     """read_csv of a file with the options ``_open`` found for it."""
     try:
-        return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **dialect, **kwargs)
+        if path.suffix.lower() not in COMPRESSIONS:
+            return pd.read_csv(path, skip_blank_lines=False, encoding="utf-8", **dialect, **kwargs)
+        with _open_bytes(path) as f:  # decompressed within the cap
+            return pd.read_csv(f, skip_blank_lines=False, encoding="utf-8", compression=None, **dialect, **kwargs)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty; it needs a header line and data rows") from None
     except UnicodeDecodeError:
@@ -453,18 +474,50 @@ _SPACES = " \u00a0\u202f'’"  # thousands separators that are never a decimal m
 _NUMBER = rf"[+-]?[\d.,{_SPACES}]*\d[\d.,{_SPACES}]*"  # a cell that may be a number, its marks aside
 
 
-def _check_size(path: Path) -> None:
+def _size_cap() -> int:
     raw = os.environ.get("STANHOP_MAX_CSV_BYTES", str(DEFAULT_MAX_CSV_BYTES))
     try:
-        cap = int(raw)
+        return int(raw)
     except ValueError:
         raise UserError(f"STANHOP_MAX_CSV_BYTES must be a whole number of bytes, got {cited(raw)}") from None
-    size = path.stat().st_size
+
+
+def _over_the_cap(path: Path, size: str, cap: int) -> UserError:
+    """``size``: "is 2.50 GiB," or, of a compressed file, "is, once decompressed,"."""
+    return UserError(f"{path} {size} over the {cap / 1024**3:.2f} GiB limit; "
+                     "use a smaller file or raise STANHOP_MAX_CSV_BYTES (bytes) if memory allows")
+
+
+def _check_size(path: Path) -> None:
+    """The file within the cap; a compressed file's decompressed bytes are counted as they are
+    read (_Capped), its size on disk says little of them (75 MB of gzip can hold 1 GB of CSV)."""
+    cap, size = _size_cap(), path.stat().st_size
     if size > cap:
-        raise UserError(
-            f"{path} is {size / 1024**3:.2f} GiB, over the {cap / 1024**3:.2f} GiB limit; "
-            f"use a smaller file or raise STANHOP_MAX_CSV_BYTES (bytes) if memory allows"
-        )
+        raise _over_the_cap(path, f"is {size / 1024**3:.2f} GiB,", cap)
+
+
+class _Capped(io.RawIOBase):
+    """A decompressing stream that refuses to give more than ``cap`` bytes (UserError): what a
+    compressed file holds is known only as it is read (a gzip trailer's size is modulo 4 GiB,
+    and of its last member only)."""
+
+    def __init__(self, stream, path: Path, cap: int):
+        super().__init__()
+        self.stream, self.path, self.cap, self.given = stream, path, cap, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.stream.readinto(buffer)
+        self.given += n
+        if self.given > self.cap:
+            raise _over_the_cap(self.path, "is, once decompressed,", self.cap)
+        return n
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # read_csv infers them from the name too
@@ -477,8 +530,12 @@ def compression_ending(head: bytes) -> str:
 
 
 def _open_bytes(path: Path):
-    """The file's bytes, decompressed where its name ends in .gz, .bz2 or .xz (my.csv.gz)."""
-    return COMPRESSIONS.get(path.suffix.lower(), open)(path, "rb")
+    """The file's bytes, decompressed where its name ends in .gz, .bz2 or .xz (my.csv.gz), then
+    within STANHOP_MAX_CSV_BYTES (_Capped)."""
+    decompress = COMPRESSIONS.get(path.suffix.lower())
+    if decompress is None:
+        return open(path, "rb")
+    return io.BufferedReader(_Capped(decompress(path, "rb"), path, _size_cap()))
 
 
 _MAGIC = {b"\x1f\x8b": "gzip-compressed: name it .csv.gz, or decompress it",

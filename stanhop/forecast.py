@@ -33,6 +33,7 @@ import numbers
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -441,16 +442,24 @@ def predict(run, inputs: np.ndarray) -> np.ndarray:
         return run.model(torch.from_numpy(inputs)).float().numpy()
 
 
-def rollout(run, inputs: np.ndarray, horizon: int) -> np.ndarray:
+def rollout(run, inputs: np.ndarray, horizon: int, *, progress: bool = False) -> np.ndarray:
     """Scaled float32 inputs (b, in_len, c) -> scaled forecasts (b, horizon, c): one forecast
     of out_len steps, then, while steps are missing, another from the last in_len steps of
-    the input followed by the forecasts so far."""
+    the input followed by the forecasts so far. ``progress``: from SHOWN_PASSES passes on, a
+    bar on a terminal, else a line at each tenth of them (a log file)."""
+    from tqdm.auto import tqdm
+
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
+    passes, started = -(-horizon // out_len), time.perf_counter()
+    shown = progress and passes >= SHOWN_PASSES
+    bars = shown and redrawn_bars()
     parts: list[np.ndarray] = []  # each (b, out_len, c)
     window = inputs
-    for _ in range(-(-horizon // out_len)):
+    for done in tqdm(range(1, passes + 1), desc="forecast", unit="pass", leave=False, disable=not bars):
         parts.append(predict(run, window))
         window = np.concatenate([window, parts[-1]], axis=1)[:, -in_len:]
+        if shown and not bars and done % -(-passes // 10) == 0:
+            log_line(f"forecast: {done:,} of {passes:,} passes ({done / passes:.0%}), {time.perf_counter() - started:.0f} s")
     return np.concatenate(parts, axis=1)[:, :horizon]
 
 
@@ -493,13 +502,38 @@ def windows_per_batch(run, most: int = 256) -> int:
     return inference_windows(len(run.data.columns), most)
 
 
+SHOWN_PASSES = 100  # a recursive forecast of this many passes shows its progress
+MOST_PASSES = 10_000  # a forecast from its own forecasts this many times over: its errors compound past any use
+RESULT_BYTES = 40  # per value of a forecast's table: float32 passes and their concatenation, float64 values, the table
+
+
 def horizon_of(run, horizon: int | None) -> int:
-    """``horizon`` checked (a whole number >= 1), or the run's out_len when None."""
+    """``horizon`` checked (a whole number >= 1, of at most MOST_PASSES passes of out_len steps),
+    or the run's out_len when None."""
+    out_len = run.config.model.out_len
     if horizon is None:
-        return run.config.model.out_len
+        return out_len
     if not isinstance(horizon, numbers.Integral) or isinstance(horizon, bool) or horizon < 1:
         raise UserError(f"horizon must be a whole number >= 1, got {cited(horizon)}")
+    if horizon > out_len * MOST_PASSES:
+        raise UserError(f"horizon {horizon:,} takes {-(-horizon // out_len):,} passes of the run's {counted(out_len, 'step')}, "
+                        f"each from the forecasts before it; the largest allowed is {out_len * MOST_PASSES:,} "
+                        f"({MOST_PASSES:,} passes), as errors compound with every pass: forecast a shorter horizon, or "
+                        "train a run with a longer --out-len")
     return int(horizon)
+
+
+def refuse_unfitting_horizon(run, horizon: int, levels: list[float]) -> None:
+    """A UserError, giving the largest horizon that fits, when a forecast's table of ``horizon``
+    rows (RESULT_BYTES per value, with the intervals' bounds) would take more than the free memory."""
+    from stanhop.footprint import USABLE, GiB, free_memory
+
+    per_step = 8 + RESULT_BYTES * len(run.data.columns) * (1 + 2 * len(levels))  # a timestamp and the row's values
+    if (memory := free_memory()) is None or horizon * per_step <= USABLE * memory.bytes:
+        return
+    raise UserError(f"a forecast of horizon {horizon:,} would hold ≈ {horizon * per_step / GiB:.1f} GiB, more than this "
+                    f"machine has ({memory.bytes / GiB:.1f} GiB {memory.kind}): the largest horizon that fits is "
+                    f"{int(USABLE * memory.bytes // per_step):,}")
 
 
 def recursive_notice(run, horizon: int) -> str:
@@ -533,6 +567,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     from stanhop.intervals import conformal_half_widths, parse_levels
 
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
+    refuse_unfitting_horizon(run, horizon, levels)
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     given, frame = frame, align(run, frame, source=source, notify=notify, last_rows=in_len)
     if len(frame) < in_len:
@@ -544,7 +579,7 @@ def forecast(run, frame: pd.DataFrame, *, horizon: int | None = None, intervals=
     if horizon > out_len:  # the input and the intervals accepted: tell what the forecast will be made of
         (notify or notice_to_stderr)(recursive_notice(run, horizon))
     z = scaled(run, window)[None]  # (1, in_len, c)
-    prediction = scaler_of(run).inverse_transform(rollout(run, z, horizon)[0].astype(np.float64))  # (horizon, c)
+    prediction = scaler_of(run).inverse_transform(rollout(run, z, horizon, progress=progress)[0].astype(np.float64))  # (horizon, c)
     index = future_index(frame.index, horizon, run.data.freq).rename(frame.index.name or run.data.date_column)
     table = pd.DataFrame(with_intervals(run.data.columns, prediction, widths, np.asarray(run.data.scale)), index=index)
     return _as_given(run, table, given, levels)

@@ -422,23 +422,40 @@ def save_tensors(state: dict, path: Path, metadata: dict[str, str]) -> None:
 
 
 def load_weights(model, path: Path) -> None:
-    from safetensors import SafetensorError
+    """``model``'s weights from the safetensors file at ``path``, its tensors' names and shapes
+    checked first (check_weights)."""
     from safetensors.torch import load_file
 
+    check_weights(model, path)
     try:
-        state = load_file(str(path))
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as err:
+        raise UserError(f"weights {path} do not fit the model of {CONFIG}: {str(err).splitlines()[-1].strip()}") from None
+
+
+def check_weights(model, path: Path) -> None:
+    """A UserError unless the safetensors file at ``path`` holds ``model``'s tensors at their
+    shapes, read from its JSON header alone (nothing loaded): ``model`` may be one on torch's
+    meta device, so that a config edited to a huge model (d_model: 100000) is refused before
+    that model is allocated."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except (SafetensorError, OSError) as err:
         resume = (f"; its checkpoint is there: {command('train', '--resume', path.parent)} writes them anew"
                   if (path.parent / "checkpoints" / "last.ckpt").is_file() else "")
         raise UserError(f"cannot read weights {path} ({str(err).splitlines()[0]}): the file is damaged or cut short "
                         f"(copy the run again, or train it again){resume}") from None
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     if missing or unexpected:
         raise UserError(f"weights {path} do not match this model (missing {len(missing)}, unexpected {len(unexpected)} tensors): was it written by another model or config?")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise UserError(f"weights {path} do not fit the model of {CONFIG}: {str(err).splitlines()[-1].strip()}") from None
+    if wrong := [name for name in expected if shapes[name] != expected[name]]:
+        raise UserError(f"weights {path} do not fit the model of {CONFIG}: {wrong[0]} is {list(shapes[wrong[0]])} in them "
+                        f"and {list(expected[wrong[0]])} in the model{f' ({len(wrong) - 1} more such tensors)' if len(wrong) > 1 else ''}: "
+                        f"was {CONFIG} edited since the training? put back the settings it was trained with")
 
 
 @dataclass
@@ -553,6 +570,10 @@ def load_run(path: str | Path) -> Run:
             raise UserError(f"run {path} is incomplete: {name} is missing ({remedy})")
     config = run_config(path)
     data = DataInfo.from_dict(read_json(path / SCALER), path / SCALER)
+    import torch
+
+    with torch.device("meta"):  # shapes only: a config that does not fit the weights is refused before allocating
+        check_weights(build_model(config), path / WEIGHTS)
     model = build_model(config)
     load_weights(model, path / WEIGHTS)
     model.eval()

@@ -289,10 +289,11 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
                          "poor however small its scaled errors; check those values (a typo, other units?) and correct "
                          "or remove them")
     memory_rows = memory_frame(config, dm)  # checked now, before any training
+    memory = training_memory(config)  # (before the model is made: one too large for the machine is refused)
     module = Forecaster(config)
     if source is not None:
         start_from(module.model, source, config, dm.columns)
-    fit_to_free_memory(config, dm, module.model)  # before the config is saved, and before any folder is made
+    fit_to_free_memory(config, dm, module.model, memory)  # before the config is saved, and before any folder is made
     with _what_is_left_told(run_dir), ExitStack() as held:  # an interrupt from here on (training, or the evaluation
         # after it): what the run folder holds, and how to go on
         if not _is_child_process():
@@ -495,30 +496,49 @@ def start_from(model, source: StartingRun, config: Config, columns: list[str]) -
         notice_to_stderr(f"the model starts from the weights of {source.path}")
 
 
-def fit_to_free_memory(config: Config, dm, model) -> None:
-    """Lower train.micro_batch_size (and the evaluation's windows per pass) when a training
-    step of the planned windows of ``model`` would not fit in this machine's free memory
-    (stanhop.footprint), with a notice. Training on the CPU in one process only, without
-    activation checkpointing (whose saved tensors do not tell its peak)."""
+def training_memory(config: Config):
+    """The memory a training on the CPU in one process may take (stanhop.footprint.free_memory),
+    or None where it is not estimated (on a GPU, in several processes, or not known); a
+    UserError when the model's parameters with their gradients and Adam's moments would not fit
+    in it, found on the model made on torch's meta device, which allocates nothing."""
     import torch
 
     from stanhop import footprint
+    from stanhop.model import STanHopNet
 
-    t, m = config.train, config.model
+    t = config.train
     on_gpu = t.accelerator == "gpu" or (t.accelerator == "auto" and (torch.cuda.is_available() or torch.backends.mps.is_available()))
     memory = footprint.free_memory()
-    if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or m.checkpoint or memory is None:
+    if on_gpu or (t.devices, t.num_nodes, t.strategy) != (1, 1, "auto") or memory is None:
+        return None
+    with torch.device("meta"):
+        footprint.refuse_oversized_model(STanHopNet(config.model), memory)
+    return memory
+
+
+def fit_to_free_memory(config: Config, dm, model, memory) -> None:
+    """Lower train.micro_batch_size (and the evaluation's windows per pass) when a training
+    step of the planned windows of ``model`` would not fit in ``memory`` (training_memory) beside
+    its parameters (stanhop.footprint), with a notice; validation and test passes take no more
+    windows than a training step could (a bound: they keep no activations for a backward pass).
+    Not with activation checkpointing (whose saved tensors do not tell its peak)."""
+    from stanhop import footprint
+
+    t, m = config.train, config.model
+    if memory is None or m.checkpoint:
         return
     planned = min(t.micro_batch_size or t.batch_size, t.batch_size, len(dm.dataset("train")))  # a step's windows
     measured = footprint.activations(model, m.in_len, m.n_series, bf16=t.precision == "bf16-mixed")
-    fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series)
+    state = footprint.training_state(model)
+    fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series, state)
+    dm.eval_batch_size = min(dm.eval_batch_size, max(fitting, footprint.most_windows(measured, memory, state)))
     if fitting < planned:
         notice_to_stderr(
             f"a training step of {planned} windows of {m.n_series} series would hold ≈ "
             f"{measured.step_peak(planned) / footprint.GiB:.1f} GiB of activations, and this machine has "
             f"{memory.bytes / footprint.GiB:.1f} GiB {memory.kind}: training goes {fitting} windows at a time (train.micro_batch_size "
             f"{fitting}: more time per step; the batch's gradients, though with dropout its masks are other draws)")
-        t.micro_batch_size = dm.eval_batch_size = fitting
+        t.micro_batch_size = fitting
 
 
 

@@ -410,6 +410,34 @@ def test_a_compressed_csv_reads_as_the_plain_one(tmp_path, ending, compress, cap
     assert described.exit_code == 0 and "rows      40" in described.output, described.output
 
 
+@pytest.mark.parametrize("ending, compress", [(".csv.gz", gzip.compress), (".csv.bz2", bz2.compress),
+                                             (".csv.xz", lzma.compress)])
+def test_a_compressed_csv_is_capped_by_the_bytes_it_decompresses_to(tmp_path, ending, compress, monkeypatch):
+    text = ("\n".join(csv_lines(3000)) + "\n").encode()  # ≈ 90 kB, compressed to a fifth or less
+    packed = tmp_path / f"packed{ending}"
+    packed.write_bytes(compress(text))
+    monkeypatch.setenv("STANHOP_MAX_CSV_BYTES", str(len(text)))
+    assert len(load_series(packed)) == 3000  # within the cap: read
+    for cap in (len(text) - 1, 2 * packed.stat().st_size):  # past the 64 kB the first checks read, and within them
+        monkeypatch.setenv("STANHOP_MAX_CSV_BYTES", str(cap))
+        result = CliRunner().invoke(cli, ["data", "describe", str(packed), *SMALL])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (f"error: {packed} is, once decompressed, over the 0.00 GiB limit; use a smaller "
+                                         "file or raise STANHOP_MAX_CSV_BYTES (bytes) if memory allows")
+
+
+def test_a_csv_that_does_not_fit_the_memory_left_is_a_user_error(tmp_path, monkeypatch):
+    path = write(tmp_path, BASE)
+
+    def no_memory(*args, **kwargs):  # as pyarrow's ArrowMemoryError, a MemoryError, under ulimit -v
+        raise MemoryError
+
+    monkeypatch.setattr(pd, "read_csv", no_memory)
+    result = CliRunner().invoke(cli, ["data", "describe", str(path), *SMALL])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "does not fit in the memory left to read it" in result.stderr and "STANHOP_MAX_CSV_BYTES" in result.stderr
+
+
 def test_dates_that_only_fit_day_first_are_read_so_and_said(tmp_path, capsys):
     lines = csv_lines(20, freq="D", columns=("a",))
     day_first = [lines[0], *(f"{pd.Timestamp(line.split(',')[0]):%d/%m/%Y},{line.split(',')[1]}" for line in lines[1:])]

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 from click.testing import CliRunner
@@ -19,10 +20,12 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 
 def saved_bytes(model, windows: int, in_len: int, n_series: int) -> int:
-    storages = {}
+    """Bytes of the tensors saved for backward, the parameters aside (held anyway: training_state)."""
+    storages, parameters = {}, {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if t.untyped_storage().data_ptr() not in parameters:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -79,10 +82,11 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
     assert "notice: a training step" not in plain.stderr  # the smoke model fits anywhere
 
     cfg = load_run(tmp_path / "plain").config.model
-    measured = footprint.activations(STanHopNet(cfg), cfg.in_len, cfg.n_series)
-    # room for 10½ of the batch's 64 windows: a few bytes of the measurement vary from one to the next (small
-    # saved tensors counted by address), and a budget of exactly 10 went 9 windows by chance
-    free = footprint.Memory(int((measured.step_peak(10) + measured.step_peak(11)) / 2 / footprint.USABLE), "free")
+    model = STanHopNet(cfg)
+    measured, state = footprint.activations(model, cfg.in_len, cfg.n_series), footprint.training_state(model)
+    # room for 10½ of the batch's 64 windows beside the parameters: a few bytes of the measurement vary from one to the
+    # next (small saved tensors counted by address), and a budget of exactly 10 went 9 windows by chance
+    free = footprint.Memory(int(((measured.step_peak(10) + measured.step_peak(11)) / 2 + state) / footprint.USABLE), "free")
     monkeypatch.setattr(footprint, "free_memory", lambda: free)
     lowered = train(tmp_path / "lowered")
     assert lowered.exit_code == 0, lowered.output
@@ -97,7 +101,8 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
     before, after = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("plain", "unmeasured"))
     assert after["test"] == before["test"] and after["val"] == before["val"]
 
-    monkeypatch.setattr(footprint, "free_memory", lambda: footprint.Memory(int(measured.step_peak(1) / 2), "in all"))
+    monkeypatch.setattr(footprint, "free_memory", lambda: footprint.Memory(int((measured.step_peak(1) / 2 + state) / footprint.USABLE),
+                                                                          "in all"))  # the parameters fit, a window not
     refused = train(tmp_path / "refused")
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "one window of 7 series holds" in refused.stderr and "GiB in all)" in refused.stderr and "--columns" in refused.stderr
@@ -114,3 +119,71 @@ def test_a_batch_larger_than_the_training_windows_is_planned_as_those_windows(tm
     assert "notice: train.batch_size 100000 is more than the " in result.stderr
     assert "a training step" not in result.stderr  # planned as the windows there are: they fit
     assert load_run(tmp_path / "run").config.train.micro_batch_size is None
+
+
+def test_a_model_whose_parameters_do_not_fit_is_refused_before_it_is_made(tmp_path: Path, monkeypatch):
+    cfg = load_config(SMOKE).model
+    cfg.d_model = 256
+    state = 4 * 4 * sum(p.numel() for p in STanHopNet(cfg).parameters())  # float32 parameters, gradients, Adam's 2 moments
+    free = footprint.Memory(int(state / footprint.USABLE) - 1, "free")
+    monkeypatch.setattr(footprint, "free_memory", lambda: free)
+    made, init = [], STanHopNet.__init__
+
+    def counted(self, *args, **kwargs):  # the device each model is made on
+        made.append(torch.empty(0).device.type)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(STanHopNet, "__init__", counted)
+    refused = train(tmp_path / "refused", "--set", "model.d_model=256")
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
+    assert (f"the model's {state // 16:,} parameters hold ≈ {state / 2**30:.1f} GiB in training (with their gradients and "
+            f"Adam's moments), more than this machine has ({free.bytes / 2**30:.1f} GiB free): choose a smaller model "
+            "(--set model.d_model=") in refused.stderr
+    assert made == ["meta"]  # no model with storage was made
+    assert not (tmp_path / "refused").exists()
+
+
+def test_the_memory_left_under_ulimit_v_is_the_memory_there_is(monkeypatch):
+    if not footprint.MEMINFO.exists():
+        pytest.skip("not Linux")
+    import resource
+
+    status = Path("/proc/self/status").read_text()
+    mapped = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmSize:"))
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (mapped + 64 * 2**20, resource.RLIM_INFINITY)
+                        if which == resource.RLIMIT_AS else real(which))  # as after ulimit -v: 64 MiB more than it maps
+    left = footprint.free_memory()
+    assert left.kind == "usable under ulimit -v"
+    assert 32 * 2**20 * footprint.ADDRESS_SPACE_SHARE < left.bytes <= 64 * 2**20 * footprint.ADDRESS_SPACE_SHARE
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert footprint.free_memory().kind == "free"
+
+
+class EvalWindows(lightning.Callback):
+    """The windows of each validation and test batch."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        self.seen.append(len(batch[0]))
+
+    on_test_batch_start = on_validation_batch_start
+
+
+def test_validation_takes_no_more_windows_than_fit_in_memory(tmp_path: Path, monkeypatch):
+    from stanhop.workflow import train as train_run
+
+    config = load_config(SMOKE)
+    config.train.batch_size, config.train.max_epochs, config.train.accelerator = 8, 1, "cpu"
+    config.train.limit_train_batches, config.data.split = 3, "0.03/0.01/0.01"
+    model = STanHopNet(config.model)
+    measured, state = footprint.activations(model, config.model.in_len, 7), 16 * sum(p.numel() for p in model.parameters())
+    # room for 20½ windows: a training step of 8 fits, a validation pass of 256 (inference_windows) might not
+    free = footprint.Memory(int(((measured.step_peak(20) + measured.step_peak(21)) / 2 + state) / footprint.USABLE), "free")
+    monkeypatch.setattr(footprint, "free_memory", lambda: free)
+    seen = EvalWindows()
+    train_run(config, tmp_path / "run", progress=False, callbacks=[seen])
+    assert seen.seen and max(seen.seen) == 20
+    assert load_run(tmp_path / "run").config.train.micro_batch_size is None  # the training step was not lowered

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -724,3 +725,64 @@ def test_an_output_onto_a_full_disk_is_one_line_and_leaves_nothing(run_dir, etth
         f"error: cannot write {out} (No space left on device); free some space, or write somewhere else (another "
         "--out / --output, another folder)"), result.output
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit", [("d_model: 16", "d_model: 100000"), ("in_len: 24", "in_len: 10000000")])
+def test_a_config_that_does_not_fit_the_weights_is_refused_before_its_model_is_made(run_dir, tmp_path, monkeypatch, edit):
+    import shutil
+
+    from stanhop.model import STanHopNet
+
+    edited = tmp_path / "edited"
+    shutil.copytree(run_dir, edited)
+    config = (edited / "config.yaml").read_text()
+    assert edit[0] in config
+    (edited / "config.yaml").write_text(config.replace(*edit))
+    made, init = [], STanHopNet.__init__
+
+    def counted(self, *args, **kwargs):  # the device each model is made on; none with storage past the header's check
+        made.append(device := torch.empty(0).device.type)
+        if device != "meta":
+            raise AssertionError("a model with storage was made")
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(STanHopNet, "__init__", counted)
+    for command in ("forecast", "evaluate"):
+        result = invoke(command, edited)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert re.search(rf"weights {re.escape(str(edited / 'model.safetensors'))} do not fit the model of config.yaml: "
+                         r"\S+ is \[[\d, ]+\] in them and \[[\d, ]+\] in the model.*: was config.yaml edited since the "
+                         "training\\? put back the settings it was trained with", result.stderr), result.stderr
+    assert set(made) == {"meta"}
+
+
+def test_a_horizon_of_absurdly_many_passes_or_past_the_memory_is_refused_with_the_largest_allowed(
+        run, run_dir, etth1, tmp_path, monkeypatch):
+    from stanhop import footprint, forecast
+
+    source = write_csv(etth1.iloc[1000:1100], tmp_path / "in.csv")
+    monkeypatch.setattr(forecast, "MOST_PASSES", 50, raising=False)  # the real 10,000: 80,000 steps of the smoke run's 8
+    result = invoke("forecast", run_dir, "--input", source, "--horizon", 8 * 50 + 1, "--output", tmp_path / "far.csv")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert ("error: horizon 401 takes 51 passes of the run's 8 steps, each from the forecasts before it; the largest "
+            "allowed is 400 (50 passes), as errors compound with every pass") in result.stderr
+    assert not (tmp_path / "far.csv").exists()
+
+    free = footprint.Memory(int(200 * (8 + 40 * 7) / footprint.USABLE) + 1, "free")  # a table of 200 rows of 7 channels
+    monkeypatch.setattr(footprint, "free_memory", lambda: free)
+    result = invoke("forecast", run_dir, "--input", source, "--horizon", 300, "--output", tmp_path / "big.csv")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "error: a forecast of horizon 300 would hold ≈ 0.0 GiB, more than this machine has (0.0 GiB free): the " \
+           "largest horizon that fits is 200" in result.stderr
+    assert invoke("forecast", run_dir, "--input", source, "--horizon", 200, "--output", tmp_path / "big.csv").exit_code == 0
+
+
+def test_a_long_recursive_forecast_tells_its_progress_in_a_log(run_dir, etth1, tmp_path):
+    source = write_csv(etth1.iloc[1000:1100], tmp_path / "in.csv")
+    result = invoke("forecast", run_dir, "--input", source, "--horizon", 8 * 200, "--output", tmp_path / "long.csv")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("forecast: ")]
+    assert [line.split(" passes")[0] for line in lines] == [f"forecast: {20 * i} of 200" for i in range(1, 11)]
+    assert len(pd.read_csv(tmp_path / "long.csv")) == 1600
+    short = invoke("forecast", run_dir, "--input", source, "--horizon", 8 * 20, "--output", tmp_path / "short.csv")
+    assert short.exit_code == 0 and "forecast: " not in short.stderr  # 20 passes: quick, nothing to follow
