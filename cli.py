@@ -582,9 +582,11 @@ def runs(folder, sort, as_json) -> None:
         click.echo(f"{text}  {note}".rstrip())
 
 
-def metric_text(value: float) -> str:
+def metric_text(value: float | None) -> str:
     """A metric to 4 decimals, or to 4 significant digits where those would hide it or run long
-    (errors in original units may be 1e-24 or 1e+59)."""
+    (errors in original units may be 1e-24 or 1e+59); None (nothing scored): a dash."""
+    if value is None:
+        return "—"
     return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e7 or value != value else f"{value:.4g}"
 
 
@@ -731,7 +733,8 @@ def _backtest(run, frame, truth, stride, n_windows, horizon, intervals, output, 
     coverage = metrics.get("coverage", {})  # {level: {"overall", "per_channel"}}: the share inside each interval
 
     def inside(name: str) -> str:
-        return "".join(f"  {(c['overall'] if name == 'all' else c['per_channel'][name]):>8.1%}" for c in coverage.values())
+        shares = (c["overall"] if name == "all" else c["per_channel"][name] for c in coverage.values())
+        return "".join(f"  {'—' if share is None else f'{share:.1%}':>8}" for share in shares)
 
     echo(f"{'channel':<{width}}  {'MSE':>10}  {'MAE':>10}  {'MSE orig':>10}  {'MAE orig':>10}"
          + "".join(f"  {'in ' + level + '%':>8}" for level in coverage))

@@ -628,8 +628,9 @@ class BacktestErrors:
         self.columns, self.scale = list(columns), np.asarray(scale, dtype=np.float64)
         self.sq = np.zeros(len(columns))
         self.ab = np.zeros(len(columns))
-        self.widths = widths or {}
+        self.widths = widths or {}  # a NaN half-width: no interval there (intervals.half_widths)
         self.inside = {level: np.zeros(len(columns)) for level in self.widths}
+        self.bounded = {level: np.zeros(len(columns)) for level in self.widths}  # elements scored with an interval
         self.n = np.zeros(len(columns))  # elements scored per channel
 
     def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:  # (b, t, c) scaled; truth NaN: not scored
@@ -639,22 +640,31 @@ class BacktestErrors:
         self.ab += np.abs(error).sum(axis=(0, 1))
         for level, width in self.widths.items():
             self.inside[level] += (scored & (np.abs(error) <= width[None])).sum(axis=(0, 1))
+            self.bounded[level] += (scored & ~np.isnan(width[None])).sum(axis=(0, 1))
         self.n += scored.sum(axis=(0, 1))
 
     def result(self) -> dict[str, Any]:
+        """Overall figures over every element scored; a channel with none scored (a series whose
+        every target the fill made up) has None for its figures, not a perfect 0."""
         from stanhop.intervals import label
 
-        n, total = np.maximum(self.n, 1), max(self.n.sum(), 1)  # overall: over every element scored
+        n, total = np.maximum(self.n, 1), max(self.n.sum(), 1)
         mse, mae = self.sq / n, self.ab / n
-        per = {c: _metrics(mse[i], mae[i], mse[i] * self.scale[i] ** 2, mae[i] * self.scale[i]) for i, c in enumerate(self.columns)}
+        per = {c: _metrics(mse[i], mae[i], mse[i] * self.scale[i] ** 2, mae[i] * self.scale[i]) if self.n[i] else
+               dict.fromkeys(METRIC_KEYS) for i, c in enumerate(self.columns)}
         overall = _metrics(self.sq.sum() / total, self.ab.sum() / total, (self.sq * self.scale**2).sum() / total,
                            (self.ab * self.scale).sum() / total)
         result: dict[str, Any] = {"overall": overall, "per_channel": per}
-        if self.widths:  # the share of forecast elements inside each level's interval
-            result["coverage"] = {label(level): {"overall": float(inside.sum() / total),
-                                                 "per_channel": {c: float(inside[i] / n[i]) for i, c in enumerate(self.columns)}}
+        if self.widths:  # the share of forecast elements inside each level's interval, where it has one
+            result["coverage"] = {label(level): {"overall": _share(inside.sum(), self.bounded[level].sum()),
+                                                 "per_channel": {c: _share(inside[i], self.bounded[level][i])
+                                                                 for i, c in enumerate(self.columns)}}
                                   for level, inside in self.inside.items()}
         return result
+
+
+def _share(part: float, whole: float) -> float | None:
+    return float(part / whole) if whole else None
 
 
 def _metrics(*values: float) -> dict[str, float]:
@@ -739,6 +749,9 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     tell_if_far(run, frame, source, notify)
     z = scaled(run, frame)  # (rows, c)
     z_truth = z if truth is frame else scaled(run, truth)  # (rows, c), NaN where a fill made the value up
+    if np.isnan(z_truth[in_len:]).all():
+        raise UserError(f"the backtest's {len(z_truth) - in_len} target rows of {source} hold no value of the file (its "
+                        "fill made up every one): nothing to score; backtest on rows that have values")
     widths = conformal_half_widths(run, horizon, levels, progress=progress) if levels else {}
     errors = BacktestErrors(list(run.data.columns), run.data.scale, widths)
     facts = {"windows": len(starts), "stride": int(stride), "in_len": in_len, "out_len": out_len, "horizon": horizon,

@@ -77,18 +77,20 @@ def calibration_errors(run, horizon: int, *, progress: bool = False) -> np.ndarr
 
 def half_widths(errors: np.ndarray, levels: list[float]) -> dict[float, np.ndarray]:
     """The conformal quantile of ``errors`` (n, horizon, c) at each level: {level: (horizon, c)},
-    each element's of its own n errors that are not NaN (a target a fill made up)."""
+    each element's of its own n errors that are not NaN (a target a fill made up). An element
+    with too few of them for the level gets NaN (no interval); a UserError where every one has."""
     n = (~np.isnan(errors)).sum(axis=0)  # (horizon, c)
     ordered = np.sort(errors, axis=0)  # NaN last
     widths = {}
     for level in levels:
         k = np.ceil((n + 1) * level / 100).astype(int)  # (horizon, c)
-        if (k > n).any():
+        if (k > n).all():
             needed = math.ceil(100 / (100 - level)) - 1
             raise UserError(f"a {label(level)}% interval needs at least {needed} validation windows, and the "
-                            f"calibration has {n.min()} (the run's validation split, at most {MAX_WINDOWS} of its windows): "
+                            f"calibration has {n.max()} (the run's validation split, at most {MAX_WINDOWS} of its windows): "
                             f"ask for a lower level")
-        widths[level] = np.take_along_axis(ordered, k[None] - 1, axis=0)[0]
+        picked = np.take_along_axis(ordered, np.minimum(k, len(errors))[None] - 1, axis=0)[0]
+        widths[level] = np.where(k > n, np.nan, picked)
     return widths
 
 
@@ -104,4 +106,9 @@ def conformal_half_widths(run, horizon: int, levels: list[float], *, progress: b
         for level, width in half_widths(calibration_errors(run, horizon, progress=progress), missing).items():
             width.flags.writeable = False  # shared by every later call
             kept[horizon, level] = width
+            if lacking := [c for c, none in zip(run.data.columns, np.isnan(width).any(axis=0)) if none]:
+                from stanhop.errors import listing, notice_to_stderr
+
+                notice_to_stderr(f"no {label(level)}% interval for {listing(lacking)} at some or all steps: the run's "
+                                 "validation split holds too few values of the file there (its fill made up the rest)")
     return {level: kept[horizon, level] for level in levels}

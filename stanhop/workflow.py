@@ -55,6 +55,20 @@ def make_data_module(config: Config, scaler=None):
     return dm
 
 
+def refuse_unscored(dm, name: str) -> None:
+    """A UserError where the targets of ``dm``'s (set up) validation or test windows hold no
+    value of the file, every one made up by its fill: no figure could be measured there (they
+    would read 0)."""
+    for part in ("val", "test"):
+        windows = dm.dataset(part)
+        first = windows.first + windows.in_len
+        targets = dm.truth[first : first + windows.count - 1 + windows.out_len]  # (rows, c) every target row
+        if targets.isnan().all():
+            raise UserError(f"{name}: the {part} split's {len(targets)} target rows hold no value of the file (its fill "
+                            f"made up every one): nothing to score there; remove rows that hold no values (a file's "
+                            f"empty rows for future dates), or choose a split that leaves values in it (--split)")
+
+
 def constant_channels(dm) -> list[str]:
     """The channels of ``dm`` (set up) that hold one value in every training row."""
     start, end = dm.borders["train"]
@@ -279,6 +293,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
     if config.train.batch_size > windows:
         notice_to_stderr(f"train.batch_size {config.train.batch_size} is more than the {windows} training windows: "
                          "every epoch is one step of all of them")
+    refuse_unscored(dm, config.data.name)
     if constant := constant_channels(dm):
         notice_to_stderr(f"{config.data.name}: column(s) {listing(constant)} hold one value all through the training "
                          "rows: the model learns nothing of them (its forecasts of them wobble around that value); "
@@ -682,6 +697,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if split is not None:
         config.data.split = split
     dm = run_data_module(run)
+    refuse_unscored(dm, data or config.data.name)
     if data is not None:
         from stanhop.forecast import refuse_other_step
 

@@ -43,6 +43,9 @@ def test_the_half_width_is_the_conformal_quantile_of_the_errors():
     widths = half_widths(made_up, [50.0, 80.0])  # channel 1 from its 7 errors 10..70: k = ⌈8 · L⌉
     np.testing.assert_array_equal(widths[50.0], [[5.0, 40.0]])
     np.testing.assert_array_equal(widths[80.0], [[8.0, 70.0]])
+    made_up[:, 0, 1] = np.nan  # channel 1's every target made up: no interval there, channel 0's as before
+    widths = half_widths(made_up, [80.0])
+    assert widths[80.0][0, 0] == 8.0 and np.isnan(widths[80.0][0, 1])
 
 
 def test_calibration_uses_the_runs_validation_windows(run, etth1):

@@ -600,6 +600,14 @@ def test_cells_a_fill_made_up_are_not_scored(tmp_path: Path):
     scored = rows.dropna(subset=["c_true"])
     told = json.loads((tmp_path / "backtest.metrics.json").read_text())["per_channel"]["c"]["mse_original_units"]
     assert told == pytest.approx(((scored["c_pred"] - scored["c_true"]) ** 2).mean(), rel=1e-6)
+    last = run.backtest(frame.ffill(), truth=frame, n_windows=1).metrics  # c has no value in its targets: no figure
+    assert last["per_channel"]["c"] == dict.fromkeys(last["per_channel"]["a"]) and last["per_channel"]["a"]["mse"] > 0
+    frame.loc[frame.index[-90:]] = np.nan  # the file's last rows empty (as for future dates): no test to score
+    frame.to_csv(tmp_path / "empty-end.csv")
+    result = invoke("train", "--config", SMOKE, "--data", str(tmp_path / "empty-end.csv"), "--split", "0.7/0.1/0.2",
+                    "--fill", "ffill", "--out", str(tmp_path / "nothing"))
+    assert result.exit_code == 2 and not (tmp_path / "nothing").exists()
+    assert "the test split's 80 target rows hold no value of the file" in result.output, result.output
 
 
 def test_instance_norm_forecasts_a_series_whose_level_moved_after_training(tmp_path: Path):
