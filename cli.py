@@ -793,12 +793,14 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
 
         loaded = load_run(run)
         input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
-        frame = _long_input(loaded, input_path, date_column, fill,  # neuralforecast's layout, as forecast takes it
-                            loaded.config.model.in_len)
-        if frame is None and input_path is not None:
+        observed = None
+        if fill and input_path is not None:  # the file's values before the fill are the truth (made-up ones: NaN)
+            frame, observed = _backtest_input(loaded, input_path, date_column, fill)
+        elif (frame := _long_input(loaded, input_path, date_column, fill,  # neuralforecast's layout, as forecast takes it
+                                   loaded.config.model.in_len)) is None and input_path is not None:
             frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
-                             intervals=intervals, progress=True, source=source)
+                             intervals=intervals, progress=True, source=source, observed=observed)
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)
