@@ -486,11 +486,13 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
 @click.argument("run", type=click.Path())
 @click.option("--data", default=None, help="Evaluate on another CSV with the same channels (wide, or long: unique_id, ds, y). [default: the run's data]")
 @click.option("--date-column", default=None, help="Timestamp column of the --data CSV. [default: the run's]")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None,
+              help="Fill the --data CSV's empty cells and missing timestamps instead of rejecting them (filled cells are never scored). [default: the run's data.fill]")
 @click.option("--split", default=None, help="Another split. [default: the run's]")
 @click.option("--quantize", type=click.Choice(["w8a8"]), default=None, help="Also report simulated W8A8 post-quantization MSE.")
 @click.option("--range", "act_range", default=None, help="W8A8's activation range estimator: minmax or percentile:P. [default: minmax]")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run, data, date_column, split, quantize, act_range, as_json) -> None:
+def evaluate(run, data, date_column, fill, split, quantize, act_range, as_json) -> None:
     """Recompute test/val MSE, MAE and outlier statistics of a finished run.
 
     The figures of the run's own data and split go into its metrics.json; those of another
@@ -501,7 +503,7 @@ def evaluate(run, data, date_column, split, quantize, act_range, as_json) -> Non
     if act_range is not None and quantize is None:
         raise UserError("--range sets how --quantize w8a8 measures activations; add --quantize w8a8 or leave it out")
     metrics = evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range or "minmax",
-                           date_column=date_column)
+                           date_column=date_column, fill=fill)
     if as_json:
         click.echo(json.dumps(metrics))
     else:
