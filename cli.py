@@ -181,7 +181,7 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
         return
     click.echo(f"data      {info['name']}")
     click.echo(f"rows      {info['rows']}")
-    click.echo(f"columns   {listing(info['columns'])}")
+    click.echo(f"columns   {listing(map(clipped, info['columns']))}")
     click.echo(f"freq      {info['freq']}")
     click.echo(f"dates     {info['start']} .. {info['end']}")
     by_column = listing(f"{clipped(k)} {v}" for k, v in info["missing_by_column"].items() if v)
