@@ -226,7 +226,8 @@ def test_values_a_fill_made_up_are_neither_truth_nor_scored(run, run_dir, etth1,
     monkeypatch.setattr("stanhop.plot.save_figure", lambda fig, path, **_: figures.append(fig))
     result = invoke("plot", run_dir, "--input", source, "--fill", "ffill", "--channels", "OT,HUFL", "--output", tmp_path / "f.png")
     assert result.exit_code == 0, result.output
-    for fig in (plot_forecast(run, observed.ffill(), channels=["OT", "HUFL"], observed=observed), figures[0]):
+    for made in (lambda: figures[0], lambda: plot_forecast(run, observed.ffill(), channels=["OT", "HUFL"], observed=observed)):
+        fig = made()  # the CLI's figure, then the API's
         (ot, hufl), (ot_title, hufl_title) = _truth_and_titles(fig)
         np.testing.assert_allclose(ot[:-3], real.to_numpy())
         assert np.isnan(ot[-3:]).all() and np.isnan(hufl).all()
