@@ -181,7 +181,7 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
         return
     click.echo(f"data      {info['name']}")
     click.echo(f"rows      {info['rows']}")
-    click.echo(f"columns   {listing(info['columns'])}")
+    click.echo(f"columns   {listing(map(clipped, info['columns']))}")
     click.echo(f"freq      {info['freq']}")
     click.echo(f"dates     {info['start']} .. {info['end']}")
     by_column = listing(f"{clipped(k)} {v}" for k, v in info["missing_by_column"].items() if v)
@@ -486,11 +486,13 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
 @click.argument("run", type=click.Path())
 @click.option("--data", default=None, help="Evaluate on another CSV with the same channels (wide, or long: unique_id, ds, y). [default: the run's data]")
 @click.option("--date-column", default=None, help="Timestamp column of the --data CSV. [default: the run's]")
+@click.option("--fill", type=click.Choice(["ffill", "interpolate"]), default=None,
+              help="Fill the --data CSV's empty cells and missing timestamps instead of rejecting them (filled cells are never scored). [default: the run's data.fill]")
 @click.option("--split", default=None, help="Another split. [default: the run's]")
 @click.option("--quantize", type=click.Choice(["w8a8"]), default=None, help="Also report simulated W8A8 post-quantization MSE.")
 @click.option("--range", "act_range", default=None, help="W8A8's activation range estimator: minmax or percentile:P. [default: minmax]")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run, data, date_column, split, quantize, act_range, as_json) -> None:
+def evaluate(run, data, date_column, fill, split, quantize, act_range, as_json) -> None:
     """Recompute test/val MSE, MAE and outlier statistics of a finished run.
 
     The figures of the run's own data and split go into its metrics.json; those of another
@@ -501,7 +503,7 @@ def evaluate(run, data, date_column, split, quantize, act_range, as_json) -> Non
     if act_range is not None and quantize is None:
         raise UserError("--range sets how --quantize w8a8 measures activations; add --quantize w8a8 or leave it out")
     metrics = evaluate_run(run, data=data, split=split, quantize=quantize, act_range=act_range or "minmax",
-                           date_column=date_column)
+                           date_column=date_column, fill=fill)
     if as_json:
         click.echo(json.dumps(metrics))
     else:
@@ -796,12 +798,14 @@ def plot(run, input_path, channels, output, what, force, date_column, fill, hori
 
         loaded = load_run(run)
         input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
-        frame = _long_input(loaded, input_path, date_column, fill,  # neuralforecast's layout, as forecast takes it
-                            loaded.config.model.in_len)
-        if frame is None and input_path is not None:
+        observed = None
+        if fill and input_path is not None:  # the file's values before the fill are the truth (made-up ones: NaN)
+            frame, observed = _backtest_input(loaded, input_path, date_column, fill)
+        elif (frame := _long_input(loaded, input_path, date_column, fill,  # neuralforecast's layout, as forecast takes it
+                                   loaded.config.model.in_len)) is None and input_path is not None:
             frame = read_input(loaded, input_path, date_column=date_column, fill=fill, last_rows=loaded.config.model.in_len)
         figure = make_figure(loaded, "forecast", frame=frame, channels=_split_list(channels), horizon=horizon,
-                             intervals=intervals, progress=True, source=source)
+                             intervals=intervals, progress=True, source=source, observed=observed)
     else:
         figure = make_figure(run, what)
     save_figure(figure, path, force=True)

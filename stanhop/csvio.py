@@ -268,13 +268,13 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
         inf = f", {infinite[name]} of them infinite" if infinite[name] else ""
         late = f", {leading[name]} before its first value, which is carried back to them" if leading[name] else ""
         early = f", {trailing[name]} after its last value, which is carried forward to them" if trailing[name] else ""
-        return f"{name} {n} ({n / len(frame):.0%}{inf}{late}{early})"
+        return f"{clipped(name)} {n} ({n / len(frame):.0%}{inf}{late}{early})"
 
     tell_once(f"{source}: {sum(counts.values())} {'empty or infinite' if any(infinite.values()) else 'empty'} cell(s) "
               f"filled by {fill}: " + listing([told(name, n) for name, n in counts.items()]))
     if last_rows and (bare := [name for name in counts if trailing[name] >= last_rows]):
         tell_once(f"{source}: the last {last_rows} rows, the forecast's input, hold no value of "
-                  f"{listing(f'{name} (its last value at {frame[name].last_valid_index()})' for name in bare)}; "
+                  f"{listing(f'{clipped(name)} (its last value at {frame[name].last_valid_index()})' for name in bare)}; "
                   f"{'its' if len(bare) == 1 else 'their'} forecast rests on filled values only, that last value "
                   "repeated")
     frame = frame.mask(missing)
@@ -349,7 +349,7 @@ def _open(path: Path) -> tuple[pd.Index, dict[str, str]]:
         dialect = {**dialect, "header": 0, "names": stripped}
     names = [n for n in (stripped or written) if not pd.isna(n)]
     if repeated := sorted({n for n in names if names.count(n) > 1}):  # pandas would rename them silently (name.1)
-        raise UserError(f"{path}: the header names column(s) {listing(repr(n) for n in repeated)} more than once; give each column "
+        raise UserError(f"{path}: the header names column(s) {listing(cited(n) for n in repeated)} more than once; give each column "
                         f"its own name")
     return _read(path, dialect, nrows=0).columns, dialect
 
@@ -662,7 +662,7 @@ def _refuse_units_row(raw: pd.DataFrame, path: Path) -> None:
     first, second = (raw.iloc[i].dropna().astype("str").str.strip() for i in (0, 1))
     words = first[(first != "") & ~first.str.fullmatch(_NUMBER)]
     if len(words) == (first != "").sum() and second.reindex(words.index).str.fullmatch(_NUMBER).any():
-        raise UserError(f"{path}: line 2 looks like a row of units under the header ({listing(repr(w) for w in pd.unique(words)[:3])}), "
+        raise UserError(f"{path}: line 2 looks like a row of units under the header ({listing(cited(w) for w in pd.unique(words)[:3])}), "
                         "not data; delete that line")
 
 

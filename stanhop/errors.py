@@ -37,6 +37,7 @@ def abridged(items: list, most: int = 12) -> tuple[list, int, list]:
 
 MOST_SHOWN = 100  # characters of a user's text (a cell, a column name, a config value) quoted in a message
 MOST_LINE = 2_000  # characters of one message line, at most
+LONGEST_ITEM = 4 * MOST_SHOWN  # characters of one item of a listing: a sentence about a name (clipped where quoted)
 
 
 def clipped(text, most: int = MOST_SHOWN) -> str:
@@ -69,8 +70,10 @@ def bounded(message: str, most: int = MOST_LINE) -> str:
 
 
 def listing(items, most: int = 12) -> str:
-    """Names joined by commas for a message, ``abridged`` around their count, each clipped."""
-    items = [clipped(item) for item in items]
+    """Names joined by commas for a message, ``abridged`` around their count, each clipped at
+    LONGEST_ITEM characters (a safety net: an item that quotes a user's name clips it itself,
+    at MOST_SHOWN, so a sentence about it is never cut)."""
+    items = [clipped(item, LONGEST_ITEM) for item in items]
     first, left_out, last = abridged(items, most)
     if not left_out:
         return ", ".join(first)

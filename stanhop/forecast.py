@@ -73,7 +73,7 @@ def require_channels(names: Iterable[Any], channels: list[str], date_column: str
     missing = [c for c in channels if c not in names]
     what = "series (unique_id)" if long else "channel(s)"
     if missing:
-        spaced = [repr(n) for n in names if n != n.strip() and n.strip() in missing]
+        spaced = [cited(n) for n in names if n != n.strip() and n.strip() in missing]
         raise UserError(
             f"{source} lacks the {what} {listing(missing)} the run was trained on "
             f"(it needs {listing(channels)}; it has {listing(names) or 'none'})"

@@ -89,7 +89,7 @@ def to_wide(frame: pd.DataFrame, date_column: str, name: str = "the DataFrame",
             wide = wide[sorted(wide.columns, key=int)]  # in the order of their numbers, not 1, 10, 2
         wide.columns = [str(c) for c in wide.columns]
         if alike := sorted({c for c in wide.columns if list(wide.columns).count(c) > 1}):
-            raise UserError(f"{name} has several unique_id values that read {listing(repr(c) for c in alike)} as "
+            raise UserError(f"{name} has several unique_id values that read {listing(cited(c) for c in alike)} as "
                             "text (as 1 and '1' do); series are named by text: give each its own id")
         if date_column in wide.columns:
             raise UserError(f"{name} has a series whose unique_id is '{date_column}', the name its timestamps take "
@@ -138,7 +138,7 @@ def check_names(frame: pd.DataFrame, name: str = "the DataFrame") -> None:
                         "frame.columns = ['_'.join(map(str, c)) for c in frame.columns]")
     names = [str(c) for c in frame.columns]
     if repeated := sorted({n for n in names if names.count(n) > 1}):
-        raise UserError(f"{name} has the column(s) {listing(repr(n) for n in repeated)} more than once (as text); "
+        raise UserError(f"{name} has the column(s) {listing(cited(n) for n in repeated)} more than once (as text); "
                         "give each column its own name")
 
 

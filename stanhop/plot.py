@@ -53,17 +53,23 @@ def target_of(run) -> str:
 
 
 def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, intervals=None, progress: bool = False,
-                        source: str = "the input") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+                        source: str = "the input", observed: pd.DataFrame | None = None,
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(history, forecast, truth): forecast ``horizon`` steps (default out_len) from the window
     ending ``horizon`` rows before the end when the frame has them (truth = those rows), else
     past the end (truth None); the forecast has the ``intervals``' columns when given.
-    ``source``: what messages call the frame."""
+    ``source``: what messages call the frame; ``observed``: the frame before a fill, NaN where
+    the fill made a value up (the truth takes its values: made-up ones are NaN, not truth)."""
     from stanhop.forecast import align, forecast, horizon_of
 
     horizon = horizon_of(run, horizon)
     frame = align(run, frame, source=source, last_rows=run.config.model.in_len)  # rows before an older gap: left out
     if len(frame) >= run.config.model.in_len + horizon:
         history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
+        if observed is not None:  # (its notices are the frame's); a timestamp it lacks was made up too
+            observed = align(run, observed, source=source, notify=lambda _: None, last_rows=horizon)
+            truth = observed.reindex(truth.index)
+            truth = truth.where(np.isfinite(truth))
     else:
         history, truth = frame, None
     return history, forecast(run, history, horizon=horizon, intervals=intervals, progress=progress, source=source), truth
@@ -72,7 +78,7 @@ def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, in
 @one_job()
 def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str] | None = None,
                   history: int | None = None, horizon: int | None = None, intervals=None, progress: bool = False,
-                  source: str = "the input"):
+                  source: str = "the input", observed: pd.DataFrame | None = None):
     """History, forecast and (where known) truth of each channel, one panel per channel.
 
     ``run``: a Run or a run directory; ``frame``: the series (default: the run's own data up
@@ -82,6 +88,8 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     forecast (stanhop.intervals; ``progress``: a bar while they are calibrated). Titles give the MSE when truth is known, in original units
     and scaled (÷ scale²), the latter over all channels as in metrics.json. A long frame
     (unique_id, ds, y) is drawn as its wide form; ``source``: what messages call the frame.
+    ``observed``: ``frame`` before a fill (NaN where it made a value up; default: the run's own
+    data as read when ``frame`` is None): made-up values are neither drawn as truth nor scored.
     """
     from stanhop.intervals import parse_levels
 
@@ -93,9 +101,12 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     if history is not None and (not isinstance(history, numbers.Integral) or isinstance(history, bool) or history < 1):
         raise UserError(f"history is the number of past rows drawn, a whole number 1 or more, got {cited(history)}")
     history = None if history is None else int(history)  # numpy's integers too
-    frame = own_data(run, "through_test") if frame is None else frame
+    if frame is None:
+        frame = own_data(run, "through_test")
+        if observed is None and run.config.data.fill:
+            observed = own_data(run, "through_test", as_read=True)
     levels = parse_levels(intervals)
-    past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress, source)
+    past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress, source, observed)
     in_len, steps = run.config.model.in_len, len(future)
     shown = past.iloc[-(history or min(in_len, max(3 * steps, 48))):]
     errors = None if truth is None else _squared_errors(run, future[run.data.columns], truth)
@@ -104,15 +115,15 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     axes = fig.subplots(len(channels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, name in zip(axes, channels):
         _draw_channel(ax, name, shown, future, truth, past.index[-1], levels)
-        if errors is not None:
-            i = run.data.columns.index(name)
-            ax.set_title(f"{name}: MSE {errors[0][:, i].mean():.3g} (original units), {errors[1][:, i].mean():.3f} (scaled)", fontsize=10)
-        else:
-            ax.set_title(f"{name}: forecast past the end of the data (no truth to compare)", fontsize=10)
+        ax.set_title(_channel_title(name, None if errors is None else [e[:, run.data.columns.index(name)] for e in errors]),
+                     fontsize=10)
     axes[0].legend(loc="upper left", fontsize=8, frameon=False, ncols=3)
     _date_axis(axes[-1])
     channels = "its one channel" if len(run.data.columns) == 1 else f"all {len(run.data.columns)} channels"
-    summary = f", MSE {errors[1].mean():.3f} (scaled, {channels})" if errors is not None else ""
+    summary = ""
+    if errors is not None and not np.isnan(errors[1]).all():
+        real = ", the file's values only" if np.isnan(errors[1]).any() else ""
+        summary = f", MSE {np.nanmean(errors[1]):.3f} (scaled, {channels}{real})"
     start = past.index[-1]
     shown = (f"{start:%Y-%m-%d}" if start == start.normalize()  # daily or coarser: no 00:00:00
              else f"{start:%Y-%m-%d %H:%M}" if start == start.floor("min") else str(start))
@@ -132,6 +143,18 @@ def _channels(run, channels: list[str] | str | None) -> list[str]:
     return list(dict.fromkeys(channels))  # each once, in the order given
 
 
+def _channel_title(name: str, errors: list[np.ndarray] | None) -> str:
+    """A panel's title: its MSE over the steps whose truth the file holds (``errors``: squared
+    errors (t,) in original units and scaled, NaN where a fill made the truth up)."""
+    if errors is None:
+        return f"{name}: forecast past the end of the data (no truth to compare)"
+    real = int(np.isfinite(errors[1]).sum())
+    if real == 0:
+        return f"{name}: no MSE, the data holds no value of these {len(errors[1])} steps (only filled ones)"
+    some = f" over the {real} of {len(errors[1])} steps the data holds" if real < len(errors[1]) else ""
+    return f"{name}: MSE {np.nanmean(errors[0]):.3g} (original units), {np.nanmean(errors[1]):.3f} (scaled){some}"
+
+
 def _squared_errors(run, future: pd.DataFrame, truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Squared errors (out_len, c) in original units and scaled: (ŷ - y)² and ((ŷ - y) / scale)²."""
     error = future.to_numpy() - truth.to_numpy()
@@ -146,8 +169,10 @@ def _draw_channel(ax, name: str, shown: pd.DataFrame, future: pd.DataFrame, trut
         ax.fill_between(future.index, future[f"{name}_lo{label(level)}"], future[f"{name}_hi{label(level)}"], lw=0,
                         color=COLOURS["forecast"], alpha=0.14 + 0.12 * i, label=f"{label(level)}% interval")
     ax.plot(shown.index, shown[name], color=COLOURS["history"], lw=1.3, label="history")
-    if truth is not None:  # joined to the last history point so the line is unbroken
-        ax.plot(shown.index[-1:].append(truth.index), [shown[name].iloc[-1], *truth[name]], color=COLOURS["truth"], lw=1.6, label="truth")
+    if truth is not None:  # joined to the last history point; a gap where a fill made the value up (NaN)
+        dots = {"marker": "o", "ms": 2.5, "markevery": slice(1, None)} if truth[name].isna().any() else {}  # (a lone value between gaps shows)
+        ax.plot(shown.index[-1:].append(truth.index), [shown[name].iloc[-1], *truth[name]], color=COLOURS["truth"], lw=1.6,
+                label="truth", **dots)
     ax.plot(shown.index[-1:].append(future.index), [shown[name].iloc[-1], *future[name]], color=COLOURS["forecast"],
             lw=1.8, marker="o", ms=3, markevery=slice(1, None), label="forecast")
     ax.axvline(origin, color=COLOURS["origin"], ls="--", lw=1)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stanhop.errors import UserError, listing
+from stanhop.errors import UserError, clipped, listing
 
 FAR_MEAN, FAR_SPREAD = 3.0, 5.0  # on the run's scale, where the training split has mean 0 and spread 1
 # inputs to forecast or score: a trend may carry a series a few spreads away (ETTh1's OT, a year
@@ -32,7 +32,7 @@ def far_from_training(frame, scaler: Scaler, far_mean: float = FAR_MEAN, far_spr
     scale)"."""
     z = scaler.transform(frame.to_numpy(dtype=np.float64))  # (rows, c)
     mean, spread = np.nanmean(z, axis=0), np.nanstd(z, axis=0)
-    far = [f"{name} (mean {m:.3g}, spread {sd:.3g})" for name, m, sd in zip(frame.columns, mean, spread)
+    far = [f"{clipped(name)} (mean {m:.3g}, spread {sd:.3g})" for name, m, sd in zip(frame.columns, mean, spread)
            if abs(m) > far_mean or sd > far_spread]
     if not far:
         return None

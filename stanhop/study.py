@@ -240,7 +240,8 @@ def run_row(variant: Variant, seed: int, run_dir: Path, metrics: dict[str, Any],
     q = metrics["quantized"][QUANTIZE]
     return {
         "variant": variant.name, "separation": variant.separation, "gate": variant.gate,
-        "cross_series": metrics.get("cross_series", "router"), "seed": seed,
+        "cross_series": metrics.get("cross_series", "router"), "instance_norm": metrics.get("instance_norm", False),
+        "seed": seed,
         "run": str(run_dir), "status": status,
         "test_mse": metrics["test"]["mse"], "test_mae": metrics["test"]["mae"],
         "kurtosis": metrics["outliers"]["kurtosis_avg"], "inf_norm": metrics["outliers"]["inf_norm_max"],
@@ -255,7 +256,7 @@ def run_study(config: Config, separations: Iterable[str] = DEFAULT_SEPARATIONS, 
               log: Callable[[str], None] | None = print, progress_bars: bool = False) -> pd.DataFrame:
     """Train, evaluate (FP32 and W8A8) or reuse every (variant, seed) run; one row per run.
 
-    Rows are in order variant, then seed; columns: variant, separation, gate, cross_series, seed, run,
+    Rows are in order variant, then seed; columns: variant, separation, gate, cross_series, instance_norm, seed, run,
     status (trained | quantized | reused), test_mse, test_mae, kurtosis, inf_norm, w8a8_mse,
     w8a8_mae, mse_increase, epochs, train_seconds. ``log`` receives one line per step.
     """
@@ -309,7 +310,7 @@ def summarise(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """One row per variant (in order of appearance): for each metric m of METRICS, m_mean,
     m_std (sample std over seeds; NaN with one seed) and m_change against ``baseline`` —
     relative (mean / baseline mean − 1) for RELATIVE_CHANGE, a difference for the others;
-    NaN when the baseline is not in the study. Also variant, separation, gate, cross_series, seeds.
+    NaN when the baseline is not in the study. Also variant, separation, gate, cross_series, instance_norm, seeds.
     """
     import pandas as pd
 
@@ -321,7 +322,7 @@ def summarise(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
         "variant": order,
         "separation": groups["separation"].first().reindex(order).to_numpy(),
         "gate": groups["gate"].first().reindex(order).to_numpy(),
-        **({"cross_series": groups["cross_series"].first().reindex(order).to_numpy()} if "cross_series" in runs else {}),
+        **{name: groups[name].first().reindex(order).to_numpy() for name in ("cross_series", "instance_norm") if name in runs},
         "seeds": groups["seed"].count().reindex(order).to_numpy(),
     })
     for column, _ in METRICS:

@@ -648,12 +648,14 @@ def csv_name(value, argument: str, instead: str) -> str | None:
 @kept_random_state()
 def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None = None, quantize: str | None = None,
              act_range: str = "minmax", facts: dict[str, Any] | None = None, progress: bool = True,
-             date_column: str | None = None, _data_name: str | None = None) -> dict[str, Any]:
+             date_column: str | None = None, fill: str | None = None, _data_name: str | None = None) -> dict[str, Any]:
     """Test and validation MSE/MAE, outlier statistics and (optionally) W8A8 MSE of a run.
 
     ``data``/``split`` evaluate on another CSV (wide, or long as neuralforecast's unique_id,
     ds, y) with the same channels, or another split; the run's own scaler is used either way.
-    ``date_column``: the timestamp column of ``data`` (default: the run's). Results are merged into the run's metrics.json when
+    ``date_column``: the timestamp column of ``data`` (default: the run's); ``fill``: ffill or
+    interpolate, how ``data``'s empty cells and missing timestamps are filled (default: the run's
+    data.fill; filled cells are inputs, never scored). Results are merged into the run's metrics.json when
     they are of the run's own windows (``same_windows``); figures of other data or another
     split are only returned, with a notice, so the run's own figures are never replaced.
     """
@@ -667,6 +669,13 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if date_column is not None and data is None:
         raise UserError("date_column (CLI: --date-column) names the timestamp column of another CSV: give it with "
                         "data (CLI: --data), or leave it out: the run's own data has its own")
+    if fill is not None and data is None:
+        raise UserError("fill (CLI: --fill) fills the empty cells of another CSV: give it with data (CLI: --data), or "
+                        "leave it out: the run's own data is filled by its data.fill")
+    from stanhop.csvio import FILLS
+
+    if fill not in (None, *FILLS):
+        raise UserError(f"fill must be ffill or interpolate, got {cited(fill)}")
     after_training = facts is not None  # (called by a training or tuning, which holds the run's lock itself)
     if not after_training:
         refuse_if_training(check_run_dir(run_path))  # its weights and metrics.json change meanwhile
@@ -688,12 +697,13 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         if (long := read_long(data)) is not None:  # neuralforecast's layout: scored as its wide form
             if date_column not in (None, "ds"):
                 raise UserError(f"{data} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")
-            with as_wide_csv(long, run.data.date_column, data, run.config.data.fill) as staged:
+            with as_wide_csv(long, run.data.date_column, data, fill or run.config.data.fill) as staged:
                 return evaluate(run.path, data=str(staged), split=split, quantize=quantize, act_range=act_range,
-                                facts=facts, progress=progress, _data_name=data)
+                                facts=facts, progress=progress, fill=fill, _data_name=data)
         config.data.date_column = date_column or run.data.date_column
         check_csv_header(data, run.data.columns, config.data.date_column, named_by="--date-column (Python: date_column=)")
         config.data.name = data
+        config.data.fill = fill or config.data.fill
     if split is not None:
         config.data.split = split
     dm = run_data_module(run)

@@ -991,6 +991,22 @@ def test_a_huge_cell_or_column_name_is_cut_in_messages_and_output(tmp_path):
     assert f"column '{name[:100]}… (300000 characters)' has a non-numeric value 'x' at line 5" in refused.stderr
 
 
+def test_the_fill_notice_tells_a_long_name_whole_and_clips_only_a_huge_one(tmp_path, capsys):
+    """A 43-character name that starts late and ends early: its notice item (~140 characters) is
+    told whole; a name of 300 000 characters is clipped where it is quoted, the sentence kept."""
+    name = "building_north_wing_floor3_temperature_degC"
+    for header in (name, "N" * 300_000):
+        lines = csv_lines(10, columns=(header, "b"))
+        for line in (2, 10, 11):  # its first value and its last two
+            lines = edit(lines, line, 1, "")
+        load_series(write(tmp_path, lines), fill="ffill")
+        told = capsys.readouterr().err
+        shown = header if header == name else f"{header[:100]}… (300000 characters)"
+        assert (f"filled by ffill: {shown} 3 (30%, 1 before its first value, which is carried back to them, "
+                "2 after its last value, which is carried forward to them)\n") in told
+        assert len(told) < 600
+
+
 def test_no_message_line_repeats_user_data_whole():
     from stanhop.errors import bounded, cited, clipped
 

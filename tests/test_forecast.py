@@ -119,6 +119,22 @@ def test_evaluate_data_with_another_date_column_names_it_with_date_column(run_di
     assert alone.exit_code == 2 and "give it with data (CLI: --data)" in alone.stderr
 
 
+def test_evaluate_data_with_empty_cells_is_filled_with_fill(run_dir, etth1, tmp_path):
+    """The advice to fill (--fill ffill|interpolate) is an option evaluate has, for --data only."""
+    path = tmp_path / "holes.csv"
+    holes = etth1.copy()
+    holes.iloc[100, holes.columns.get_loc("OT")] = np.nan  # in the training rows: the test windows are the run's own
+    holes.to_csv(path, index_label="date")
+    refused = invoke("evaluate", run_dir, "--data", path)
+    assert refused.exit_code == 2 and "--fill ffill|interpolate" in refused.stderr
+    filled = invoke("evaluate", run_dir, "--data", path, "--fill", "ffill", "--json")
+    own = invoke("evaluate", run_dir, "--json")
+    assert filled.exit_code == 0, filled.output
+    assert json.loads(filled.stdout)["test"] == json.loads(own.stdout)["test"]
+    alone = invoke("evaluate", run_dir, "--fill", "ffill")
+    assert alone.exit_code == 2 and "give it with data (CLI: --data)" in alone.stderr
+
+
 def test_short_input_is_refused(run, run_dir, etth1, tmp_path):
     cut = etth1.iloc[: run.config.model.in_len - 1]
     result = invoke("forecast", run_dir, "--input", write_csv(cut, tmp_path / "in.csv"))

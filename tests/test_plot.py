@@ -202,3 +202,52 @@ def test_save_figure_keeps_an_existing_file_unless_force(run_dir, tmp_path):
         save_figure(fig, path)
     save_figure(fig, path, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.svg"]
+
+
+def _truth_and_titles(fig) -> tuple[list[np.ndarray], list[str]]:
+    axes = fig.get_axes()
+    truth = [next(line for line in ax.get_lines() if line.get_label() == "truth").get_ydata()[1:] for ax in axes]
+    return truth, [ax.get_title() for ax in axes]
+
+
+def test_values_a_fill_made_up_are_neither_truth_nor_scored(run, run_dir, etth1, tmp_path, monkeypatch):
+    """OT's last 3 values and all of HUFL's truth empty, filled by ffill: the truth line has
+    gaps there, OT's MSE counts its real values alone and HUFL's title says it has none."""
+    out_len = run.config.model.out_len
+    observed = etth1.iloc[900:1000].copy()
+    observed.iloc[-3:, observed.columns.get_loc("OT")] = np.nan
+    observed.iloc[-out_len:, observed.columns.get_loc("HUFL")] = np.nan
+    expected = run.forecast(observed.ffill().iloc[:-out_len])
+    real = observed["OT"].iloc[-out_len:-3]
+    mse = ((expected["OT"].iloc[:-3] - real) ** 2).mean()
+    source = tmp_path / "ragged.csv"
+    observed.to_csv(source, index_label="date")
+    figures = []
+    monkeypatch.setattr("stanhop.plot.save_figure", lambda fig, path, **_: figures.append(fig))
+    result = invoke("plot", run_dir, "--input", source, "--fill", "ffill", "--channels", "OT,HUFL", "--output", tmp_path / "f.png")
+    assert result.exit_code == 0, result.output
+    for made in (lambda: figures[0], lambda: plot_forecast(run, observed.ffill(), channels=["OT", "HUFL"], observed=observed)):
+        fig = made()  # the CLI's figure, then the API's
+        (ot, hufl), (ot_title, hufl_title) = _truth_and_titles(fig)
+        np.testing.assert_allclose(ot[:-3], real.to_numpy())
+        assert np.isnan(ot[-3:]).all() and np.isnan(hufl).all()
+        assert f"OT: MSE {mse:.3g} (original units)" in ot_title and f"{out_len - 3} of {out_len} steps" in ot_title
+        assert "HUFL: no MSE" in hufl_title and "MSE" not in hufl_title.replace("no MSE", "")
+        assert "the file's values only" in fig._suptitle.get_text()
+
+
+def test_a_run_filled_by_its_data_fill_is_plotted_against_its_own_values_only(tmp_path):
+    """The run's own data (no --input): a series that ends early is not drawn as its carried-forward value."""
+    hours = pd.date_range("2021-01-01", periods=300, freq="h", name="date")
+    t = np.arange(300)
+    frame = pd.DataFrame({"a": np.sin(t / 5), "c": np.cos(t / 3)}, index=hours)
+    frame.loc[frame.index[-20:], "c"] = np.nan  # c ends inside the test split
+    frame.to_csv(tmp_path / "ragged.csv")
+    result = invoke("train", "--config", ROOT / "configs" / "smoke.yaml", "--data", tmp_path / "ragged.csv", "--split",
+                    "0.7/0.1/0.2", "--fill", "ffill", "--out", tmp_path / "run", "--set", "train.max_epochs=1",
+                    "--set", "train.limit_train_batches=2")
+    assert result.exit_code == 0, result.output
+    fig = plot_forecast(tmp_path / "run", channels=["a", "c"])
+    (a, c), (a_title, c_title) = _truth_and_titles(fig)
+    assert np.isfinite(a).all() and np.isnan(c).all()
+    assert "a: MSE" in a_title and "c: no MSE" in c_title

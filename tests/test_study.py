@@ -22,7 +22,7 @@ from stanhop.model import STanHopNet
 from stanhop.quantize import quantize_model
 from stanhop.runs import save_run_files, write_json, DataInfo
 from stanhop.study import (
-    Variant, format_table, plot_summary, replaced_settings, run_config, run_state, seed_list, summarise, variants,
+    Variant, format_table, plot_summary, replaced_settings, run_config, run_row, run_state, seed_list, summarise, variants,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +86,19 @@ def fake_runs() -> pd.DataFrame:
                          "seed": seed, "test_mse": values[0], "test_mae": values[1], "kurtosis": values[2],
                          "inf_norm": values[3], "w8a8_mse": values[4], "mse_increase": values[5] / 100})
     return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("revin", [False, True])
+def test_runs_and_summary_say_whether_the_runs_used_instance_norm(revin):
+    """RevIN (model.instance_norm) changes the figures as cross_series does: both tables name it."""
+    metrics = {"test": {"mse": 0.5, "mae": 0.6}, "outliers": {"kurtosis_avg": 3.0, "inf_norm_max": 9.0},
+               "quantized": {"w8a8": {"mse": 0.51, "mae": 0.61, "mse_increase": 0.02, "range": "minmax"}},
+               "cross_series": "router", "instance_norm": revin}
+    rows = [run_row(variant, seed, Path(f"r{seed}"), metrics, "reused") for variant in variants(["softmax", "softmax1"])
+            for seed in range(2)]
+    assert all(row["instance_norm"] is revin for row in rows)
+    summary = summarise(pd.DataFrame(rows))
+    assert summary["instance_norm"].tolist() == [revin, revin]
 
 
 def test_summarise_means_sample_stds_and_changes_against_softmax():
@@ -239,6 +252,7 @@ def test_compare_trains_writes_summary_reuses_and_continues(tmp_path, monkeypatc
         saved = load_config(Path(row.run) / "config.yaml")
         assert (saved.model.separation, saved.train.seed, saved.train.max_epochs) == (row.separation, 0, 1)
         assert row.test_mse == metrics["test"]["mse"] and row.kurtosis == metrics["outliers"]["kurtosis_avg"]
+        assert row.instance_norm == metrics["instance_norm"] == saved.model.instance_norm
         q = metrics["quantized"]["w8a8"]
         assert (row.w8a8_mse, q["range"]) == (q["mse"], "minmax")
         assert q["mse_increase"] == pytest.approx(q["mse"] / metrics["test"]["mse"] - 1)
