@@ -15,8 +15,8 @@ from typing import Any
 from stanhop.config import load_config
 from stanhop.datasets import looks_like_path
 from stanhop.errors import UserError, cited, clipped, command
-from stanhop.runs import (CONFIG, LAST_EPOCHS, MARKER, METRICS, SCALER, WEIGHTS, check_run_dir, damaged_file, read_json,
-                          training_pid)
+from stanhop.runs import (CONFIG, LAST_EPOCHS, MARKER, METRICS, SCALER, WEIGHTS, DataInfo, check_run_dir, damaged_file,
+                          read_json, training_pid)
 
 __all__ = ["SORT_KEYS", "find_runs", "run_row", "list_runs"]
 
@@ -49,6 +49,8 @@ def run_row(path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"run": str(path)}
     if (damage := damaged_file(path)) is not None:  # none of its files is read
         return {**row, "note": damage}
+    if not (path / CONFIG).is_file():
+        return {**row, "note": f"incomplete: {CONFIG} is missing (did its training finish?)"}
     try:
         config = load_config(path / CONFIG)
     except UserError as err:
@@ -63,7 +65,7 @@ def run_row(path: Path) -> dict[str, Any]:
     try:  # what forecast and evaluate read first: told here, not by their errors
         check_run_dir(path)
         if (path / SCALER).exists():
-            read_json(path / SCALER)
+            DataInfo.from_dict(read_json(path / SCALER), path / SCALER)  # its facts checked as loading a run checks them
         damaged = None
     except UserError as err:
         damaged = str(err)

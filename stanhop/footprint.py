@@ -114,6 +114,12 @@ def training_state(model: nn.Module) -> int:
     return ADAM_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def usable(memory: Memory) -> str:
+    """The memory a training or forecast may take, in words: "the 15.9 GiB (70 % of the 22.7
+    GiB free) that may be taken"."""
+    return f"the {USABLE * memory.bytes / GiB:.1f} GiB ({USABLE:.0%} of the {memory.bytes / GiB:.1f} GiB {memory.kind}) that may be taken"
+
+
 def refuse_oversized_model(model: nn.Module, memory: Memory) -> None:
     """A UserError, saying what to shrink, when ``model``'s training_state takes more than
     USABLE × the memory."""
@@ -121,8 +127,8 @@ def refuse_oversized_model(model: nn.Module, memory: Memory) -> None:
         count = sum(p.numel() for p in model.parameters())
         raise UserError(
             f"the model's {count:,} parameters hold ≈ {state / GiB:.1f} GiB in training (with their gradients and Adam's "
-            f"moments), more than this machine has ({memory.bytes / GiB:.1f} GiB {memory.kind}): choose a smaller model "
-            "(--set model.d_model=..., model.d_ff=..., model.e_layers=...) or a shorter --in-len, or free memory")
+            f"moments), more than {usable(memory)}: choose a smaller model (--set model.d_model=..., model.d_ff=..., "
+            "model.e_layers=...), or free memory")
 
 
 def free_memory() -> Memory | None:
@@ -200,6 +206,6 @@ def fit_micro_batch(planned: int, measured: Activations, memory: Memory, n_serie
         beside = f", ≈ {state / GiB:.1f} GiB of it for the parameters" if state >= 0.05 * GiB else ""
         raise UserError(
             f"one window of {n_series} series holds ≈ {measured.step_peak(1) / GiB:.1f} GiB of activations in training, "
-            f"more than this machine has ({memory.bytes / GiB:.1f} GiB {memory.kind}{beside}): choose fewer series "
+            f"more than {usable(memory)}{beside}: choose fewer series "
             "(--columns), a shorter --in-len, or a smaller model (--set model.d_model=...), or free memory")
     return fitting

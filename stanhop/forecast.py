@@ -526,14 +526,14 @@ def horizon_of(run, horizon: int | None) -> int:
 def refuse_unfitting_horizon(run, horizon: int, levels: list[float]) -> None:
     """A UserError, giving the largest horizon that fits, when a forecast's table of ``horizon``
     rows (RESULT_BYTES per value, with the intervals' bounds) would take more than the free memory."""
-    from stanhop.footprint import USABLE, GiB, free_memory
+    from stanhop.footprint import USABLE, GiB, free_memory, usable
 
     per_step = 8 + RESULT_BYTES * len(run.data.columns) * (1 + 2 * len(levels))  # a timestamp and the row's values
     if (memory := free_memory()) is None or horizon * per_step <= USABLE * memory.bytes:
         return
-    raise UserError(f"a forecast of horizon {horizon:,} would hold ≈ {horizon * per_step / GiB:.1f} GiB, more than this "
-                    f"machine has ({memory.bytes / GiB:.1f} GiB {memory.kind}): the largest horizon that fits is "
-                    f"{int(USABLE * memory.bytes // per_step):,}")
+    raise UserError(f"a forecast of horizon {horizon:,} would hold ≈ {horizon * per_step / GiB:.1f} GiB, more than "
+                    f"{usable(memory)}: the largest horizon that fits is about {int(0.9 * USABLE * memory.bytes // per_step):,}"
+                    " (free memory changes from one run to the next)")
 
 
 def recursive_notice(run, horizon: int) -> str:

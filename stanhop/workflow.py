@@ -550,10 +550,10 @@ def fit_to_free_memory(config: Config, dm, model, memory) -> None:
     if fitting < planned:
         notice_to_stderr(
             f"a training step of {planned} windows of {m.n_series} series would hold ≈ "
-            f"{measured.step_peak(planned) / footprint.GiB:.1f} GiB of activations, and this machine has "
-            f"{memory.bytes / footprint.GiB:.1f} GiB {memory.kind}: training goes {fitting} windows at a time (train.micro_batch_size "
+            f"{measured.step_peak(planned) / footprint.GiB:.1f} GiB of activations, more than fit beside the parameters in "
+            f"{footprint.usable(memory)}: training goes {fitting} windows at a time (train.micro_batch_size "
             f"{fitting}: more time per step; the batch's gradients, though with dropout its masks are other draws)")
-        t.micro_batch_size = fitting
+        t.micro_batch_size = dm.eval_batch_size = fitting  # memory is short: the evaluation's passes (outlier hooks too) no larger
 
 
 

@@ -69,6 +69,13 @@ def test_runs_says_why_a_run_cannot_be_read_and_goes_on(run_dir, tmp_path):
     rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
     assert rows["my run"]["note"] == f"not evaluated: stanhop evaluate '{spaced}'"
     assert rows["fine"]["test_mse"] is not None and "note" not in rows["fine"]
+    (broken / "config.yaml").unlink()  # a run whose config is gone: incomplete, not `--config` advice
+    short = copy_run(run_dir, tmp_path / "short")  # a scaler.json edited to one mean too few: damaged, as loading says
+    facts = json.loads((short / "scaler.json").read_text())
+    (short / "scaler.json").write_text(json.dumps({**facts, "mean": facts["mean"][:-1]}))
+    rows = {Path(row["run"]).name: row for row in json.loads(invoke(tmp_path, "--json").stdout)}
+    assert rows["broken"]["note"] == "incomplete: config.yaml is missing (did its training finish?)"
+    assert f"{short / 'scaler.json'} is damaged: mean must be" in rows["short"]["note"], rows["short"]
 
 
 def test_runs_names_the_run_a_fine_tuned_one_started_from(run_dir, tmp_path):

@@ -54,7 +54,7 @@ def test_the_micro_batch_is_the_most_windows_that_fit():
     fitting = footprint.fit_micro_batch(512, measured, free, 7)
     budget = footprint.USABLE * free.bytes
     assert measured.step_peak(fitting) <= budget < measured.step_peak(fitting + 1)
-    with pytest.raises(UserError, match=r"one window of 7 series holds ≈ 0\.2 GiB .* more than this machine has \(0\.1 GiB free\)"):
+    with pytest.raises(UserError, match=r"one window of 7 series holds ≈ 0\.2 GiB .* more than the 0\.1 GiB \(70% of the 0\.1 GiB free\) that may be taken"):
         footprint.fit_micro_batch(8, measured, footprint.Memory(100 * 2**20, "free"), 7)
 
 
@@ -90,8 +90,9 @@ def test_train_lowers_the_micro_batch_to_fit_the_free_memory(tmp_path: Path, mon
     monkeypatch.setattr(footprint, "free_memory", lambda: free)
     lowered = train(tmp_path / "lowered")
     assert lowered.exit_code == 0, lowered.output
-    assert ("notice: a training step of 64 windows of 7 series would hold ≈ 0.0 GiB of activations, and this machine "
-            "has 0.0 GiB free: training goes 10 windows at a time (train.micro_batch_size 10") in lowered.stderr
+    assert ("notice: a training step of 64 windows of 7 series would hold ≈ 0.0 GiB of activations, more than fit beside "
+            "the parameters in the 0.0 GiB (70% of the 0.0 GiB free) that may be taken: training goes 10 windows at a "
+            "time (train.micro_batch_size 10") in lowered.stderr
     assert load_run(tmp_path / "lowered").config.train.micro_batch_size == 10
 
     monkeypatch.setattr(footprint, "free_memory", lambda: None)  # not Linux: nothing measured, nothing changed
@@ -137,7 +138,8 @@ def test_a_model_whose_parameters_do_not_fit_is_refused_before_it_is_made(tmp_pa
     refused = train(tmp_path / "refused", "--set", "model.d_model=256")
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
     assert (f"the model's {state // 16:,} parameters hold ≈ {state / 2**30:.1f} GiB in training (with their gradients and "
-            f"Adam's moments), more than this machine has ({free.bytes / 2**30:.1f} GiB free): choose a smaller model "
+            f"Adam's moments), more than the {footprint.USABLE * free.bytes / 2**30:.1f} GiB (70% of the "
+            f"{free.bytes / 2**30:.1f} GiB free) that may be taken: choose a smaller model "
             "(--set model.d_model=") in refused.stderr
     assert made == ["meta"]  # no model with storage was made
     assert not (tmp_path / "refused").exists()

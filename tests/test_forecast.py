@@ -788,8 +788,8 @@ def test_a_horizon_of_absurdly_many_passes_or_past_the_memory_is_refused_with_th
     monkeypatch.setattr(footprint, "free_memory", lambda: free)
     result = invoke("forecast", run_dir, "--input", source, "--horizon", 300, "--output", tmp_path / "big.csv")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
-    assert "error: a forecast of horizon 300 would hold ≈ 0.0 GiB, more than this machine has (0.0 GiB free): the " \
-           "largest horizon that fits is 200" in result.stderr
+    assert "error: a forecast of horizon 300 would hold ≈ 0.0 GiB, more than the 0.0 GiB (70% of the 0.0 GiB free) " \
+           "that may be taken: the largest horizon that fits is about 180" in result.stderr
     assert invoke("forecast", run_dir, "--input", source, "--horizon", 200, "--output", tmp_path / "big.csv").exit_code == 0
 
 
