@@ -135,7 +135,9 @@ def test_a_training_waiting_for_other_machines_stops_on_ctrl_c_and_sigterm(tmp_p
     run = tmp_path / "run"
     env = {**os.environ, "STANHOP_DATA_DIR": str(etth1_path.parent), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     proc = subprocess.Popen([STANHOP, "train", "--config", SMOKE, "--out", str(run), "--max-epochs", "1", "--num-nodes", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's job: not a
+    # shell's background one, which starts with SIGINT ignored (as this suite may have been started)
     try:
         told = ""
         while "Initializing distributed" not in told and proc.poll() is None:  # waiting now
