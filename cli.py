@@ -663,13 +663,14 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         check_output(output, force=force, keep=kept)
         if backtest:
             check_output(metrics_path(output), force=force, keep=kept)
-    from stanhop.forecast import csv_date_format, own_data, read_input, write_table
+    from stanhop.forecast import OWN_SOURCE, csv_date_format, own_data, read_input, write_table
     from stanhop.runs import load_run
 
     loaded = load_run(run)
     input_path, source = _opened_input(input_path)  # stdin, a pipe: as a file
     long, truth = False, None  # a long --input: the tables come back long; truth: a backtest's before its fill
     if input_path is None:
+        source = OWN_SOURCE
         frame = own_data(loaded, "test" if backtest else "all")
         if backtest and loaded.config.data.fill is not None:
             truth = own_data(loaded, "test", as_read=True)
@@ -679,7 +680,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         from stanhop.datasets import CSV_ENDINGS
 
         if str(loaded.metrics.get("data_source", "")).lower().endswith(CSV_ENDINGS):  # trained from a long CSV:
-            frame, long, source = _as_long(frame), True, "the run's own data"  # its forecasts in that layout too
+            frame, long = _as_long(frame), True  # its forecasts in that layout too
             truth = None if truth is None else _as_long(truth)
     elif backtest:
         frame, truth = _backtest_input(loaded, input_path, date_column, fill)

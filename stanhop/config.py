@@ -158,9 +158,13 @@ class Config:
         if not (_number(limit) and (0 < limit <= 1 or _whole(limit) and limit > 1)):
             raise UserError(f"train.limit_train_batches must be a fraction in (0, 1] or a whole number of batches, "
                             f"got {cited(limit)}")
-        if not (isinstance(t.lr_halving_epochs, list) and all(_positive_whole(e) for e in t.lr_halving_epochs)):
+        if not isinstance(t.lr_halving_epochs, list):
             raise UserError(f"train.lr_halving_epochs must be a list of epochs (positive whole numbers), "
                             f"e.g. [2, 4], got {cited(t.lr_halving_epochs)}")
+        if bad := [(i, e) for i, e in enumerate(t.lr_halving_epochs, 1) if not _positive_whole(e)]:
+            (i, e), = bad[:1]  # named, as a long list is quoted abridged
+            raise UserError(f"train.lr_halving_epochs must be a list of epochs (positive whole numbers), e.g. [2, 4]; "
+                            f"its item {i} of {len(t.lr_halving_epochs)} is {cited(e)}")
         if not isinstance(t.deterministic, bool):
             raise UserError(f"train.deterministic must be true or false, got {cited(t.deterministic)}")
         for name, allowed in (("accelerator", ACCELERATORS), ("strategy", STRATEGIES)):

@@ -367,6 +367,9 @@ def refuse_off_calendar(index: pd.DatetimeIndex, first: int, freq: str, path) ->
 OWN_PARTS = ("all", "through_test", "val", "test")
 
 
+OWN_SOURCE = "the run's own data"  # what messages call it where no input is given
+
+
 def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)",
              as_read: bool = False) -> pd.DataFrame:
     """The run's own series, if its file is on this machine: ``all`` of it (a forecast past its
@@ -739,7 +742,8 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
         raise UserError(f"batch_size must be a whole number >= 1, got {cited(batch_size)}")
     if len(frame) < in_len + horizon:
         needs = "in_len + out_len" if horizon == out_len else "in_len + horizon"
-        raise UserError(f"a backtest needs at least {needs} = {in_len + horizon} rows, the input has {len(frame)}")
+        raise UserError(f"a backtest needs at least {needs} = {in_len + horizon} rows, {source} has {len(frame)}: "
+                        f"a shorter horizon, or more rows" + (" (--input with the whole file)" if source == OWN_SOURCE else ""))
     starts = window_starts(len(frame), in_len, horizon, int(stride), n_windows)
     check_complete(frame.iloc[starts[0]:], "the backtest's rows", run.data.freq, is_long(given))
     from stanhop.baselines import naive_errors, season_of

@@ -499,11 +499,12 @@ class Run:
         ending on the last row (``n_windows=N``: the last N windows only); see
         :func:`stanhop.forecast.backtest`."""
         _no_neuralforecast_names("backtest", kwargs)
-        from stanhop.forecast import backtest, own_data
+        from stanhop.forecast import OWN_SOURCE, backtest, own_data
 
         if frame is None:
             remedy = "pass the data to backtest on as a DataFrame"
             frame = own_data(self, "test", remedy=remedy)
+            kwargs.setdefault("source", OWN_SOURCE)
             if self.config.data.fill is not None and "truth" not in kwargs:  # the values the fill made up: not scored
                 kwargs["truth"] = own_data(self, "test", remedy=remedy, as_read=True)
         return backtest(self, frame, **kwargs)

@@ -216,6 +216,7 @@ def test_a_file_over_the_size_cap_is_rejected_before_reading(tmp_path: Path):
         (["train", "--set", "train.limit_train_batches=2.5"], "or a whole number of batches"),
         (["train", "--set", "train.lr_halving_epochs=5"], "train.lr_halving_epochs must be a list of epochs"),
         (["train", "--set", "train.lr_halving_epochs=[-1]"], "train.lr_halving_epochs must be a list of epochs"),
+        (["train", "--set", f"train.lr_halving_epochs=[{'1, ' * 500}x]"], "its item 501 of 501 is 'x'"),  # not abridged away
         (["train", "--set", "train.deterministic=maybe"], "train.deterministic must be true or false"),
         (["train", "--set", "train.accelerator=tpu"], "train.accelerator must be one of auto, cpu, gpu"),
         (["train", "--set", "train.strategy=fsdp"], "train.strategy must be one of auto, ddp"),

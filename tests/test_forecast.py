@@ -456,6 +456,9 @@ def test_without_input_forecast_continues_the_runs_data_and_backtest_scores_its_
     for option in ("--date-column", "--fill"):
         refused = invoke("forecast", run_dir, option, "date" if option == "--date-column" else "ffill")
         assert refused.exit_code == 2 and "for an --input CSV" in refused.stderr
+    too_far = invoke("forecast", run_dir, "--backtest", "--horizon", 5000)  # longer than the test split: no input named
+    assert too_far.exit_code == 2 and "rows, the run's own data has" in too_far.stderr, too_far.output
+    assert too_far.stderr.strip().endswith("a shorter horizon, or more rows (--input with the whole file)")
 
 
 def test_help_imports_neither_torch_nor_matplotlib():
