@@ -169,7 +169,7 @@ def data_describe(name_or_csv, split, in_len, out_len, date_column, columns, fil
         return describe(path, split=split, in_len=in_len, out_len=out_len, date_column=date_column,
                         columns=_split_list(columns), fill=fill)
 
-    if (long := _long_csv(name_or_csv)) is not None:  # neuralforecast's layout: described as its wide form
+    if (long := _long_csv(name_or_csv, fill)) is not None:  # neuralforecast's layout: described as its wide form
         from stanhop.frames import as_wide_csv
 
         with as_wide_csv(long, date_column, name_or_csv, keep_empty=True) as staged:  # empty cells: counted
@@ -375,7 +375,7 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
                             "or --memory tune")
     if resume is None and out is None:
         out = default_run_dir(config)  # named here, to be told at the end
-    long = _long_csv(data) if resume is None else None
+    long = _long_csv(data, config.data.fill) if resume is None else None
     retain_freed_memory()  # this process trains: no page faults on the activations every step (stanhop.allocator)
     if long is not None:  # a DataFrame, as in Python: kept as RUN/data.csv, one column per unique_id
         metrics = train_run(config, out, force=force, init_from=init_from, frame=long, frame_name=str(data))
@@ -388,16 +388,17 @@ def train(config_path, data, date_column, columns, split, in_len, out_len, separ
                    f"(forecast, evaluate and tune take it too)", err=True)
 
 
-def _long_csv(path):
+def _long_csv(path, fill=None):
     """The rows of a CSV file in neuralforecast's long layout (unique_id, ds, y) as a DataFrame,
-    None for any other --data / --input (a wide CSV, a data set's name)."""
+    None for any other --data / --input (a wide CSV, a data set's name); with a ``fill``, its
+    infinite values are kept for it to fill."""
     from stanhop.datasets import looks_like_path
 
     if path is None or not looks_like_path(path):
         return None
     from stanhop.csvio import read_long
 
-    return read_long(path)
+    return read_long(path, keep_infinite=fill is not None)
 
 
 def _as_long(frame):
@@ -444,7 +445,7 @@ def _long_input(run, path, date_column, fill, last_rows=None, keep_empty=False):
     gaps filled by ``fill`` where given (``last_rows``: the rows a forecast reads, as read_input
     takes them; ``keep_empty``: its missing timestamps inserted, their values and the empty ones
     left NaN); None for any other --input."""
-    if (frame := _long_csv(path)) is None:
+    if (frame := _long_csv(path, fill)) is None:
         return None
     if date_column not in (None, "ds"):
         raise UserError(f"{path} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")

@@ -155,12 +155,12 @@ _NA_TEXTS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
 
 
 @_memory_told
-def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
+def read_long(name_or_path: str | os.PathLike, *, keep_infinite: bool = False) -> pd.DataFrame | None:
     """A CSV file in neuralforecast's long layout, one row per series and timestamp under the
     columns unique_id, ds and y (others may follow), as a DataFrame of those rows: ids as
     written (an id "NA" is a series, not a missing value), ds as timestamps (``_long_dates``),
     y as numbers; what stanhop.frames takes as a long frame. None for a file without those
-    three columns."""
+    three columns. An infinite y is refused unless ``keep_infinite`` (a fill will fill it)."""
     path = datasets.resolve(name_or_path)
     header, dialect = _open(path)
     if not set(LONG_COLUMNS) <= {str(c) for c in header}:
@@ -178,7 +178,7 @@ def read_long(name_or_path: str | os.PathLike) -> pd.DataFrame | None:
     raw = raw.reset_index(drop=True)
     decimal, why = _decimal_mark([raw["y"]], dialect["sep"], path, raw["ds"])
     raw["ds"] = _long_dates(raw["ds"], path)
-    raw["y"] = _to_float(raw["y"], "y", path, True, decimal, why, leave_out=False)
+    raw["y"] = _to_float(raw["y"], "y", path, True, decimal, why, keep_infinite=keep_infinite, leave_out=False)
     return raw
 
 

@@ -694,7 +694,7 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
         from stanhop.forecast import check_csv_header
         from stanhop.frames import as_wide_csv
 
-        if (long := read_long(data)) is not None:  # neuralforecast's layout: scored as its wide form
+        if (long := read_long(data, keep_infinite=(fill or run.config.data.fill) is not None)) is not None:  # its wide form
             if date_column not in (None, "ds"):
                 raise UserError(f"{data} is long (unique_id, ds, y): its timestamps are in ds; leave out --date-column")
             with as_wide_csv(long, run.data.date_column, data, fill or run.config.data.fill) as staged:

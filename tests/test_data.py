@@ -621,6 +621,20 @@ def test_infinite_values_are_filled_as_missing_values_with_fill_and_said_so(tmp_
         load_series(path)  # without a fill: refused, with what to do
 
 
+def test_a_long_files_infinite_values_are_filled_with_fill_as_a_wide_files_are(tmp_path):
+    hours = pd.date_range("2021-01-01", periods=12, freq="h")
+    long = pd.concat([pd.DataFrame({"unique_id": uid, "ds": hours, "y": np.arange(12.0) + k}) for k, uid in enumerate("ab")])
+    long = long.astype({"y": object})
+    long.iloc[15, 2] = "inf"  # b's fourth value
+    path = tmp_path / "long.csv"
+    long.to_csv(path, index=False)
+    args = ["data", "describe", str(path), "--split", "0.5/0.25/0.25", "--in-len", "1", "--out-len", "1"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "column 'y' has an infinite value at line 17; fix the cell" in refused.output
+    described = CliRunner().invoke(cli, [*args, "--fill", "ffill"])
+    assert described.exit_code == 0 and "missing   1 (b 1; before --fill)" in described.stdout, described.output
+
+
 def test_describe_counts_missing_before_filling(tmp_path):
     path = write(tmp_path, edit(edit(csv_lines(40), 3, 2, ""), 4, 2, ""))
     info = describe(path, split="0.6/0.2/0.2", in_len=4, out_len=2, fill="ffill")
