@@ -664,7 +664,7 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
         check_output(output, force=force, keep=kept)
         if backtest:
             check_output(metrics_path(output), force=force, keep=kept)
-    from stanhop.forecast import OWN_SOURCE, csv_date_format, own_data, read_input, write_table
+    from stanhop.forecast import OWN_SOURCE, csv_date_format, own_data_and_truth, read_input, write_table
     from stanhop.runs import load_run
 
     loaded = load_run(run)
@@ -672,9 +672,8 @@ def forecast(run, input_path, output, fmt, force, horizon, intervals, backtest, 
     long, truth = False, None  # a long --input: the tables come back long; truth: a backtest's before its fill
     if input_path is None:
         source = OWN_SOURCE
-        frame = own_data(loaded, "test" if backtest else "all")
-        if backtest and loaded.config.data.fill is not None:
-            truth = own_data(loaded, "test", as_read=True)
+        frame, truth = own_data_and_truth(loaded, "test" if backtest else "all")
+        truth = truth if backtest else None  # (a forecast past the end has none)
         rows = "its test split and the in_len rows before it" if backtest else "all of it"
         notice_to_stderr(f"{'backtesting' if backtest else 'forecasting'} on the run's own data, "
                          f"{loaded.config.data.name} ({rows}: {len(frame)} rows, {frame.index[0]} to {frame.index[-1]})")

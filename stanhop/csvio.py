@@ -189,7 +189,8 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     first under which the distinct dates fall on one regular step (else the first that reads
     them all; one with no timestamp missing before one with gaps); the user is told of any
     other than pandas' own."""
-    distinct = _whole_numbers(pd.Series(pd.unique(text), name="ds"), path)
+    unique = pd.unique(text)
+    distinct = _whole_numbers(pd.Series(unique, name="ds"), path)
     _refuse_step_counts(distinct, path)
     readings = [(how, dates) for how, dates in _long_readings(distinct) if not dates.isna().any()]
 
@@ -209,7 +210,7 @@ def _long_dates(text: pd.Series, path: Path) -> pd.Series:
     else:
         for day_first in (d for h, d in readings if h == "day first"):
             _tell_if_day_first_fits_too(distinct, dates, day_first, path)
-    return text.map(dict(zip(pd.unique(text), dates)))
+    return text.map(dict(zip(unique, dates)))
 
 
 def _long_readings(distinct: pd.Series):
@@ -258,9 +259,9 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
         raise UserError(f"{source}: column(s) {listing(empty)} have no values at all; leave them out with "
                         "columns=[...] (CLI: --columns)")
     if fill is None:
-        raise UserError(f"{source}: {_describe_missing(frame)}; fill them {FILL_ADVICE} or fix the file")
-    counts = {name: n for name, n in count_missing(frame).items() if n}
-    infinite = {name: int(n) for name, n in frame[list(counts)].isin([np.inf, -np.inf]).sum().items()}
+        raise UserError(f"{source}: {_describe_missing(missing)}; fill them {FILL_ADVICE} or fix the file")
+    counts = {name: int(n) for name, n in missing.sum().items() if n}
+    infinite = {name: int(n) for name, n in np.isinf(frame[list(counts)]).sum().items()}
     leading = {name: int((~missing[name]).to_numpy().argmax()) for name in counts}  # before the first value
     trailing = {name: int((~missing[name]).to_numpy()[::-1].argmax()) for name in counts}  # after the last
 
@@ -1017,9 +1018,9 @@ def _shown(cell: str) -> str:
     return cited(re.sub("[\u00a0\u202f]", " ", cell))
 
 
-def _describe_missing(frame: pd.DataFrame) -> str:
-    empty = _missing(frame).to_numpy()
+def _describe_missing(missing: pd.DataFrame) -> str:  # missing: _missing's (rows, c)
+    empty = missing.to_numpy()
     rows = np.flatnonzero(empty.any(axis=1))
-    first_col = frame.columns[int(np.argmax(empty[rows[0]]))]
+    first_col = missing.columns[int(np.argmax(empty[rows[0]]))]
     lines = ", ".join(str(r + FIRST_ROW_LINE) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
     return f"{int(empty.sum())} empty cell(s), first in column '{clipped(first_col)}', at line(s) {lines}"

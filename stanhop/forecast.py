@@ -172,11 +172,12 @@ def gap_filling(freq: str, long: bool, separator: str = "; ", infinite: bool = F
     """How a frame's missing timestamps (of the step ``freq``) are inserted and filled, in the
     CLI and in Python, for a wide frame or a long one (unique_id, ds, y); ``infinite``: some of
     its values are infinite, which pandas' interpolate leaves as they are."""
-    python = f"e.g. frame.asfreq('{freq}').interpolate()"
-    if infinite:
-        python = f"frame.replace([np.inf, -np.inf], np.nan) first, then {python}"
     if long:
         python = f"stanhop.frames.filled_long(frame, 'ffill', '{freq}')"  # (it fills infinite values too)
+    else:
+        python = f"e.g. frame.asfreq('{freq}').interpolate()"
+        if infinite:
+            python = f"frame.replace([np.inf, -np.inf], np.nan) first, then {python}"
     return f"CLI --fill ffill|interpolate{separator}Python {python}"
 
 
@@ -190,6 +191,13 @@ def _first_text(frame: pd.DataFrame, channels: list[str], err: Exception) -> str
             row = int(np.argmax(bad))
             return f"{cited(column.iloc[row])} in column '{clipped(name)}' at position {row} ({frame.index[row]})"
     return str(err).splitlines()[0]
+
+
+def aligned_truth(run, truth: pd.DataFrame, source: str, last_rows: int | None = None) -> pd.DataFrame:
+    """A frame before its fill (a backtest's or a plot's truth) as :func:`align` gives the frame
+    itself (its notices are the frame's, not told again), NaN wherever it holds no finite value."""
+    truth = align(run, truth, source=source, notify=lambda _: None, last_rows=last_rows)
+    return truth.where(np.isfinite(truth))
 
 
 def after_last_gap(frame: pd.DataFrame, freq: str, rows: int, source: str, notify: Notify | None = None, *,
@@ -370,16 +378,22 @@ OWN_PARTS = ("all", "through_test", "val", "test")
 OWN_SOURCE = "the run's own data"  # what messages call it where no input is given
 
 
-def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)",
-             as_read: bool = False) -> pd.DataFrame:
+def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)") -> pd.DataFrame:
     """The run's own series, if its file is on this machine: ``all`` of it (a forecast past its
     end), ``through_test`` (up to the end of the run's test split), or ``val`` / ``test`` (that
-    split and the in_len rows before it: the windows ``stanhop evaluate`` scores). Filled by the
-    run's data.fill, or ``as_read``: NaN where that fill made a value up (a backtest's truth).
+    split and the in_len rows before it: the windows ``stanhop evaluate`` scores), filled by the
+    run's data.fill.
 
     Never downloads: a registered data set must already be in $STANHOP_DATA_DIR or the cache.
     ``remedy`` ends the error when the file is not here.
     """
+    return own_data_and_truth(run, part, remedy=remedy)[0]
+
+
+def own_data_and_truth(run, part: str = "all", *, remedy: str = "give a CSV with --input (Python: pass a DataFrame)",
+                       ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """:func:`own_data`, and the same rows as read (NaN where the run's fill made a value up: a
+    backtest's or a calibration's truth), or None where the fill made none up; one read of the file."""
     from stanhop import datasets
     from stanhop.csvio import load_observed
 
@@ -400,12 +414,11 @@ def own_data(run, part: str = "all", *, remedy: str = "give a CSV with --input (
     if zone and frame.index.tz is not None and str(frame.index.tz) != zone:  # a DataFrame's zone: its CSV kept offsets
         frame.index = frame.index.tz_convert(zone)
     check_own_rows(run, frame)
-    if as_read and observed is not None:
-        frame = frame.where(observed)
-    if part == "all":
-        return frame
-    start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])
-    return frame.iloc[max(start - run.config.model.in_len, 0) if part in ("val", "test") else 0 : end]
+    rows = slice(None)
+    if part != "all":
+        start, end = run.data.borders.get("test" if part == "through_test" else part, [len(frame), len(frame)])
+        rows = slice(max(start - run.config.model.in_len, 0) if part in ("val", "test") else 0, end)
+    return frame.iloc[rows], None if observed is None else frame.iloc[rows].where(observed[rows])
 
 
 def check_own_rows(run, frame: pd.DataFrame) -> None:
@@ -453,7 +466,7 @@ def rollout(run, inputs: np.ndarray, horizon: int, *, progress: bool = False) ->
     from tqdm.auto import tqdm
 
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
-    passes, started = -(-horizon // out_len), time.perf_counter()
+    passes, started = passes_of(horizon, out_len), time.perf_counter()
     shown = progress and passes >= SHOWN_PASSES
     bars = shown and redrawn_bars()
     parts: list[np.ndarray] = []  # each (b, out_len, c)
@@ -519,7 +532,7 @@ def horizon_of(run, horizon: int | None) -> int:
     if not isinstance(horizon, numbers.Integral) or isinstance(horizon, bool) or horizon < 1:
         raise UserError(f"horizon must be a whole number >= 1, got {cited(horizon)}")
     if horizon > out_len * MOST_PASSES:
-        raise UserError(f"horizon {horizon:,} takes {-(-horizon // out_len):,} passes of the run's {counted(out_len, 'step')}, "
+        raise UserError(f"horizon {horizon:,} takes {passes_of(horizon, out_len):,} passes of the run's {counted(out_len, 'step')}, "
                         f"each from the forecasts before it; the largest allowed is {out_len * MOST_PASSES:,} "
                         f"({MOST_PASSES:,} passes), as errors compound with every pass: forecast a shorter horizon, or "
                         "train a run with a longer --out-len")
@@ -539,11 +552,16 @@ def refuse_unfitting_horizon(run, horizon: int, levels: list[float]) -> None:
                     " (free memory changes from one run to the next)")
 
 
+def passes_of(horizon: int, out_len: int) -> int:
+    """The model's passes a forecast of ``horizon`` steps takes, out_len steps each."""
+    return -(-horizon // out_len)
+
+
 def recursive_notice(run, horizon: int) -> str:
     """What a forecast past the run's out_len is made of, and how to measure it."""
     out_len = run.config.model.out_len
     return (f"the run forecasts {counted(out_len, 'step')} at a time: steps {out_len + 1}-{horizon} are forecast from its own "
-            f"forecasts ({-(-horizon // out_len)} passes), so their errors compound; "
+            f"forecasts ({passes_of(horizon, out_len)} passes), so their errors compound; "
             f"{command('forecast', run.path, '--backtest', '--horizon', horizon)} measures them on the run's test split")
 
 
@@ -729,10 +747,9 @@ def backtest_stream(run, frame: pd.DataFrame, *, stride: int | None = None, hori
     horizon, levels = horizon_of(run, horizon), parse_levels(intervals)
     given, frame = frame, align(run, frame, source=source, notify=notify)
     if truth is not None:
-        truth = align(run, truth, source=source, notify=lambda _: None)  # (its notices are the frame's)
+        truth = aligned_truth(run, truth, source)
         if not (truth.index.equals(frame.index) and truth.columns.equals(frame.columns)):
             raise UserError(f"the truth given for {source} must have its rows and series")
-        truth = truth.where(np.isfinite(truth))
     in_len, out_len = run.config.model.in_len, run.config.model.out_len
     stride = horizon if stride is None else stride
     batch_size = windows_per_batch(run) if batch_size is None else batch_size

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from stanhop.errors import UserError, cited
+from stanhop.errors import UserError, cited, listing, notice_to_stderr
 
 MAX_WINDOWS = 500  # validation windows forecast, evenly spaced: enough for a 99.8 % level
 MAX_ELEMENTS = 50_000_000  # errors kept (windows × horizon × channels): 200 MB of float32
@@ -59,11 +59,12 @@ def label(level: float) -> str:
 def calibration_errors(run, horizon: int, *, progress: bool = False) -> np.ndarray:
     """|ŷ - y| in scaled units over the run's validation windows (at most MAX_WINDOWS, evenly
     spaced): (n, horizon, c) float32. ``progress``: a progress bar on stderr."""
-    from stanhop.forecast import own_data, scaled, window_forecasts, windows_per_batch
+    from stanhop.forecast import own_data_and_truth, scaled, window_forecasts, windows_per_batch
 
     in_len = run.config.model.in_len
-    z = scaled(run, own_data(run, "val", remedy=REMEDY))  # (rows, c)
-    truth = z if run.config.data.fill is None else scaled(run, own_data(run, "val", remedy=REMEDY, as_read=True))
+    frame, as_read = own_data_and_truth(run, "val", remedy=REMEDY)
+    z = scaled(run, frame)  # (rows, c)
+    truth = z if as_read is None else scaled(run, as_read)
     count = len(z) - in_len - horizon + 1
     if count < 1:
         raise UserError(f"the run's validation split ({len(z) - in_len} rows) is shorter than the horizon "
@@ -107,8 +108,6 @@ def conformal_half_widths(run, horizon: int, levels: list[float], *, progress: b
             width.flags.writeable = False  # shared by every later call
             kept[horizon, level] = width
             if lacking := [c for c, none in zip(run.data.columns, np.isnan(width).any(axis=0)) if none]:
-                from stanhop.errors import listing, notice_to_stderr
-
                 notice_to_stderr(f"no {label(level)}% interval for {listing(lacking)} at some or all steps: the run's "
                                  "validation split holds too few values of the file there (its fill made up the rest)")
     return {level: kept[horizon, level] for level in levels}

@@ -60,16 +60,14 @@ def forecast_with_truth(run, frame: pd.DataFrame, horizon: int | None = None, in
     past the end (truth None); the forecast has the ``intervals``' columns when given.
     ``source``: what messages call the frame; ``observed``: the frame before a fill, NaN where
     the fill made a value up (the truth takes its values: made-up ones are NaN, not truth)."""
-    from stanhop.forecast import align, forecast, horizon_of
+    from stanhop.forecast import align, aligned_truth, forecast, horizon_of
 
     horizon = horizon_of(run, horizon)
     frame = align(run, frame, source=source, last_rows=run.config.model.in_len)  # rows before an older gap: left out
     if len(frame) >= run.config.model.in_len + horizon:
         history, truth = frame.iloc[:-horizon], frame.iloc[-horizon:]
         if observed is not None:  # (its notices are the frame's); a timestamp it lacks was made up too
-            observed = align(run, observed, source=source, notify=lambda _: None, last_rows=horizon)
-            truth = observed.reindex(truth.index)
-            truth = truth.where(np.isfinite(truth))
+            truth = aligned_truth(run, observed, source, last_rows=horizon).reindex(truth.index)
     else:
         history, truth = frame, None
     return history, forecast(run, history, horizon=horizon, intervals=intervals, progress=progress, source=source), truth
@@ -93,7 +91,7 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
     """
     from stanhop.intervals import parse_levels
 
-    from stanhop.forecast import own_data
+    from stanhop.forecast import own_data_and_truth
     from stanhop.runs import load_run
 
     run = run if hasattr(run, "model") else load_run(run)
@@ -102,9 +100,8 @@ def plot_forecast(run, frame: pd.DataFrame | None = None, *, channels: list[str]
         raise UserError(f"history is the number of past rows drawn, a whole number 1 or more, got {cited(history)}")
     history = None if history is None else int(history)  # numpy's integers too
     if frame is None:
-        frame = own_data(run, "through_test")
-        if observed is None and run.config.data.fill:
-            observed = own_data(run, "through_test", as_read=True)
+        frame, as_read = own_data_and_truth(run, "through_test")
+        observed = as_read if observed is None else observed
     levels = parse_levels(intervals)
     past, future, truth = forecast_with_truth(run, frame, horizon, levels, progress, source, observed)
     in_len, steps = run.config.model.in_len, len(future)

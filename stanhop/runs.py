@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stanhop import __version__
-from stanhop.config import Config, load_config, save_config
+from stanhop.config import Config, _number, _whole, load_config, save_config
 from stanhop.errors import UserError, clipped, command, listing, not_a_file, one_job, writable_folder
 from stanhop.randomness import kept_random_state
 
@@ -100,9 +99,9 @@ def read_json(path: Path) -> Any:
 LOCK = ".training"  # held (flock) by the process training into the run: training_pid
 
 # the files a run reads, below its folder: where anything else than a file stands (a FIFO, a device), the run is damaged
-RUN_FILES = (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, FRAME_DATA, MEMORY_WEIGHTS, MEMORY_SETTINGS, LOCK,
-             "checkpoints/last.ckpt", "checkpoints/best.ckpt", f"checkpoints/{LAST_EPOCHS}", "logs/metrics.csv",
-             f"logs/{LOG_BACKUP}")
+TRAINING_WRITES = ("checkpoints/last.ckpt", "checkpoints/best.ckpt", f"checkpoints/{LAST_EPOCHS}", "logs/metrics.csv",
+                   f"logs/{LOG_BACKUP}")  # below the run's folder, as a training (a resume too) writes them
+RUN_FILES = (MARKER, CONFIG, SCALER, WEIGHTS, METRICS, FRAME_DATA, MEMORY_WEIGHTS, MEMORY_SETTINGS, LOCK, *TRAINING_WRITES)
 
 # what a run's folder holds (the module docstring), plots/ of `stanhop plot`, a damaged
 # metrics.json kept aside by evaluate, the lock; and files cut short by an interrupted write (.NAME.….tmp)
@@ -356,8 +355,7 @@ class DataInfo:
             return shown if len(shown) <= 60 else shown[:57] + "..."
 
         def numbers(values) -> bool:
-            return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                    and math.isfinite(v) for v in values)
+            return isinstance(values, list) and all(_number(v) for v in values)
 
         columns = self.columns
         if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
@@ -399,7 +397,7 @@ def _borders_problem(borders) -> str | None:
     for part in ("train", "val", "test"):
         rows = borders[part]
         if not (isinstance(rows, list) and len(rows) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in rows)):
+                and all(_whole(v) for v in rows)):
             return f"borders.{part} must be two whole numbers (its first row and its end), got {str(rows)[:60]}"
         if not end_before <= rows[0] <= rows[1]:
             return (f"borders.{part} must be rows in order, from {end_before} on (the end of the part before it), got "
@@ -499,14 +497,13 @@ class Run:
         ending on the last row (``n_windows=N``: the last N windows only); see
         :func:`stanhop.forecast.backtest`."""
         _no_neuralforecast_names("backtest", kwargs)
-        from stanhop.forecast import OWN_SOURCE, backtest, own_data
+        from stanhop.forecast import OWN_SOURCE, backtest, own_data_and_truth
 
         if frame is None:
-            remedy = "pass the data to backtest on as a DataFrame"
-            frame = own_data(self, "test", remedy=remedy)
+            frame, truth = own_data_and_truth(self, "test", remedy="pass the data to backtest on as a DataFrame")
             kwargs.setdefault("source", OWN_SOURCE)
-            if self.config.data.fill is not None and "truth" not in kwargs:  # the values the fill made up: not scored
-                kwargs["truth"] = own_data(self, "test", remedy=remedy, as_read=True)
+            if truth is not None:  # the values the fill made up: not scored
+                kwargs.setdefault("truth", truth)
         return backtest(self, frame, **kwargs)
 
 

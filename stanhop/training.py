@@ -84,11 +84,13 @@ class Forecaster(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         prediction = self(x)
-        if y.isnan().any():  # targets a fill made up (stanhop.data): scored where the file has a value
-            scored = ~y.isnan()
-            if not scored.any():  # a stretch the fill made up whole: nothing to score in this batch
-                return
-            prediction, y = prediction[scored], y[scored]
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if dm is None or getattr(dm, "truth", None) is not getattr(dm, "series", None):  # a fill may have made targets
+            scored = ~y.isnan()  # up (stanhop.data): scored where the file has a value; checked only then (a host sync)
+            if not scored.all():
+                if not scored.any():  # a stretch the fill made up whole: nothing to score in this batch
+                    return
+                prediction, y = prediction[scored], y[scored]
         self.log("val_mse", F.mse_loss(prediction, y), prog_bar=True, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log("val_mae", F.l1_loss(prediction, y), on_epoch=True, batch_size=len(x), sync_dist=True)
 

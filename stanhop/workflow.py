@@ -22,8 +22,8 @@ from stanhop.errors import (Terminated, UserError, cited, command, counted, know
                             one_job, redrawn_bars, writable_folder)
 from stanhop.randomness import kept_determinism, kept_random_state
 from stanhop.runs import (
-    FRAME_DATA, LOG_BACKUP, MEMORY_SETTINGS, METRICS, DataInfo, check_new_run_dir, check_run_dir, load_run, own_place,
-    prepare_run_dir, read_json, refuse_if_training, refuse_unwritable_run, save_run_files, save_weights, training_lock, write_json,
+    FRAME_DATA, LOG_BACKUP, MEMORY_SETTINGS, METRICS, TRAINING_WRITES, DataInfo, check_new_run_dir, check_run_dir,
+    load_run, own_place, prepare_run_dir, read_json, refuse_if_training, refuse_unwritable_run, save_run_files, save_weights, training_lock, write_json,
 )
 
 
@@ -61,7 +61,7 @@ def refuse_unscored(dm, name: str) -> None:
     would read 0)."""
     for part in ("val", "test"):
         windows = dm.dataset(part)
-        first = windows.first + windows.in_len
+        first = windows.target_start(0)
         targets = dm.truth[first : first + windows.count - 1 + windows.out_len]  # (rows, c) every target row
         if targets.isnan().all():
             raise UserError(f"{name}: the {part} split's {len(targets)} target rows hold no value of the file (its fill "
@@ -253,7 +253,7 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
         run_dir = check_run_dir(resume)
         refuse_if_training(run_dir)  # (before the data is read; the training's lock is taken below)
         refuse_unwritable_run(run_dir, "a resumed run trains into its own folder", "resume the copy")
-        for place in RESUME_WRITES:
+        for place in TRAINING_WRITES:
             own_place(run_dir, place, "a resumed run writes there: put a folder of the run's own in place of the link "
                                       "(moving its files in), or remove what stands there")
         from stanhop.datasets import check_run_file
@@ -375,10 +375,6 @@ def _train(config: Config, out: str | Path | None = None, *, force: bool = False
 
 
 # what a resumed run writes below its folder (Lightning's CSV logger and checkpoints, protect_log)
-RESUME_WRITES = ("logs/metrics.csv", f"logs/{LOG_BACKUP}", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
-                 "checkpoints/last.json")
-
-
 def _kept_facts(run_dir: Path) -> dict[str, Any]:
     """What a resumed run's metrics.json says of where its model came from (init_from,
     data_source), which the resumed training does not know itself."""
@@ -545,15 +541,15 @@ def fit_to_free_memory(config: Config, dm, model, memory) -> None:
     planned = min(t.micro_batch_size or t.batch_size, t.batch_size, len(dm.dataset("train")))  # a step's windows
     measured = footprint.activations(model, m.in_len, m.n_series, bf16=t.precision == "bf16-mixed")
     state = footprint.training_state(model)
-    fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series, state)
-    dm.eval_batch_size = min(dm.eval_batch_size, max(fitting, footprint.most_windows(measured, memory, state)))
+    fitting = footprint.fit_micro_batch(planned, measured, memory, m.n_series, state)  # min(planned, most that fit)
+    dm.eval_batch_size = min(dm.eval_batch_size, footprint.most_windows(measured, memory, state))
     if fitting < planned:
         notice_to_stderr(
             f"a training step of {planned} windows of {m.n_series} series would hold ≈ "
             f"{measured.step_peak(planned) / footprint.GiB:.1f} GiB of activations, more than fit beside the parameters in "
             f"{footprint.usable(memory)}: training goes {fitting} windows at a time (train.micro_batch_size "
             f"{fitting}: more time per step; the batch's gradients, though with dropout its masks are other draws)")
-        t.micro_batch_size = dm.eval_batch_size = fitting  # memory is short: the evaluation's passes (outlier hooks too) no larger
+        t.micro_batch_size = fitting
 
 
 
@@ -707,7 +703,8 @@ def evaluate(run_path: str | Path, *, data: str | None = None, split: str | None
     if split is not None:
         config.data.split = split
     dm = run_data_module(run)
-    refuse_unscored(dm, data or config.data.name)
+    if not after_training:  # (a training has checked its own)
+        refuse_unscored(dm, data or config.data.name)
     if data is not None:
         from stanhop.forecast import refuse_other_step
 
