@@ -271,6 +271,7 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
         early = f", {trailing[name]} after its last value, which is carried forward to them" if trailing[name] else ""
         return f"{clipped(name)} {n} ({n / len(frame):.0%}{inf}{late}{early})"
 
+    frame = frame.mask(missing)  # infinite values too: none of them is a "last value"
     tell_once(f"{source}: {sum(counts.values())} {'empty or infinite' if any(infinite.values()) else 'empty'} cell(s) "
               f"filled by {fill}: " + listing([told(name, n) for name, n in counts.items()]))
     if last_rows and (bare := [name for name in counts if trailing[name] >= last_rows]):
@@ -278,7 +279,6 @@ def fill_missing(frame: pd.DataFrame, fill: str | None, source: str | os.PathLik
                   f"{listing(f'{clipped(name)} (its last value at {frame[name].last_valid_index()})' for name in bare)}; "
                   f"{'its' if len(bare) == 1 else 'their'} forecast rests on filled values only, that last value "
                   "repeated")
-    frame = frame.mask(missing)
     if fill == "ffill":
         return frame.ffill().bfill()
     return frame.interpolate(method="linear", limit_direction="both")

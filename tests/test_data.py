@@ -1033,3 +1033,14 @@ def test_no_message_line_repeats_user_data_whole():
     message = "what is wrong " + "z" * 10_000 + " what to do"
     assert len(bounded(message)) < 2100 and bounded(message).startswith("what is wrong ")
     assert bounded(message).endswith(" what to do") and f"({len(message) - 2000} characters left out)" in bounded(message)
+
+
+def test_the_last_value_a_forecast_rests_on_is_never_an_infinite_one(capsys):
+    from stanhop.csvio import fill_missing
+
+    hours = pd.date_range("2021-01-01", periods=6, freq="h")
+    frame = pd.DataFrame({"a": [1.0, 2, 3, 4, 5, 6], "b": [1.0, 2, 3, np.inf, np.nan, np.nan]}, index=hours)
+    filled = fill_missing(frame, "ffill", "ends.csv", last_rows=3)
+    assert filled["b"].tolist() == [1.0, 2, 3, 3, 3, 3]
+    told = capsys.readouterr().err
+    assert "hold no value of b (its last value at 2021-01-01 02:00:00)" in told, told
